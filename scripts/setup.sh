@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs the host prerequisites (Debian, as root) and builds the release
+# binary. Idempotent: installs only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Programs the builder, the ports framework and the tests need, and the
+# Debian package that provides each.
+declare -A NEEDS=(
+    [bmake]=bmake [zstd]=zstd [curl]=curl [patch]=patch [gcc]=gcc [make]=make
+    [python3]=python3 [sha256sum]=coreutils [tar]=tar [gzip]=gzip [ip]=iproute2
+    [ps]=procps [unshare]=util-linux
+)
+missing=()
+for program in "${!NEEDS[@]}"; do
+    command -v "$program" >/dev/null 2>&1 || missing+=("${NEEDS[$program]}")
+done
+dpkg -s libc6-dev >/dev/null 2>&1 || missing+=(libc6-dev)
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "setup.sh: missing packages (${missing[*]}); run as root to install them" >&2
+        exit 1
+    fi
+    echo "setup.sh: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "setup.sh: installing the Rust toolchain (rustup)"
+    apt-get install -y -qq --no-install-recommends ca-certificates >/dev/null
+    curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal >/dev/null
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
+
+scripts/make-distfiles
+cargo build --release --locked
+echo "setup.sh: ready: $(pwd)/target/release/portsynth"

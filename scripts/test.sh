@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: unit, integration (real bmake, real mounts,
+# real SQLite, as root) and a compile check of the benchmarks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "test.sh: the tests create namespaces and mounts and must run as root" >&2
+    exit 2
+fi
+[ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+for program in bmake zstd curl patch gcc make python3 cargo; do
+    if ! command -v "$program" >/dev/null 2>&1; then
+        echo "test.sh: $program is missing; running scripts/setup.sh"
+        scripts/setup.sh
+        break
+    fi
+done
+scripts/make-distfiles
+scripts/make-distfiles --check
+
+cargo build --release --locked
+cargo test --release --locked -- --test-threads="$(nproc)"
+cargo bench --locked --no-run

@@ -1,0 +1,81 @@
+//! Command-line definitions (clap derive). Parsing only: every value is
+//! validated into settings by the command that uses it.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "portsynth", version, about = "Parallel ports builder for Linux build hosts")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct GlobalArgs {
+    /// Config file (default: $PORTSYNTH_CONFIG, ./portsynth.toml, /etc/portsynth/portsynth.toml).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Profile section of the config to apply ([profile.NAME]).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub profile: Option<String>,
+    /// Number of ports built at once (overrides `workers`).
+    #[arg(short = 'j', long, global = true, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub workers: Option<u32>,
+    /// Answer yes to every question.
+    #[arg(short = 'y', long = "yes", global = true)]
+    pub yes: bool,
+    /// NDJSON events / JSON results on stdout, human text on stderr.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Less output.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// More output (repeatable).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a commented default config and create the directories.
+    Init(InitArgs),
+    /// Show what would be built, in build order, and why.
+    Status(PortsArgs),
+    /// Past runs, or past builds of one port.
+    History(HistoryArgs),
+    /// Remove the build database (after confirmation, or with -y).
+    ResetDb,
+    /// Print the version.
+    Version,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct HistoryArgs {
+    /// A port (category/port[@flavor]); without it, past runs are listed.
+    #[arg(value_name = "PORT")]
+    pub port: Option<String>,
+    /// How many entries to show, newest first.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InitArgs {
+    /// Ports tree to write into the new config.
+    #[arg(long, value_name = "DIR", default_value = "/usr/ports")]
+    pub ports_dir: PathBuf,
+    /// Build base to write into the new config.
+    #[arg(long, value_name = "DIR", default_value = "/var/cache/portsynth")]
+    pub build_base: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PortsArgs {
+    /// Ports as category/port[@flavor]; none means the whole tree.
+    #[arg(value_name = "PORT")]
+    pub ports: Vec<String>,
+}

@@ -1,0 +1,81 @@
+//! Command implementations: each turns parsed arguments and the validated
+//! config into actions and output.
+
+mod history;
+mod init;
+pub mod prepare;
+mod reset_db;
+mod status;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Parser;
+
+use crate::cli::{Cli, Command, GlobalArgs};
+use crate::config::{self, Config};
+use crate::ports::{Origin, Scanner};
+
+/// Exit codes of DESIGN.md.
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const PORT_FAILED: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const INTERRUPTED: u8 = 3;
+}
+
+/// An error that carries its own exit code (anything else exits 2).
+#[derive(Debug)]
+pub struct ExitWith(pub u8, pub String);
+
+impl std::fmt::Display for ExitWith {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.1)
+    }
+}
+
+impl std::error::Error for ExitWith {}
+
+pub fn exit_code_of(error: &anyhow::Error) -> ExitCode {
+    let code = error.chain().find_map(|e| e.downcast_ref::<ExitWith>()).map_or(exit::USAGE, |e| e.0);
+    ExitCode::from(code)
+}
+
+pub fn run() -> Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Init(args) => init::run(&cli.global, &args),
+        Command::Status(args) => status::run(&load_config(&cli.global)?, &cli.global, &args.ports),
+        Command::History(args) => history::run(&load_config(&cli.global)?, &cli.global, &args),
+        Command::ResetDb => reset_db::run(&load_config(&cli.global)?, &cli.global),
+        Command::Version => {
+            println!("portsynth {}", env!("CARGO_PKG_VERSION"));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The config file of the search order, with command-line overrides applied.
+pub fn load_config(global: &GlobalArgs) -> Result<Config> {
+    let file = config::locate(global.config.as_deref())?;
+    let mut config = config::load(&file, global.profile.as_deref())?;
+    if let Some(workers) = global.workers {
+        config.workers = workers as usize;
+    }
+    Ok(config)
+}
+
+pub fn scanner(config: &Config) -> Scanner {
+    Scanner {
+        ports_dir: config.ports_dir.clone(),
+        make_program: config.make_program.clone(),
+        make_env: config.make_conf.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    }
+}
+
+/// Parses the origins given on the command line; a bad one is a usage error.
+pub fn parse_origins(args: &[String]) -> Result<Vec<Origin>> {
+    args.iter()
+        .map(|a| Origin::parse(a).map_err(|e| anyhow::anyhow!("bad port argument '{a}': {e}")))
+        .collect()
+}

@@ -1,0 +1,64 @@
+//! The part every planning command shares: scan the tree through the scan
+//! cache, compute effective keys, and classify the requested ports.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use crate::builddb::crc::CrcMemo;
+use crate::builddb::keys::{compute_keys, config_crc, needs_build, KeyInputs};
+use crate::builddb::BuildDb;
+use crate::config::Config;
+use crate::plan::{Plan, Request};
+use crate::ports::cache::CachedScanner;
+use crate::ports::{Origin, PortTree, Scope};
+
+pub struct Prepared {
+    pub tree: PortTree,
+    pub keys: Vec<Option<KeyInputs>>,
+    pub plan: Plan,
+    /// (scan cache hits, bmake scans).
+    pub scan_stats: (usize, usize),
+}
+
+/// Scans, resolves and plans. Scan-cache write failures are warnings: the
+/// cache only saves time.
+pub fn prepare(config: &Config, db: &BuildDb, origins: &[Origin]) -> Result<Prepared> {
+    let scanner = super::scanner(config);
+    let memo = CrcMemo::default();
+    let config_crc = config_crc(config);
+    let stored = db.scan_cache_load().unwrap_or_else(|e| {
+        warn(&format!("scan cache unreadable, scanning everything: {e:#}"));
+        Default::default()
+    });
+    let cached = CachedScanner::new(&scanner, &memo, config_crc, stored);
+    let scope = if origins.is_empty() { Scope::Everything } else { Scope::Ports(origins) };
+    let tree = PortTree::load(&scanner, scope, &|dirs| cached.scan_dirs(dirs))?;
+    if let Err(e) = db.scan_cache_store(&cached.take_fresh()) {
+        warn(&format!("cannot update the scan cache: {e:#}"));
+    }
+    let keys = compute_keys(&tree, &memo, config_crc);
+    let states = db.port_states().unwrap_or_else(|e| {
+        warn(&format!("cannot read stored port states, treating every port as new: {e:#}"));
+        Default::default()
+    });
+    let request = if origins.is_empty() { Request::Everything } else { Request::Ports(origins) };
+    let all_dir = config.packages_dir.join("All");
+    let plan = Plan::make(&tree, request, &mut |node| {
+        let meta = tree.nodes[node].meta.as_ref()?;
+        let Some(current) = &keys[node] else {
+            return Some("changed (port files unreadable)".into());
+        };
+        let present = package_present(&all_dir, &meta.pkgname);
+        needs_build(current, states.get(&tree.nodes[node].origin.to_string()), present)
+    })?;
+    Ok(Prepared { tree, keys, plan, scan_stats: cached.stats() })
+}
+
+fn package_present(all_dir: &Path, pkgname: &str) -> bool {
+    all_dir.join(format!("{pkgname}.pkg")).is_file()
+}
+
+pub fn warn(message: &str) {
+    eprintln!("portsynth: warning: {message}");
+}

@@ -1,0 +1,64 @@
+//! `portsynth status [PORT…]`: the plan, in build order, with reasons.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use super::prepare::prepare;
+use crate::builddb::BuildDb;
+use crate::cli::GlobalArgs;
+use crate::config::Config;
+use crate::plan::{Plan, Verdict};
+
+pub fn run(config: &Config, global: &GlobalArgs, ports: &[String]) -> Result<ExitCode> {
+    let origins = super::parse_origins(ports)?;
+    let db = BuildDb::open(&config.database_path)?;
+    let prepared = prepare(config, &db, &origins)?;
+    let mut out = std::io::stdout().lock();
+    if global.json {
+        serde_json::to_writer_pretty(&mut out, &prepared.plan)?;
+        writeln!(out)?;
+    } else {
+        print_plan(&mut out, &prepared.plan, config)?;
+    }
+    if global.verbose > 0 {
+        let (hits, scans) = prepared.scan_stats;
+        eprintln!("scan: {hits} port directories from the cache, {scans} scanned with {}", config.make_program);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+type Select = fn(&Verdict) -> Option<&str>;
+
+fn print_plan(out: &mut impl Write, plan: &Plan, config: &Config) -> std::io::Result<()> {
+    writeln!(out, "Ports tree: {}", config.ports_dir.display())?;
+    let width = plan.entries.iter().map(|e| e.origin.to_string().len()).max().unwrap_or(0);
+    let pkg_width = plan.entries.iter().filter_map(|e| e.pkgname.as_ref().map(String::len)).max().unwrap_or(0);
+    let sections: [(&str, Select); 5] = [
+        ("To build, in build order", |v| if let Verdict::Build(r) = v { Some(r) } else { None }),
+        ("Up to date", |v| if let Verdict::UpToDate = v { Some("") } else { None }),
+        ("Ignored", |v| if let Verdict::Ignored(r) = v { Some(r) } else { None }),
+        ("Skipped", |v| if let Verdict::Skipped(r) = v { Some(r) } else { None }),
+        ("Not buildable", |v| if let Verdict::NotBuildable(r) = v { Some(r) } else { None }),
+    ];
+    for (title, select) in sections {
+        let rows: Vec<_> = plan.entries.iter().filter_map(|e| select(&e.verdict).map(|r| (e, r))).collect();
+        if rows.is_empty() {
+            continue;
+        }
+        writeln!(out, "\n{title} ({}):", rows.len())?;
+        for (index, (entry, reason)) in rows.iter().enumerate() {
+            let pkgname = entry.pkgname.as_deref().unwrap_or("-");
+            let origin = entry.origin.to_string();
+            let line = format!("{:>4}  {origin:width$}  {pkgname:pkg_width$}  {reason}", index + 1);
+            writeln!(out, "{}", line.trim_end())?;
+        }
+    }
+    let c = plan.counts;
+    writeln!(
+        out,
+        "\n{} to build, {} up to date, {} ignored, {} skipped, {} not buildable",
+        c.to_build, c.up_to_date, c.ignored, c.skipped, c.not_buildable
+    )
+}

@@ -1,0 +1,509 @@
+//! Configuration: a TOML file with top-level settings and `[profile.NAME]`
+//! sections that override them.
+//!
+//! Parsing and validation are separate steps. [`RawSettings`] mirrors the file
+//! exactly (every key optional, every value with its byte span) and rejects
+//! unknown keys and wrong types through serde, so toml's own error names the
+//! key and the line. [`Config`] is the validated result: paths absolute,
+//! defaults filled in, sizes and durations parsed. Validation errors that
+//! concern a value (a missing ports tree, a zero worker count) are reported at
+//! that value's line via its span.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::ports::Phase;
+
+pub const ENV_CONFIG: &str = "PORTSYNTH_CONFIG";
+pub const SYSTEM_CONFIG: &str = "/etc/portsynth/portsynth.toml";
+pub const LOCAL_CONFIG: &str = "portsynth.toml";
+
+/// The validated settings every command works from.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file the settings came from.
+    pub file: PathBuf,
+    pub profile: Option<String>,
+    pub ports_dir: PathBuf,
+    pub system_path: PathBuf,
+    pub build_base: PathBuf,
+    pub packages_dir: PathBuf,
+    pub distfiles_dir: PathBuf,
+    pub logs_dir: PathBuf,
+    pub database_path: PathBuf,
+    pub workers: usize,
+    pub make_jobs: usize,
+    pub make_program: String,
+    pub build_user: String,
+    pub tmpfs_size: u64,
+    pub phase_timeouts: BTreeMap<Phase, Duration>,
+    pub silent_timeout: Duration,
+    pub make_conf: BTreeMap<String, String>,
+}
+
+impl Config {
+    pub fn phase_timeout(&self, phase: Phase) -> Duration {
+        self.phase_timeouts.get(&phase).copied().unwrap_or_else(|| phase.default_timeout())
+    }
+}
+
+/// The file as written. Top-level keys and profile sections share one shape;
+/// a `profile` table inside a profile is rejected during validation.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSettings {
+    ports_dir: Option<Spanned<PathBuf>>,
+    system_path: Option<Spanned<PathBuf>>,
+    build_base: Option<Spanned<PathBuf>>,
+    packages_dir: Option<Spanned<PathBuf>>,
+    distfiles_dir: Option<Spanned<PathBuf>>,
+    logs_dir: Option<Spanned<PathBuf>>,
+    database_path: Option<Spanned<PathBuf>>,
+    workers: Option<Spanned<i64>>,
+    make_jobs: Option<Spanned<i64>>,
+    make_program: Option<Spanned<String>>,
+    build_user: Option<Spanned<String>>,
+    tmpfs_size: Option<Spanned<String>>,
+    phase_timeouts: Option<BTreeMap<Spanned<String>, Spanned<i64>>>,
+    silent_timeout: Option<Spanned<i64>>,
+    make_conf: Option<BTreeMap<String, Spanned<String>>>,
+    profile: Option<BTreeMap<String, Spanned<RawSettings>>>,
+}
+
+macro_rules! overlay {
+    ($base:expr, $top:expr, $($field:ident),*) => {
+        $( if $top.$field.is_some() { $base.$field = $top.$field; } )*
+    };
+}
+
+impl RawSettings {
+    fn overlay(mut self, top: RawSettings) -> RawSettings {
+        overlay!(
+            self, top, ports_dir, system_path, build_base, packages_dir, distfiles_dir, logs_dir,
+            database_path, workers, make_jobs, make_program, build_user, tmpfs_size,
+            phase_timeouts, silent_timeout, make_conf
+        );
+        self
+    }
+}
+
+/// Where the config comes from, in the order DESIGN.md fixes.
+pub fn locate(explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(path) = explicit {
+        return Ok(path.to_path_buf());
+    }
+    if let Some(path) = std::env::var_os(ENV_CONFIG).filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(path));
+    }
+    let candidates = [PathBuf::from(LOCAL_CONFIG), PathBuf::from(SYSTEM_CONFIG)];
+    candidates.iter().find(|p| p.is_file()).cloned().with_context(|| {
+        format!(
+            "no config file found (looked for --config, ${ENV_CONFIG}, ./{LOCAL_CONFIG}, {SYSTEM_CONFIG}); \
+             create one with `portsynth init`"
+        )
+    })
+}
+
+/// Reads, parses and validates a config file.
+pub fn load(file: &Path, profile: Option<&str>) -> Result<Config> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read config file {}", file.display()))?;
+    let file = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
+    parse(&text, &file, profile)
+}
+
+/// Parses config text as if it came from `file` (relative paths are relative
+/// to the file's directory).
+pub fn parse(text: &str, file: &Path, profile: Option<&str>) -> Result<Config> {
+    let mut raw: RawSettings = toml::from_str(text)
+        .map_err(|e| anyhow::anyhow!("config {}: {}", file.display(), e.to_string().trim_end()))?;
+    let profiles = raw.profile.take().unwrap_or_default();
+    let at = Locator { text, file };
+    for (name, section) in &profiles {
+        if section.get_ref().profile.is_some() {
+            bail!("{}: profile '{name}' may not contain profiles", at.line_of(section.span()));
+        }
+    }
+    let (profile, settings) = match profile {
+        None => (None, raw),
+        Some(name) => {
+            let section = profiles.get(name).with_context(|| {
+                let known: Vec<&str> = profiles.keys().map(String::as_str).collect();
+                format!(
+                    "config {}: no profile '{name}' (profiles defined: {})",
+                    file.display(),
+                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                )
+            })?;
+            (Some(name.to_string()), raw.overlay(section.get_ref().clone()))
+        }
+    };
+    validate(settings, &at, profile)
+}
+
+/// Turns a span into "config FILE line N: " for error messages.
+struct Locator<'a> {
+    text: &'a str,
+    file: &'a Path,
+}
+
+impl Locator<'_> {
+    fn line_of(&self, span: std::ops::Range<usize>) -> String {
+        let line = self.text[..span.start.min(self.text.len())].matches('\n').count() + 1;
+        format!("config {} line {line}", self.file.display())
+    }
+
+    fn error<T>(&self, key: &str, value: &Spanned<T>, message: impl std::fmt::Display) -> anyhow::Error {
+        anyhow::anyhow!("{}: {key}: {message}", self.line_of(value.span()))
+    }
+}
+
+fn validate(raw: RawSettings, at: &Locator, profile: Option<String>) -> Result<Config> {
+    let base_dir = at.file.parent().unwrap_or(Path::new("/")).to_path_buf();
+    let path = |value: Option<Spanned<PathBuf>>| value.map(|v| base_dir.join(v.into_inner()));
+    let build_base = path(raw.build_base).unwrap_or_else(|| PathBuf::from("/var/cache/portsynth"));
+    let under_base = |value, default: &str| path(value).unwrap_or_else(|| build_base.join(default));
+
+    let ports_dir = match &raw.ports_dir {
+        Some(value) => {
+            let dir = base_dir.join(value.get_ref());
+            check_ports_tree(&dir).map_err(|e| at.error("ports_dir", value, e))?;
+            dir
+        }
+        None => {
+            let dir = PathBuf::from("/usr/ports");
+            check_ports_tree(&dir).map_err(|e| {
+                anyhow::anyhow!("config {}: ports_dir is not set and the default {e}", at.file.display())
+            })?;
+            dir
+        }
+    };
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+
+    Ok(Config {
+        file: at.file.to_path_buf(),
+        profile,
+        ports_dir,
+        system_path: path(raw.system_path).unwrap_or_else(|| PathBuf::from("/")),
+        packages_dir: under_base(raw.packages_dir, "packages"),
+        distfiles_dir: under_base(raw.distfiles_dir, "distfiles"),
+        logs_dir: under_base(raw.logs_dir, "logs"),
+        database_path: under_base(raw.database_path, "builddb.sqlite"),
+        build_base,
+        workers: positive(at, "workers", raw.workers)?.unwrap_or(cpus),
+        make_jobs: positive(at, "make_jobs", raw.make_jobs)?.unwrap_or(1),
+        make_program: non_empty(at, "make_program", raw.make_program)?.unwrap_or_else(|| "bmake".into()),
+        build_user: non_empty(at, "build_user", raw.build_user)?.unwrap_or_else(|| "nobody".into()),
+        tmpfs_size: match raw.tmpfs_size {
+            Some(v) => parse_size(v.get_ref()).map_err(|e| at.error("tmpfs_size", &v, e))?,
+            None => 8 << 30,
+        },
+        phase_timeouts: phase_timeouts(at, raw.phase_timeouts)?,
+        silent_timeout: Duration::from_secs(
+            positive(at, "silent_timeout", raw.silent_timeout)?.unwrap_or(7200) as u64,
+        ),
+        make_conf: make_conf(at, raw.make_conf)?,
+    })
+}
+
+/// A ports tree is a directory with the framework in it.
+fn check_ports_tree(dir: &Path) -> std::result::Result<(), String> {
+    if !dir.is_dir() {
+        return Err(format!("{} does not exist or is not a directory", dir.display()));
+    }
+    if !dir.join("Mk/bsd.port.mk").is_file() {
+        return Err(format!("{} is not a ports tree (no Mk/bsd.port.mk)", dir.display()));
+    }
+    Ok(())
+}
+
+fn positive(at: &Locator, key: &str, value: Option<Spanned<i64>>) -> Result<Option<usize>> {
+    match value {
+        Some(v) if *v.get_ref() < 1 => Err(at.error(key, &v, format!("must be at least 1, not {}", v.get_ref()))),
+        Some(v) => Ok(Some(*v.get_ref() as usize)),
+        None => Ok(None),
+    }
+}
+
+fn non_empty(at: &Locator, key: &str, value: Option<Spanned<String>>) -> Result<Option<String>> {
+    match value {
+        Some(v) if v.get_ref().trim().is_empty() => Err(at.error(key, &v, "must not be empty")),
+        Some(v) => Ok(Some(v.into_inner())),
+        None => Ok(None),
+    }
+}
+
+fn phase_timeouts(
+    at: &Locator,
+    raw: Option<BTreeMap<Spanned<String>, Spanned<i64>>>,
+) -> Result<BTreeMap<Phase, Duration>> {
+    let mut timeouts: BTreeMap<Phase, Duration> =
+        Phase::ALL.into_iter().map(|p| (p, p.default_timeout())).collect();
+    for (name, secs) in raw.unwrap_or_default() {
+        let phase = Phase::from_name(name.get_ref()).ok_or_else(|| {
+            let known: Vec<&str> = Phase::ALL.iter().map(|p| p.name()).collect();
+            at.error(
+                &format!("phase_timeouts.{}", name.get_ref()),
+                &name,
+                format!("unknown phase (phases: {})", known.join(", ")),
+            )
+        })?;
+        let key = format!("phase_timeouts.{}", name.get_ref());
+        let secs = positive(at, &key, Some(secs))?.unwrap_or_default();
+        timeouts.insert(phase, Duration::from_secs(secs as u64));
+    }
+    Ok(timeouts)
+}
+
+fn make_conf(at: &Locator, raw: Option<BTreeMap<String, Spanned<String>>>) -> Result<BTreeMap<String, String>> {
+    let mut vars = BTreeMap::new();
+    for (name, value) in raw.unwrap_or_default() {
+        let valid = !name.is_empty()
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+            && !name.starts_with(|c: char| c.is_ascii_digit());
+        if !valid {
+            return Err(at.error(&format!("make_conf.{name}"), &value, "not a valid make variable name"));
+        }
+        vars.insert(name, value.into_inner());
+    }
+    Ok(vars)
+}
+
+/// Parses `512M`, `8G`, `1024` (bytes); suffixes K, M, G, T are binary.
+pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, suffix) = text.split_at(split);
+    let number: u64 = digits.parse().map_err(|_| format!("'{text}' is not a size like 512M or 8G"))?;
+    let shift = match suffix.to_ascii_uppercase().trim_end_matches(['B', 'I']) {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return Err(format!("'{text}' has an unknown size suffix '{suffix}' (use K, M, G or T)")),
+    };
+    if number == 0 {
+        return Err(format!("'{text}' must be larger than zero"));
+    }
+    number.checked_shl(shift).filter(|v| v >> shift == number).ok_or_else(|| format!("'{text}' is too large"))
+}
+
+/// The commented default config written by `portsynth init`.
+pub fn default_config_text(ports_dir: &Path, build_base: &Path) -> String {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut text = String::new();
+    let _ = write!(
+        text,
+        r#"# portsynth configuration (TOML). Unknown keys are errors.
+# Relative paths are relative to this file's directory.
+
+# The ports tree: category/port/Makefile plus Mk/bsd.port.mk.
+ports_dir = "{ports}"
+# Root whose /usr, /bin, /sbin, /lib*, /etc are bound read-only into every sandbox.
+system_path = "/"
+# Slots, database, logs, packages and distfiles live here unless set below.
+build_base = "{base}"
+# packages_dir = "{base}/packages"
+# distfiles_dir = "{base}/distfiles"
+# logs_dir = "{base}/logs"
+# database_path = "{base}/builddb.sqlite"
+
+# Ports built at once (default: number of CPUs) and make jobs inside each.
+workers = {cpus}
+make_jobs = 1
+make_program = "bmake"
+# Unprivileged user for every phase after checksum.
+build_user = "nobody"
+# Size limit of each sandbox tmpfs (/construction, /usr/local, /tmp).
+tmpfs_size = "8G"
+# Seconds without any output before a build is killed.
+silent_timeout = 7200
+
+# Per-phase wall-clock limits in seconds (defaults shown).
+[phase_timeouts]
+"#,
+        ports = ports_dir.display(),
+        base = build_base.display(),
+    );
+    for phase in Phase::ALL {
+        let _ = writeln!(text, "# {} = {}", phase.name(), phase.default_timeout().as_secs());
+    }
+    text.push_str(
+        r#"
+# Extra make variables passed to every make invocation (part of every port's build key).
+[make_conf]
+# CFLAGS = "-O2 -pipe"
+
+# Profiles override the settings above: portsynth --profile quick ...
+# [profile.quick]
+# workers = 1
+"#,
+    );
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("ports/Mk")).unwrap();
+        std::fs::write(dir.path().join("ports/Mk/bsd.port.mk"), "").unwrap();
+        dir
+    }
+
+    fn parse_in(dir: &Path, text: &str, profile: Option<&str>) -> Result<Config> {
+        parse(text, &dir.join("portsynth.toml"), profile)
+    }
+
+    fn error_in(dir: &Path, text: &str) -> String {
+        format!("{:#}", parse_in(dir, text, None).expect_err(text))
+    }
+
+    #[test]
+    fn defaults_are_relative_to_build_base_and_file() {
+        let dir = tree();
+        let config = parse_in(dir.path(), "ports_dir = \"ports\"\nbuild_base = \"base\"\n", None).unwrap();
+        assert_eq!(config.ports_dir, dir.path().join("ports"));
+        assert_eq!(config.build_base, dir.path().join("base"));
+        assert_eq!(config.packages_dir, dir.path().join("base/packages"));
+        assert_eq!(config.distfiles_dir, dir.path().join("base/distfiles"));
+        assert_eq!(config.logs_dir, dir.path().join("base/logs"));
+        assert_eq!(config.database_path, dir.path().join("base/builddb.sqlite"));
+        assert_eq!(config.make_program, "bmake");
+        assert_eq!(config.build_user, "nobody");
+        assert_eq!(config.make_jobs, 1);
+        assert!(config.workers >= 1);
+        assert_eq!(config.tmpfs_size, 8 << 30);
+        assert_eq!(config.phase_timeout(Phase::Build), Duration::from_secs(86400));
+        assert_eq!(config.silent_timeout, Duration::from_secs(7200));
+    }
+
+    #[test]
+    fn every_key_is_read() {
+        let dir = tree();
+        let text = r#"
+ports_dir = "ports"
+system_path = "/sysroot"
+build_base = "/b"
+packages_dir = "/p"
+distfiles_dir = "/d"
+logs_dir = "/l"
+database_path = "/db.sqlite"
+workers = 3
+make_jobs = 2
+make_program = "fmake"
+build_user = "builder"
+tmpfs_size = "512M"
+silent_timeout = 60
+[phase_timeouts]
+build = 120
+check-plist = 5
+[make_conf]
+CFLAGS = "-O1"
+"#;
+        let c = parse_in(dir.path(), text, None).unwrap();
+        assert_eq!(c.system_path, Path::new("/sysroot"));
+        assert_eq!(c.packages_dir, Path::new("/p"));
+        assert_eq!(c.distfiles_dir, Path::new("/d"));
+        assert_eq!(c.logs_dir, Path::new("/l"));
+        assert_eq!(c.database_path, Path::new("/db.sqlite"));
+        assert_eq!((c.workers, c.make_jobs), (3, 2));
+        assert_eq!(c.make_program, "fmake");
+        assert_eq!(c.build_user, "builder");
+        assert_eq!(c.tmpfs_size, 512 << 20);
+        assert_eq!(c.silent_timeout, Duration::from_secs(60));
+        assert_eq!(c.phase_timeout(Phase::Build), Duration::from_secs(120));
+        assert_eq!(c.phase_timeout(Phase::CheckPlist), Duration::from_secs(5));
+        assert_eq!(c.phase_timeout(Phase::Fetch), Phase::Fetch.default_timeout());
+        assert_eq!(c.make_conf.get("CFLAGS").map(String::as_str), Some("-O1"));
+    }
+
+    #[test]
+    fn profiles_override_top_level_settings() {
+        let dir = tree();
+        let text = "ports_dir = \"ports\"\nworkers = 4\n[profile.quick]\nworkers = 1\nmake_jobs = 3\n";
+        let base = parse_in(dir.path(), text, None).unwrap();
+        assert_eq!((base.workers, base.make_jobs), (4, 1));
+        let quick = parse_in(dir.path(), text, Some("quick")).unwrap();
+        assert_eq!((quick.workers, quick.make_jobs), (1, 3));
+        assert_eq!(quick.profile.as_deref(), Some("quick"));
+        let err = format!("{:#}", parse_in(dir.path(), text, Some("slow")).unwrap_err());
+        assert!(err.contains("no profile 'slow'") && err.contains("quick"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_names_key_file_and_line() {
+        let dir = tree();
+        let err = error_in(dir.path(), "ports_dir = \"ports\"\n\nwrokers = 2\n");
+        assert!(err.contains("wrokers"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("portsynth.toml"), "{err}");
+        let err = error_in(dir.path(), "ports_dir = \"ports\"\n[profile.x]\nbogus = 1\n");
+        assert!(err.contains("bogus") && err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_key_and_line() {
+        let dir = tree();
+        let err = error_in(dir.path(), "ports_dir = \"ports\"\nworkers = \"many\"\n");
+        assert!(err.contains("line 2") && err.contains("portsynth.toml"), "{err}");
+        assert!(err.contains("workers"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_name_key_and_line() {
+        let dir = tree();
+        for (text, key, line) in [
+            ("ports_dir = \"ports\"\nworkers = 0\n", "workers", 2),
+            ("ports_dir = \"ports\"\n\ntmpfs_size = \"lots\"\n", "tmpfs_size", 3),
+            ("ports_dir = \"ports\"\n[phase_timeouts]\ninstall = 5\n", "phase_timeouts.install", 3),
+            ("ports_dir = \"ports\"\n[phase_timeouts]\nbuild = -1\n", "phase_timeouts.build", 3),
+            ("ports_dir = \"ports\"\nbuild_user = \" \"\n", "build_user", 2),
+            ("ports_dir = \"ports\"\n[make_conf]\n\"BAD NAME\" = \"x\"\n", "make_conf.BAD NAME", 3),
+        ] {
+            let err = error_in(dir.path(), text);
+            assert!(err.contains(&format!("{key}:")), "{text}: {err}");
+            assert!(err.contains(&format!("line {line}")), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn missing_ports_tree_names_key_file_and_line() {
+        let dir = tree();
+        let err = error_in(dir.path(), "build_base = \"b\"\nports_dir = \"nowhere\"\n");
+        assert!(err.contains("ports_dir") && err.contains("line 2"), "{err}");
+        assert!(err.contains("nowhere") && err.contains("does not exist"), "{err}");
+        std::fs::create_dir_all(dir.path().join("empty")).unwrap();
+        let err = error_in(dir.path(), "ports_dir = \"empty\"\n");
+        assert!(err.contains("no Mk/bsd.port.mk") && err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("4k"), Ok(4096));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("5X").is_err());
+        assert!(parse_size("G").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn default_config_text_parses_back() {
+        let dir = tree();
+        let text = default_config_text(&dir.path().join("ports"), &dir.path().join("base"));
+        let config = parse_in(dir.path(), &text, None).unwrap();
+        assert_eq!(config.build_base, dir.path().join("base"));
+    }
+}

@@ -1,0 +1,13 @@
+//! portsynth: a parallel ports builder for Linux build hosts.
+//!
+//! See `docs/ARCHITECTURE.md` for how the modules fit together.
+
+pub mod builddb;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod graph;
+pub mod plan;
+pub mod ports;
+
+pub use commands::{exit_code_of, run};

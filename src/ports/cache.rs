@@ -1,0 +1,104 @@
+//! The scan cache: a port's metadata is reused without running bmake while
+//! its directory and every makefile it read are unchanged.
+//!
+//! Validity is decided by content CRCs, not mtimes: the port directory CRC
+//! (folded with the config CRC, since make variables from the config can
+//! change the metadata) and the CRC of each makefile in `.MAKE.MAKEFILES`
+//! outside the port directory. Editing `Mk/bsd.port.mk` therefore invalidates
+//! every port, editing a shared include invalidates exactly the ports that
+//! read it, and editing one port invalidates that port. A failed scan is
+//! never cached, so it is retried next time.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use rayon::prelude::*;
+
+use super::scan::{DirScan, PortMeta, Scanner};
+use super::Origin;
+use crate::builddb::crc::{crc_of_parts, CrcMemo};
+use crate::builddb::ScanCacheEntry;
+
+pub struct CachedScanner<'a> {
+    scanner: &'a Scanner,
+    memo: &'a CrcMemo,
+    config_crc: u32,
+    stored: HashMap<String, ScanCacheEntry>,
+    fresh: Mutex<Vec<(String, ScanCacheEntry)>>,
+    hits: AtomicUsize,
+    misses: AtomicUsize,
+}
+
+impl<'a> CachedScanner<'a> {
+    pub fn new(scanner: &'a Scanner, memo: &'a CrcMemo, config_crc: u32, stored: HashMap<String, ScanCacheEntry>) -> Self {
+        CachedScanner {
+            scanner,
+            memo,
+            config_crc,
+            stored,
+            fresh: Mutex::default(),
+            hits: AtomicUsize::new(0),
+            misses: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn scan_dirs(&self, dirs: &[Origin]) -> Vec<DirScan> {
+        dirs.par_iter().map(|dir| self.scan_dir(dir)).collect()
+    }
+
+    fn scan_dir(&self, dir: &Origin) -> DirScan {
+        let key = dir.dir();
+        let dir_crc = self.dir_crc(dir);
+        if let (Some(crc), Some(entry)) = (dir_crc, self.stored.get(&key)) {
+            if let Some(metas) = self.reuse(crc, entry) {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(metas);
+            }
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let metas = self.scanner.scan_dir(dir)?;
+        if let Some(entry) = dir_crc.and_then(|crc| self.entry_for(crc, dir, &metas)) {
+            self.fresh.lock().expect("scan cache lock").push((key, entry));
+        }
+        Ok(metas)
+    }
+
+    fn dir_crc(&self, dir: &Origin) -> Option<u32> {
+        let port_crc = self.memo.dir(&self.scanner.port_dir(dir))?;
+        Some(crc_of_parts([&port_crc.to_le_bytes()[..], &self.config_crc.to_le_bytes()]))
+    }
+
+    fn reuse(&self, dir_crc: u32, entry: &ScanCacheEntry) -> Option<Vec<PortMeta>> {
+        let unchanged = entry.dir_crc == dir_crc
+            && entry.makefiles.iter().all(|(path, crc)| self.memo.file(path.as_ref()) == Some(*crc));
+        if !unchanged {
+            return None;
+        }
+        serde_json::from_str(&entry.metadata).ok()
+    }
+
+    fn entry_for(&self, dir_crc: u32, dir: &Origin, metas: &[PortMeta]) -> Option<ScanCacheEntry> {
+        let port_dir = self.scanner.port_dir(dir);
+        let mut paths: Vec<_> =
+            metas.iter().flat_map(|m| m.makefiles.iter()).filter(|p| !p.starts_with(&port_dir)).collect();
+        paths.sort();
+        paths.dedup();
+        let mut makefiles = Vec::new();
+        for path in paths {
+            makefiles.push((path.to_string_lossy().into_owned(), self.memo.file(path)?));
+        }
+        let metadata = serde_json::to_string(metas).ok()?;
+        Some(ScanCacheEntry { dir_crc, makefiles, metadata })
+    }
+
+    /// Entries scanned by bmake during this run, to be stored.
+    pub fn take_fresh(&self) -> Vec<(String, ScanCacheEntry)> {
+        std::mem::take(&mut *self.fresh.lock().expect("scan cache lock"))
+    }
+
+    /// (cache hits, bmake scans) so far.
+    pub fn stats(&self) -> (usize, usize) {
+        (self.hits.load(Ordering::Relaxed), self.misses.load(Ordering::Relaxed))
+    }
+}
