@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::graph::NodeId;
-use crate::ports::{Origin, PortTree};
+use crate::ports::{DepKind, Origin, PortTree};
 
 /// What happens to one port.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -35,6 +35,14 @@ pub struct PlanEntry {
     pub pkgname: Option<String>,
     #[serde(flatten)]
     pub verdict: Verdict,
+    /// Resolved direct dependencies.
+    pub depends: Vec<Dependency>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Dependency {
+    pub origin: Origin,
+    pub kind: DepKind,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -107,6 +115,12 @@ impl Plan {
             origin: tree.nodes[node].origin.clone(),
             pkgname: tree.nodes[node].meta.as_ref().map(|m| m.pkgname.clone()),
             verdict: verdicts[&node].clone(),
+            depends: tree
+                .graph
+                .dependencies(node)
+                .iter()
+                .map(|e| Dependency { origin: tree.nodes[e.to].origin.clone(), kind: e.kind })
+                .collect(),
         };
         let mut entries: Vec<PlanEntry> = order.into_iter().map(entry).collect();
         entries.extend(verdicts.keys().copied().filter(|n| !to_build[*n]).map(entry));

@@ -98,13 +98,18 @@ impl<'de> Deserialize<'de> for Origin {
 
 /// The six dependency variables of the contract, kept distinguishable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum DepKind {
+    #[serde(rename = "FETCH_DEPENDS")]
     Fetch,
+    #[serde(rename = "EXTRACT_DEPENDS")]
     Extract,
+    #[serde(rename = "PATCH_DEPENDS")]
     Patch,
+    #[serde(rename = "BUILD_DEPENDS")]
     Build,
+    #[serde(rename = "LIB_DEPENDS")]
     Lib,
+    #[serde(rename = "RUN_DEPENDS")]
     Run,
 }
 

@@ -162,7 +162,7 @@ impl Scanner {
         let output = command
             .output()
             .map_err(|e| fail(format!("cannot run {}: {e}", self.make_program)))?;
-        let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
+        let stderr = String::from_utf8_lossy(&output.stderr).lines().map(str::trim).collect::<Vec<_>>().join(" | ");
         if !output.status.success() {
             return Err(fail(format!(
                 "{} failed ({}): {}",

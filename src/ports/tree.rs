@@ -122,10 +122,7 @@ impl PortTree {
     fn resolve_spec(&self, spec: &DepSpec, scanner: &Scanner, missing: &BTreeSet<Origin>) -> Result<NodeId, String> {
         let dir = spec.origin.with_flavor(None);
         if missing.contains(&dir) || !self.defaults.contains_key(&dir) {
-            return Err(format!(
-                "no such port {dir} ({} has no Makefile)",
-                scanner.port_dir(&dir).join("Makefile").display()
-            ));
+            return Err(format!("no such port {dir} (no Makefile in {})", scanner.port_dir(&dir).display()));
         }
         let Some(flavor) = &spec.origin.flavor else {
             return Ok(self.defaults[&dir]);

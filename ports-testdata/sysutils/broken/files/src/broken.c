@@ -1,0 +1,9 @@
+/* broken -- a trivial program; the port is never built (BROKEN) */
+#include <stdio.h>
+
+int
+main(void)
+{
+	puts("broken");
+	return 0;
+}
