@@ -30,6 +30,23 @@ pub struct KeyInputs {
     pub effective_key: u32,
 }
 
+impl KeyInputs {
+    /// The state to store after a successful build from these inputs.
+    pub fn to_state(&self, pkgname: &str, version: &str, package_file: &str) -> PortState {
+        PortState {
+            port_crc: self.port_crc,
+            makefiles_crc: self.makefiles_crc,
+            config_crc: self.config_crc,
+            dep_keys: self.dep_keys.clone(),
+            effective_key: self.effective_key,
+            pkgname: pkgname.to_string(),
+            version: version.to_string(),
+            package_file: package_file.to_string(),
+            last_build_id: None,
+        }
+    }
+}
+
 /// CRC of the config settings that change what a build produces.
 pub fn config_crc(config: &Config) -> u32 {
     let mut parts: Vec<Vec<u8>> = vec![b"make_program".to_vec(), config.make_program.clone().into_bytes()];
@@ -143,17 +160,7 @@ mod tests {
     }
 
     fn stored(i: &KeyInputs) -> PortState {
-        PortState {
-            port_crc: i.port_crc,
-            makefiles_crc: i.makefiles_crc,
-            config_crc: i.config_crc,
-            dep_keys: i.dep_keys.clone(),
-            effective_key: i.effective_key,
-            pkgname: "x-1".into(),
-            version: "1".into(),
-            package_file: "x-1.pkg".into(),
-            last_build_id: None,
-        }
+        i.to_state("x-1", "1", "x-1.pkg")
     }
 
     #[test]

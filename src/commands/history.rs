@@ -26,14 +26,14 @@ pub fn run(config: &Config, global: &GlobalArgs, args: &HistoryArgs) -> Result<E
                 return json(&mut out, &runs);
             }
             writeln!(out, "{:<36}  {:<19}  {:>9}  {:<11}  {:>5} {:>6} {:>7} {:>7} {:>10}  command",
-                "run", "started", "duration", "status", "built", "failed", "ignored", "skipped", "up-to-date")?;
+                "run", "started (UTC)", "duration", "status", "built", "failed", "ignored", "skipped", "up-to-date")?;
             for run in runs {
                 let c = run.counts;
                 writeln!(
                     out,
                     "{:<36}  {:<19}  {:>9}  {:<11}  {:>5} {:>6} {:>7} {:>7} {:>10}  {}",
                     run.id.as_str(),
-                    local_time(run.started_ms),
+                    utc_time(run.started_ms),
                     run.ended_ms.map_or("-".into(), |end| duration(end - run.started_ms)),
                     run.status.as_str(),
                     c.built,
@@ -51,13 +51,13 @@ pub fn run(config: &Config, global: &GlobalArgs, args: &HistoryArgs) -> Result<E
             if global.json {
                 return json(&mut out, &builds);
             }
-            writeln!(out, "{:<36}  {:<19}  {:>9}  {:<11}  {:<12}  reason", "build", "started", "duration", "status", "phase")?;
+            writeln!(out, "{:<36}  {:<19}  {:>9}  {:<11}  {:<12}  reason", "build", "started (UTC)", "duration", "status", "phase")?;
             for build in builds {
                 writeln!(
                     out,
                     "{:<36}  {:<19}  {:>9}  {:<11}  {:<12}  {}",
                     build.id.as_str(),
-                    local_time(build.started_ms),
+                    utc_time(build.started_ms),
                     build.duration_ms.map_or("-".into(), |ms| duration(ms as i64)),
                     build.status.as_str(),
                     build.last_phase.as_deref().unwrap_or("-"),
@@ -87,7 +87,7 @@ pub fn duration(ms: i64) -> String {
 }
 
 /// UTC time of a ms timestamp as `YYYY-MM-DD HH:MM:SS`.
-pub fn local_time(ms: i64) -> String {
+pub fn utc_time(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);
@@ -113,8 +113,8 @@ mod tests {
 
     #[test]
     fn times_and_durations_format() {
-        assert_eq!(local_time(0), "1970-01-01 00:00:00");
-        assert_eq!(local_time(1_795_000_000_000), "2026-11-18 10:13:20");
+        assert_eq!(utc_time(0), "1970-01-01 00:00:00");
+        assert_eq!(utc_time(1_795_000_000_000), "2026-11-18 11:06:40");
         assert_eq!(duration(850), "850ms");
         assert_eq!(duration(1500), "1.5s");
         assert_eq!(duration(65_000), "1m05s");
