@@ -1,0 +1,599 @@
+//! Lifecycle, recovery, corruption and migration tests on real SQLite files.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection};
+use tempfile::TempDir;
+use uuid::Uuid;
+
+use super::schema::{read_version, MIGRATIONS};
+use super::*;
+
+fn temp_db() -> (TempDir, BuildDb) {
+    let dir = TempDir::new().unwrap();
+    let db = BuildDb::open(dir.path().join("builddb.sqlite")).unwrap();
+    (dir, db)
+}
+
+fn new_build(origin: &str) -> NewBuild<'_> {
+    NewBuild { origin, pkgname: "pkg", version: "1.0", slot: Some(3), log_path: Some(Path::new("/logs/pkg.log")) }
+}
+
+fn port_state(key: u32) -> PortState {
+    PortState {
+        port_crc: 0xdead_beef,
+        makefiles_crc: 2,
+        config_crc: 3,
+        dep_keys: BTreeMap::from([("devel/gmake".to_owned(), 7), ("lang/perl5".to_owned(), u32::MAX)]),
+        effective_key: key,
+        pkgname: "pkg".into(),
+        version: "1.0".into(),
+        package_file: "pkg-1.0.pkg".into(),
+        last_build_id: None,
+    }
+}
+
+fn package(version: &str) -> PackageEntry {
+    PackageEntry {
+        pkgname: "pkg".into(),
+        version: version.into(),
+        file: format!("pkg-{version}.pkg"),
+        sha256: "ab".repeat(32),
+        size: 12345,
+    }
+}
+
+fn open_error(path: &Path) -> DbOpenError {
+    let error = BuildDb::open(path).err().expect("opening should fail");
+    error.downcast_ref::<DbOpenError>().cloned().unwrap_or_else(|| panic!("not a DbOpenError: {error:#}"))
+}
+
+fn raw(path: &Path) -> Connection {
+    Connection::open(path).unwrap()
+}
+
+/// Moves a build's start back in time, so its duration is measurable.
+fn backdate_build(db: &BuildDb, build: &BuildId, ms: i64) {
+    db.conn.execute("UPDATE builds SET started_ms = started_ms - ?2 WHERE id = ?1", params![build.as_str(), ms]).unwrap();
+}
+
+// --- opening ---------------------------------------------------------------
+
+#[test]
+fn open_creates_the_file_and_its_directory_with_wal_and_foreign_keys() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("a/b/builddb.sqlite");
+    let db = BuildDb::open(&path).unwrap();
+    assert!(path.is_file());
+    assert_eq!(db.path(), path);
+    assert_eq!(read_version(&db.conn).unwrap(), SCHEMA_VERSION);
+    let mode: String = db.conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+    assert_eq!(mode, "wal");
+    let foreign_keys: i64 = db.conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0)).unwrap();
+    assert_eq!(foreign_keys, 1);
+    let synchronous: i64 = db.conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
+    assert_eq!(synchronous, 1, "NORMAL");
+}
+
+#[test]
+fn reopening_keeps_data() {
+    let (dir, db) = temp_db();
+    let run = db.start_run("build", Some("default")).unwrap();
+    drop(db);
+    let db = BuildDb::open(dir.path().join("builddb.sqlite")).unwrap();
+    assert_eq!(db.run(&run).unwrap().unwrap().profile.as_deref(), Some("default"));
+}
+
+#[test]
+fn open_existing_does_not_create_a_missing_file() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("builddb.sqlite");
+    assert!(BuildDb::open_existing(&path).unwrap().is_none());
+    assert!(!path.exists());
+    BuildDb::open(&path).unwrap();
+    assert!(BuildDb::open_existing(&path).unwrap().is_some());
+}
+
+#[test]
+fn an_empty_file_is_a_new_database() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("builddb.sqlite");
+    std::fs::write(&path, b"").unwrap();
+    let db = BuildDb::open(&path).unwrap();
+    assert_eq!(read_version(&db.conn).unwrap(), SCHEMA_VERSION);
+}
+
+fn assert_corrupt_and_untouched(path: &Path) {
+    let before = std::fs::read(path).unwrap();
+    let error = open_error(path);
+    assert!(matches!(error.problem, DbOpenProblem::Corrupt { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(message.starts_with(&format!("{}: the build database is corrupt or unreadable (", path.display())), "{message}");
+    assert!(message.ends_with("); remove it with 'portsynth reset-db'"), "{message}");
+    let existing = BuildDb::open_existing(path).err().expect("open_existing should fail too");
+    assert!(existing.downcast_ref::<DbOpenError>().is_some(), "{existing:#}");
+    assert_eq!(std::fs::read(path).unwrap(), before, "the corrupt file must not be modified");
+}
+
+#[test]
+fn garbage_is_reported_as_corrupt_and_left_alone() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("builddb.sqlite");
+    let garbage: Vec<u8> = (0..8192u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(&path, &garbage).unwrap();
+    assert_corrupt_and_untouched(&path);
+    let error = open_error(&path);
+    assert!(error.to_string().contains("file is not a database"), "{error}");
+}
+
+#[test]
+fn a_truncated_database_is_reported_as_corrupt_and_left_alone() {
+    let (dir, db) = temp_db();
+    let run = db.start_run("build", None).unwrap();
+    for i in 0..2000 {
+        db.record_outcome(&run, &format!("cat/port{i}"), "pkg", "1.0", BuildStatus::Skipped, "dependency failed")
+            .unwrap();
+    }
+    drop(db); // checkpoints the WAL into the main file and removes it
+    let path = dir.path().join("builddb.sqlite");
+    assert!(!PathBuf::from(format!("{}-wal", path.display())).exists());
+    let length = std::fs::metadata(&path).unwrap().len();
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len(length / 2).unwrap();
+    drop(file);
+    assert_corrupt_and_untouched(&path);
+}
+
+#[test]
+fn a_newer_schema_is_refused_without_changes() {
+    let (dir, db) = temp_db();
+    drop(db);
+    let path = dir.path().join("builddb.sqlite");
+    raw(&path).execute("UPDATE schema_version SET version = ?1", [SCHEMA_VERSION + 1]).unwrap();
+    let error = open_error(&path);
+    assert_eq!(error.problem, DbOpenProblem::TooNew { found: SCHEMA_VERSION + 1, known: SCHEMA_VERSION });
+    let expected = format!(
+        "{}: the build database was written by a newer portsynth (schema {}, this binary knows {})",
+        path.display(),
+        SCHEMA_VERSION + 1,
+        SCHEMA_VERSION
+    );
+    assert!(error.to_string().starts_with(&expected), "{error}");
+    assert_eq!(read_version(&raw(&path)).unwrap(), SCHEMA_VERSION + 1);
+}
+
+// --- migrations ------------------------------------------------------------
+
+const TEST_V2: &str = "
+ALTER TABLE builds ADD COLUMN note TEXT;
+CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT NOT NULL);
+";
+
+#[test]
+fn an_older_schema_migrates_forward_and_keeps_its_data() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("builddb.sqlite");
+    let v1 = &MIGRATIONS[..1];
+    let db = BuildDb::open_with(&path, v1).unwrap();
+    assert_eq!(read_version(&db.conn).unwrap(), 1);
+    let run = db.start_run("build", None).unwrap();
+    let build = db.start_build(&run, &new_build("devel/a")).unwrap();
+    db.record_success(&build, &port_state(42), &package("1.0")).unwrap();
+    db.scan_cache_store(&[("devel/a".into(), ScanCacheEntry::default())]).unwrap();
+    drop(db);
+
+    let db = BuildDb::open_with(&path, &[v1[0], TEST_V2]).unwrap();
+    assert_eq!(read_version(&db.conn).unwrap(), 2);
+    assert_eq!(db.builds_of_run(&run).unwrap().len(), 1);
+    assert_eq!(db.port_state("devel/a").unwrap().unwrap().effective_key, 42);
+    assert_eq!(db.package("devel/a").unwrap().unwrap().version, "1.0");
+    assert!(db.scan_cache_load().unwrap().contains_key("devel/a"));
+    db.conn.execute("UPDATE builds SET note = 'migrated'", []).unwrap();
+    db.conn.execute("INSERT INTO notes (text) VALUES ('new table')", []).unwrap();
+    drop(db);
+
+    // A binary that only knows version 1 now refuses the file.
+    assert!(matches!(open_error(&path).problem, DbOpenProblem::TooNew { found: 2, known: 1 }));
+}
+
+#[test]
+fn a_failing_migration_step_leaves_the_previous_version() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("builddb.sqlite");
+    let db = BuildDb::open_with(&path, &MIGRATIONS[..1]).unwrap();
+    let run = db.start_run("build", None).unwrap();
+    drop(db);
+    let broken = "CREATE TABLE half_done (a); THIS IS NOT SQL;";
+    let error = BuildDb::open_with(&path, &[MIGRATIONS[0], broken]).err().unwrap();
+    assert!(format!("{error:#}").contains("migrating the build database to schema 2"), "{error:#}");
+    let db = BuildDb::open_with(&path, &MIGRATIONS[..1]).unwrap();
+    assert_eq!(read_version(&db.conn).unwrap(), 1);
+    assert!(db.run(&run).unwrap().is_some());
+    let half_done: bool = db
+        .conn
+        .query_row("SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'half_done')", [], |r| r.get(0))
+        .unwrap();
+    assert!(!half_done);
+}
+
+// --- runs ------------------------------------------------------------------
+
+#[test]
+fn a_run_starts_running_and_ends_with_its_counts() {
+    let (_dir, db) = temp_db();
+    for status in [RunStatus::Completed, RunStatus::Aborted, RunStatus::Interrupted] {
+        let run = db.start_run("build", Some("p")).unwrap();
+        let started = db.run(&run).unwrap().unwrap();
+        assert_eq!(started.status, RunStatus::Running);
+        assert_eq!(started.pid, std::process::id());
+        assert_eq!(started.command, "build");
+        assert_eq!(started.ended_ms, None);
+        assert_eq!(started.counts, RunCounts::default());
+
+        let counts = RunCounts { built: 5, failed: 1, ignored: 2, skipped: 3, up_to_date: 400 };
+        db.finish_run(&run, status, &counts).unwrap();
+        let ended = db.run(&run).unwrap().unwrap();
+        assert_eq!(ended.status, status);
+        assert_eq!(ended.counts, counts);
+        assert!(ended.ended_ms.unwrap() >= ended.started_ms);
+    }
+}
+
+#[test]
+fn finishing_a_run_as_running_or_an_unknown_run_fails() {
+    let (_dir, db) = temp_db();
+    let run = db.start_run("build", None).unwrap();
+    assert!(db.finish_run(&run, RunStatus::Running, &RunCounts::default()).is_err());
+    let error = db.finish_run(&RunId::from("nope"), RunStatus::Completed, &RunCounts::default()).err().unwrap();
+    assert!(error.to_string().contains("builddb.sqlite: no run nope"), "{error}");
+}
+
+#[test]
+fn runs_lists_newest_first_up_to_the_limit() {
+    let (_dir, db) = temp_db();
+    let ids: Vec<RunId> = (0..5).map(|_| db.start_run("build", None).unwrap()).collect();
+    let listed: Vec<RunId> = db.runs(3).unwrap().into_iter().map(|r| r.id).collect();
+    assert_eq!(listed, vec![ids[4].clone(), ids[3].clone(), ids[2].clone()]);
+    assert!(db.run(&RunId::from("missing")).unwrap().is_none());
+}
+
+#[test]
+fn ids_are_uuid_v7_in_creation_order() {
+    let (_dir, db) = temp_db();
+    let run = db.start_run("build", None).unwrap();
+    let mut ids = vec![run.0.clone()];
+    for _ in 0..200 {
+        ids.push(db.start_build(&run, &new_build("a/b")).unwrap().0);
+    }
+    ids.push(db.start_run("build", None).unwrap().0);
+    for id in &ids {
+        assert_eq!(Uuid::parse_str(id).unwrap().get_version_num(), 7, "{id}");
+    }
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(sorted, ids);
+}
+
+// --- builds ----------------------------------------------------------------
+
+#[test]
+fn a_build_starts_running_with_what_the_scheduler_knows() {
+    let (_dir, db) = temp_db();
+    let run = db.start_run("build", None).unwrap();
+    let build = db.start_build(&run, &new_build("devel/a")).unwrap();
+    let record = db.build(&build).unwrap().unwrap();
+    assert_eq!(record.run_id, run);
+    assert_eq!(record.origin, "devel/a");
+    assert_eq!((record.pkgname.as_str(), record.version.as_str()), ("pkg", "1.0"));
+    assert_eq!(record.status, BuildStatus::Running);
+    assert_eq!(record.slot, Some(3));
+    assert_eq!(record.log_path, Some(PathBuf::from("/logs/pkg.log")));
+    assert_eq!((record.ended_ms, record.duration_ms, record.reason), (None, None, None));
+}
+
+#[test]
+fn a_build_ends_as_success_failed_or_interrupted() {
+    let (_dir, db) = temp_db();
+    let run = db.start_run("build", None).unwrap();
+    for (status, reason) in
+        [(BuildStatus::Success, None), (BuildStatus::Failed, Some("exit 2")), (BuildStatus::Interrupted, Some("sigint"))]
+    {
+        let build = db.start_build(&run, &new_build("devel/a")).unwrap();
+        backdate_build(&db, &build, 1500);
+        db.finish_build(&build, status, Some("build"), reason).unwrap();
+        let record = db.build(&build).unwrap().unwrap();
+        assert_eq!(record.status, status);
+        assert_eq!(record.last_phase.as_deref(), Some("build"));
+        assert_eq!(record.reason.as_deref(), reason);
+        assert!(record.duration_ms.unwrap() >= 1500);
+        assert_eq!(record.ended_ms.unwrap() - record.started_ms, record.duration_ms.unwrap() as i64);
+    }
+}
+
+#[test]
+fn a_finished_build_cannot_end_again_but_an_interrupted_one_can() {
+    let (_dir, db) = temp_db();
+    let run = db.start_run("build", None).unwrap();
+    let build = db.start_build(&run, &new_build("devel/a")).unwrap();
+    db.finish_build(&build, BuildStatus::Interrupted, None, Some("double ctrl-c")).unwrap();
+    db.finish_build(&build, BuildStatus::Failed, Some("stage"), Some("exit 1")).unwrap();
+    let error = db.finish_build(&build, BuildStatus::Success, None, None).err().unwrap();
+    assert!(error.to_string().contains("has already ended as 'failed'"), "{error}");
+    let record = db.build(&build).unwrap().unwrap();
+    assert_eq!((record.status, record.reason.as_deref()), (BuildStatus::Failed, Some("exit 1")));
+    assert!(db.finish_build(&BuildId::from("missing"), BuildStatus::Failed, None, None).is_err());
+}
+
+#[test]
+fn finish_build_rejects_statuses_that_do_not_end_a_build() {
+    let (_dir, db) = temp_db();
+    let run = db.start_run("build", None).unwrap();
+    let build = db.start_build(&run, &new_build("devel/a")).unwrap();
+    for status in [BuildStatus::Running, BuildStatus::Skipped, BuildStatus::Ignored] {
+        assert!(db.finish_build(&build, status, None, None).is_err());
+    }
+    assert_eq!(db.build(&build).unwrap().unwrap().status, BuildStatus::Running);
+}
+
+#[test]
+fn the_last_recorded_phase_is_kept_when_finishing_without_one() {
+    let (_dir, db) = temp_db();
+    let run = db.start_run("build", None).unwrap();
+    let build = db.start_build(&run, &new_build("devel/a")).unwrap();
+    db.update_build_phase(&build, "configure").unwrap();
+    assert_eq!(db.build(&build).unwrap().unwrap().last_phase.as_deref(), Some("configure"));
+    db.finish_build(&build, BuildStatus::Failed, None, Some("configure failed")).unwrap();
+    assert_eq!(db.build(&build).unwrap().unwrap().last_phase.as_deref(), Some("configure"));
+}
+
+#[test]
+fn a_build_needs_an_existing_run() {
+    let (_dir, db) = temp_db();
+    let error = db.start_build(&RunId::from("no-such-run"), &new_build("devel/a")).err().unwrap();
+    assert!(format!("{error:#}").contains("FOREIGN KEY"), "{error:#}");
+}
+
+#[test]
+fn skipped_and_ignored_are_recorded_as_outcomes() {
+    let (_dir, db) = temp_db();
+    let run = db.start_run("build", None).unwrap();
+    let skipped = db.record_outcome(&run, "devel/b", "b", "2", BuildStatus::Skipped, "devel/a failed").unwrap();
+    let ignored = db.record_outcome(&run, "devel/c", "c", "3", BuildStatus::Ignored, "broken on Linux").unwrap();
+    let records = db.builds_of_run(&run).unwrap();
+    assert_eq!(records.iter().map(|b| b.id.clone()).collect::<Vec<_>>(), vec![skipped, ignored]);
+    assert_eq!(records[0].status, BuildStatus::Skipped);
+    assert_eq!(records[0].reason.as_deref(), Some("devel/a failed"));
+    assert_eq!(records[1].status, BuildStatus::Ignored);
+    assert_eq!(records[1].ended_ms, Some(records[1].started_ms));
+    assert!(db.record_outcome(&run, "devel/d", "d", "4", BuildStatus::Success, "no").is_err());
+    assert!(db.record_outcome(&run, "devel/d", "d", "4", BuildStatus::Running, "no").is_err());
+}
+
+#[test]
+fn record_success_updates_build_port_and_package_together() {
+    let (_dir, db) = temp_db();
+    let run = db.start_run("build", None).unwrap();
+    let first = db.start_build(&run, &new_build("devel/a")).unwrap();
+    db.update_build_phase(&first, "package").unwrap();
+    db.record_success(&first, &port_state(1), &package("1.0")).unwrap();
+
+    let record = db.build(&first).unwrap().unwrap();
+    assert_eq!(record.status, BuildStatus::Success);
+    assert_eq!(record.last_phase.as_deref(), Some("package"));
+    assert!(record.duration_ms.is_some());
+    let state = db.port_state("devel/a").unwrap().unwrap();
+    assert_eq!(state, PortState { last_build_id: Some(first.0.clone()), ..port_state(1) });
+    let index = db.package("devel/a").unwrap().unwrap();
+    assert_eq!((index.origin.as_str(), index.version.as_str(), index.size), ("devel/a", "1.0", 12345));
+    assert_eq!(index.build_id, Some(first.clone()));
+
+    // A later success replaces both.
+    let second = db.start_build(&run, &new_build("devel/a")).unwrap();
+    db.record_success(&second, &port_state(2), &package("1.1")).unwrap();
+    assert_eq!(db.port_state("devel/a").unwrap().unwrap().effective_key, 2);
+    assert_eq!(db.port_state("devel/a").unwrap().unwrap().last_build_id, Some(second.0.clone()));
+    let packages = db.packages().unwrap();
+    assert_eq!(packages.len(), 1);
+    assert_eq!((packages[0].version.as_str(), packages[0].build_id.clone()), ("1.1", Some(second)));
+}
+
+#[test]
+fn a_failed_build_leaves_port_and_package_untouched() {
+    let (_dir, db) = temp_db();
+    let run = db.start_run("build", None).unwrap();
+    let good = db.start_build(&run, &new_build("devel/a")).unwrap();
+    db.record_success(&good, &port_state(1), &package("1.0")).unwrap();
+    let before = (db.port_states().unwrap(), db.packages().unwrap());
+
+    let bad = db.start_build(&run, &new_build("devel/a")).unwrap();
+    db.finish_build(&bad, BuildStatus::Failed, Some("build"), Some("exit 2")).unwrap();
+    assert_eq!((db.port_states().unwrap(), db.packages().unwrap()), before);
+    // And a failed build cannot be turned into a success afterwards.
+    assert!(db.record_success(&bad, &port_state(9), &package("9.9")).is_err());
+    assert_eq!((db.port_states().unwrap(), db.packages().unwrap()), before);
+}
+
+#[test]
+fn record_success_is_all_or_nothing() {
+    let (_dir, db) = temp_db();
+    let run = db.start_run("build", None).unwrap();
+    let build = db.start_build(&run, &new_build("devel/a")).unwrap();
+    // The package entry cannot be stored (size beyond SQLite's integers), after
+    // the build row and the port state were already written in the transaction.
+    let oversized = PackageEntry { size: u64::MAX, ..package("1.0") };
+    let error = db.record_success(&build, &port_state(1), &oversized).err().unwrap();
+    assert!(error.to_string().contains("builddb.sqlite"), "{error}");
+    assert_eq!(db.build(&build).unwrap().unwrap().status, BuildStatus::Running);
+    assert!(db.port_state("devel/a").unwrap().is_none());
+    assert!(db.packages().unwrap().is_empty());
+    // The transaction is gone; the connection still works.
+    db.record_success(&build, &port_state(1), &package("1.0")).unwrap();
+    assert!(db.port_state("devel/a").unwrap().is_some());
+}
+
+#[test]
+fn builds_of_port_are_newest_first_and_durations_count_only_successes() {
+    let (_dir, db) = temp_db();
+    let run = db.start_run("build", None).unwrap();
+    let mut ids = Vec::new();
+    for (i, status) in [BuildStatus::Success, BuildStatus::Failed, BuildStatus::Success, BuildStatus::Success]
+        .into_iter()
+        .enumerate()
+    {
+        let build = db.start_build(&run, &new_build("devel/a")).unwrap();
+        // Older builds started earlier and took longer: 4000, 3000, 2000, 1000 ms.
+        let age = 1000 * (4 - i as i64);
+        backdate_build(&db, &build, age);
+        db.finish_build(&build, status, None, None).unwrap();
+        ids.push(build);
+    }
+    let other = db.start_build(&run, &new_build("devel/b")).unwrap();
+    backdate_build(&db, &other, 500);
+    db.finish_build(&other, BuildStatus::Success, None, None).unwrap();
+
+    let listed: Vec<BuildId> = db.builds_of_port("devel/a", 3).unwrap().into_iter().map(|b| b.id).collect();
+    assert_eq!(listed, vec![ids[3].clone(), ids[2].clone(), ids[1].clone()]);
+
+    let near = |durations: Vec<u64>, expected: &[u64]| {
+        assert_eq!(durations.len(), expected.len(), "{durations:?}");
+        for (got, want) in durations.iter().zip(expected) {
+            assert!(got >= want && *got < want + 500, "{durations:?} vs {expected:?}");
+        }
+    };
+    near(db.success_durations("devel/a", 10).unwrap(), &[1000, 2000, 4000]);
+    near(db.success_durations("devel/a", 2).unwrap(), &[1000, 2000]);
+    let all = db.success_durations_all().unwrap();
+    assert_eq!(all.len(), 2);
+    near(all["devel/a"].clone(), &[1000, 2000, 4000]);
+    near(all["devel/b"].clone(), &[500]);
+    assert!(db.success_durations("devel/none", 10).unwrap().is_empty());
+}
+
+// --- recovery --------------------------------------------------------------
+
+fn dead_pid() -> u32 {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
+#[test]
+fn recover_dangling_interrupts_runs_of_dead_processes_only() {
+    let (_dir, db) = temp_db();
+    let dead = db.insert_run("build", None, dead_pid()).unwrap();
+    let dead_running = db.start_build(&dead, &new_build("devel/a")).unwrap();
+    let dead_done = db.start_build(&dead, &new_build("devel/b")).unwrap();
+    db.finish_build(&dead_done, BuildStatus::Failed, None, Some("exit 1")).unwrap();
+    let live = db.start_run("build", None).unwrap();
+    let live_running = db.start_build(&live, &new_build("devel/c")).unwrap();
+
+    assert_eq!(db.recover_dangling().unwrap(), Recovered { runs: 1, builds: 1 });
+
+    let run = db.run(&dead).unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Interrupted);
+    assert!(run.ended_ms.unwrap() >= run.started_ms);
+    let build = db.build(&dead_running).unwrap().unwrap();
+    assert_eq!(build.status, BuildStatus::Interrupted);
+    assert_eq!(build.reason.as_deref(), Some(REASON_PROCESS_DIED));
+    assert!(build.ended_ms.is_some());
+    assert_eq!(db.build(&dead_done).unwrap().unwrap().status, BuildStatus::Failed);
+
+    assert_eq!(db.run(&live).unwrap().unwrap().status, RunStatus::Running);
+    assert_eq!(db.build(&live_running).unwrap().unwrap().status, BuildStatus::Running);
+    assert_eq!(db.recover_dangling().unwrap(), Recovered::default());
+}
+
+#[test]
+fn recover_dangling_interrupts_running_builds_of_ended_runs() {
+    let (_dir, db) = temp_db();
+    let run = db.start_run("build", None).unwrap();
+    let build = db.start_build(&run, &new_build("devel/a")).unwrap();
+    db.finish_run(&run, RunStatus::Aborted, &RunCounts::default()).unwrap();
+    assert_eq!(db.recover_dangling().unwrap(), Recovered { runs: 0, builds: 1 });
+    let record = db.build(&build).unwrap().unwrap();
+    assert_eq!(record.status, BuildStatus::Interrupted);
+    assert!(record.ended_ms.unwrap() >= record.started_ms);
+}
+
+#[test]
+fn interrupt_run_builds_marks_only_that_runs_running_builds() {
+    let (_dir, db) = temp_db();
+    let run = db.start_run("build", None).unwrap();
+    let other = db.start_run("build", None).unwrap();
+    let a = db.start_build(&run, &new_build("devel/a")).unwrap();
+    let b = db.start_build(&run, &new_build("devel/b")).unwrap();
+    db.finish_build(&b, BuildStatus::Success, None, None).unwrap();
+    let c = db.start_build(&other, &new_build("devel/c")).unwrap();
+
+    assert_eq!(db.interrupt_run_builds(&run).unwrap(), 1);
+    let record = db.build(&a).unwrap().unwrap();
+    assert_eq!((record.status, record.reason.as_deref()), (BuildStatus::Interrupted, Some(REASON_RUN_INTERRUPTED)));
+    assert!(record.duration_ms.is_some());
+    assert_eq!(db.build(&b).unwrap().unwrap().status, BuildStatus::Success);
+    assert_eq!(db.build(&c).unwrap().unwrap().status, BuildStatus::Running);
+}
+
+// --- scan cache ------------------------------------------------------------
+
+#[test]
+fn the_scan_cache_round_trips_updates_and_removes() {
+    let (_dir, db) = temp_db();
+    assert!(db.scan_cache_load().unwrap().is_empty());
+    let a = ScanCacheEntry {
+        dir_crc: u32::MAX,
+        makefiles: vec![("Mk/bsd.port.mk".into(), 1), ("devel/a/Makefile".into(), 0x8000_0000)],
+        metadata: r#"{"pkgname":"a-1.0","depends":["devel/b"]}"#.into(),
+    };
+    let b = ScanCacheEntry { dir_crc: 7, makefiles: vec![], metadata: "{}".into() };
+    db.scan_cache_store(&[("devel/a".into(), a.clone()), ("devel/b".into(), b.clone())]).unwrap();
+    let loaded = db.scan_cache_load().unwrap();
+    assert_eq!(loaded.len(), 2);
+    assert_eq!(loaded["devel/a"], a);
+    assert_eq!(loaded["devel/b"], b);
+
+    let b2 = ScanCacheEntry { dir_crc: 8, ..b };
+    db.scan_cache_store(&[("devel/b".into(), b2.clone())]).unwrap();
+    assert_eq!(db.scan_cache_load().unwrap()["devel/b"], b2);
+
+    assert_eq!(db.scan_cache_remove(["devel/a", "devel/missing"]).unwrap(), 1);
+    let loaded = db.scan_cache_load().unwrap();
+    assert_eq!(loaded.keys().collect::<Vec<_>>(), vec!["devel/b"]);
+    assert_eq!(db.scan_cache_remove(Vec::<String>::new()).unwrap(), 0);
+}
+
+// --- reset -----------------------------------------------------------------
+
+#[test]
+fn reset_removes_the_database_and_its_companions() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("builddb.sqlite");
+    let db = BuildDb::open(&path).unwrap();
+    db.start_run("build", None).unwrap();
+    let wal = PathBuf::from(format!("{}-wal", path.display()));
+    let shm = PathBuf::from(format!("{}-shm", path.display()));
+    assert!(wal.exists() && shm.exists(), "WAL companions exist while the database is open");
+    drop(db);
+    std::fs::write(&wal, b"stale").unwrap();
+    std::fs::write(&shm, b"stale").unwrap();
+    assert!(reset(&path).unwrap());
+    assert!(!path.exists() && !wal.exists() && !shm.exists());
+    assert!(!reset(&path).unwrap());
+    BuildDb::open(&path).unwrap();
+}
+
+// --- records ---------------------------------------------------------------
+
+#[test]
+fn records_serialize_with_lowercase_statuses() {
+    let (_dir, db) = temp_db();
+    let run = db.start_run("build", None).unwrap();
+    let build = db.start_build(&run, &new_build("devel/a")).unwrap();
+    let json = serde_json::to_value(db.build(&build).unwrap().unwrap()).unwrap();
+    assert_eq!(json["status"], "running");
+    assert_eq!(json["id"], build.as_str());
+    let json = serde_json::to_value(db.run(&run).unwrap().unwrap()).unwrap();
+    assert_eq!(json["status"], "running");
+    assert_eq!(json["counts"]["up_to_date"], 0);
+}
