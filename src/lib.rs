@@ -9,5 +9,7 @@ pub mod config;
 pub mod graph;
 pub mod plan;
 pub mod ports;
+pub mod repo;
+pub mod sandbox;
 
 pub use commands::{exit_code_of, run};

@@ -40,11 +40,22 @@ fn write_builds(path: &Path, writer: usize) -> Result<()> {
         )?;
         db.update_build_phase(&build, "build")?;
         let state = PortState { effective_key: i as u32, package_file: format!("pkg-{i}.pkg"), ..PortState::default() };
-        let package = PackageEntry { pkgname: "pkg".into(), version, file: state.package_file.clone(), ..Default::default() };
+        let package =
+            PackageEntry { pkgname: "pkg".into(), version, file: state.package_file.clone(), ..Default::default() };
         db.record_success(&build, &state, &package)?;
     }
     let counts = RunCounts { built: BUILDS_PER_WRITER as u32, ..RunCounts::default() };
     db.finish_run(&run, RunStatus::Completed, &counts)
+}
+
+/// Counts a writer as finished when its thread ends, even by panicking, so
+/// the reader never waits forever.
+struct Finished<'a>(&'a AtomicUsize);
+
+impl Drop for Finished<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 /// What one round of reads saw.
@@ -71,21 +82,21 @@ fn read_once(db: &BuildDb) -> Result<Seen> {
 fn readers_and_writers_never_see_busy() {
     let dir = tempfile::TempDir::new().unwrap();
     let path = dir.path().join("db/builddb.sqlite");
-    // Everyone opens the not-yet-existing file at once: creation and migration race too.
+    drop(BuildDb::open(&path).unwrap());
     let start = Barrier::new(WRITERS + 1);
     let writers_done = AtomicUsize::new(0);
 
     let (history, reads) = std::thread::scope(|scope| {
-        for writer in 0..WRITERS {
-            let (path, start, writers_done) = (&path, &start, &writers_done);
-            scope.spawn(move || {
-                start.wait();
-                if let Err(error) = write_builds(path, writer) {
-                    fail(&format!("writer {writer}"), error);
-                }
-                writers_done.fetch_add(1, Ordering::SeqCst);
-            });
-        }
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|writer| {
+                let (path, start, writers_done) = (&path, &start, &writers_done);
+                scope.spawn(move || {
+                    let _done = Finished(writers_done);
+                    start.wait();
+                    write_builds(path, writer).map_err(|error| (writer, error))
+                })
+            })
+            .collect();
         let reader = scope.spawn(|| {
             start.wait();
             let db = BuildDb::open(&path).unwrap_or_else(|e| fail("reader open", e));
@@ -99,6 +110,11 @@ fn readers_and_writers_never_see_busy() {
             history.push(read_once(&db).unwrap_or_else(|e| fail("final read", e)));
             (history, reads)
         });
+        for writer in writers {
+            if let Err((writer, error)) = writer.join().unwrap() {
+                fail(&format!("writer {writer}"), error);
+            }
+        }
         reader.join().unwrap()
     });
 
@@ -127,5 +143,32 @@ fn readers_and_writers_never_see_busy() {
     for run in &runs {
         let builds = db.builds_of_run(&run.id).unwrap();
         assert!(builds.iter().all(|build| build.status == BuildStatus::Success));
+    }
+}
+
+#[test]
+fn processes_creating_the_database_together_all_succeed() {
+    const OPENERS: usize = 6;
+    for _ in 0..20 {
+        let dir = tempfile::TempDir::new().unwrap();
+        let path = dir.path().join("db/builddb.sqlite");
+        let start = Barrier::new(OPENERS);
+        std::thread::scope(|scope| {
+            for opener in 0..OPENERS {
+                let (path, start) = (&path, &start);
+                scope.spawn(move || {
+                    start.wait();
+                    let db = BuildDb::open(path).unwrap_or_else(|e| fail(&format!("opener {opener}"), e));
+                    db.start_run("build", None).unwrap_or_else(|e| fail(&format!("opener {opener} start_run"), e));
+                });
+            }
+        });
+        let db = BuildDb::open(&path).unwrap();
+        assert_eq!(db.runs(100).unwrap().len(), OPENERS);
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let mode: String = conn.query_row("PRAGMA journal_mode", [], |row| row.get(0)).unwrap();
+        assert_eq!(mode, "wal");
+        let version: u32 = conn.query_row("SELECT version FROM schema_version", [], |row| row.get(0)).unwrap();
+        assert_eq!(version, portsynth::builddb::SCHEMA_VERSION);
     }
 }

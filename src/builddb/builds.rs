@@ -193,7 +193,16 @@ impl BuildDb {
                 pkgname = excluded.pkgname, version = excluded.version, file = excluded.file,
                 sha256 = excluded.sha256, size = excluded.size, build_id = excluded.build_id,
                 updated_ms = excluded.updated_ms",
-            params![origin, package.pkgname, package.version, package.file, package.sha256, size, build.as_str(), now_ms()],
+            params![
+                origin,
+                package.pkgname,
+                package.version,
+                package.file,
+                package.sha256,
+                size,
+                build.as_str(),
+                now_ms()
+            ],
         )
         .with_context(|| self.at(format_args!("storing the package of {origin} in the index")))?;
         Ok(())
@@ -218,7 +227,8 @@ impl BuildDb {
     /// Every build of a run, in the order they started.
     pub fn builds_of_run(&self, run: &RunId) -> Result<Vec<BuildRecord>> {
         let sql = format!("SELECT {BUILD_COLUMNS} FROM builds WHERE run_id = ?1 ORDER BY started_ms, id");
-        self.query_builds(&sql, [run.as_str()]).with_context(|| self.at(format_args!("reading the builds of run {run}")))
+        self.query_builds(&sql, [run.as_str()])
+            .with_context(|| self.at(format_args!("reading the builds of run {run}")))
     }
 
     fn query_builds(&self, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<Vec<BuildRecord>> {

@@ -110,7 +110,10 @@ impl BuildDb {
 
     pub fn run(&self, id: &RunId) -> Result<Option<RunRecord>> {
         let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1");
-        self.conn.query_row(&sql, [id.as_str()], run_from_row).optional().with_context(|| self.at(format_args!("reading run {id}")))
+        self.conn
+            .query_row(&sql, [id.as_str()], run_from_row)
+            .optional()
+            .with_context(|| self.at(format_args!("reading run {id}")))
     }
 
     fn query_runs(&self, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<Vec<RunRecord>> {

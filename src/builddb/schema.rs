@@ -13,7 +13,7 @@
 //! and a failing step leaves the previous version intact.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior};
@@ -139,14 +139,36 @@ fn means_corrupt(error: &rusqlite::Error) -> bool {
 }
 
 fn set_pragmas(conn: &Connection) -> rusqlite::Result<()> {
-    // Switching to WAL needs an exclusive lock; skip it when the file already is
-    // (the mode is stored in the file), so opening never contends for it.
+    enable_wal(conn)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+}
+
+/// Switching to WAL needs an exclusive lock, and SQLite reports `SQLITE_BUSY`
+/// for it at once instead of calling the busy handler (this happens when
+/// several processes create the file together), so retry for as long as the
+/// busy timeout would have waited. The mode is stored in the file: once any
+/// connection has switched it, the others find it switched.
+fn enable_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let deadline = Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match try_enable_wal(conn) {
+            Err(e) if is_busy(&e) && Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            done => return done,
+        }
+    }
+}
+
+fn try_enable_wal(conn: &Connection) -> rusqlite::Result<()> {
     let mode: String = conn.query_row("PRAGMA journal_mode", [], |row| row.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get::<_, String>(0))?;
     }
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    conn.pragma_update(None, "foreign_keys", "ON")
+    Ok(())
+}
+
+fn is_busy(error: &rusqlite::Error) -> bool {
+    matches!(error.sqlite_error_code(), Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked))
 }
 
 /// Brings the schema to `migrations.len()`, or refuses a newer one.
@@ -189,7 +211,9 @@ pub(crate) fn read_version(conn: &Connection) -> rusqlite::Result<u32> {
 }
 
 fn write_version(conn: &Connection, version: u32) -> rusqlite::Result<()> {
-    conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL); DELETE FROM schema_version;")?;
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL); DELETE FROM schema_version;",
+    )?;
     conn.execute("INSERT INTO schema_version (version) VALUES (?1)", [version])?;
     Ok(())
 }

@@ -35,7 +35,8 @@ impl BuildDb {
     /// Opens the database only if the file exists, for commands that only read.
     pub fn open_existing(path: impl AsRef<Path>) -> Result<Option<BuildDb>> {
         let path = path.as_ref();
-        let exists = path.try_exists().with_context(|| format!("{}: checking for the build database", path.display()))?;
+        let exists =
+            path.try_exists().with_context(|| format!("{}: checking for the build database", path.display()))?;
         if !exists {
             return Ok(None);
         }

@@ -55,7 +55,9 @@ fn raw(path: &Path) -> Connection {
 
 /// Moves a build's start back in time, so its duration is measurable.
 fn backdate_build(db: &BuildDb, build: &BuildId, ms: i64) {
-    db.conn.execute("UPDATE builds SET started_ms = started_ms - ?2 WHERE id = ?1", params![build.as_str(), ms]).unwrap();
+    db.conn
+        .execute("UPDATE builds SET started_ms = started_ms - ?2 WHERE id = ?1", params![build.as_str(), ms])
+        .unwrap();
 }
 
 // --- opening ---------------------------------------------------------------
@@ -109,7 +111,10 @@ fn assert_corrupt_and_untouched(path: &Path) {
     let error = open_error(path);
     assert!(matches!(error.problem, DbOpenProblem::Corrupt { .. }), "{error:?}");
     let message = error.to_string();
-    assert!(message.starts_with(&format!("{}: the build database is corrupt or unreadable (", path.display())), "{message}");
+    assert!(
+        message.starts_with(&format!("{}: the build database is corrupt or unreadable (", path.display())),
+        "{message}"
+    );
     assert!(message.ends_with("); remove it with 'portsynth reset-db'"), "{message}");
     let existing = BuildDb::open_existing(path).err().expect("open_existing should fail too");
     assert!(existing.downcast_ref::<DbOpenError>().is_some(), "{existing:#}");
@@ -296,9 +301,11 @@ fn a_build_starts_running_with_what_the_scheduler_knows() {
 fn a_build_ends_as_success_failed_or_interrupted() {
     let (_dir, db) = temp_db();
     let run = db.start_run("build", None).unwrap();
-    for (status, reason) in
-        [(BuildStatus::Success, None), (BuildStatus::Failed, Some("exit 2")), (BuildStatus::Interrupted, Some("sigint"))]
-    {
+    for (status, reason) in [
+        (BuildStatus::Success, None),
+        (BuildStatus::Failed, Some("exit 2")),
+        (BuildStatus::Interrupted, Some("sigint")),
+    ] {
         let build = db.start_build(&run, &new_build("devel/a")).unwrap();
         backdate_build(&db, &build, 1500);
         db.finish_build(&build, status, Some("build"), reason).unwrap();
@@ -437,9 +444,8 @@ fn builds_of_port_are_newest_first_and_durations_count_only_successes() {
     let (_dir, db) = temp_db();
     let run = db.start_run("build", None).unwrap();
     let mut ids = Vec::new();
-    for (i, status) in [BuildStatus::Success, BuildStatus::Failed, BuildStatus::Success, BuildStatus::Success]
-        .into_iter()
-        .enumerate()
+    for (i, status) in
+        [BuildStatus::Success, BuildStatus::Failed, BuildStatus::Success, BuildStatus::Success].into_iter().enumerate()
     {
         let build = db.start_build(&run, &new_build("devel/a")).unwrap();
         // Older builds started earlier and took longer: 4000, 3000, 2000, 1000 ms.

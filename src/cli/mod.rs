@@ -49,8 +49,30 @@ pub enum Command {
     History(HistoryArgs),
     /// Remove the build database (after confirmation, or with -y).
     ResetDb,
+    /// Build one port in a sandbox, its dependencies taken from the
+    /// repository as already packaged (a debugging aid: records nothing in
+    /// the build database).
+    BuildOne(BuildOneArgs),
+    /// Remove leftover slot directories and mark stale database rows.
+    Cleanup,
     /// Print the version.
     Version,
+    /// Internal: the single-threaded sandbox helper.
+    #[command(hide = true)]
+    SandboxHelper,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BuildOneArgs {
+    /// The port (category/port[@flavor]).
+    #[arg(value_name = "PORT")]
+    pub port: String,
+    /// Also run the check-plist phase.
+    #[arg(long)]
+    pub check_plist: bool,
+    /// Slot number to use.
+    #[arg(long, default_value_t = 1)]
+    pub slot: u32,
 }
 
 #[derive(Debug, clap::Args)]

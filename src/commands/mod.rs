@@ -1,7 +1,9 @@
 //! Command implementations: each turns parsed arguments and the validated
 //! config into actions and output.
 
-mod history;
+mod build_one;
+mod cleanup;
+pub mod history;
 mod init;
 pub mod prepare;
 mod reset_db;
@@ -48,6 +50,9 @@ pub fn run() -> Result<ExitCode> {
         Command::Status(args) => status::run(&load_config(&cli.global)?, &cli.global, &args.ports),
         Command::History(args) => history::run(&load_config(&cli.global)?, &cli.global, &args),
         Command::ResetDb => reset_db::run(&load_config(&cli.global)?, &cli.global),
+        Command::BuildOne(args) => build_one::run(&load_config(&cli.global)?, &cli.global, &args),
+        Command::Cleanup => cleanup::run(&load_config(&cli.global)?),
+        Command::SandboxHelper => crate::sandbox::helper::main(),
         Command::Version => {
             println!("portsynth {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)

@@ -164,6 +164,21 @@ impl PortTree {
         }
     }
 
+    /// The ports whose packages a build of `node` installs, dependencies
+    /// first: its direct dependencies of every kind plus the run and library
+    /// closure of those (what dsynth installs).
+    pub fn install_set(&self, node: NodeId) -> Vec<NodeId> {
+        let direct: Vec<NodeId> = self.graph.dependencies(node).iter().map(|e| e.to).collect();
+        let needed = self.graph.closure(&direct, |kind| kind.is_runtime());
+        let mut subset = vec![false; self.len()];
+        for n in needed {
+            subset[n] = true;
+        }
+        let zeros = vec![0.0; self.len()];
+        let ties = vec![0; self.len()];
+        self.graph.schedule_order(&subset, &zeros, &ties)
+    }
+
     /// The directory of a node's port in the tree.
     pub fn port_dir(&self, node: NodeId) -> PathBuf {
         let origin = &self.nodes[node].origin;

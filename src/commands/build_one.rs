@@ -1,0 +1,74 @@
+//! `portsynth build-one PORT`: one sandboxed build, dependencies taken from
+//! the repository. A tool for trying the sandbox alone; the database is not
+//! touched.
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+
+use super::prepare::prepare;
+use crate::builddb::BuildDb;
+use crate::cli::{BuildOneArgs, GlobalArgs};
+use crate::config::Config;
+use crate::ports::Origin;
+use crate::sandbox::runner::{build_one, default_helper, OutcomeStatus, Progress, SandboxRequest};
+
+pub fn run(config: &Config, global: &GlobalArgs, args: &BuildOneArgs) -> Result<ExitCode> {
+    let origin = Origin::parse(&args.port).map_err(|e| anyhow::anyhow!("bad port argument '{}': {e}", args.port))?;
+    let db = BuildDb::open(&config.database_path)?;
+    let prepared = prepare(config, &db, std::slice::from_ref(&origin))?;
+    let tree = &prepared.tree;
+    let node = tree.lookup(&origin).with_context(|| format!("{origin}: no such port in the tree"))?;
+    if let Some(reason) = tree.not_buildable.get(&node) {
+        bail!("{origin} is not buildable: {reason}");
+    }
+    let meta = tree.nodes[node].meta.as_ref().expect("buildable ports have metadata");
+    if let Some(reason) = &meta.ignore {
+        bail!("{origin} is ignored: {reason}");
+    }
+    let mut dependencies = Vec::new();
+    for dep in tree.install_set(node) {
+        let dep_meta = tree.nodes[dep].meta.as_ref().expect("dependencies of a buildable port are scanned");
+        let file = format!("{}.pkg", dep_meta.pkgname);
+        if !config.packages_dir.join("All").join(&file).is_file() {
+            bail!("{origin} needs {} ({file}), which is not packaged yet; build it first", tree.nodes[dep].origin);
+        }
+        dependencies.push(file);
+    }
+    let request = SandboxRequest {
+        slot: args.slot,
+        origin: tree.nodes[node].origin.clone(),
+        pkgname: meta.pkgname.clone(),
+        phases: SandboxRequest::standard_phases(args.check_plist),
+        dependencies,
+    };
+    let quiet = global.quiet || global.json;
+    let outcome = build_one(config, &default_helper()?, &request, &|event| {
+        if let (Progress::Phase(phase), false) = (event, quiet) {
+            eprintln!("[SL{:02}] {} {}", request.slot, request.origin, phase);
+        }
+    })?;
+    if global.json {
+        println!("{}", serde_json::to_string(&outcome)?);
+    } else {
+        match outcome.status {
+            OutcomeStatus::Success => eprintln!(
+                "{} built in {:.1} s: {}",
+                request.origin,
+                outcome.duration.as_secs_f64(),
+                outcome.package.as_ref().map_or(String::new(), |p| p.display().to_string())
+            ),
+            OutcomeStatus::Failed => eprintln!(
+                "{} FAILED in phase {}: {} (log: {})",
+                request.origin,
+                outcome.failed_phase.map_or("setup", |p| p.name()),
+                outcome.reason.as_deref().unwrap_or(""),
+                outcome.log_path.display()
+            ),
+        }
+    }
+    Ok(ExitCode::from(match outcome.status {
+        OutcomeStatus::Success => super::exit::OK,
+        OutcomeStatus::Failed => super::exit::PORT_FAILED,
+    }))
+}

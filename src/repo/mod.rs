@@ -1,0 +1,64 @@
+//! Packages: reading, verifying and installing `${PKGNAME}.pkg` files, and
+//! placing them into the repository atomically (DESIGN.md, "Packages").
+//!
+//! # The format
+//!
+//! A package is what the bmake framework's `package` target writes
+//! (`ports-testdata/Mk/Scripts/create-pkg.py`): a zstd-compressed GNU tar
+//! whose first entry is `+MANIFEST`, a JSON [`Manifest`], followed by every
+//! packing-list entry relative to `/` (`usr/local/bin/hello`). Only regular
+//! files and symlinks are packed; the manifest lists each with the sha256 of
+//! its contents, or for a symlink the sha256 of its target string.
+//!
+//! # Trust
+//!
+//! A package comes out of a build, i.e. out of code we do not trust, so it is
+//! checked in full before anything relies on it. [`verify`] and [`install`]
+//! share one streaming pass over the archive ([`package`]) that checks:
+//!
+//! * the file is zstd (magic number) and decompresses to its very end — a
+//!   truncated or corrupt package is an error, never a shorter package;
+//! * `+MANIFEST` is the first entry and is sane: clean absolute paths, all
+//!   below `prefix`, each listed once, no file listed below another file;
+//! * every archive entry has a clean relative path (no `..`, not absolute)
+//!   inside the prefix, is listed in the manifest, appears once, and its
+//!   sha256 matches; every listed file is present;
+//! * hard links, devices, fifos and other entry types are refused.
+//!
+//! Every error names the package file, and the offending entry if there is
+//! one, so a log line is enough to find the culprit.
+//!
+//! # Installing
+//!
+//! [`install`] runs the same checks while it extracts under a root directory
+//! (`/` inside a worker sandbox). Nothing is written under a final name until
+//! the whole package has verified: each entry is first written to a hidden
+//! temporary name beside its destination, and only after the last entry
+//! checked out are the temporaries renamed into place, the
+//! `<prefix>/.pkgdb/<name>/+MANIFEST` record last. On any error the
+//! temporaries are removed, so a bad package leaves at most some empty
+//! directories. Renaming replaces an existing file or symlink without
+//! following it, and parent directories are created one component at a time,
+//! refusing any that is a symlink, so a package can never write outside the
+//! root. Installing a package again simply overwrites it.
+//!
+//! # Repository placement
+//!
+//! [`place_atomically`] copies a finished package into `All/` through a
+//! temporary file, `fsync` and `rename`, so the repository never holds a
+//! partial file under a package's name.
+
+pub mod fsutil;
+pub mod manifest;
+pub mod package;
+
+mod install;
+
+#[cfg(test)]
+mod testpkg;
+#[cfg(test)]
+mod tests;
+
+pub use fsutil::{place_atomically, sha256_file};
+pub use manifest::{Manifest, ManifestDep, ManifestFile};
+pub use package::{install, read_manifest, verify};

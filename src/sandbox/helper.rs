@@ -1,0 +1,204 @@
+//! The helper process (`portsynth sandbox-helper`): single-threaded by
+//! construction, it is the only code that unshares, forks without exec,
+//! mounts and changes credentials.
+//!
+//! PID 1 of the new PID namespace is its child. PID 1 is also the reaper:
+//! while a phase runs it collects every process that dies in the namespace,
+//! and after each phase it kills whatever the phase left running (a daemon
+//! forked by a build), so the next phase and the next port start clean.
+
+use std::io::Write;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use nix::sched::CloneFlags;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{ForkResult, Pid, User};
+
+use super::mounts::{self, classify_system_dir, Real, SystemEntry, SYSTEM_DIRS};
+use super::{Event, HelperSpec, EVENT_FD};
+use crate::ports::Phase;
+
+/// Exit codes of the helper, read by the runner.
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_PHASE_FAILED: i32 = 1;
+pub const EXIT_SETUP_FAILED: i32 = 2;
+
+/// Entry point of the hidden subcommand. Never returns.
+pub fn main() -> ! {
+    let code = match run() {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("portsynth sandbox: {error:#}");
+            EXIT_SETUP_FAILED
+        }
+    };
+    std::process::exit(code)
+}
+
+fn run() -> Result<i32> {
+    let spec: HelperSpec = serde_json::from_reader(std::io::stdin().lock()).context("reading the sandbox spec")?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).context("PR_SET_PDEATHSIG")?;
+    if nix::unistd::getppid().as_raw() as u32 != spec.parent_pid {
+        bail!("portsynth (pid {}) is gone", spec.parent_pid);
+    }
+    // SAFETY: fd 3 was set up by the runner for this process alone.
+    let events = unsafe { OwnedFd::from_raw_fd(EVENT_FD) };
+    nix::fcntl::fcntl(&events, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))?;
+    let mut events = std::fs::File::from(events);
+    nix::sched::unshare(
+        CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS,
+    )
+    .context("unshare")?;
+    // SAFETY: this process is single-threaded (a fresh exec that started no threads).
+    match unsafe { nix::unistd::fork() }.context("fork")? {
+        ForkResult::Child => {
+            let code = match pid1(&spec, &mut events) {
+                Ok(code) => code,
+                Err(error) => {
+                    let reason = format!("{error:#}");
+                    eprintln!("portsynth sandbox: {reason}");
+                    send(&mut events, &Event::SetupFailed { reason });
+                    EXIT_SETUP_FAILED
+                }
+            };
+            std::process::exit(code)
+        }
+        ForkResult::Parent { child } => {
+            drop(events);
+            Ok(match waitpid(child, None)? {
+                WaitStatus::Exited(_, code) => code,
+                WaitStatus::Signaled(_, signal, _) => 128 + signal as i32,
+                _ => EXIT_SETUP_FAILED,
+            })
+        }
+    }
+}
+
+fn send(events: &mut std::fs::File, event: &Event) {
+    if let Ok(mut line) = serde_json::to_vec(event) {
+        line.push(b'\n');
+        let _ = events.write_all(&line);
+    }
+}
+
+/// PID 1: build the root, install dependencies, run the phases.
+fn pid1(spec: &HelperSpec, events: &mut std::fs::File) -> Result<i32> {
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).context("PR_SET_PDEATHSIG in PID 1")?;
+    let _ = nix::unistd::sethostname(format!("portsynth-sl{:02}", spec.slot));
+    let system: Vec<(&str, SystemEntry)> =
+        SYSTEM_DIRS.iter().map(|d| (*d, classify_system_dir(&spec.system_path.join(d)))).collect();
+    mounts::setup_root(&Real, &spec.layout(), &system).context("building the sandbox root")?;
+    let user = User::from_name(&spec.build_user)?
+        .with_context(|| format!("build user '{}' does not exist in the sandbox's /etc/passwd", spec.build_user))?;
+    let null = std::fs::File::open("/dev/null").context("/dev/null")?;
+    nix::unistd::dup2_stdin(&null)?;
+    let env = spec.make_environment();
+    let mut sealed = false;
+    for &phase in &spec.phases {
+        if !phase.is_fetch() && phase != Phase::CheckSanity && phase != Phase::Depends && !sealed {
+            mounts::seal_distfiles(&Real)?;
+            sealed = true;
+        }
+        send(events, &Event::PhaseStart { phase });
+        let result = match phase {
+            Phase::Depends => install_dependencies(spec, events).and_then(|_| run_make(spec, phase, &env, &user)),
+            _ => run_make(spec, phase, &env, &user),
+        };
+        let ok = result.is_ok();
+        send(events, &Event::PhaseEnd { phase, ok, detail: result.err().map(|e| format!("{e:#}")) });
+        if !ok {
+            return Ok(EXIT_PHASE_FAILED);
+        }
+    }
+    if spec.phases.contains(&Phase::Package) {
+        deliver_package(spec, events)?;
+    }
+    Ok(EXIT_OK)
+}
+
+fn install_dependencies(spec: &HelperSpec, events: &mut std::fs::File) -> Result<()> {
+    for file in &spec.dependencies {
+        let path = Path::new("/packages/All").join(file);
+        crate::repo::package::install(&path, Path::new("/"))
+            .with_context(|| format!("cannot install dependency package {file}"))?;
+        println!("===> installed dependency {file}");
+        send(events, &Event::Installed { package: file.clone() });
+    }
+    Ok(())
+}
+
+/// Runs one make target as a child, reaping every process of the namespace
+/// while it runs and killing whatever it leaves behind.
+fn run_make(spec: &HelperSpec, phase: Phase, env: &[(String, String)], user: &User) -> Result<()> {
+    let privileged = phase.is_fetch();
+    let mut command = Command::new(&spec.make_program);
+    command
+        .arg("-m")
+        .arg("/xports/Mk")
+        .arg(phase.name())
+        .current_dir(Path::new("/xports").join(&spec.port_dir))
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)));
+    let (uid, gid) = (user.uid, user.gid);
+    // SAFETY: only async-signal-safe system calls run between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            if !privileged {
+                nix::sched::unshare(CloneFlags::CLONE_NEWNET)?;
+                nix::unistd::setgroups(&[gid])?;
+                nix::unistd::setresgid(gid, gid, gid)?;
+                nix::unistd::setresuid(uid, uid, uid)?;
+            }
+            nix::sys::prctl::set_no_new_privs()?;
+            let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0);
+            Ok(())
+        });
+    }
+    let child = command.spawn().with_context(|| format!("cannot start {}", spec.make_program))?;
+    let pid = Pid::from_raw(child.id() as i32);
+    let status = reap_until(pid)?;
+    kill_leftovers();
+    match status {
+        WaitStatus::Exited(_, 0) => Ok(()),
+        WaitStatus::Exited(_, code) => bail!("{} {} exited with status {code}", spec.make_program, phase),
+        WaitStatus::Signaled(_, signal, _) => bail!("{} {} killed by {signal}", spec.make_program, phase),
+        other => bail!("{} {} ended unexpectedly: {other:?}", spec.make_program, phase),
+    }
+}
+
+/// Reaps any child of PID 1 until `pid` itself has ended.
+fn reap_until(pid: Pid) -> Result<WaitStatus> {
+    loop {
+        match waitpid(Pid::from_raw(-1), None) {
+            Ok(status) if status.pid() == Some(pid) => return Ok(status),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => bail!("waiting for the phase: {e}"),
+        }
+    }
+}
+
+/// From PID 1, `kill(-1)` reaches every other process of the namespace.
+fn kill_leftovers() {
+    let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::__WALL)) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return,
+        }
+    }
+}
+
+/// Copies the built package to the outbox, where the runner verifies it.
+fn deliver_package(spec: &HelperSpec, events: &mut std::fs::File) -> Result<()> {
+    let file = format!("{}.pkg", spec.pkgname);
+    let built = Path::new(HelperSpec::PACKAGES).join("All").join(&file);
+    std::fs::copy(&built, Path::new("/outbox").join(&file))
+        .with_context(|| format!("the package phase succeeded but {} is missing", built.display()))?;
+    send(events, &Event::Packaged { file });
+    Ok(())
+}

@@ -1,0 +1,109 @@
+//! Worker sandboxes: one fresh set of namespaces and one tmpfs root per port
+//! build.
+//!
+//! The main process is multi-threaded, and `unshare`/`fork` without `exec`
+//! are unsafe there, so all isolation happens in a re-exec of the binary
+//! (`portsynth sandbox-helper`, hidden), which is single-threaded:
+//!
+//! ```text
+//! main process (runner)            helper                      PID 1 of the new PID namespace
+//!   spawn helper, spec on stdin ─▶ PDEATHSIG, unshare ─fork─▶  mounts, pivot_root, install deps,
+//!   read output pipe ─ log           wait for PID 1              run each phase (fork+exec make),
+//!   read events (fd 3) ─ banners                                 reap everything, kill leftovers
+//!   watchdogs: SIGKILL helper ─▶ PDEATHSIG kills PID 1 ─▶ the kernel kills the namespace
+//! ```
+//!
+//! Everything lives in namespaces owned by the helper and its PID 1, so when
+//! they die — normally, by a watchdog, or because portsynth itself was killed
+//! (PDEATHSIG at each level) — every process and every mount goes with them.
+//! The host-side slot directories are plain empty directories.
+
+pub mod helper;
+pub mod mounts;
+pub mod runner;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ports::Phase;
+
+/// Everything the helper needs, sent as JSON on its stdin.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HelperSpec {
+    /// The process that must stay alive (PDEATHSIG race check).
+    pub parent_pid: u32,
+    pub slot: u32,
+    pub root: std::path::PathBuf,
+    pub system_path: std::path::PathBuf,
+    pub ports_dir: std::path::PathBuf,
+    pub packages_dir: std::path::PathBuf,
+    pub distfiles_dir: std::path::PathBuf,
+    pub outbox: std::path::PathBuf,
+    pub tmpfs_size: u64,
+    /// `cat/port` directory of the port.
+    pub port_dir: String,
+    pub flavor: Option<String>,
+    pub pkgname: String,
+    pub phases: Vec<Phase>,
+    /// Package file names in `packages_dir/All` to install first.
+    pub dependencies: Vec<String>,
+    pub build_user: String,
+    pub make_program: String,
+    pub make_jobs: usize,
+    pub make_env: Vec<(String, String)>,
+}
+
+impl HelperSpec {
+    pub fn layout(&self) -> mounts::Layout {
+        mounts::Layout {
+            root: self.root.clone(),
+            system_path: self.system_path.clone(),
+            ports_dir: self.ports_dir.clone(),
+            packages_dir: self.packages_dir.clone(),
+            distfiles_dir: self.distfiles_dir.clone(),
+            outbox: self.outbox.clone(),
+            tmpfs_size: self.tmpfs_size,
+        }
+    }
+
+    /// Where the framework writes the package inside the sandbox.
+    pub const PACKAGES: &'static str = "/construction/packages";
+
+    /// The environment of every make phase (the log header shows it too).
+    pub fn make_environment(&self) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = [
+            ("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+            ("HOME", "/tmp"),
+            ("TERM", "dumb"),
+            ("LANG", "C"),
+            ("SHELL", "/bin/sh"),
+            ("PORTSDIR", "/xports"),
+            ("WRKDIRPREFIX", "/construction"),
+            ("DISTDIR", "/distfiles"),
+            ("PACKAGES", Self::PACKAGES),
+            ("BATCH", "yes"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        env.push(("MAKE_JOBS_NUMBER".into(), self.make_jobs.to_string()));
+        if let Some(flavor) = &self.flavor {
+            env.push(("FLAVOR".into(), flavor.clone()));
+        }
+        env.extend(self.make_env.iter().cloned());
+        env
+    }
+}
+
+/// What the helper reports on its event channel (fd 3), one JSON per line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    PhaseStart { phase: Phase },
+    Installed { package: String },
+    PhaseEnd { phase: Phase, ok: bool, detail: Option<String> },
+    Packaged { file: String },
+    SetupFailed { reason: String },
+}
+
+/// The file descriptor number of the event channel in the helper.
+pub const EVENT_FD: i32 = 3;

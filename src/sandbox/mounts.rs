@@ -1,0 +1,337 @@
+//! The sandbox's root file system, as a sequence of system calls behind the
+//! [`Syscall`] trait (as youki does), so the order and flags are unit-tested
+//! without root and the real thing is exercised by the integration tests.
+//!
+//! Order matters:
+//! 1. `/` becomes recursively private first, or every later mount would
+//!    propagate back to the host.
+//! 2. The new root is a tmpfs, so `pivot_root` has a mount point to pivot to
+//!    and everything written outside the binds disappears with the namespace.
+//! 3. A bind mount ignores `MS_RDONLY`; read-only takes a second
+//!    `MS_BIND|MS_REMOUNT|MS_RDONLY` call. System directories are bound
+//!    non-recursively, so no host submount is carried in writable.
+//! 4. `pivot_root` and a lazy unmount of the old root: unlike `chroot`, root
+//!    cannot walk back out.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use nix::mount::MsFlags;
+
+/// The system calls the root setup needs.
+pub trait Syscall {
+    fn mount(&self, source: Option<&Path>, target: &Path, fstype: Option<&str>, flags: MsFlags, data: Option<&str>)
+        -> Result<()>;
+    fn mkdir(&self, path: &Path, mode: u32) -> Result<()>;
+    fn symlink(&self, target: &Path, link: &Path) -> Result<()>;
+    fn touch(&self, path: &Path) -> Result<()>;
+    fn pivot_root(&self, new_root: &Path, put_old: &Path) -> Result<()>;
+    fn chdir(&self, path: &Path) -> Result<()>;
+    fn umount_detach(&self, path: &Path) -> Result<()>;
+    fn rmdir(&self, path: &Path) -> Result<()>;
+}
+
+/// Device nodes bound from the host into the sandbox's `/dev`.
+pub const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
+/// System directories taken from `system_path`.
+pub const SYSTEM_DIRS: &[&str] = &["usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc"];
+
+/// What goes where. Host paths are absolute; `root` is the slot directory.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub root: PathBuf,
+    pub system_path: PathBuf,
+    pub ports_dir: PathBuf,
+    pub packages_dir: PathBuf,
+    pub distfiles_dir: PathBuf,
+    pub outbox: PathBuf,
+    pub tmpfs_size: u64,
+}
+
+/// How one system directory enters the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SystemEntry {
+    /// Host has it as a symlink (merged /usr): recreate the link.
+    Link(PathBuf),
+    Bind,
+    Absent,
+}
+
+pub fn classify_system_dir(host: &Path) -> SystemEntry {
+    match std::fs::symlink_metadata(host) {
+        Ok(meta) if meta.file_type().is_symlink() => match std::fs::read_link(host) {
+            Ok(target) => SystemEntry::Link(target),
+            Err(_) => SystemEntry::Absent,
+        },
+        Ok(meta) if meta.is_dir() => SystemEntry::Bind,
+        _ => SystemEntry::Absent,
+    }
+}
+
+const NOSUID_NODEV: MsFlags = MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV);
+
+/// Builds the root at `layout.root` and pivots into it. `system` says how
+/// each of [`SYSTEM_DIRS`] is present on the host.
+pub fn setup_root(sys: &dyn Syscall, layout: &Layout, system: &[(&str, SystemEntry)]) -> Result<()> {
+    let root = &layout.root;
+    let at = |p: &str| root.join(p);
+    let size = format!("size={}", layout.tmpfs_size);
+    sys.mount(None, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
+    sys.mount(Some(Path::new("tmpfs")), root, Some("tmpfs"), NOSUID_NODEV, Some("mode=0755,size=64m"))?;
+    for (name, entry) in system {
+        match entry {
+            SystemEntry::Link(target) => sys.symlink(target, &at(name))?,
+            SystemEntry::Bind => bind(sys, &layout.system_path.join(name), &at(name), true)?,
+            SystemEntry::Absent => {}
+        }
+    }
+    bind(sys, &layout.ports_dir, &at("xports"), true)?;
+    bind(sys, &layout.packages_dir, &at("packages"), true)?;
+    bind(sys, &layout.distfiles_dir, &at("distfiles"), false)?;
+    bind(sys, &layout.outbox, &at("outbox"), false)?;
+    for (dir, mode) in [("construction", "1777"), ("tmp", "1777")] {
+        tmpfs(sys, &at(dir), &format!("mode={mode},{size}"))?;
+    }
+    tmpfs(sys, &at("usr/local"), &format!("mode=0755,{size}"))?;
+    setup_dev(sys, &at("dev"))?;
+    sys.mkdir(&at("proc"), 0o555)?;
+    sys.mount(Some(Path::new("proc")), &at("proc"), Some("proc"), NOSUID_NODEV | MsFlags::MS_NOEXEC, None)?;
+    sys.mkdir(&at(".oldroot"), 0o700)?;
+    sys.pivot_root(root, &at(".oldroot"))?;
+    sys.chdir(Path::new("/"))?;
+    sys.umount_detach(Path::new("/.oldroot"))?;
+    sys.rmdir(Path::new("/.oldroot"))?;
+    Ok(())
+}
+
+/// Bind `source` at `target`, then make it read-only if asked: the flags of
+/// the first call are ignored for a bind, so read-only needs the remount.
+fn bind(sys: &dyn Syscall, source: &Path, target: &Path, read_only: bool) -> Result<()> {
+    sys.mkdir(target, 0o755)?;
+    sys.mount(Some(source), target, None, MsFlags::MS_BIND, None)?;
+    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | NOSUID_NODEV;
+    if read_only {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    sys.mount(None, target, None, flags, None)
+}
+
+fn tmpfs(sys: &dyn Syscall, target: &Path, data: &str) -> Result<()> {
+    sys.mkdir(target, 0o755)?;
+    sys.mount(Some(Path::new("tmpfs")), target, Some("tmpfs"), NOSUID_NODEV, Some(data))
+}
+
+/// A minimal `/dev`: a tmpfs with bound device nodes, a private devpts and
+/// the usual links; never the host's `/dev`.
+fn setup_dev(sys: &dyn Syscall, dev: &Path) -> Result<()> {
+    sys.mkdir(dev, 0o755)?;
+    sys.mount(Some(Path::new("tmpfs")), dev, Some("tmpfs"), MsFlags::MS_NOSUID, Some("mode=0755,size=1m"))?;
+    for name in DEVICES {
+        let node = dev.join(name);
+        sys.touch(&node)?;
+        sys.mount(Some(&Path::new("/dev").join(name)), &node, None, MsFlags::MS_BIND, None)?;
+    }
+    sys.mkdir(&dev.join("pts"), 0o755)?;
+    sys.mount(
+        Some(Path::new("devpts")),
+        &dev.join("pts"),
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )?;
+    sys.symlink(Path::new("pts/ptmx"), &dev.join("ptmx"))?;
+    tmpfs(sys, &dev.join("shm"), "mode=1777,size=64m")?;
+    for (link, target) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
+        sys.symlink(Path::new(target), &dev.join(link))?;
+    }
+    Ok(())
+}
+
+/// Remounts `/distfiles` read-only once fetch and checksum are done.
+pub fn seal_distfiles(sys: &dyn Syscall) -> Result<()> {
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | NOSUID_NODEV;
+    sys.mount(None, Path::new("/distfiles"), None, flags, None)
+}
+
+/// The real system calls.
+pub struct Real;
+
+impl Syscall for Real {
+    fn mount(
+        &self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> Result<()> {
+        nix::mount::mount(source, target, fstype, flags, data).map_err(|e| {
+            anyhow::anyhow!("mount {} on {} ({flags:?}): {e}", source.map_or("-".into(), |s| s.display().to_string()), target.display())
+        })
+    }
+
+    fn mkdir(&self, path: &Path, mode: u32) -> Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        match std::fs::DirBuilder::new().mode(mode).create(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                Err(anyhow::anyhow!("mkdir {}: {e}", path.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn symlink(&self, target: &Path, link: &Path) -> Result<()> {
+        std::os::unix::fs::symlink(target, link).map_err(|e| anyhow::anyhow!("symlink {}: {e}", link.display()))
+    }
+
+    fn touch(&self, path: &Path) -> Result<()> {
+        std::fs::File::create(path).map(drop).map_err(|e| anyhow::anyhow!("create {}: {e}", path.display()))
+    }
+
+    fn pivot_root(&self, new_root: &Path, put_old: &Path) -> Result<()> {
+        nix::unistd::pivot_root(new_root, put_old).map_err(|e| anyhow::anyhow!("pivot_root {}: {e}", new_root.display()))
+    }
+
+    fn chdir(&self, path: &Path) -> Result<()> {
+        nix::unistd::chdir(path).map_err(|e| anyhow::anyhow!("chdir {}: {e}", path.display()))
+    }
+
+    fn umount_detach(&self, path: &Path) -> Result<()> {
+        nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH)
+            .map_err(|e| anyhow::anyhow!("umount {}: {e}", path.display()))
+    }
+
+    fn rmdir(&self, path: &Path) -> Result<()> {
+        std::fs::remove_dir(path).map_err(|e| anyhow::anyhow!("rmdir {}: {e}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    /// Records every call as a line of text.
+    #[derive(Default)]
+    struct Recorder(RefCell<Vec<String>>);
+
+    impl Recorder {
+        fn push(&self, line: String) -> Result<()> {
+            self.0.borrow_mut().push(line);
+            Ok(())
+        }
+    }
+
+    impl Syscall for Recorder {
+        fn mount(&self, s: Option<&Path>, t: &Path, f: Option<&str>, flags: MsFlags, d: Option<&str>) -> Result<()> {
+            let names: Vec<&str> = flags.iter_names().map(|(name, _)| name).collect();
+            self.push(format!("mount {:?} {} {:?} {} {:?}", s, t.display(), f, names.join("|"), d))
+        }
+        fn mkdir(&self, p: &Path, _: u32) -> Result<()> {
+            self.push(format!("mkdir {}", p.display()))
+        }
+        fn symlink(&self, t: &Path, l: &Path) -> Result<()> {
+            self.push(format!("symlink {} -> {}", l.display(), t.display()))
+        }
+        fn touch(&self, p: &Path) -> Result<()> {
+            self.push(format!("touch {}", p.display()))
+        }
+        fn pivot_root(&self, n: &Path, o: &Path) -> Result<()> {
+            self.push(format!("pivot_root {} {}", n.display(), o.display()))
+        }
+        fn chdir(&self, p: &Path) -> Result<()> {
+            self.push(format!("chdir {}", p.display()))
+        }
+        fn umount_detach(&self, p: &Path) -> Result<()> {
+            self.push(format!("umount {}", p.display()))
+        }
+        fn rmdir(&self, p: &Path) -> Result<()> {
+            self.push(format!("rmdir {}", p.display()))
+        }
+    }
+
+    fn layout() -> Layout {
+        Layout {
+            root: "/b/SL01".into(),
+            system_path: "/".into(),
+            ports_dir: "/ports".into(),
+            packages_dir: "/pkgs".into(),
+            distfiles_dir: "/dist".into(),
+            outbox: "/b/SL01.out".into(),
+            tmpfs_size: 1 << 20,
+        }
+    }
+
+    fn calls() -> Vec<String> {
+        let recorder = Recorder::default();
+        let system = [("usr", SystemEntry::Bind), ("bin", SystemEntry::Link("usr/bin".into())), ("lib32", SystemEntry::Absent), ("etc", SystemEntry::Bind)];
+        setup_root(&recorder, &layout(), &system).unwrap();
+        recorder.0.into_inner()
+    }
+
+    fn position(calls: &[String], prefix: &str) -> usize {
+        calls.iter().position(|c| c.starts_with(prefix)).unwrap_or_else(|| panic!("no call {prefix}: {calls:#?}"))
+    }
+
+    #[test]
+    fn root_is_made_private_before_anything_else() {
+        let calls = calls();
+        assert_eq!(calls[0], "mount None / None MS_REC|MS_PRIVATE None");
+        assert!(calls[1].starts_with("mount Some(\"tmpfs\") /b/SL01 Some(\"tmpfs\")"), "{}", calls[1]);
+    }
+
+    #[test]
+    fn every_read_only_bind_is_followed_by_a_read_only_remount() {
+        let calls = calls();
+        for (source, target) in [("/usr", "/b/SL01/usr"), ("/etc", "/b/SL01/etc"), ("/ports", "/b/SL01/xports"), ("/pkgs", "/b/SL01/packages")] {
+            let bind = position(&calls, &format!("mount Some({source:?}) {target} None MS_BIND None"));
+            let remount = &calls[bind + 1];
+            assert!(remount.starts_with(&format!("mount None {target} None")), "{remount}");
+            for flag in ["MS_RDONLY", "MS_REMOUNT", "MS_BIND", "MS_NOSUID", "MS_NODEV"] {
+                assert!(remount.contains(flag), "{remount} lacks {flag}");
+            }
+        }
+        for target in ["/b/SL01/distfiles", "/b/SL01/outbox"] {
+            let bind = position(&calls, &format!("mount Some(\"/dist\") {target}").replace("/dist", if target.ends_with("outbox") { "/b/SL01.out" } else { "/dist" }));
+            assert!(!calls[bind + 1].contains("MS_RDONLY"), "{target} stays writable until sealed");
+        }
+    }
+
+    #[test]
+    fn merged_usr_links_are_recreated_and_absent_dirs_skipped() {
+        let calls = calls();
+        assert!(calls.contains(&"symlink /b/SL01/bin -> usr/bin".to_string()));
+        assert!(!calls.iter().any(|c| c.contains("lib32")));
+    }
+
+    #[test]
+    fn dev_holds_only_the_allowed_nodes_and_a_private_devpts() {
+        let calls = calls();
+        let dev_binds: Vec<&String> = calls.iter().filter(|c| c.starts_with("mount Some(\"/dev/")).collect();
+        assert_eq!(dev_binds.len(), DEVICES.len());
+        assert!(calls.iter().any(|c| c.contains("devpts") && c.contains("newinstance")));
+        assert!(!calls.iter().any(|c| c.starts_with("mount Some(\"/dev\")")), "never the host /dev");
+    }
+
+    #[test]
+    fn tmpfs_areas_have_the_size_limit_and_pivot_comes_last() {
+        let calls = calls();
+        for dir in ["construction", "tmp", "usr/local"] {
+            let call = &calls[position(&calls, &format!("mount Some(\"tmpfs\") /b/SL01/{dir} "))];
+            assert!(call.contains("size=1048576"), "{call}");
+        }
+        let proc_ = position(&calls, "mount Some(\"proc\") /b/SL01/proc");
+        let pivot = position(&calls, "pivot_root /b/SL01 /b/SL01/.oldroot");
+        assert!(proc_ < pivot);
+        assert_eq!(&calls[pivot + 1..], ["chdir /", "umount /.oldroot", "rmdir /.oldroot"]);
+    }
+
+    #[test]
+    fn sealing_distfiles_is_a_read_only_remount() {
+        let recorder = Recorder::default();
+        seal_distfiles(&recorder).unwrap();
+        let call = &recorder.0.borrow()[0];
+        assert!(call.starts_with("mount None /distfiles None") && call.contains("MS_RDONLY") && call.contains("MS_REMOUNT"));
+    }
+}

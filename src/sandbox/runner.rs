@@ -1,0 +1,500 @@
+//! The main-process side of one sandboxed build: spawn the helper, turn its
+//! output and events into the port's log, enforce the watchdogs, and move a
+//! verified package into the repository.
+//!
+//! The runner never unshares or forks by itself (it may run on any of many
+//! threads); it only spawns the helper with `Command`, in its own process
+//! group. One `poll` over the output pipe and the event pipe, with a timeout
+//! equal to the nearest watchdog deadline, drives everything: no polling
+//! loop, no reader threads. A watchdog kills the helper with SIGKILL; its
+//! PID 1 follows through PDEATHSIG and the kernel tears down the namespace.
+
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use serde::Serialize;
+
+use super::helper::{EXIT_OK, EXIT_PHASE_FAILED};
+use super::{Event, HelperSpec, EVENT_FD};
+use crate::config::Config;
+use crate::ports::{Origin, Phase};
+
+/// One port to build in one slot.
+#[derive(Debug, Clone)]
+pub struct SandboxRequest {
+    pub slot: u32,
+    pub origin: Origin,
+    pub pkgname: String,
+    pub phases: Vec<Phase>,
+    /// Package file names in `packages_dir/All`, installed in this order.
+    pub dependencies: Vec<String>,
+}
+
+impl SandboxRequest {
+    /// Every phase of a normal build; `check-plist` only when asked.
+    pub fn standard_phases(check_plist: bool) -> Vec<Phase> {
+        Phase::ALL.into_iter().filter(|p| check_plist || *p != Phase::CheckPlist).collect()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeStatus {
+    Success,
+    Failed,
+}
+
+/// Exactly what happened to one build.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildOutcome {
+    pub status: OutcomeStatus,
+    pub failed_phase: Option<Phase>,
+    pub reason: Option<String>,
+    pub duration: Duration,
+    pub log_path: PathBuf,
+    /// The package placed in the repository.
+    pub package: Option<PathBuf>,
+    pub phase_times: Vec<(Phase, Duration)>,
+}
+
+/// Progress for the UI.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    Phase(Phase),
+    Lines(u64),
+}
+
+/// Where the helper binary is (the running `portsynth`, or for tests the
+/// built binary).
+pub fn default_helper() -> Result<PathBuf> {
+    std::env::current_exe().context("cannot find the portsynth binary to run the sandbox helper")
+}
+
+/// Builds one port in a fresh sandbox. `Err` means the host side could not
+/// even start (e.g. the slot directory cannot be created); everything that
+/// happens inside is an `Ok(BuildOutcome)`.
+pub fn build_one(
+    config: &Config,
+    helper: &Path,
+    request: &SandboxRequest,
+    progress: &dyn Fn(Progress),
+) -> Result<BuildOutcome> {
+    let started = Instant::now();
+    let slot = Slot::create(&config.build_base, request.slot)?;
+    let spec = spec_for(config, request, &slot);
+    for dir in [&config.logs_dir, &config.packages_dir.join("All"), &config.distfiles_dir] {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let log_path = config.logs_dir.join(format!("{}.log", request.origin.log_stem()));
+    let mut log = Log::create(&log_path)?;
+    log.header(&spec, request)?;
+    let watch = run_helper(helper, &spec, config, &mut log, progress);
+    let mut outcome = match watch {
+        Ok(watch) => watch.outcome(request),
+        Err(e) => Ended::setup_error(format!("{e:#}")),
+    };
+    let package = match outcome.status {
+        OutcomeStatus::Success => match deliver(config, &slot, &request.pkgname) {
+            Ok(path) => Some(path),
+            Err(e) => {
+                outcome = Ended { status: OutcomeStatus::Failed, failed_phase: Some(Phase::Package), reason: Some(format!("{e:#}")), ..outcome };
+                None
+            }
+        },
+        OutcomeStatus::Failed => None,
+    };
+    slot.remove();
+    let outcome = BuildOutcome {
+        status: outcome.status,
+        failed_phase: outcome.failed_phase,
+        reason: outcome.reason,
+        duration: started.elapsed(),
+        log_path,
+        package,
+        phase_times: outcome.phase_times,
+    };
+    log.footer(&outcome)?;
+    Ok(outcome)
+}
+
+fn spec_for(config: &Config, request: &SandboxRequest, slot: &Slot) -> HelperSpec {
+    HelperSpec {
+        parent_pid: std::process::id(),
+        slot: request.slot,
+        root: slot.root.clone(),
+        system_path: config.system_path.clone(),
+        ports_dir: config.ports_dir.clone(),
+        packages_dir: config.packages_dir.clone(),
+        distfiles_dir: config.distfiles_dir.clone(),
+        outbox: slot.outbox.clone(),
+        tmpfs_size: config.tmpfs_size,
+        port_dir: request.origin.dir(),
+        flavor: request.origin.flavor.clone(),
+        pkgname: request.pkgname.clone(),
+        phases: request.phases.clone(),
+        dependencies: request.dependencies.clone(),
+        build_user: config.build_user.clone(),
+        make_program: config.make_program.clone(),
+        make_jobs: config.make_jobs,
+        make_env: config.make_conf.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    }
+}
+
+/// `build_base/SLnn` (the sandbox root's mount point) and `SLnn.out` (where
+/// the helper leaves the package). Plain directories on the host: every
+/// mount on them exists only inside the helper's namespace.
+struct Slot {
+    root: PathBuf,
+    outbox: PathBuf,
+}
+
+impl Slot {
+    fn create(build_base: &Path, number: u32) -> Result<Slot> {
+        let root = build_base.join(format!("SL{number:02}"));
+        let outbox = build_base.join(format!("SL{number:02}.out"));
+        for dir in [&root, &outbox] {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create slot directory {}", dir.display()))?;
+        }
+        clear_files(&outbox)?;
+        Ok(Slot { root, outbox })
+    }
+
+    fn remove(&self) {
+        let _ = clear_files(&self.outbox);
+        let _ = std::fs::remove_dir(&self.outbox);
+        let _ = std::fs::remove_dir(&self.root);
+    }
+}
+
+/// Removes the regular files directly in `dir`; never recurses.
+pub fn clear_files(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            std::fs::remove_file(entry.path()).with_context(|| format!("cannot remove {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Verifies the package the helper left in the outbox and renames it into
+/// the repository; on any problem nothing reaches `All/`.
+fn deliver(config: &Config, slot: &Slot, pkgname: &str) -> Result<PathBuf> {
+    let file = slot.outbox.join(format!("{pkgname}.pkg"));
+    crate::repo::package::verify(&file, pkgname)?;
+    let all = config.packages_dir.join("All");
+    std::fs::create_dir_all(&all).with_context(|| format!("cannot create {}", all.display()))?;
+    crate::repo::package::place_atomically(&file, &all)
+}
+
+/// The outcome as the watch loop saw it, before the package is delivered.
+struct Ended {
+    status: OutcomeStatus,
+    failed_phase: Option<Phase>,
+    reason: Option<String>,
+    phase_times: Vec<(Phase, Duration)>,
+}
+
+impl Ended {
+    fn setup_error(reason: String) -> Ended {
+        Ended { status: OutcomeStatus::Failed, failed_phase: None, reason: Some(reason), phase_times: vec![] }
+    }
+}
+
+/// Everything observed while the helper ran.
+struct Watch {
+    exit: std::process::ExitStatus,
+    current: Option<Phase>,
+    failed: Option<(Phase, Option<String>)>,
+    setup_failure: Option<String>,
+    killed_by: Option<String>,
+    phase_times: Vec<(Phase, Duration)>,
+}
+
+impl Watch {
+    fn outcome(self, request: &SandboxRequest) -> Ended {
+        let failed = |phase: Option<Phase>, reason: String| Ended {
+            status: OutcomeStatus::Failed,
+            failed_phase: phase,
+            reason: Some(reason),
+            phase_times: self.phase_times.clone(),
+        };
+        if let Some(reason) = &self.killed_by {
+            return failed(self.current, reason.clone());
+        }
+        if let Some((phase, detail)) = &self.failed {
+            return failed(Some(*phase), detail.clone().unwrap_or_else(|| format!("{phase} failed")));
+        }
+        if let Some(reason) = &self.setup_failure {
+            return failed(self.current, format!("sandbox setup failed: {reason}"));
+        }
+        match self.exit.code() {
+            Some(EXIT_OK) if self.current == request.phases.last().copied() => Ended {
+                status: OutcomeStatus::Success,
+                failed_phase: None,
+                reason: None,
+                phase_times: self.phase_times,
+            },
+            Some(EXIT_PHASE_FAILED) => failed(self.current, "a phase failed".into()),
+            _ => failed(self.current, format!("sandbox helper ended with {}", self.exit)),
+        }
+    }
+}
+
+fn run_helper(
+    helper: &Path,
+    spec: &HelperSpec,
+    config: &Config,
+    log: &mut Log,
+    progress: &dyn Fn(Progress),
+) -> Result<Watch> {
+    let (output_read, output_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (event_read, event_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let mut command = Command::new(helper);
+    command
+        .arg("sandbox-helper")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::from(output_write.try_clone()?))
+        .stderr(Stdio::from(output_write));
+    let event_raw = event_write.as_raw_fd();
+    // SAFETY: dup2 and setpgid are async-signal-safe.
+    unsafe {
+        command.pre_exec(move || {
+            nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0))?;
+            if libc::dup2(event_raw, EVENT_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().with_context(|| format!("cannot start the sandbox helper {}", helper.display()))?;
+    drop(command);
+    drop(event_write);
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    serde_json::to_writer(&mut stdin, spec)?;
+    drop(stdin);
+    let mut watch = Watch {
+        exit: std::process::ExitStatus::default(),
+        current: None,
+        failed: None,
+        setup_failure: None,
+        killed_by: None,
+        phase_times: vec![],
+    };
+    let result = pump(&mut watch, output_read, event_read, config, log, progress, child.id());
+    if result.is_err() {
+        let _ = child.kill();
+    }
+    watch.exit = child.wait()?;
+    result?;
+    Ok(watch)
+}
+
+/// Reads output and events until both pipes close, enforcing the watchdogs.
+fn pump(
+    watch: &mut Watch,
+    output: OwnedFd,
+    events: OwnedFd,
+    config: &Config,
+    log: &mut Log,
+    progress: &dyn Fn(Progress),
+    helper_pid: u32,
+) -> Result<()> {
+    let mut output = Some(File::from(output));
+    let mut events = Some(File::from(events));
+    let mut event_buffer = Vec::new();
+    let mut phase_started = Instant::now();
+    let mut last_output = Instant::now();
+    let mut buffer = vec![0u8; 64 * 1024];
+    while output.is_some() || events.is_some() {
+        let limit = watch.current.map_or(Duration::from_secs(600), |p| config.phase_timeout(p));
+        let deadlines = [
+            (phase_started + limit, format!("phase {} ran longer than its limit of {} s (phase_timeouts)", phase_name(watch.current), limit.as_secs())),
+            (last_output + config.silent_timeout, format!("no output for {} s (silent_timeout)", config.silent_timeout.as_secs())),
+        ];
+        let (deadline, reason) = deadlines.into_iter().min_by_key(|(d, _)| *d).expect("two deadlines");
+        let now = Instant::now();
+        if now >= deadline {
+            watch.killed_by = Some(format!("watchdog: {reason}; sandbox killed"));
+            log.line(&format!("\n*** watchdog: {reason}; killing the sandbox"))?;
+            kill_helper(helper_pid);
+            return drain(output, events);
+        }
+        let timeout = PollTimeout::try_from(deadline - now).unwrap_or(PollTimeout::MAX);
+        let mut fds: Vec<PollFd> = Vec::new();
+        if let Some(f) = &output {
+            fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
+        }
+        if let Some(f) = &events {
+            fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
+        }
+        match nix::poll::poll(&mut fds, timeout) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+            Ok(_) => {}
+            Err(e) => return Err(e).context("poll"),
+        }
+        let ready: Vec<bool> = fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect();
+        drop(fds);
+        let mut index = 0;
+        if output.is_some() {
+            if ready[index] {
+                let n = output.as_mut().expect("open").read(&mut buffer)?;
+                if n == 0 {
+                    output = None;
+                } else {
+                    last_output = Instant::now();
+                    log.output(&buffer[..n])?;
+                    progress(Progress::Lines(log.lines));
+                }
+            }
+            index += 1;
+        }
+        if events.is_some() && ready[index] {
+            let n = events.as_mut().expect("open").read(&mut buffer)?;
+            if n == 0 {
+                events = None;
+            }
+            event_buffer.extend_from_slice(&buffer[..n]);
+            while let Some(end) = event_buffer.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = event_buffer.drain(..=end).collect();
+                if let Ok(event) = serde_json::from_slice::<Event>(&line) {
+                    handle_event(watch, event, log, progress, &mut phase_started, &mut last_output)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn phase_name(phase: Option<Phase>) -> &'static str {
+    phase.map_or("setup", Phase::name)
+}
+
+fn kill_helper(pid: u32) {
+    {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+/// After a kill, the pipes close as soon as the namespace is gone.
+fn drain(output: Option<File>, events: Option<File>) -> Result<()> {
+    for mut file in [output, events].into_iter().flatten() {
+        let mut sink = Vec::new();
+        let _ = file.read_to_end(&mut sink);
+    }
+    Ok(())
+}
+
+fn handle_event(
+    watch: &mut Watch,
+    event: Event,
+    log: &mut Log,
+    progress: &dyn Fn(Progress),
+    phase_started: &mut Instant,
+    last_output: &mut Instant,
+) -> Result<()> {
+    match event {
+        Event::PhaseStart { phase } => {
+            watch.current = Some(phase);
+            *phase_started = Instant::now();
+            *last_output = Instant::now();
+            log.line(&format!("\n=======================<phase: {:<12}>============================", phase.name()))?;
+            progress(Progress::Phase(phase));
+        }
+        Event::PhaseEnd { phase, ok, detail } => {
+            let took = phase_started.elapsed();
+            watch.phase_times.push((phase, took));
+            let verdict = if ok { "ok".to_string() } else { format!("FAILED: {}", detail.clone().unwrap_or_default()) };
+            log.line(&format!("===> {} {verdict} ({:.2} s)", phase.name(), took.as_secs_f64()))?;
+            if !ok {
+                watch.failed = Some((phase, detail));
+            }
+        }
+        Event::Installed { .. } | Event::Packaged { .. } => {}
+        Event::SetupFailed { reason } => watch.setup_failure = Some(reason),
+    }
+    Ok(())
+}
+
+/// The per-port log: header, phase banners, merged output, footer.
+struct Log {
+    file: BufWriter<File>,
+    lines: u64,
+}
+
+impl Log {
+    fn create(path: &Path) -> Result<Log> {
+        let file = File::create(path).with_context(|| format!("cannot create log {}", path.display()))?;
+        Ok(Log { file: BufWriter::new(file), lines: 0 })
+    }
+
+    fn header(&mut self, spec: &HelperSpec, request: &SandboxRequest) -> Result<()> {
+        let mut text = format!(
+            "Origin:   {}\nPackage:  {}\nSlot:     SL{:02}\nStarted:  {}\nPhases:   {}\n\nEnvironment:\n",
+            request.origin,
+            request.pkgname,
+            request.slot,
+            crate::commands::history::utc_time(unix_ms()),
+            request.phases.iter().map(|p| p.name()).collect::<Vec<_>>().join(" "),
+        );
+        for (key, value) in spec.make_environment() {
+            text.push_str(&format!("  {key}={value}\n"));
+        }
+        text.push_str("\nDependency packages installed:\n");
+        if request.dependencies.is_empty() {
+            text.push_str("  (none)\n");
+        }
+        for dep in &request.dependencies {
+            text.push_str(&format!("  {dep}\n"));
+        }
+        self.file.write_all(text.as_bytes())?;
+        self.file.flush()?;
+        Ok(())
+    }
+
+    fn output(&mut self, bytes: &[u8]) -> Result<()> {
+        self.lines += bytes.iter().filter(|b| **b == b'\n').count() as u64;
+        self.file.write_all(bytes)?;
+        // Flushed per read so `tail -f` on the log follows the build.
+        self.file.flush()?;
+        Ok(())
+    }
+
+    fn line(&mut self, text: &str) -> Result<()> {
+        self.file.write_all(text.as_bytes())?;
+        self.file.write_all(b"\n")?;
+        self.file.flush()?;
+        Ok(())
+    }
+
+    fn footer(&mut self, outcome: &BuildOutcome) -> Result<()> {
+        let mut text = String::from("\n=======================<result>============================\n");
+        match outcome.status {
+            OutcomeStatus::Success => text.push_str("Result:   success\n"),
+            OutcomeStatus::Failed => {
+                text.push_str("Result:   FAILED\n");
+                text.push_str(&format!("Phase:    {}\n", phase_name(outcome.failed_phase)));
+                text.push_str(&format!("Reason:   {}\n", outcome.reason.as_deref().unwrap_or("")));
+            }
+        }
+        for (phase, took) in &outcome.phase_times {
+            text.push_str(&format!("  {:<12} {:>8.2} s\n", phase.name(), took.as_secs_f64()));
+        }
+        text.push_str(&format!("Total:    {:.2} s\n", outcome.duration.as_secs_f64()));
+        if let Some(package) = &outcome.package {
+            text.push_str(&format!("Package:  {}\n", package.display()));
+        }
+        self.line(text.trim_end())
+    }
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
