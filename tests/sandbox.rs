@@ -44,7 +44,7 @@ fn build(env: &Env, port: &str, check_plist: bool) -> BuildOutcome {
         phases: SandboxRequest::standard_phases(check_plist),
         dependencies: tree.install_set(node).into_iter().map(pkg).collect(),
     };
-    build_one(&config, &common::bin(), &request, &|_| {}).unwrap()
+    build_one(&config, &common::bin(), &request, &|_| {}, None).unwrap()
 }
 
 fn assert_success(outcome: &BuildOutcome) {

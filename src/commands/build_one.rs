@@ -47,7 +47,7 @@ pub fn run(config: &Config, global: &GlobalArgs, args: &BuildOneArgs) -> Result<
         if let (Progress::Phase(phase), false) = (event, quiet) {
             eprintln!("[SL{:02}] {} {}", request.slot, request.origin, phase);
         }
-    })?;
+    }, None)?;
     if global.json {
         println!("{}", serde_json::to_string(&outcome)?);
     } else {
@@ -58,7 +58,7 @@ pub fn run(config: &Config, global: &GlobalArgs, args: &BuildOneArgs) -> Result<
                 outcome.duration.as_secs_f64(),
                 outcome.package.as_ref().map_or(String::new(), |p| p.display().to_string())
             ),
-            OutcomeStatus::Failed => eprintln!(
+            OutcomeStatus::Failed | OutcomeStatus::Interrupted => eprintln!(
                 "{} FAILED in phase {}: {} (log: {})",
                 request.origin,
                 outcome.failed_phase.map_or("setup", |p| p.name()),
@@ -70,5 +70,6 @@ pub fn run(config: &Config, global: &GlobalArgs, args: &BuildOneArgs) -> Result<
     Ok(ExitCode::from(match outcome.status {
         OutcomeStatus::Success => super::exit::OK,
         OutcomeStatus::Failed => super::exit::PORT_FAILED,
+        OutcomeStatus::Interrupted => super::exit::INTERRUPTED,
     }))
 }

@@ -49,6 +49,27 @@ impl SandboxRequest {
 pub enum OutcomeStatus {
     Success,
     Failed,
+    /// Killed on the operator's request.
+    Interrupted,
+}
+
+/// Wakes the watch loop of every sandbox that was given it, which then
+/// kills its helper: the second Ctrl-C. A pipe nobody reads stays readable,
+/// so one byte reaches every poller.
+pub struct Cancel {
+    read: OwnedFd,
+    write: OwnedFd,
+}
+
+impl Cancel {
+    pub fn new() -> Result<Cancel> {
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        Ok(Cancel { read, write })
+    }
+
+    pub fn fire(&self) {
+        let _ = nix::unistd::write(&self.write, b"x");
+    }
 }
 
 /// Exactly what happened to one build.
@@ -85,6 +106,7 @@ pub fn build_one(
     helper: &Path,
     request: &SandboxRequest,
     progress: &dyn Fn(Progress),
+    cancel: Option<&Cancel>,
 ) -> Result<BuildOutcome> {
     let started = Instant::now();
     let slot = Slot::create(&config.build_base, request.slot)?;
@@ -95,7 +117,7 @@ pub fn build_one(
     let log_path = config.logs_dir.join(format!("{}.log", request.origin.log_stem()));
     let mut log = Log::create(&log_path)?;
     log.header(&spec, request)?;
-    let watch = run_helper(helper, &spec, config, &mut log, progress);
+    let watch = run_helper(helper, &spec, config, &mut log, progress, cancel);
     let mut outcome = match watch {
         Ok(watch) => watch.outcome(request),
         Err(e) => Ended::setup_error(format!("{e:#}")),
@@ -108,7 +130,7 @@ pub fn build_one(
                 None
             }
         },
-        OutcomeStatus::Failed => None,
+        OutcomeStatus::Failed | OutcomeStatus::Interrupted => None,
     };
     slot.remove();
     let outcome = BuildOutcome {
@@ -215,6 +237,7 @@ struct Watch {
     failed: Option<(Phase, Option<String>)>,
     setup_failure: Option<String>,
     killed_by: Option<String>,
+    interrupted: bool,
     phase_times: Vec<(Phase, Duration)>,
 }
 
@@ -227,7 +250,11 @@ impl Watch {
             phase_times: self.phase_times.clone(),
         };
         if let Some(reason) = &self.killed_by {
-            return failed(self.current, reason.clone());
+            let mut ended = failed(self.current, reason.clone());
+            if self.interrupted {
+                ended.status = OutcomeStatus::Interrupted;
+            }
+            return ended;
         }
         if let Some((phase, detail)) = &self.failed {
             return failed(Some(*phase), detail.clone().unwrap_or_else(|| format!("{phase} failed")));
@@ -254,6 +281,7 @@ fn run_helper(
     config: &Config,
     log: &mut Log,
     progress: &dyn Fn(Progress),
+    cancel: Option<&Cancel>,
 ) -> Result<Watch> {
     let (output_read, output_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let (event_read, event_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
@@ -286,9 +314,10 @@ fn run_helper(
         failed: None,
         setup_failure: None,
         killed_by: None,
+        interrupted: false,
         phase_times: vec![],
     };
-    let result = pump(&mut watch, output_read, event_read, config, log, progress, child.id());
+    let result = pump(&mut watch, output_read, event_read, config, log, progress, child.id(), cancel);
     if result.is_err() {
         let _ = child.kill();
     }
@@ -306,6 +335,7 @@ fn pump(
     log: &mut Log,
     progress: &dyn Fn(Progress),
     helper_pid: u32,
+    cancel: Option<&Cancel>,
 ) -> Result<()> {
     let mut output = Some(File::from(output));
     let mut events = Some(File::from(events));
@@ -329,12 +359,18 @@ fn pump(
         }
         let timeout = PollTimeout::try_from(deadline - now).unwrap_or(PollTimeout::MAX);
         let mut fds: Vec<PollFd> = Vec::new();
-        if let Some(f) = &output {
+        let output_at = output.as_ref().map(|f| {
             fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
-        }
-        if let Some(f) = &events {
+            fds.len() - 1
+        });
+        let events_at = events.as_ref().map(|f| {
             fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
-        }
+            fds.len() - 1
+        });
+        let cancel_at = cancel.map(|c| {
+            fds.push(PollFd::new(c.read.as_fd(), PollFlags::POLLIN));
+            fds.len() - 1
+        });
         match nix::poll::poll(&mut fds, timeout) {
             Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
             Ok(_) => {}
@@ -342,21 +378,24 @@ fn pump(
         }
         let ready: Vec<bool> = fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect();
         drop(fds);
-        let mut index = 0;
-        if output.is_some() {
-            if ready[index] {
-                let n = output.as_mut().expect("open").read(&mut buffer)?;
-                if n == 0 {
-                    output = None;
-                } else {
-                    last_output = Instant::now();
-                    log.output(&buffer[..n])?;
-                    progress(Progress::Lines(log.lines));
-                }
-            }
-            index += 1;
+        if cancel_at.is_some_and(|i| ready[i]) {
+            watch.killed_by = Some("interrupted by the operator; sandbox killed".into());
+            watch.interrupted = true;
+            log.line("\n*** interrupted by the operator; killing the sandbox")?;
+            kill_helper(helper_pid);
+            return drain(output, events);
         }
-        if events.is_some() && ready[index] {
+        if output_at.is_some_and(|i| ready[i]) {
+            let n = output.as_mut().expect("open").read(&mut buffer)?;
+            if n == 0 {
+                output = None;
+            } else {
+                last_output = Instant::now();
+                log.output(&buffer[..n])?;
+                progress(Progress::Lines(log.lines));
+            }
+        }
+        if events_at.is_some_and(|i| ready[i]) {
             let n = events.as_mut().expect("open").read(&mut buffer)?;
             if n == 0 {
                 events = None;
@@ -478,8 +517,8 @@ impl Log {
         let mut text = String::from("\n=======================<result>============================\n");
         match outcome.status {
             OutcomeStatus::Success => text.push_str("Result:   success\n"),
-            OutcomeStatus::Failed => {
-                text.push_str("Result:   FAILED\n");
+            OutcomeStatus::Failed | OutcomeStatus::Interrupted => {
+                text.push_str(if outcome.status == OutcomeStatus::Failed { "Result:   FAILED\n" } else { "Result:   INTERRUPTED\n" });
                 text.push_str(&format!("Phase:    {}\n", phase_name(outcome.failed_phase)));
                 text.push_str(&format!("Reason:   {}\n", outcome.reason.as_deref().unwrap_or("")));
             }
