@@ -2,6 +2,7 @@
 //!
 //! See `docs/ARCHITECTURE.md` for how the modules fit together.
 
+pub mod build;
 pub mod builddb;
 pub mod cli;
 pub mod commands;
@@ -9,7 +10,9 @@ pub mod config;
 pub mod graph;
 pub mod plan;
 pub mod ports;
+pub mod report;
 pub mod repo;
 pub mod sandbox;
+pub mod ui;
 
 pub use commands::{exit_code_of, run};

@@ -54,4 +54,4 @@ pub use records::{
 };
 pub use runs::{REASON_PROCESS_DIED, REASON_RUN_INTERRUPTED};
 pub use schema::SCHEMA_VERSION;
-pub use store::{reset, BuildDb};
+pub use store::{now_ms, reset, BuildDb};

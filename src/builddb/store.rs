@@ -109,7 +109,7 @@ fn remove_if_present(path: &Path) -> Result<bool> {
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
-pub(super) fn now_ms() -> i64 {
+pub fn now_ms() -> i64 {
     let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
 }

@@ -49,6 +49,18 @@ pub enum Command {
     History(HistoryArgs),
     /// Remove the build database (after confirmation, or with -y).
     ResetDb,
+    /// Build every port of the tree that is not up to date.
+    Everything,
+    /// Build the ports and whatever they need, then rebuild the repository index.
+    Build(PortsRequired),
+    /// Like build, without asking and without rebuilding the repository index.
+    JustBuild(PortsRequired),
+    /// Rebuild the ports even if up to date (their dependents follow the usual rules).
+    Force(PortsRequired),
+    /// Build one port with check-plist; on failure keep its work directory.
+    Test(TestArgs),
+    /// Regenerate packagesite.json and SHA256SUMS from All/ and list obsolete packages.
+    RebuildRepository(RebuildRepositoryArgs),
     /// Build one port in a sandbox, its dependencies taken from the
     /// repository as already packaged (a debugging aid: records nothing in
     /// the build database).
@@ -100,4 +112,25 @@ pub struct PortsArgs {
     /// Ports as category/port[@flavor]; none means the whole tree.
     #[arg(value_name = "PORT")]
     pub ports: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PortsRequired {
+    /// Ports as category/port[@flavor].
+    #[arg(value_name = "PORT", required = true)]
+    pub ports: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TestArgs {
+    /// The port (category/port[@flavor]).
+    #[arg(value_name = "PORT")]
+    pub port: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RebuildRepositoryArgs {
+    /// Also remove the obsolete packages (no port of the tree produces them).
+    #[arg(long)]
+    pub prune: bool,
 }

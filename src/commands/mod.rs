@@ -1,6 +1,7 @@
 //! Command implementations: each turns parsed arguments and the validated
 //! config into actions and output.
 
+mod build;
 mod build_one;
 mod cleanup;
 pub mod history;
@@ -50,6 +51,18 @@ pub fn run() -> Result<ExitCode> {
         Command::Status(args) => status::run(&load_config(&cli.global)?, &cli.global, &args.ports),
         Command::History(args) => history::run(&load_config(&cli.global)?, &cli.global, &args),
         Command::ResetDb => reset_db::run(&load_config(&cli.global)?, &cli.global),
+        Command::Everything => build::run(&load_config(&cli.global)?, &cli.global, build::Mode::Everything, &[]),
+        Command::Build(args) => build::run(&load_config(&cli.global)?, &cli.global, build::Mode::Build, &args.ports),
+        Command::JustBuild(args) => {
+            build::run(&load_config(&cli.global)?, &cli.global, build::Mode::JustBuild, &args.ports)
+        }
+        Command::Force(args) => build::run(&load_config(&cli.global)?, &cli.global, build::Mode::Force, &args.ports),
+        Command::Test(args) => {
+            build::run(&load_config(&cli.global)?, &cli.global, build::Mode::Test, std::slice::from_ref(&args.port))
+        }
+        Command::RebuildRepository(args) => {
+            build::rebuild_repository(&load_config(&cli.global)?, &cli.global, args.prune)
+        }
         Command::BuildOne(args) => build_one::run(&load_config(&cli.global)?, &cli.global, &args),
         Command::Cleanup => cleanup::run(&load_config(&cli.global)?),
         Command::SandboxHelper => crate::sandbox::helper::main(),

@@ -24,6 +24,12 @@ pub struct Prepared {
 /// Scans, resolves and plans. Scan-cache write failures are warnings: the
 /// cache only saves time.
 pub fn prepare(config: &Config, db: &BuildDb, origins: &[Origin]) -> Result<Prepared> {
+    prepare_forcing(config, db, origins, &[])
+}
+
+/// [`prepare`], with the `forced` ports planned for a build even when up to
+/// date (`portsynth force`).
+pub fn prepare_forcing(config: &Config, db: &BuildDb, origins: &[Origin], forced: &[Origin]) -> Result<Prepared> {
     let scanner = super::scanner(config);
     let memo = CrcMemo::default();
     let config_crc = config_crc(config);
@@ -44,8 +50,12 @@ pub fn prepare(config: &Config, db: &BuildDb, origins: &[Origin]) -> Result<Prep
     });
     let request = if origins.is_empty() { Request::Everything } else { Request::Ports(origins) };
     let all_dir = config.packages_dir.join("All");
+    let forced: Vec<_> = forced.iter().filter_map(|origin| tree.lookup(origin)).collect();
     let plan = Plan::make(&tree, request, &mut |node| {
         let meta = tree.nodes[node].meta.as_ref()?;
+        if forced.contains(&node) {
+            return Some("forced".into());
+        }
         let Some(current) = &keys[node] else {
             return Some("changed (port files unreadable)".into());
         };

@@ -20,7 +20,7 @@ pub fn run(config: &Config, global: &GlobalArgs, ports: &[String]) -> Result<Exi
         serde_json::to_writer_pretty(&mut out, &prepared.plan)?;
         writeln!(out)?;
     } else {
-        print_plan(&mut out, &prepared.plan, config)?;
+        print_plan(&mut out, &prepared.plan, config, true)?;
     }
     if global.verbose > 0 {
         let (hits, scans) = prepared.scan_stats;
@@ -31,7 +31,9 @@ pub fn run(config: &Config, global: &GlobalArgs, ports: &[String]) -> Result<Exi
 
 type Select = fn(&Verdict) -> Option<&str>;
 
-fn print_plan(out: &mut impl Write, plan: &Plan, config: &Config) -> std::io::Result<()> {
+/// Prints the plan by section; `list_up_to_date: false` shows only the
+/// count of up-to-date ports (a whole tree has thousands).
+pub fn print_plan(out: &mut impl Write, plan: &Plan, config: &Config, list_up_to_date: bool) -> std::io::Result<()> {
     writeln!(out, "Ports tree: {}", config.ports_dir.display())?;
     let width = plan.entries.iter().map(|e| e.origin.to_string().len()).max().unwrap_or(0);
     let pkg_width = plan.entries.iter().filter_map(|e| e.pkgname.as_ref().map(String::len)).max().unwrap_or(0);
@@ -48,6 +50,10 @@ fn print_plan(out: &mut impl Write, plan: &Plan, config: &Config) -> std::io::Re
             continue;
         }
         writeln!(out, "\n{title} ({}):", rows.len())?;
+        if title == "Up to date" && !list_up_to_date {
+            writeln!(out, "      (listed with -v, and in the run's 00_last_results.log)")?;
+            continue;
+        }
         for (index, (entry, reason)) in rows.iter().enumerate() {
             let pkgname = entry.pkgname.as_deref().unwrap_or("-");
             let origin = entry.origin.to_string();

@@ -1,5 +1,5 @@
-//! File helpers shared by the repository code: sha256 of a file, and
-//! atomic placement of a finished package.
+//! File helpers shared by the repository code: sha256 of a file, atomic
+//! placement of a finished package, and atomic writing of a small file.
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
@@ -51,6 +51,44 @@ pub fn place_atomically(src: &Path, dest_dir: &Path) -> Result<PathBuf> {
     }
     sync_dir(dest_dir)?;
     Ok(dest)
+}
+
+/// Writes `bytes` to `path` so that `path` only ever holds the old or the
+/// complete new contents: the data goes to `.<name>.tmp.<pid>` in the same
+/// directory, is fsynced, renamed over `path`, and the directory is fsynced.
+/// On any error before the rename the temporary is removed. The new file is
+/// created with mode 0644 (less the umask).
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| anyhow!("{}: has no file name", path.display()))?;
+    let dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let tmp = dir.join(temp_name(name));
+    if let Err(err) = write_synced(&tmp, bytes).and_then(|()| rename(&tmp, path)) {
+        let _ = fs::remove_file(&tmp);
+        return Err(err);
+    }
+    sync_dir(dir)
+}
+
+/// Creates `tmp` holding `bytes` and fsyncs it.
+fn write_synced(tmp: &Path, bytes: &[u8]) -> Result<()> {
+    let mut output = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .open(tmp)
+        .with_context(|| format!("cannot create {}", tmp.display()))?;
+    output
+        .write_all(bytes)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    output
+        .sync_all()
+        .with_context(|| format!("cannot fsync {}", tmp.display()))
 }
 
 fn temp_name(name: &std::ffi::OsStr) -> OsString {
@@ -137,6 +175,24 @@ mod tests {
         assert_eq!(fs::read(&placed).unwrap(), b"package bytes");
         assert_eq!(fs::metadata(&placed).unwrap().permissions().mode() & 0o777, 0o644);
         assert_eq!(names(&all), ["hello-2.1.pkg"], "no temporary left behind");
+    }
+
+    #[test]
+    fn write_atomically_replaces_the_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.json");
+        fs::write(&path, b"old contents, longer than the new ones").unwrap();
+        write_atomically(&path, b"new").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"new");
+        assert_eq!(names(dir.path()), ["index.json"], "no temporary left behind");
+
+        let missing = dir.path().join("nodir").join("index.json");
+        let err = format!("{:#}", write_atomically(&missing, b"x").unwrap_err());
+        assert!(
+            err.contains("cannot create") && err.contains("nodir/.index.json.tmp."),
+            "{err}"
+        );
+        assert_eq!(names(dir.path()), ["index.json"]);
     }
 
     #[test]

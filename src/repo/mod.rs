@@ -49,6 +49,7 @@
 //! partial file under a package's name.
 
 pub mod fsutil;
+pub mod index;
 pub mod manifest;
 pub mod package;
 

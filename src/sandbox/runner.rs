@@ -317,7 +317,8 @@ fn run_helper(
         interrupted: false,
         phase_times: vec![],
     };
-    let result = pump(&mut watch, output_read, event_read, config, log, progress, child.id(), cancel);
+    let pipes = HelperPipes { output: output_read, events: event_read, helper_pid: child.id() };
+    let result = pump(&mut watch, pipes, config, log, progress, cancel);
     if result.is_err() {
         let _ = child.kill();
     }
@@ -326,19 +327,25 @@ fn run_helper(
     Ok(watch)
 }
 
+/// The running helper as the watch loop sees it.
+struct HelperPipes {
+    output: OwnedFd,
+    events: OwnedFd,
+    helper_pid: u32,
+}
+
 /// Reads output and events until both pipes close, enforcing the watchdogs.
 fn pump(
     watch: &mut Watch,
-    output: OwnedFd,
-    events: OwnedFd,
+    pipes: HelperPipes,
     config: &Config,
     log: &mut Log,
     progress: &dyn Fn(Progress),
-    helper_pid: u32,
     cancel: Option<&Cancel>,
 ) -> Result<()> {
-    let mut output = Some(File::from(output));
-    let mut events = Some(File::from(events));
+    let helper_pid = pipes.helper_pid;
+    let mut output = Some(File::from(pipes.output));
+    let mut events = Some(File::from(pipes.events));
     let mut event_buffer = Vec::new();
     let mut phase_started = Instant::now();
     let mut last_output = Instant::now();

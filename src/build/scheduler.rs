@@ -1,0 +1,696 @@
+//! The coordinator and its worker pool.
+//!
+//! A port enters the ready queue the moment the last of its dependencies in
+//! the build set succeeds, and leaves it the moment a slot is free and the
+//! throttle allows one more build: there is no polling and no head-of-line
+//! blocking, because readiness is counted (one counter of unfinished
+//! dependencies per port, decremented on each success) instead of checked.
+//!
+//! The queue is ordered critical-path first: a port's priority is the
+//! longest chain of expected build time from it to the end of the build set
+//! (expected time = median of its past successful builds, else
+//! [`DEFAULT_DURATION`]). Starting the long chains early is what removes
+//! the single-threaded tail of a bulk build. Ties go to the port with more
+//! transitive dependents, then to the alphabetically first origin, so the
+//! order is deterministic.
+//!
+//! Each worker thread owns one slot number for its whole life (so the UI's
+//! slot lines and the sandbox directories stay stable) and drives one
+//! sandbox at a time through [`crate::sandbox::runner::build_one`]. The
+//! coordinator is the only thread that touches the database, the summary
+//! logs and the scheduling state.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use crossbeam_channel::{select, unbounded, Receiver, Sender};
+use serde::Serialize;
+
+use super::throttle::{self, Pressure};
+use crate::builddb::keys::KeyInputs;
+use crate::builddb::{BuildDb, BuildId, BuildStatus, NewBuild, PackageEntry, RunId};
+use crate::config::Config;
+use crate::graph::NodeId;
+use crate::plan::{Plan, Verdict};
+use crate::ports::PortTree;
+use crate::report::RunLogs;
+use crate::sandbox::runner::{build_one, BuildOutcome, Cancel, OutcomeStatus, Progress, SandboxRequest};
+use crate::ui::{Totals, Ui};
+
+/// Expected duration of a port never built successfully before.
+pub const DEFAULT_DURATION: Duration = Duration::from_secs(60);
+
+/// How often the throttle and the header are refreshed.
+const TICK: Duration = Duration::from_secs(1);
+
+/// What the operator asked for by signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stop {
+    /// Not asked: the run ends when the plan is done.
+    None,
+    /// First Ctrl-C: no new builds; the running ones finish.
+    Draining,
+    /// Second Ctrl-C or SIGTERM: running builds are killed.
+    Killing,
+}
+
+/// A signal the run reacts to, as delivered by the signal thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interrupt {
+    /// SIGINT: the first drains, the second kills.
+    Int,
+    /// SIGTERM: kill at once.
+    Term,
+}
+
+/// Everything a run needs; the plan is fixed before the run starts.
+pub struct Run<'a> {
+    pub config: &'a Config,
+    pub tree: &'a PortTree,
+    pub plan: &'a Plan,
+    pub keys: &'a [Option<KeyInputs>],
+    pub db: &'a BuildDb,
+    pub run: &'a RunId,
+    pub logs: &'a RunLogs,
+    pub ui: &'a Ui,
+    /// Ports built with `check-plist` (the `test` command's port).
+    pub check_plist: HashSet<NodeId>,
+    pub helper: PathBuf,
+    pub workers: usize,
+    pub interrupts: Receiver<Interrupt>,
+}
+
+/// What the run did, for the run record, the summary and the exit code.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Tally {
+    pub built: usize,
+    pub failed: usize,
+    pub ignored: usize,
+    pub skipped: usize,
+    pub up_to_date: usize,
+    pub not_buildable: usize,
+    pub interrupted: usize,
+    /// Ports of the build set never started because the run was stopped.
+    pub not_started: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FailedPort {
+    pub origin: String,
+    pub phase: Option<String>,
+    pub reason: String,
+    pub log: PathBuf,
+}
+
+pub struct Outcome {
+    pub stop: Stop,
+    pub tally: Tally,
+    pub failed: Vec<FailedPort>,
+    pub elapsed: Duration,
+}
+
+/// A job handed to a worker.
+struct Job {
+    node: NodeId,
+    request: SandboxRequest,
+}
+
+/// What workers tell the coordinator.
+enum Report {
+    Progress { slot: u32, progress: Progress },
+    Finished { slot: u32, node: NodeId, result: Result<BuildOutcome> },
+}
+
+/// Runs the plan to the end (or until stopped) with `run.workers` slots.
+pub fn execute(run: Run<'_>) -> Result<Outcome> {
+    let cancel = Arc::new(Cancel::new().context("cannot create the pipe that cancels builds")?);
+    let (report_tx, report_rx) = unbounded::<Report>();
+    std::thread::scope(|scope| {
+        let mut job_senders = Vec::new();
+        for slot in 1..=run.workers as u32 {
+            let (job_tx, job_rx) = unbounded::<Job>();
+            job_senders.push(job_tx);
+            let (config, helper, reports, cancel) = (run.config, &run.helper, report_tx.clone(), cancel.clone());
+            scope.spawn(move || worker(config, helper, slot, job_rx, reports, &cancel));
+        }
+        drop(report_tx);
+        let mut coordinator = Coordinator::new(&run, job_senders, cancel.clone());
+        coordinator.record_unbuildable();
+        coordinator.coordinate(&report_rx);
+        Ok(coordinator.finish())
+    })
+}
+
+fn worker(config: &Config, helper: &std::path::Path, slot: u32, jobs: Receiver<Job>, reports: Sender<Report>, cancel: &Cancel) {
+    for job in jobs {
+        let progress = |progress: Progress| {
+            let _ = reports.send(Report::Progress { slot, progress });
+        };
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            build_one(config, helper, &job.request, &progress, Some(cancel))
+        }))
+        .unwrap_or_else(|_| Err(anyhow!("the worker of slot {slot} panicked")));
+        if reports.send(Report::Finished { slot, node: job.node, result }).is_err() {
+            return;
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// In the build set, dependencies unfinished.
+    Waiting,
+    Ready,
+    Running,
+    Done,
+}
+
+struct Running {
+    node: NodeId,
+    build: Option<BuildId>,
+    started: Instant,
+    phase: &'static str,
+}
+
+/// Ready-queue entry; the heap pops the greatest.
+struct Candidate {
+    priority: f64,
+    dependents: u32,
+    origin: String,
+    node: NodeId,
+}
+
+impl Ord for Candidate {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.priority
+            .total_cmp(&other.priority)
+            .then(self.dependents.cmp(&other.dependents))
+            .then_with(|| other.origin.cmp(&self.origin))
+    }
+}
+
+impl PartialOrd for Candidate {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Candidate {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Candidate {}
+
+struct Coordinator<'r, 'a> {
+    run: &'r Run<'a>,
+    jobs: Vec<Sender<Job>>,
+    cancel: Arc<Cancel>,
+    state: Vec<Option<State>>,
+    missing: Vec<usize>,
+    weight_ms: Vec<f64>,
+    priority: Vec<f64>,
+    dependents: Vec<u32>,
+    ready: BinaryHeap<Candidate>,
+    idle_slots: BTreeSet<u32>,
+    running: HashMap<u32, Running>,
+    limit: usize,
+    stop: Stop,
+    started: Instant,
+    tally: Tally,
+    failed: Vec<FailedPort>,
+}
+
+impl<'r, 'a> Coordinator<'r, 'a> {
+    fn new(run: &'r Run<'a>, jobs: Vec<Sender<Job>>, cancel: Arc<Cancel>) -> Self {
+        let tree = run.tree;
+        let mut state = vec![None; tree.len()];
+        for entry in run.plan.to_build() {
+            state[entry.node] = Some(State::Waiting);
+        }
+        let weight_ms = expected_durations(run, &state);
+        let priority = tree.graph.priorities(&weight_ms);
+        let dependents = tree.graph.transitive_dependents_counts();
+        let missing = (0..tree.len())
+            .map(|n| tree.graph.dependencies(n).iter().filter(|e| state[e.to].is_some()).count())
+            .collect();
+        let workers = run.workers.max(1);
+        let mut coordinator = Coordinator {
+            run,
+            jobs,
+            cancel,
+            state,
+            missing,
+            weight_ms,
+            priority,
+            dependents,
+            ready: BinaryHeap::new(),
+            idle_slots: (1..=workers as u32).collect(),
+            running: HashMap::new(),
+            limit: throttle::RAMP_START.min(workers),
+            stop: Stop::None,
+            started: Instant::now(),
+            tally: Tally::default(),
+            failed: Vec::new(),
+        };
+        for node in 0..tree.len() {
+            if coordinator.state[node] == Some(State::Waiting) && coordinator.missing[node] == 0 {
+                coordinator.make_ready(node);
+            }
+        }
+        coordinator
+    }
+
+    /// Records the plan's verdicts that need no build: ignored, skipped
+    /// because of an ignored dependency, not buildable, up to date.
+    fn record_unbuildable(&mut self) {
+        let run = self.run;
+        for entry in &run.plan.entries {
+            let origin = entry.origin.to_string();
+            let pkgname = entry.pkgname.as_deref().unwrap_or("-");
+            match &entry.verdict {
+                Verdict::Build(_) => {}
+                Verdict::UpToDate => {
+                    self.tally.up_to_date += 1;
+                    run.logs.up_to_date(&origin, pkgname);
+                }
+                Verdict::Ignored(reason) => {
+                    self.tally.ignored += 1;
+                    self.record_outcome(entry.node, BuildStatus::Ignored, reason);
+                    run.logs.ignored(&origin, pkgname, reason);
+                    run.ui.ignored(&origin, reason);
+                }
+                Verdict::Skipped(reason) => {
+                    self.tally.skipped += 1;
+                    self.record_outcome(entry.node, BuildStatus::Skipped, reason);
+                    run.logs.skipped(&origin, pkgname, reason);
+                    run.ui.skipped(&origin, reason);
+                }
+                Verdict::NotBuildable(reason) => {
+                    self.tally.not_buildable += 1;
+                    run.logs.not_buildable(&origin, reason);
+                    run.ui.skipped(&origin, &format!("not buildable: {reason}"));
+                }
+            }
+        }
+    }
+
+    fn coordinate(&mut self, reports: &Receiver<Report>) {
+        let ticker = crossbeam_channel::tick(TICK);
+        self.refresh_limit();
+        loop {
+            self.dispatch();
+            if self.running.is_empty() && (self.ready.is_empty() || self.stop != Stop::None) {
+                break;
+            }
+            select! {
+                recv(reports) -> report => match report {
+                    Ok(report) => self.handle(report),
+                    Err(_) => break,
+                },
+                recv(ticker) -> _ => self.refresh_limit(),
+                recv(self.run.interrupts) -> interrupt => if let Ok(interrupt) = interrupt {
+                    self.interrupt(interrupt);
+                },
+            }
+        }
+    }
+
+    fn make_ready(&mut self, node: NodeId) {
+        self.state[node] = Some(State::Ready);
+        self.ready.push(Candidate {
+            priority: self.priority[node],
+            dependents: self.dependents[node],
+            origin: self.run.tree.nodes[node].origin.to_string(),
+            node,
+        });
+    }
+
+    fn dispatch(&mut self) {
+        while self.stop == Stop::None && self.running.len() < self.limit {
+            let Some(&slot) = self.idle_slots.iter().next() else { return };
+            let Some(candidate) = self.ready.pop() else { return };
+            self.idle_slots.remove(&slot);
+            self.start(candidate.node, slot);
+        }
+    }
+
+    fn start(&mut self, node: NodeId, slot: u32) {
+        let run = self.run;
+        let tree = run.tree;
+        let meta = tree.nodes[node].meta.as_ref().expect("ports in the build set have metadata");
+        let origin = tree.nodes[node].origin.clone();
+        let request = SandboxRequest {
+            slot,
+            origin: origin.clone(),
+            pkgname: meta.pkgname.clone(),
+            phases: SandboxRequest::standard_phases(run.check_plist.contains(&node)),
+            dependencies: tree
+                .install_set(node)
+                .into_iter()
+                .filter_map(|dep| tree.nodes[dep].meta.as_ref().map(|m| format!("{}.pkg", m.pkgname)))
+                .collect(),
+        };
+        let log_path = run.config.logs_dir.join(format!("{}.log", origin.log_stem()));
+        let new = NewBuild {
+            origin: &origin.to_string(),
+            pkgname: &meta.pkgname,
+            version: &meta.pkgversion,
+            slot: Some(slot),
+            log_path: Some(&log_path),
+        };
+        let build = self.db_write("recording a build start", run.db.start_build(run.run, &new));
+        self.state[node] = Some(State::Running);
+        self.running.insert(slot, Running { node, build, started: Instant::now(), phase: "starting" });
+        run.ui.build_started(slot, &origin.to_string());
+        if self.jobs[slot as usize - 1].send(Job { node, request }).is_err() {
+            let result = Err(anyhow!("the worker of slot {slot} is gone"));
+            self.finished(slot, node, result);
+        }
+    }
+
+    fn handle(&mut self, report: Report) {
+        match report {
+            Report::Progress { slot, progress } => self.progress(slot, progress),
+            Report::Finished { slot, node, result } => self.finished(slot, node, result),
+        }
+    }
+
+    fn progress(&mut self, slot: u32, progress: Progress) {
+        let run = self.run;
+        let Some(running) = self.running.get_mut(&slot) else { return };
+        let origin = run.tree.nodes[running.node].origin.to_string();
+        match progress {
+            Progress::Phase(phase) => {
+                running.phase = phase.name();
+                if let Some(build) = &running.build {
+                    if let Err(e) = run.db.update_build_phase(build, phase.name()) {
+                        run.logs.debug(&format!("database: {e:#}"));
+                    }
+                }
+                run.ui.phase(slot, &origin, phase.name(), 0);
+            }
+            Progress::Lines(lines) => run.ui.lines(slot, &origin, running.phase, lines),
+        }
+    }
+
+    fn finished(&mut self, slot: u32, node: NodeId, result: Result<BuildOutcome>) {
+        let Some(running) = self.running.remove(&slot) else { return };
+        self.idle_slots.insert(slot);
+        self.state[node] = Some(State::Done);
+        let log_path = self.run.config.logs_dir.join(format!("{}.log", self.run.tree.nodes[node].origin.log_stem()));
+        let outcome = result.unwrap_or_else(|e| BuildOutcome {
+            status: OutcomeStatus::Failed,
+            failed_phase: None,
+            reason: Some(format!("{e:#}")),
+            duration: running.started.elapsed(),
+            log_path,
+            package: None,
+            phase_times: vec![],
+        });
+        let outcome = match outcome.status {
+            OutcomeStatus::Success => self.succeeded(node, running.build.as_ref(), outcome),
+            _ => outcome,
+        };
+        let origin = self.run.tree.nodes[node].origin.to_string();
+        let seconds = outcome.duration.as_secs_f64();
+        let log = outcome.log_path.display().to_string();
+        let phase = outcome.failed_phase.map(|p| p.name());
+        let status = match outcome.status {
+            OutcomeStatus::Success => "success",
+            OutcomeStatus::Failed => "failed",
+            OutcomeStatus::Interrupted => "interrupted",
+        };
+        self.run.ui.build_finished(slot, &origin, status, seconds, phase, &log);
+        match outcome.status {
+            OutcomeStatus::Success => self.release_dependents(node),
+            OutcomeStatus::Failed => self.failed(node, running.build.as_ref(), &outcome),
+            OutcomeStatus::Interrupted => {
+                self.tally.interrupted += 1;
+                let reason = outcome.reason.as_deref().unwrap_or("interrupted");
+                if let Some(build) = &running.build {
+                    let phase = outcome.failed_phase.map(|p| p.name());
+                    let result = self.run.db.finish_build(build, BuildStatus::Interrupted, phase, Some(reason));
+                    self.db_write("recording an interrupted build", result);
+                }
+            }
+        }
+    }
+
+    /// Stores the success; a package that cannot be indexed turns the
+    /// success into a failure rather than an index naming a bad file.
+    fn succeeded(&mut self, node: NodeId, build: Option<&BuildId>, outcome: BuildOutcome) -> BuildOutcome {
+        let run = self.run;
+        let meta = run.tree.nodes[node].meta.as_ref().expect("built ports have metadata");
+        let origin = run.tree.nodes[node].origin.to_string();
+        let Some(package) = outcome.package.clone() else {
+            return BuildOutcome { status: OutcomeStatus::Failed, reason: Some("no package delivered".into()), ..outcome };
+        };
+        let entry = match package_entry(&package, &meta.pkgname, &meta.pkgversion) {
+            Ok(entry) => entry,
+            Err(e) => return BuildOutcome { status: OutcomeStatus::Failed, reason: Some(format!("{e:#}")), ..outcome },
+        };
+        if let (Some(build), Some(key)) = (build, &run.keys[node]) {
+            let state = key.to_state(&meta.pkgname, &meta.pkgversion, &entry.file);
+            self.db_write("recording a success", run.db.record_success(build, &state, &entry));
+        }
+        self.tally.built += 1;
+        run.logs.success(&origin, &meta.pkgname, outcome.duration.as_secs_f64());
+        outcome
+    }
+
+    fn release_dependents(&mut self, node: NodeId) {
+        let graph = &self.run.tree.graph;
+        let dependents: Vec<NodeId> = graph.dependents(node).iter().map(|e| e.to).collect();
+        for dependent in dependents {
+            if self.state[dependent] != Some(State::Waiting) {
+                continue;
+            }
+            self.missing[dependent] -= 1;
+            if self.missing[dependent] == 0 {
+                self.make_ready(dependent);
+            }
+        }
+    }
+
+    fn failed(&mut self, node: NodeId, build: Option<&BuildId>, outcome: &BuildOutcome) {
+        let run = self.run;
+        let meta = run.tree.nodes[node].meta.as_ref().expect("built ports have metadata");
+        let origin = run.tree.nodes[node].origin.to_string();
+        let phase = outcome.failed_phase.map(|p| p.name());
+        let reason = outcome.reason.clone().unwrap_or_else(|| "failed".into());
+        if let Some(build) = build {
+            let result = run.db.finish_build(build, BuildStatus::Failed, phase, Some(&reason));
+            self.db_write("recording a failure", result);
+        }
+        self.tally.failed += 1;
+        run.logs.failure(&origin, &meta.pkgname, phase.unwrap_or("setup"), &reason, &outcome.log_path);
+        self.failed.push(FailedPort {
+            origin,
+            phase: phase.map(str::to_string),
+            reason,
+            log: outcome.log_path.clone(),
+        });
+        self.skip_dependents(node);
+    }
+
+    /// Skips every waiting port that depends on `failed` through ports of
+    /// the build set, with the chain that leads to it.
+    fn skip_dependents(&mut self, failed: NodeId) {
+        let run = self.run;
+        let tree = run.tree;
+        let reached = tree.graph.dependents_closure(&[failed]);
+        let mut skipped: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
+        skipped.insert(failed, vec![]);
+        for (node, via) in reached {
+            let Some(chain) = skipped.get(&via).cloned() else { continue };
+            if self.state[node] != Some(State::Waiting) {
+                continue;
+            }
+            let mut text = format!("skipped: {} failed", tree.nodes[failed].origin);
+            if !chain.is_empty() {
+                let names: Vec<String> = chain.iter().rev().map(|n| tree.nodes[*n].origin.to_string()).collect();
+                text.push_str(&format!(" (via {})", names.join(", ")));
+            }
+            self.state[node] = Some(State::Done);
+            self.tally.skipped += 1;
+            self.record_outcome(node, BuildStatus::Skipped, &text);
+            let origin = tree.nodes[node].origin.to_string();
+            let pkgname = tree.nodes[node].meta.as_ref().map_or("-", |m| m.pkgname.as_str());
+            run.logs.skipped(&origin, pkgname, &text);
+            run.ui.skipped(&origin, &text);
+            let mut next = vec![node];
+            next.extend(chain);
+            skipped.insert(node, next);
+        }
+    }
+
+    fn record_outcome(&mut self, node: NodeId, status: BuildStatus, reason: &str) {
+        let run = self.run;
+        let origin = run.tree.nodes[node].origin.to_string();
+        let (pkgname, version) =
+            run.tree.nodes[node].meta.as_ref().map_or(("-", "-"), |m| (m.pkgname.as_str(), m.pkgversion.as_str()));
+        let result = run.db.record_outcome(run.run, &origin, pkgname, version, status, reason);
+        self.db_write("recording an outcome", result);
+    }
+
+    fn interrupt(&mut self, interrupt: Interrupt) {
+        let next = match (interrupt, self.stop) {
+            (Interrupt::Int, Stop::None) => Stop::Draining,
+            _ => Stop::Killing,
+        };
+        if next <= self.stop {
+            return;
+        }
+        self.stop = next;
+        let ui = self.run.ui;
+        match next {
+            Stop::Draining => ui.notice(&format!(
+                "interrupt: no new builds start; {} running build(s) finish (Ctrl-C again to kill them)",
+                self.running.len()
+            )),
+            Stop::Killing => {
+                ui.notice(&format!("interrupt: killing {} running build(s)", self.running.len()));
+                self.cancel.fire();
+            }
+            Stop::None => {}
+        }
+    }
+
+    fn refresh_limit(&mut self) {
+        let pressure = Pressure::read();
+        let workers = self.run.workers.max(1);
+        self.limit = throttle::limit(workers, self.started.elapsed(), pressure);
+        self.run.ui.totals(&Totals {
+            built: self.tally.built,
+            failed: self.tally.failed,
+            ignored: self.tally.ignored,
+            skipped: self.tally.skipped,
+            remaining: self.remaining(),
+            limit: self.limit,
+            load1: pressure.load1,
+            swap_used: pressure.swap_used,
+            elapsed: self.started.elapsed(),
+            eta: Some(self.eta()),
+        });
+    }
+
+    fn remaining(&self) -> usize {
+        self.state.iter().filter(|s| matches!(s, Some(State::Waiting | State::Ready | State::Running))).count()
+    }
+
+    /// The duration model's estimate: the remaining work spread over the
+    /// allowed workers, but never less than the longest remaining chain.
+    fn eta(&self) -> Duration {
+        let mut work_ms = 0.0;
+        let mut chain_ms: f64 = 0.0;
+        for (node, state) in self.state.iter().enumerate() {
+            match state {
+                Some(State::Waiting | State::Ready) => {
+                    work_ms += self.weight_ms[node];
+                    chain_ms = chain_ms.max(self.priority[node]);
+                }
+                Some(State::Running) => {}
+                _ => {}
+            }
+        }
+        for running in self.running.values() {
+            let left = (self.weight_ms[running.node] - running.started.elapsed().as_millis() as f64).max(0.0);
+            work_ms += left;
+            chain_ms = chain_ms.max(self.priority[running.node] - self.weight_ms[running.node] + left);
+        }
+        Duration::from_millis((work_ms / self.limit.max(1) as f64).max(chain_ms) as u64)
+    }
+
+    fn db_write<T>(&self, what: &str, result: Result<T>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(e) => {
+                self.run.logs.debug(&format!("database error {what}: {e:#}"));
+                self.run.ui.notice(&format!("warning: database error {what}: {e:#}"));
+                None
+            }
+        }
+    }
+
+    fn finish(self) -> Outcome {
+        let mut tally = self.tally;
+        tally.not_started = self.state.iter().filter(|s| matches!(s, Some(State::Waiting | State::Ready))).count();
+        let stop = if self.stop == Stop::Draining && tally.not_started == 0 { Stop::None } else { self.stop };
+        Outcome { stop, tally, failed: self.failed, elapsed: self.started.elapsed() }
+    }
+}
+
+/// Expected build time of each port of the build set in milliseconds (0
+/// for ports outside it, so priorities measure remaining work only).
+fn expected_durations(run: &Run<'_>, state: &[Option<State>]) -> Vec<f64> {
+    let history = run.db.success_durations_all().unwrap_or_else(|e| {
+        run.logs.debug(&format!("cannot read past durations, using the default: {e:#}"));
+        HashMap::new()
+    });
+    let default_ms = DEFAULT_DURATION.as_millis() as f64;
+    (0..run.tree.len())
+        .map(|node| {
+            if state[node].is_none() {
+                return 0.0;
+            }
+            history.get(&run.tree.nodes[node].origin.to_string()).and_then(|d| median(d)).unwrap_or(default_ms)
+        })
+        .collect()
+}
+
+fn median(values: &[u64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    let mid = sorted.len() / 2;
+    Some(if sorted.len().is_multiple_of(2) { (sorted[mid - 1] + sorted[mid]) as f64 / 2.0 } else { sorted[mid] as f64 })
+}
+
+fn package_entry(package: &std::path::Path, pkgname: &str, version: &str) -> Result<PackageEntry> {
+    let file = package.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let size = std::fs::metadata(package).map_err(|e| anyhow!("{}: {e}", package.display()))?.len();
+    Ok(PackageEntry {
+        pkgname: pkgname.to_string(),
+        version: version.to_string(),
+        file,
+        sha256: crate::repo::fsutil::sha256_file(package)?,
+        size,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn candidate(priority: f64, dependents: u32, origin: &str) -> Candidate {
+        Candidate { priority, dependents, origin: origin.into(), node: 0 }
+    }
+
+    #[test]
+    fn the_ready_queue_pops_critical_path_then_dependents_then_origin() {
+        let mut heap = BinaryHeap::new();
+        heap.push(candidate(10.0, 0, "a/short"));
+        heap.push(candidate(50.0, 1, "z/long"));
+        heap.push(candidate(10.0, 5, "b/many"));
+        heap.push(candidate(10.0, 0, "a/alpha"));
+        let order: Vec<String> = std::iter::from_fn(|| heap.pop().map(|c| c.origin)).collect();
+        assert_eq!(order, ["z/long", "b/many", "a/alpha", "a/short"]);
+    }
+
+    #[test]
+    fn median_of_past_durations() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[7]), Some(7.0));
+        assert_eq!(median(&[9, 1, 5]), Some(5.0));
+        assert_eq!(median(&[4, 1, 3, 2]), Some(2.5));
+    }
+}

@@ -1,0 +1,259 @@
+//! The build commands: `everything`, `build`, `just-build`, `force`, `test`,
+//! and `rebuild-repository`.
+//!
+//! All of them take the build-base lock first (so a second run fails before
+//! scanning anything), recover what a dead run left behind, plan, and hand
+//! the plan to the scheduler. The repository index is rebuilt from `All/`
+//! after the run, whatever its end, because the packages that were placed
+//! are real; only `just-build` leaves the index alone.
+
+use std::collections::HashSet;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use serde_json::json;
+
+use super::prepare::{prepare, prepare_forcing, warn, Prepared};
+use super::reset_db::confirm;
+use super::status::print_plan;
+use crate::build::interrupts::Interrupts;
+use crate::build::lock::BuildLock;
+use crate::build::scheduler::{self, Outcome, Stop};
+use crate::builddb::{BuildDb, RunCounts, RunStatus};
+use crate::cli::GlobalArgs;
+use crate::config::Config;
+use crate::ports::PortTree;
+use crate::report::{self, RunLogs};
+use crate::repo::index;
+use crate::sandbox::runner::default_helper;
+use crate::ui::Ui;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Everything,
+    Build,
+    JustBuild,
+    Force,
+    Test,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Everything => "everything",
+            Mode::Build => "build",
+            Mode::JustBuild => "just-build",
+            Mode::Force => "force",
+            Mode::Test => "test",
+        }
+    }
+}
+
+pub fn run(config: &Config, global: &GlobalArgs, mode: Mode, ports: &[String]) -> Result<ExitCode> {
+    let origins = super::parse_origins(ports)?;
+    let _lock = BuildLock::acquire(&config.build_base)?;
+    let db = BuildDb::open(&config.database_path)?;
+    recover(&db);
+    let forced = if mode == Mode::Force { origins.clone() } else { vec![] };
+    let prepared = prepare_forcing(config, &db, &origins, &forced)?;
+    if !global.quiet {
+        let mut err = std::io::stderr().lock();
+        print_plan(&mut err, &prepared.plan, config, global.verbose > 0)?;
+    }
+    if !confirmed(mode, global)? {
+        eprintln!("Nothing built.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let command = std::iter::once(mode.name().to_string()).chain(ports.iter().cloned()).collect::<Vec<_>>().join(" ");
+    let logs = RunLogs::create(&config.logs_dir)?;
+    let run_id = db.start_run(&command, global.profile.as_deref())?;
+    let ui = Ui::new(global.json, global.quiet, config.workers);
+    ui.run_started(run_id.as_str(), &command, &prepared.plan.counts);
+    let interrupts = Interrupts::catch()?;
+    let check_plist = match mode {
+        Mode::Test => origins.iter().filter_map(|o| prepared.tree.lookup(o)).collect(),
+        _ => HashSet::new(),
+    };
+    let outcome = scheduler::execute(scheduler::Run {
+        config,
+        tree: &prepared.tree,
+        plan: &prepared.plan,
+        keys: &prepared.keys,
+        db: &db,
+        run: &run_id,
+        logs: &logs,
+        ui: &ui,
+        check_plist,
+        helper: default_helper()?,
+        workers: config.workers,
+        interrupts: interrupts.receiver.clone(),
+    })?;
+    let status = run_status(outcome.stop);
+    if let Err(e) = db.finish_run(&run_id, status, &run_counts(&outcome)) {
+        warn(&format!("{e:#}"));
+        logs.debug(&format!("{e:#}"));
+    }
+    if mode != Mode::JustBuild {
+        let whole_tree = (mode == Mode::Everything).then_some(&prepared.tree);
+        refresh_repository(config, whole_tree, &logs, &ui);
+    }
+    ui.run_finished(summary_json(run_id.as_str(), status, &outcome), &summary_text(run_id.as_str(), status, &outcome, config));
+    drop(interrupts);
+    Ok(ExitCode::from(exit_code(&outcome)))
+}
+
+/// `rebuild-repository [--prune]`: the index from `All/`, obsolete packages
+/// listed, and removed only with `--prune`.
+pub fn rebuild_repository(config: &Config, global: &GlobalArgs, prune: bool) -> Result<ExitCode> {
+    let _lock = BuildLock::acquire(&config.build_base)?;
+    let db = BuildDb::open(&config.database_path)?;
+    let Prepared { tree, .. } = prepare(config, &db, &[])?;
+    let obsolete = index::obsolete(&config.packages_dir, &produced_files(&tree))?;
+    report::write_obsolete(&config.logs_dir, &obsolete)?;
+    let pruned = if prune { index::prune(&obsolete)? } else { 0 };
+    let summary = index::rebuild(&config.packages_dir)?;
+    for (path, error) in &summary.unreadable {
+        warn(&format!("{} left out of the index: {error}", path.display()));
+    }
+    if global.json {
+        println!(
+            "{}",
+            json!({"packages": summary.packages, "obsolete": obsolete, "pruned": pruned, "unreadable": summary.unreadable})
+        );
+    } else {
+        println!("{}: {} packages indexed", config.packages_dir.display(), summary.packages);
+        match (obsolete.len(), prune) {
+            (0, _) => println!("no obsolete packages"),
+            (n, true) => println!("{n} obsolete packages removed ({pruned} files)"),
+            (n, false) => println!(
+                "{n} obsolete packages, listed in {} (remove them with --prune)",
+                config.logs_dir.join(report::OBSOLETE).display()
+            ),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn recover(db: &BuildDb) {
+    match db.recover_dangling() {
+        Ok(recovered) if recovered.runs + recovered.builds > 0 => eprintln!(
+            "portsynth: {} earlier run(s) ended without finishing; {} build(s) marked interrupted",
+            recovered.runs, recovered.builds
+        ),
+        Ok(_) => {}
+        Err(e) => warn(&format!("cannot recover earlier runs: {e:#}")),
+    }
+}
+
+fn confirmed(mode: Mode, global: &GlobalArgs) -> Result<bool> {
+    if global.yes || mode == Mode::JustBuild || !std::io::stdin().is_terminal() {
+        return Ok(true);
+    }
+    confirm("Proceed with the build?")
+}
+
+/// The index from `All/`; with the whole tree known, the obsolete list too.
+fn refresh_repository(config: &Config, whole_tree: Option<&PortTree>, logs: &RunLogs, ui: &Ui) {
+    if let Some(tree) = whole_tree {
+        match index::obsolete(&config.packages_dir, &produced_files(tree)) {
+            Ok(files) if !files.is_empty() => {
+                ui.notice(&format!("{} obsolete package(s), listed in {}", files.len(), report::OBSOLETE));
+                if let Err(e) = report::write_obsolete(&config.logs_dir, &files) {
+                    logs.debug(&format!("{e:#}"));
+                }
+            }
+            Ok(_) => {}
+            Err(e) => logs.debug(&format!("cannot list obsolete packages: {e:#}")),
+        }
+    }
+    match index::rebuild(&config.packages_dir).context("cannot rebuild the repository index") {
+        Ok(summary) => {
+            for (path, error) in &summary.unreadable {
+                ui.notice(&format!("warning: {} left out of the index: {error}", path.display()));
+            }
+        }
+        Err(e) => {
+            ui.notice(&format!("warning: {e:#}"));
+            logs.debug(&format!("{e:#}"));
+        }
+    }
+}
+
+fn produced_files(tree: &PortTree) -> HashSet<String> {
+    tree.nodes.iter().filter_map(|n| n.meta.as_ref()).map(|m| format!("{}.pkg", m.pkgname)).collect()
+}
+
+fn run_status(stop: Stop) -> RunStatus {
+    match stop {
+        Stop::None => RunStatus::Completed,
+        Stop::Draining => RunStatus::Aborted,
+        Stop::Killing => RunStatus::Interrupted,
+    }
+}
+
+fn run_counts(outcome: &Outcome) -> RunCounts {
+    let t = &outcome.tally;
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    RunCounts {
+        built: count(t.built),
+        failed: count(t.failed),
+        ignored: count(t.ignored),
+        skipped: count(t.skipped),
+        up_to_date: count(t.up_to_date),
+    }
+}
+
+fn exit_code(outcome: &Outcome) -> u8 {
+    if outcome.stop != Stop::None {
+        super::exit::INTERRUPTED
+    } else if outcome.tally.failed > 0 || outcome.tally.not_buildable > 0 {
+        super::exit::PORT_FAILED
+    } else {
+        super::exit::OK
+    }
+}
+
+fn summary_json(run_id: &str, status: RunStatus, outcome: &Outcome) -> serde_json::Value {
+    json!({
+        "run": run_id,
+        "status": status.as_str(),
+        "counts": outcome.tally,
+        "seconds": outcome.elapsed.as_secs_f64(),
+        "failed": outcome.failed,
+    })
+}
+
+fn summary_text(run_id: &str, status: RunStatus, outcome: &Outcome, config: &Config) -> String {
+    let t = &outcome.tally;
+    let mut text = format!(
+        "\nRun {run_id} {status} in {}: {} built, {} failed, {} ignored, {} skipped, {} up to date, {} not buildable",
+        super::history::duration(outcome.elapsed.as_millis() as i64),
+        t.built,
+        t.failed,
+        t.ignored,
+        t.skipped,
+        t.up_to_date,
+        t.not_buildable
+    );
+    if t.interrupted > 0 {
+        text.push_str(&format!(", {} interrupted", t.interrupted));
+    }
+    if t.not_started > 0 {
+        text.push_str(&format!(", {} not started", t.not_started));
+    }
+    text.push('\n');
+    if !outcome.failed.is_empty() {
+        text.push_str("Failed ports:\n");
+        for failed in &outcome.failed {
+            text.push_str(&format!(
+                "  {}  phase {}  log {}\n",
+                failed.origin,
+                failed.phase.as_deref().unwrap_or("setup"),
+                failed.log.display()
+            ));
+        }
+    }
+    text.push_str(&format!("Logs: {}\n", config.logs_dir.display()));
+    text
+}

@@ -1,0 +1,409 @@
+//! The repository index of a packages directory (DESIGN.md, "Packages"):
+//! `packagesite.json` (one entry per package: name, version, origin, deps,
+//! size, sha256, ...) and `SHA256SUMS` (sha256sum(1) format), both built
+//! from `All/*.pkg`.
+//!
+//! # Why the index is written atomically
+//!
+//! `pkg`-style clients fetch the index while a build may be rewriting it.
+//! Each index file is therefore written to a temporary beside it, fsynced and
+//! renamed over the old one ([`write_atomically`]), so a reader sees either
+//! the old or the new file in full, never a torn one. (The two files are
+//! replaced one after the other; each is consistent on its own.)
+//!
+//! # Unreadable packages
+//!
+//! A `.pkg` whose `+MANIFEST` cannot be read is left out of the index but
+//! never silently: [`rebuild`] reports it in [`IndexSummary::unreadable`]
+//! with the error, and still writes the index of the good packages.
+//!
+//! # Obsolete packages
+//!
+//! Package files that no port of the current tree produces any more are
+//! only listed by [`obsolete`]; they are removed by [`prune`] when the
+//! operator asks for it, never as a side effect of rebuilding the index.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use super::fsutil::{sha256_file, write_atomically};
+use super::manifest::ManifestDep;
+use super::package::read_manifest;
+
+/// Directory of the package files, below the packages directory.
+pub const ALL_DIR: &str = "All";
+/// The JSON index, in the packages directory.
+pub const PACKAGESITE: &str = "packagesite.json";
+/// The checksum list, in the packages directory.
+pub const SHA256SUMS: &str = "SHA256SUMS";
+
+/// What [`rebuild`] did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct IndexSummary {
+    /// Packages in the new index.
+    pub packages: usize,
+    /// Package files left out of the index: path and why.
+    pub unreadable: Vec<(PathBuf, String)>,
+}
+
+/// The whole `packagesite.json` document.
+#[derive(Debug, Serialize)]
+struct Packagesite {
+    packages: Vec<IndexEntry>,
+}
+
+/// One package in `packagesite.json`.
+#[derive(Debug, Serialize)]
+struct IndexEntry {
+    name: String,
+    version: String,
+    origin: String,
+    flavor: String,
+    comment: String,
+    prefix: String,
+    deps: Vec<ManifestDep>,
+    /// Relative to the packages directory: `All/<file name>`.
+    file: String,
+    size: u64,
+    sha256: String,
+}
+
+/// A `*.pkg` file in `All/`.
+struct PackageFile {
+    name: String,
+    path: PathBuf,
+}
+
+/// Rebuilds `packagesite.json` and `SHA256SUMS` in `packages_dir` from every
+/// `All/*.pkg`, in file name order. Creates `All/` if it is missing (an
+/// empty index). Packages whose manifest cannot be read are reported in the
+/// summary and left out; they do not make the rebuild fail.
+pub fn rebuild(packages_dir: &Path) -> Result<IndexSummary> {
+    let all_dir = packages_dir.join(ALL_DIR);
+    fs::create_dir_all(&all_dir).with_context(|| format!("cannot create {}", all_dir.display()))?;
+    let mut entries = Vec::new();
+    let mut summary = IndexSummary::default();
+    for pkg in package_files(&all_dir)? {
+        match index_entry(&pkg) {
+            Ok(entry) => entries.push(entry),
+            Err(err) => summary.unreadable.push((pkg.path, format!("{err:#}"))),
+        }
+    }
+    summary.packages = entries.len();
+    write_atomically(&packages_dir.join(SHA256SUMS), sha256sums(&entries).as_bytes())?;
+    write_atomically(&packages_dir.join(PACKAGESITE), &packagesite_json(entries)?)?;
+    Ok(summary)
+}
+
+/// The `All/*.pkg` files of `packages_dir` whose file name (`hello-2.1.pkg`)
+/// is not in `produced`, sorted. A missing `All/` has none.
+pub fn obsolete(packages_dir: &Path, produced: &HashSet<String>) -> Result<Vec<PathBuf>> {
+    let files = package_files(&packages_dir.join(ALL_DIR))?;
+    Ok(files
+        .into_iter()
+        .filter(|pkg| !produced.contains(&pkg.name))
+        .map(|pkg| pkg.path)
+        .collect())
+}
+
+/// Removes `files` (each with a plain `remove_file`, never recursively).
+/// A file that is already gone is fine. Returns how many were removed.
+pub fn prune(files: &[PathBuf]) -> Result<usize> {
+    let mut removed = 0;
+    for file in files {
+        match fs::remove_file(file) {
+            Ok(()) => removed += 1,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => return Err(err).with_context(|| format!("cannot remove {}", file.display())),
+        }
+    }
+    Ok(removed)
+}
+
+/// The `*.pkg` regular files in `all_dir`, sorted by name; temporaries
+/// (names starting with `.`) are skipped. A missing directory has none.
+fn package_files(all_dir: &Path) -> Result<Vec<PackageFile>> {
+    let listing = match fs::read_dir(all_dir) {
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        other => other.with_context(|| format!("cannot list {}", all_dir.display()))?,
+    };
+    let mut files = Vec::new();
+    for dirent in listing {
+        let dirent = dirent.with_context(|| format!("cannot list {}", all_dir.display()))?;
+        let Some(name) = dirent.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if is_package_name(&name) && is_regular_file(&dirent)? {
+            files.push(PackageFile {
+                path: dirent.path(),
+                name,
+            });
+        }
+    }
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(files)
+}
+
+fn is_package_name(name: &str) -> bool {
+    !name.starts_with('.') && name.len() > ".pkg".len() && name.ends_with(".pkg")
+}
+
+fn is_regular_file(dirent: &fs::DirEntry) -> Result<bool> {
+    let kind = dirent
+        .file_type()
+        .with_context(|| format!("cannot stat {}", dirent.path().display()))?;
+    Ok(kind.is_file())
+}
+
+/// The index entry of one package file, from its manifest and contents.
+fn index_entry(pkg: &PackageFile) -> Result<IndexEntry> {
+    let manifest = read_manifest(&pkg.path)?;
+    let size = fs::metadata(&pkg.path)
+        .with_context(|| format!("cannot stat {}", pkg.path.display()))?
+        .len();
+    Ok(IndexEntry {
+        name: manifest.name,
+        version: manifest.version,
+        origin: manifest.origin,
+        flavor: manifest.flavor,
+        comment: manifest.comment,
+        prefix: manifest.prefix,
+        deps: manifest.deps,
+        file: format!("{ALL_DIR}/{}", pkg.name),
+        size,
+        sha256: sha256_file(&pkg.path)?,
+    })
+}
+
+/// `SHA256SUMS` in sha256sum(1) format: `<sha256>  All/<file>` per line.
+fn sha256sums(entries: &[IndexEntry]) -> String {
+    entries
+        .iter()
+        .map(|entry| format!("{}  {}\n", entry.sha256, entry.file))
+        .collect()
+}
+
+fn packagesite_json(packages: Vec<IndexEntry>) -> Result<Vec<u8>> {
+    let mut json =
+        serde_json::to_vec_pretty(&Packagesite { packages }).context("cannot serialise the package index")?;
+    json.push(b'\n');
+    Ok(json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::testpkg::Spec;
+    use serde_json::Value;
+
+    /// A packages directory with `All/` holding `specs`.
+    fn repo_with(specs: &[Spec]) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let all = dir.path().join(ALL_DIR);
+        fs::create_dir(&all).unwrap();
+        for spec in specs {
+            spec.write(&all);
+        }
+        (dir, all)
+    }
+
+    fn hello() -> Spec {
+        Spec::new("hello", "2.1").file("/usr/local/bin/hello", b"#!/bin/sh\necho hi\n", 0o755)
+    }
+
+    fn libfoo() -> Spec {
+        Spec::new("libfoo", "1.0")
+            .file("/usr/local/lib/libfoo.so.1", b"\x7fELF fake", 0o644)
+            .symlink("/usr/local/lib/libfoo.so", "libfoo.so.1")
+    }
+
+    fn packagesite(dir: &Path) -> Value {
+        serde_json::from_slice(&fs::read(dir.join(PACKAGESITE)).unwrap()).unwrap()
+    }
+
+    fn indexed_files(dir: &Path) -> Vec<String> {
+        let site = packagesite(dir);
+        let packages = site["packages"].as_array().unwrap();
+        packages
+            .iter()
+            .map(|p| p["file"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn index_lists_every_package_with_size_and_sha256() {
+        let (dir, all) = repo_with(&[libfoo(), hello()]);
+        let summary = rebuild(dir.path()).unwrap();
+        assert_eq!(
+            summary,
+            IndexSummary {
+                packages: 2,
+                unreadable: vec![]
+            }
+        );
+
+        let site = packagesite(dir.path());
+        let packages = site["packages"].as_array().unwrap();
+        assert_eq!(indexed_files(dir.path()), ["All/hello-2.1.pkg", "All/libfoo-1.0.pkg"]);
+        for (entry, spec) in packages.iter().zip([hello(), libfoo()]) {
+            let file = all.join(format!("{}.pkg", spec.pkgname()));
+            assert_eq!(entry["name"], spec.name.as_str());
+            assert_eq!(entry["version"], spec.version.as_str());
+            assert_eq!(entry["origin"], format!("misc/{}", spec.name).as_str());
+            assert_eq!(entry["prefix"], "/usr/local");
+            assert_eq!(entry["comment"], "test package");
+            assert_eq!(entry["flavor"], "");
+            assert_eq!(entry["deps"], serde_json::json!([]));
+            assert_eq!(entry["size"], fs::metadata(&file).unwrap().len());
+            assert_eq!(entry["sha256"], sha256_file(&file).unwrap().as_str());
+        }
+    }
+
+    #[test]
+    fn index_records_dependencies() {
+        let (dir, all) = repo_with(&[]);
+        let mut manifest = hello().manifest();
+        manifest.deps.push(ManifestDep {
+            name: "libfoo".into(),
+            version: "1.0".into(),
+            origin: "misc/libfoo".into(),
+        });
+        let mut entries = hello().entries();
+        entries[0] = crate::repo::testpkg::entry(
+            "+MANIFEST",
+            crate::repo::testpkg::Body::File(serde_json::to_vec(&manifest).unwrap(), 0o644),
+        );
+        hello().write_entries(&all, &entries);
+
+        rebuild(dir.path()).unwrap();
+        let deps = &packagesite(dir.path())["packages"][0]["deps"];
+        let want = serde_json::json!([{"name": "libfoo", "version": "1.0", "origin": "misc/libfoo"}]);
+        assert_eq!(deps, &want);
+    }
+
+    #[test]
+    fn sha256sums_matches_the_package_files() {
+        let (dir, all) = repo_with(&[hello(), libfoo()]);
+        rebuild(dir.path()).unwrap();
+        let sums = fs::read_to_string(dir.path().join(SHA256SUMS)).unwrap();
+        let want = format!(
+            "{}  All/hello-2.1.pkg\n{}  All/libfoo-1.0.pkg\n",
+            sha256_file(&all.join("hello-2.1.pkg")).unwrap(),
+            sha256_file(&all.join("libfoo-1.0.pkg")).unwrap(),
+        );
+        assert_eq!(sums, want);
+    }
+
+    #[test]
+    fn corrupt_package_is_reported_not_indexed() {
+        let (dir, all) = repo_with(&[hello()]);
+        let corrupt = all.join("broken-1.0.pkg");
+        fs::write(&corrupt, b"\x01\x02 random bytes, not zstd \xff").unwrap();
+
+        let summary = rebuild(dir.path()).unwrap();
+        assert_eq!(summary.packages, 1);
+        assert_eq!(summary.unreadable.len(), 1);
+        let (path, why) = &summary.unreadable[0];
+        assert_eq!(path, &corrupt);
+        assert!(why.contains("broken-1.0.pkg") && why.contains("not zstd"), "{why}");
+        assert_eq!(indexed_files(dir.path()), ["All/hello-2.1.pkg"]);
+        let sums = fs::read_to_string(dir.path().join(SHA256SUMS)).unwrap();
+        assert!(!sums.contains("broken"), "{sums}");
+    }
+
+    #[test]
+    fn rebuilding_after_removal_drops_the_package() {
+        let (dir, all) = repo_with(&[hello(), libfoo()]);
+        rebuild(dir.path()).unwrap();
+        fs::remove_file(all.join("libfoo-1.0.pkg")).unwrap();
+
+        let summary = rebuild(dir.path()).unwrap();
+        assert_eq!(summary.packages, 1);
+        assert_eq!(indexed_files(dir.path()), ["All/hello-2.1.pkg"]);
+        let sums = fs::read_to_string(dir.path().join(SHA256SUMS)).unwrap();
+        assert_eq!(sums.lines().count(), 1, "{sums}");
+        assert!(sums.ends_with("  All/hello-2.1.pkg\n"), "{sums}");
+    }
+
+    #[test]
+    fn temporaries_are_ignored_and_none_left_behind() {
+        let (dir, all) = repo_with(&[hello()]);
+        fs::write(all.join(".libfoo-1.0.pkg.tmp.123"), b"half a package").unwrap();
+        fs::write(all.join("README"), b"not a package").unwrap();
+        fs::create_dir(all.join("sub.pkg")).unwrap();
+
+        let summary = rebuild(dir.path()).unwrap();
+        assert_eq!(
+            summary,
+            IndexSummary {
+                packages: 1,
+                unreadable: vec![]
+            }
+        );
+        assert_eq!(names(dir.path()), [ALL_DIR, SHA256SUMS, PACKAGESITE]);
+        rebuild(dir.path()).unwrap();
+        assert_eq!(names(dir.path()), [ALL_DIR, SHA256SUMS, PACKAGESITE]);
+    }
+
+    #[test]
+    fn empty_and_missing_all_give_an_empty_index() {
+        let (dir, _all) = repo_with(&[]);
+        assert_eq!(rebuild(dir.path()).unwrap(), IndexSummary::default());
+        assert_eq!(packagesite(dir.path()), serde_json::json!({"packages": []}));
+        assert_eq!(fs::read_to_string(dir.path().join(SHA256SUMS)).unwrap(), "");
+
+        let bare = tempfile::tempdir().unwrap();
+        assert_eq!(obsolete(bare.path(), &HashSet::new()).unwrap(), Vec::<PathBuf>::new());
+        assert_eq!(rebuild(bare.path()).unwrap(), IndexSummary::default());
+        assert!(bare.path().join(ALL_DIR).is_dir(), "All/ is created");
+        assert_eq!(packagesite(bare.path()), serde_json::json!({"packages": []}));
+    }
+
+    #[test]
+    fn obsolete_lists_only_unproduced_files() {
+        let (dir, all) = repo_with(&[hello(), libfoo(), Spec::new("old", "0.9")]);
+        fs::write(all.join(".old-0.9.pkg.tmp.1"), b"").unwrap();
+        let produced: HashSet<String> = ["hello-2.1.pkg".to_string(), "new-1.0.pkg".to_string()].into();
+
+        let stale = obsolete(dir.path(), &produced).unwrap();
+        assert_eq!(stale, [all.join("libfoo-1.0.pkg"), all.join("old-0.9.pkg")]);
+        assert_eq!(names(&all).len(), 4, "obsolete() removes nothing");
+    }
+
+    #[test]
+    fn prune_removes_files_and_tolerates_missing_ones() {
+        let (dir, all) = repo_with(&[hello(), libfoo(), Spec::new("old", "0.9")]);
+        let produced: HashSet<String> = ["hello-2.1.pkg".to_string()].into();
+        let stale = obsolete(dir.path(), &produced).unwrap();
+        fs::remove_file(all.join("old-0.9.pkg")).unwrap();
+
+        assert_eq!(prune(&stale).unwrap(), 1);
+        assert_eq!(names(&all), ["hello-2.1.pkg"]);
+        assert_eq!(prune(&stale).unwrap(), 0, "already gone");
+    }
+
+    #[test]
+    fn prune_refuses_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let subdir = dir.path().join("x.pkg");
+        fs::create_dir(&subdir).unwrap();
+        fs::write(subdir.join("keep"), b"").unwrap();
+        let err = format!("{:#}", prune(std::slice::from_ref(&subdir)).unwrap_err());
+        assert!(err.contains("cannot remove") && err.contains("x.pkg"), "{err}");
+        assert!(subdir.join("keep").exists());
+    }
+}

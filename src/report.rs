@@ -1,0 +1,155 @@
+//! The run's summary logs in `logs_dir`, dsynth style:
+//! `00_last_results.log` (every outcome), `01_success_list.log`,
+//! `02_failure_list.log`, `03_ignored_list.log`, `04_skipped_list.log`,
+//! `05_abnormal_command_output.log`, `06_obsolete_packages.log`,
+//! `07_debug.log`.
+//!
+//! Only a build run creates (truncates) them; read-only commands never do.
+//! Each list holds one line per port per outcome: a port reported twice in
+//! the same list is written once.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::{Context, Result};
+
+/// The obsolete-packages list, rewritten whole by every index rebuild.
+pub const OBSOLETE: &str = "06_obsolete_packages.log";
+
+pub const FILES: [&str; 8] = [
+    "00_last_results.log",
+    "01_success_list.log",
+    "02_failure_list.log",
+    "03_ignored_list.log",
+    "04_skipped_list.log",
+    "05_abnormal_command_output.log",
+    OBSOLETE,
+    "07_debug.log",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum List {
+    Results,
+    Success,
+    Failure,
+    Ignored,
+    Skipped,
+    Abnormal,
+    /// Written whole by [`write_obsolete`], never line by line.
+    _Obsolete,
+    Debug,
+}
+
+pub struct RunLogs {
+    dir: PathBuf,
+    files: Mutex<Vec<File>>,
+    seen: Mutex<HashSet<(List, String)>>,
+}
+
+impl RunLogs {
+    /// Starts a run's logs: every summary file is truncated.
+    pub fn create(dir: &Path) -> Result<RunLogs> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let mut files = Vec::new();
+        for name in FILES {
+            let path = dir.join(name);
+            files.push(File::create(&path).with_context(|| format!("cannot create {}", path.display()))?);
+        }
+        Ok(RunLogs { dir: dir.to_path_buf(), files: Mutex::new(files), seen: Mutex::default() })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn write(&self, list: List, key: Option<&str>, line: &str) {
+        if let Some(key) = key {
+            if !self.seen.lock().expect("log lock").insert((list, key.to_string())) {
+                return;
+            }
+        }
+        let mut files = self.files.lock().expect("log lock");
+        let _ = writeln!(files[list as usize], "{line}");
+        let _ = files[list as usize].flush();
+    }
+
+    fn result(&self, list: List, origin: &str, line: String) {
+        self.write(list, Some(origin), &line);
+        self.write(List::Results, Some(&format!("{list:?} {origin}")), &format!("{:<8} {line}", format!("{list:?}").to_lowercase()));
+    }
+
+    pub fn success(&self, origin: &str, pkgname: &str, seconds: f64) {
+        self.result(List::Success, origin, format!("{origin} {pkgname} {seconds:.1}s"));
+    }
+
+    pub fn failure(&self, origin: &str, pkgname: &str, phase: &str, reason: &str, log: &Path) {
+        self.result(List::Failure, origin, format!("{origin} {pkgname} phase={phase} {reason} (log: {})", log.display()));
+    }
+
+    pub fn ignored(&self, origin: &str, pkgname: &str, reason: &str) {
+        self.result(List::Ignored, origin, format!("{origin} {pkgname} {reason}"));
+    }
+
+    pub fn skipped(&self, origin: &str, pkgname: &str, reason: &str) {
+        self.result(List::Skipped, origin, format!("{origin} {pkgname} {reason}"));
+    }
+
+    /// A port that cannot even be planned (scan error, bad dependency,
+    /// cycle): listed with the failures, as phase `scan`.
+    pub fn not_buildable(&self, origin: &str, reason: &str) {
+        self.result(List::Failure, origin, format!("{origin} - phase=scan {reason}"));
+    }
+
+    /// Up-to-date ports appear in the results list only.
+    pub fn up_to_date(&self, origin: &str, pkgname: &str) {
+        self.write(List::Results, Some(&format!("up-to-date {origin}")), &format!("up-to-date {origin} {pkgname}"));
+    }
+
+    /// Output of a command that looked wrong (e.g. the build ended with
+    /// text on a stream where none was expected).
+    pub fn abnormal(&self, what: &str, output: &str) {
+        self.write(List::Abnormal, None, &format!("{what}:\n{}\n", output.trim_end()));
+    }
+
+    pub fn debug(&self, message: &str) {
+        let now = crate::commands::history::utc_time(crate::builddb::now_ms());
+        self.write(List::Debug, None, &format!("{now} {message}"));
+    }
+}
+
+/// Replaces `06_obsolete_packages.log` with `files`, one path per line
+/// (`rebuild-repository` writes it without starting a run's logs).
+pub fn write_obsolete(dir: &Path, files: &[PathBuf]) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let text: String = files.iter().map(|f| format!("{}\n", f.display())).collect();
+    crate::repo::fsutil::write_atomically(&dir.join(OBSOLETE), text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_hold_one_line_per_port_and_outcome() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("02_failure_list.log"), "old run\n").unwrap();
+        let logs = RunLogs::create(dir.path()).unwrap();
+        logs.success("misc/hello", "hello-2.1", 1.25);
+        logs.success("misc/hello", "hello-2.1", 1.25);
+        logs.failure("misc/fails", "fails-1.0", "build", "make exited 2", Path::new("/l/misc___fails.log"));
+        logs.skipped("misc/needs-fails", "needs-fails-1.0", "skipped: misc/fails failed");
+        logs.ignored("misc/ignored", "ignored-1.0", "is ignored");
+        logs.debug("database write failed");
+        let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+        assert_eq!(read("01_success_list.log"), "misc/hello hello-2.1 1.2s\n");
+        assert_eq!(read("02_failure_list.log"), "misc/fails fails-1.0 phase=build make exited 2 (log: /l/misc___fails.log)\n");
+        assert_eq!(read("04_skipped_list.log"), "misc/needs-fails needs-fails-1.0 skipped: misc/fails failed\n");
+        assert_eq!(read("00_last_results.log").lines().count(), 4);
+        assert!(read("00_last_results.log").starts_with("success  misc/hello"));
+        assert!(read("07_debug.log").contains("database write failed"));
+        assert_eq!(read("06_obsolete_packages.log"), "");
+    }
+}

@@ -1,0 +1,165 @@
+//! Run output in three forms: indicatif bars on a terminal (a header and one
+//! line per slot, events printed above them), one plain line per event when
+//! not on a terminal, or NDJSON events on stdout with `--json`.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+
+enum Mode {
+    Json,
+    Plain,
+    Bars { multi: MultiProgress, header: ProgressBar, slots: Vec<ProgressBar> },
+}
+
+pub struct Ui {
+    mode: Mode,
+    quiet: bool,
+    out: Mutex<()>,
+}
+
+/// The header's figures.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Totals {
+    pub built: usize,
+    pub failed: usize,
+    pub ignored: usize,
+    pub skipped: usize,
+    pub remaining: usize,
+    pub limit: usize,
+    pub load1: f64,
+    pub swap_used: f64,
+    pub elapsed: Duration,
+    pub eta: Option<Duration>,
+}
+
+impl Ui {
+    pub fn new(json: bool, quiet: bool, slots: usize) -> Ui {
+        let mode = if json {
+            Mode::Json
+        } else if std::io::stderr().is_terminal() && !quiet {
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+            let header = multi.add(ProgressBar::new_spinner());
+            header.set_style(ProgressStyle::with_template("{msg}").expect("template"));
+            let slots = (0..slots)
+                .map(|_| {
+                    let bar = multi.add(ProgressBar::new_spinner());
+                    bar.set_style(ProgressStyle::with_template("  {msg}").expect("template"));
+                    bar
+                })
+                .collect();
+            Mode::Bars { multi, header, slots }
+        } else {
+            Mode::Plain
+        };
+        Ui { mode, quiet, out: Mutex::new(()) }
+    }
+
+    fn event(&self, value: serde_json::Value, text: impl FnOnce() -> String) {
+        let _guard = self.out.lock().expect("ui lock");
+        match &self.mode {
+            Mode::Json => {
+                let mut stdout = std::io::stdout().lock();
+                let _ = writeln!(stdout, "{value}");
+                let _ = stdout.flush();
+            }
+            Mode::Plain if !self.quiet => println!("{}", text()),
+            Mode::Plain => {}
+            Mode::Bars { multi, .. } => {
+                let _ = multi.println(text());
+            }
+        }
+    }
+
+    pub fn run_started(&self, run_id: &str, command: &str, counts: &crate::plan::Counts) {
+        let mut value = json!({"event": "run_start", "run": run_id, "command": command});
+        if let (Some(object), Ok(serde_json::Value::Object(counts))) = (value.as_object_mut(), serde_json::to_value(counts)) {
+            object.extend(counts);
+        }
+        self.event(value, || format!("run {run_id}: {command}, {} ports to build", counts.to_build));
+    }
+
+    pub fn build_started(&self, slot: u32, origin: &str) {
+        self.event(json!({"event": "build_start", "slot": slot, "origin": origin}), || {
+            format!("[SL{slot:02}] start   {origin}")
+        });
+        self.slot_message(slot, format!("SL{slot:02} {origin}: starting"));
+    }
+
+    pub fn phase(&self, slot: u32, origin: &str, phase: &str, lines: u64) {
+        if let Mode::Json = self.mode {
+            self.event(json!({"event": "build_phase", "slot": slot, "origin": origin, "phase": phase}), String::new);
+        }
+        self.slot_message(slot, format!("SL{slot:02} {origin}: {phase} ({lines} lines)"));
+    }
+
+    pub fn lines(&self, slot: u32, origin: &str, phase: &str, lines: u64) {
+        self.slot_message(slot, format!("SL{slot:02} {origin}: {phase} ({lines} lines)"));
+    }
+
+    fn slot_message(&self, slot: u32, message: String) {
+        if let Mode::Bars { slots, .. } = &self.mode {
+            if let Some(bar) = slots.get(slot as usize - 1) {
+                bar.set_message(message);
+            }
+        }
+    }
+
+    pub fn build_finished(&self, slot: u32, origin: &str, status: &str, seconds: f64, phase: Option<&str>, log: &str) {
+        self.event(
+            json!({"event": "build_end", "slot": slot, "origin": origin, "status": status, "seconds": seconds, "phase": phase, "log": log}),
+            || match phase {
+                Some(phase) => format!("[SL{slot:02}] {status:<7} {origin} in phase {phase} ({seconds:.1}s) log: {log}"),
+                None => format!("[SL{slot:02}] {status:<7} {origin} ({seconds:.1}s)"),
+            },
+        );
+        self.slot_message(slot, format!("SL{slot:02} idle"));
+    }
+
+    pub fn skipped(&self, origin: &str, reason: &str) {
+        self.event(json!({"event": "skip", "origin": origin, "reason": reason}), || format!("skipped {origin}: {reason}"));
+    }
+
+    pub fn ignored(&self, origin: &str, reason: &str) {
+        self.event(json!({"event": "ignored", "origin": origin, "reason": reason}), || format!("ignored {origin}: {reason}"));
+    }
+
+    pub fn notice(&self, message: &str) {
+        self.event(json!({"event": "notice", "message": message}), || message.to_string());
+    }
+
+    pub fn totals(&self, t: &Totals) {
+        if let Mode::Bars { header, .. } = &self.mode {
+            let hours = t.elapsed.as_secs_f64() / 3600.0;
+            let rate = if hours > 0.0 { t.built as f64 / hours } else { 0.0 };
+            let eta = t.eta.map_or("-".to_string(), |d| format!("{}s", d.as_secs()));
+            header.set_message(format!(
+                "built {} failed {} ignored {} skipped {} remaining {} | workers {} | load {:.2} swap {:.0}% | {:.0} pkg/h | elapsed {}s eta {}",
+                t.built, t.failed, t.ignored, t.skipped, t.remaining, t.limit, t.load1, t.swap_used * 100.0, rate,
+                t.elapsed.as_secs(), eta
+            ));
+        }
+    }
+
+    pub fn run_finished(&self, summary: serde_json::Value, text: &str) {
+        if let Mode::Bars { multi, header, slots } = &self.mode {
+            header.finish_and_clear();
+            for bar in slots {
+                bar.finish_and_clear();
+            }
+            let _ = multi.clear();
+        }
+        let mut value = summary;
+        value["event"] = json!("run_end");
+        match self.mode {
+            Mode::Json => {
+                println!("{value}");
+                eprint!("{text}");
+            }
+            _ => print!("{text}"),
+        }
+    }
+}
