@@ -43,6 +43,7 @@ fn build(env: &Env, port: &str, check_plist: bool) -> BuildOutcome {
         pkgname: tree.nodes[node].meta.as_ref().unwrap().pkgname.clone(),
         phases: SandboxRequest::standard_phases(check_plist),
         dependencies: tree.install_set(node).into_iter().map(pkg).collect(),
+        keep_work_on_failure: false,
     };
     build_one(&config, &common::bin(), &request, &|_| {}, None).unwrap()
 }

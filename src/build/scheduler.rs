@@ -78,7 +78,8 @@ pub struct Run<'a> {
     pub run: &'a RunId,
     pub logs: &'a RunLogs,
     pub ui: &'a Ui,
-    /// Ports built with `check-plist` (the `test` command's port).
+    /// Ports built with `check-plist` whose work area is kept on failure
+    /// (the `test` command's port).
     pub check_plist: HashSet<NodeId>,
     pub helper: PathBuf,
     pub workers: usize,
@@ -105,6 +106,8 @@ pub struct FailedPort {
     pub phase: Option<String>,
     pub reason: String,
     pub log: PathBuf,
+    /// The work area, kept by `portsynth test`.
+    pub kept_work: Option<PathBuf>,
 }
 
 pub struct Outcome {
@@ -351,6 +354,7 @@ impl<'r, 'a> Coordinator<'r, 'a> {
             origin: origin.clone(),
             pkgname: meta.pkgname.clone(),
             phases: SandboxRequest::standard_phases(run.check_plist.contains(&node)),
+            keep_work_on_failure: run.check_plist.contains(&node),
             dependencies: tree
                 .install_set(node)
                 .into_iter()
@@ -412,6 +416,7 @@ impl<'r, 'a> Coordinator<'r, 'a> {
             duration: running.started.elapsed(),
             log_path,
             package: None,
+            kept_work: None,
             phase_times: vec![],
         });
         let outcome = match outcome.status {
@@ -496,6 +501,7 @@ impl<'r, 'a> Coordinator<'r, 'a> {
             phase: phase.map(str::to_string),
             reason,
             log: outcome.log_path.clone(),
+            kept_work: outcome.kept_work.clone(),
         });
         self.skip_dependents(node);
     }

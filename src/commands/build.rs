@@ -252,6 +252,9 @@ fn summary_text(run_id: &str, status: RunStatus, outcome: &Outcome, config: &Con
                 failed.phase.as_deref().unwrap_or("setup"),
                 failed.log.display()
             ));
+            if let Some(kept) = &failed.kept_work {
+                text.push_str(&format!("    work area kept in {}\n", kept.display()));
+            }
         }
     }
     text.push_str(&format!("Logs: {}\n", config.logs_dir.display()));

@@ -41,6 +41,7 @@ pub fn run(config: &Config, global: &GlobalArgs, args: &BuildOneArgs) -> Result<
         pkgname: meta.pkgname.clone(),
         phases: SandboxRequest::standard_phases(args.check_plist),
         dependencies,
+        keep_work_on_failure: false,
     };
     let quiet = global.quiet || global.json;
     let outcome = build_one(config, &default_helper()?, &request, &|event| {

@@ -112,6 +112,9 @@ fn pid1(spec: &HelperSpec, events: &mut std::fs::File) -> Result<i32> {
         let ok = result.is_ok();
         send(events, &Event::PhaseEnd { phase, ok, detail: result.err().map(|e| format!("{e:#}")) });
         if !ok {
+            if spec.keep_work {
+                archive_work_area();
+            }
             return Ok(EXIT_PHASE_FAILED);
         }
     }
@@ -190,6 +193,34 @@ fn kill_leftovers() {
             Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
             Err(_) => return,
         }
+    }
+}
+
+/// Archives the work area (without the staged packages) into the outbox,
+/// for `portsynth test`. Best effort: the failure is what matters.
+fn archive_work_area() {
+    let result = (|| -> Result<()> {
+        let file = std::fs::File::create(Path::new("/outbox").join(HelperSpec::WORK_ARCHIVE))?;
+        let mut archive = tar::Builder::new(file);
+        archive.follow_symlinks(false);
+        for entry in std::fs::read_dir(HelperSpec::CONSTRUCTION)? {
+            let entry = entry?;
+            if entry.path() == Path::new(HelperSpec::PACKAGES) {
+                continue;
+            }
+            let name = entry.file_name();
+            if entry.file_type()?.is_dir() {
+                archive.append_dir_all(&name, entry.path())?;
+            } else {
+                archive.append_path_with_name(entry.path(), &name)?;
+            }
+        }
+        archive.finish()?;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => println!("===> work area kept in {}", HelperSpec::WORK_ARCHIVE),
+        Err(e) => println!("===> could not keep the work area: {e:#}"),
     }
 }
 

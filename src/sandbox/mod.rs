@@ -50,6 +50,8 @@ pub struct HelperSpec {
     pub make_program: String,
     pub make_jobs: usize,
     pub make_env: Vec<(String, String)>,
+    /// After a failed phase, archive the work area into the outbox.
+    pub keep_work: bool,
 }
 
 impl HelperSpec {
@@ -67,6 +69,10 @@ impl HelperSpec {
 
     /// Where the framework writes the package inside the sandbox.
     pub const PACKAGES: &'static str = "/construction/packages";
+    /// The work area, WRKDIRPREFIX of every build.
+    pub const CONSTRUCTION: &'static str = "/construction";
+    /// Name of the work-area archive in the outbox.
+    pub const WORK_ARCHIVE: &'static str = "work.tar";
 
     /// The environment of every make phase (the log header shows it too).
     pub fn make_environment(&self) -> Vec<(String, String)> {
@@ -77,7 +83,7 @@ impl HelperSpec {
             ("LANG", "C"),
             ("SHELL", "/bin/sh"),
             ("PORTSDIR", "/xports"),
-            ("WRKDIRPREFIX", "/construction"),
+            ("WRKDIRPREFIX", Self::CONSTRUCTION),
             ("DISTDIR", "/distfiles"),
             ("PACKAGES", Self::PACKAGES),
             ("BATCH", "yes"),

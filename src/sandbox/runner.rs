@@ -35,6 +35,8 @@ pub struct SandboxRequest {
     pub phases: Vec<Phase>,
     /// Package file names in `packages_dir/All`, installed in this order.
     pub dependencies: Vec<String>,
+    /// On failure, keep the work area as `logs_dir/<port>.work.tar`.
+    pub keep_work_on_failure: bool,
 }
 
 impl SandboxRequest {
@@ -82,6 +84,8 @@ pub struct BuildOutcome {
     pub log_path: PathBuf,
     /// The package placed in the repository.
     pub package: Option<PathBuf>,
+    /// The failed build's work area, kept on request (`portsynth test`).
+    pub kept_work: Option<PathBuf>,
     pub phase_times: Vec<(Phase, Duration)>,
 }
 
@@ -132,6 +136,10 @@ pub fn build_one(
         },
         OutcomeStatus::Failed | OutcomeStatus::Interrupted => None,
     };
+    let kept_work = match outcome.status {
+        OutcomeStatus::Failed if request.keep_work_on_failure => keep_work(config, &slot, &request.origin),
+        _ => None,
+    };
     slot.remove();
     let outcome = BuildOutcome {
         status: outcome.status,
@@ -140,6 +148,7 @@ pub fn build_one(
         duration: started.elapsed(),
         log_path,
         package,
+        kept_work,
         phase_times: outcome.phase_times,
     };
     log.footer(&outcome)?;
@@ -162,6 +171,7 @@ fn spec_for(config: &Config, request: &SandboxRequest, slot: &Slot) -> HelperSpe
         pkgname: request.pkgname.clone(),
         phases: request.phases.clone(),
         dependencies: request.dependencies.clone(),
+        keep_work: request.keep_work_on_failure,
         build_user: config.build_user.clone(),
         make_program: config.make_program.clone(),
         make_jobs: config.make_jobs,
@@ -208,6 +218,13 @@ pub fn clear_files(dir: &Path) -> Result<()> {
 
 /// Verifies the package the helper left in the outbox and renames it into
 /// the repository; on any problem nothing reaches `All/`.
+/// Moves the helper's archive of the failed work area next to the log.
+fn keep_work(config: &Config, slot: &Slot, origin: &Origin) -> Option<PathBuf> {
+    let archive = slot.outbox.join(HelperSpec::WORK_ARCHIVE);
+    let kept = config.logs_dir.join(format!("{}.work.tar", origin.log_stem()));
+    std::fs::rename(&archive, &kept).ok().map(|_| kept)
+}
+
 fn deliver(config: &Config, slot: &Slot, pkgname: &str) -> Result<PathBuf> {
     let file = slot.outbox.join(format!("{pkgname}.pkg"));
     crate::repo::package::verify(&file, pkgname)?;
