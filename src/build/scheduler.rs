@@ -417,6 +417,7 @@ impl<'r, 'a> Coordinator<'r, 'a> {
             log_path,
             package: None,
             kept_work: None,
+            abnormal_output: vec![],
             phase_times: vec![],
         });
         let outcome = match outcome.status {
@@ -424,6 +425,10 @@ impl<'r, 'a> Coordinator<'r, 'a> {
             _ => outcome,
         };
         let origin = self.run.tree.nodes[node].origin.to_string();
+        if !outcome.abnormal_output.is_empty() {
+            let what = format!("{origin} (log: {})", outcome.log_path.display());
+            self.run.logs.abnormal(&what, &outcome.abnormal_output.join("\n"));
+        }
         let seconds = outcome.duration.as_secs_f64();
         let log = outcome.log_path.display().to_string();
         let phase = outcome.failed_phase.map(|p| p.name());

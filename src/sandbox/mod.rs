@@ -18,6 +18,7 @@
 //! (PDEATHSIG at each level) — every process and every mount goes with them.
 //! The host-side slot directories are plain empty directories.
 
+pub mod abnormal;
 pub mod helper;
 pub mod mounts;
 pub mod runner;

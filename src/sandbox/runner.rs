@@ -22,6 +22,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 use serde::Serialize;
 
 use super::helper::{EXIT_OK, EXIT_PHASE_FAILED};
+use super::abnormal::AbnormalOutput;
 use super::{Event, HelperSpec, EVENT_FD};
 use crate::config::Config;
 use crate::ports::{Origin, Phase};
@@ -86,6 +87,8 @@ pub struct BuildOutcome {
     pub package: Option<PathBuf>,
     /// The failed build's work area, kept on request (`portsynth test`).
     pub kept_work: Option<PathBuf>,
+    /// Output lines that looked wrong (see [`super::abnormal`]).
+    pub abnormal_output: Vec<String>,
     pub phase_times: Vec<(Phase, Duration)>,
 }
 
@@ -149,6 +152,7 @@ pub fn build_one(
         log_path,
         package,
         kept_work,
+        abnormal_output: std::mem::take(&mut log.abnormal).finish(),
         phase_times: outcome.phase_times,
     };
     log.footer(&outcome)?;
@@ -490,12 +494,13 @@ fn handle_event(
 struct Log {
     file: BufWriter<File>,
     lines: u64,
+    abnormal: AbnormalOutput,
 }
 
 impl Log {
     fn create(path: &Path) -> Result<Log> {
         let file = File::create(path).with_context(|| format!("cannot create log {}", path.display()))?;
-        Ok(Log { file: BufWriter::new(file), lines: 0 })
+        Ok(Log { file: BufWriter::new(file), lines: 0, abnormal: AbnormalOutput::default() })
     }
 
     fn header(&mut self, spec: &HelperSpec, request: &SandboxRequest) -> Result<()> {
@@ -524,6 +529,7 @@ impl Log {
 
     fn output(&mut self, bytes: &[u8]) -> Result<()> {
         self.lines += bytes.iter().filter(|b| **b == b'\n').count() as u64;
+        self.abnormal.feed(bytes);
         self.file.write_all(bytes)?;
         // Flushed per read so `tail -f` on the log follows the build.
         self.file.flush()?;
