@@ -89,15 +89,15 @@ impl Ui {
         self.slot_message(slot, format!("SL{slot:02} {origin}: starting"));
     }
 
-    pub fn phase(&self, slot: u32, origin: &str, phase: &str, lines: u64) {
+    pub fn phase(&self, slot: u32, origin: &str, phase: &str) {
         if let Mode::Json = self.mode {
             self.event(json!({"event": "build_phase", "slot": slot, "origin": origin, "phase": phase}), String::new);
         }
-        self.slot_message(slot, format!("SL{slot:02} {origin}: {phase} ({lines} lines)"));
     }
 
-    pub fn lines(&self, slot: u32, origin: &str, phase: &str, lines: u64) {
-        self.slot_message(slot, format!("SL{slot:02} {origin}: {phase} ({lines} lines)"));
+    /// A slot's line under the header: origin, phase, elapsed, log lines.
+    pub fn slot_status(&self, slot: u32, origin: &str, phase: &str, elapsed: Duration, lines: u64) {
+        self.slot_message(slot, format!("SL{slot:02} {origin:<32} {phase:<12} {:>5}s {lines:>7} lines", elapsed.as_secs()));
     }
 
     fn slot_message(&self, slot: u32, message: String) {

@@ -178,6 +178,7 @@ struct Running {
     build: Option<BuildId>,
     started: Instant,
     phase: &'static str,
+    lines: u64,
 }
 
 /// Ready-queue entry; the heap pops the greatest.
@@ -224,6 +225,7 @@ struct Coordinator<'r, 'a> {
     idle_slots: BTreeSet<u32>,
     running: HashMap<u32, Running>,
     limit: usize,
+    pressure: Pressure,
     stop: Stop,
     started: Instant,
     tally: Tally,
@@ -257,6 +259,7 @@ impl<'r, 'a> Coordinator<'r, 'a> {
             idle_slots: (1..=workers as u32).collect(),
             running: HashMap::new(),
             limit: throttle::RAMP_START.min(workers),
+            pressure: Pressure { load1: 0.0, cpus: 1, swap_used: 0.0 },
             stop: Stop::None,
             started: Instant::now(),
             tally: Tally::default(),
@@ -371,7 +374,7 @@ impl<'r, 'a> Coordinator<'r, 'a> {
         };
         let build = self.db_write("recording a build start", run.db.start_build(run.run, &new));
         self.state[node] = Some(State::Running);
-        self.running.insert(slot, Running { node, build, started: Instant::now(), phase: "starting" });
+        self.running.insert(slot, Running { node, build, started: Instant::now(), phase: "starting", lines: 0 });
         run.ui.build_started(slot, &origin.to_string());
         if self.jobs[slot as usize - 1].send(Job { node, request }).is_err() {
             let result = Err(anyhow!("the worker of slot {slot} is gone"));
@@ -398,10 +401,11 @@ impl<'r, 'a> Coordinator<'r, 'a> {
                         run.logs.debug(&format!("database: {e:#}"));
                     }
                 }
-                run.ui.phase(slot, &origin, phase.name(), 0);
+                run.ui.phase(slot, &origin, phase.name());
             }
-            Progress::Lines(lines) => run.ui.lines(slot, &origin, running.phase, lines),
+            Progress::Lines(lines) => running.lines = lines,
         }
+        run.ui.slot_status(slot, &origin, running.phase, running.started.elapsed(), running.lines);
     }
 
     fn finished(&mut self, slot: u32, node: NodeId, result: Result<BuildOutcome>) {
@@ -451,6 +455,7 @@ impl<'r, 'a> Coordinator<'r, 'a> {
                 }
             }
         }
+        self.show_totals();
     }
 
     /// Stores the success; a package that cannot be indexed turns the
@@ -578,6 +583,16 @@ impl<'r, 'a> Coordinator<'r, 'a> {
         let pressure = Pressure::read();
         let workers = self.run.workers.max(1);
         self.limit = throttle::limit(workers, self.started.elapsed(), pressure);
+        self.pressure = pressure;
+        self.show_totals();
+        for (slot, running) in &self.running {
+            let origin = self.run.tree.nodes[running.node].origin.to_string();
+            self.run.ui.slot_status(*slot, &origin, running.phase, running.started.elapsed(), running.lines);
+        }
+    }
+
+    fn show_totals(&self) {
+        let pressure = self.pressure;
         self.run.ui.totals(&Totals {
             built: self.tally.built,
             failed: self.tally.failed,
