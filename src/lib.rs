@@ -13,6 +13,7 @@ pub mod ports;
 pub mod report;
 pub mod repo;
 pub mod sandbox;
+pub mod sim;
 pub mod ui;
 
 pub use commands::{exit_code_of, run};

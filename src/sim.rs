@@ -591,88 +591,93 @@ mod tests {
         }
     }
 
-    /// Four ready ports and one worker: the start order is the policy's order.
-    /// root/r has nothing on it; the others (all ready: no dependencies of
-    /// their own) differ in what depends on them.
+    /// Four ports ready at once (the "roots") that differ in what depends on
+    /// them; with one worker, the order in which the roots start is the
+    /// policy's order.
+    /// - a/heavy: one dependent, y/big, which takes 50 (longest weighted path)
+    /// - b/wide: three direct dependents, leaves (most dependents)
+    /// - c/deep: a chain of two dependents above it (longest chain in ports)
+    /// - d/lone: nothing depends on it
     fn policy_case() -> (Graph, Vec<f64>) {
-        // 0 b/wide: 3 direct dependents (leaves) - many dependents, short chain
-        // 1 c/deep: a chain of 2 dependents above it (long chain, few)
-        // 2 a/heavy: one dependent that takes 50 (longest weighted path)
-        // 3 d/lone: nothing depends on it, but it has... (no deps: all ready)
         let g = graph(
-            &[
-                "b/wide", "c/deep", "a/heavy", "d/lone", "w/leaf1", "w/leaf2", "w/leaf3", "x/deep1", "x/deep2", "y/big",
-            ],
+            &["b/wide", "c/deep", "a/heavy", "d/lone", "w/leaf1", "w/leaf2", "w/leaf3", "x/deep1", "x/deep2", "y/big"],
             &[(4, 0), (5, 0), (6, 0), (7, 1), (8, 7), (9, 2)],
         );
         let d = vec![1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 50.0];
         (g, d)
     }
 
-    fn first_four(policy: Policy) -> Vec<String> {
+    fn root_order(policy: Policy) -> Vec<String> {
         let (g, d) = policy_case();
         let schedule = simulate(&Workload::all(&g, &d), Slots::fixed(1), policy);
-        labels(&g, &schedule.order[..4])
+        let roots: Vec<NodeId> = schedule.order.into_iter().filter(|&n| n < 4).collect();
+        labels(&g, &roots)
     }
 
     #[test]
     fn critical_path_orders_by_weighted_chain_then_dependents_then_origin() {
-        // a/heavy leads to 50; c/deep and b/wide both have chains of 2-3
-        // units: c/deep (1+1+1 = 3) before b/wide (1+1 = 2).
-        assert_eq!(first_four(Policy::CriticalPath)[..3], ["a/heavy", "c/deep", "b/wide"]);
+        // a/heavy leads to 51, c/deep to 3, b/wide to 2, d/lone to 1.
+        assert_eq!(root_order(Policy::CriticalPath), ["a/heavy", "c/deep", "b/wide", "d/lone"]);
+        // Equal chains: more transitive dependents first, then origin.
+        let g = graph(&["b/few", "c/many", "a/few", "x/1", "x/2", "x/3"], &[(3, 0), (4, 1), (5, 1), (3, 2)]);
+        let s = simulate(&Workload::all(&g, &[1.0; 6]), Slots::fixed(1), Policy::CriticalPath);
+        assert_eq!(labels(&g, &s.order[..3]), ["c/many", "a/few", "b/few"]);
     }
 
     #[test]
     fn fifo_orders_by_release_then_topological_order() {
-        // All four roots are ready at once: topological (label) order.
-        assert_eq!(first_four(Policy::Fifo), ["a/heavy", "b/wide", "c/deep", "d/lone"]);
+        // The roots are released together, before anything else.
+        assert_eq!(root_order(Policy::Fifo), ["a/heavy", "b/wide", "c/deep", "d/lone"]);
+        let (g, d) = policy_case();
+        let s = simulate(&Workload::all(&g, &d), Slots::fixed(1), Policy::Fifo);
+        assert_eq!(labels(&g, &s.order[..5]), ["a/heavy", "b/wide", "c/deep", "d/lone", "y/big"]);
     }
 
     #[test]
     fn synth_orders_by_transitive_dependents() {
         // b/wide: 3, c/deep: 2, a/heavy: 1, d/lone: 0.
-        assert_eq!(first_four(Policy::Synth), ["b/wide", "c/deep", "a/heavy", "d/lone"]);
+        assert_eq!(root_order(Policy::Synth), ["b/wide", "c/deep", "a/heavy", "d/lone"]);
     }
 
     #[test]
     fn poudriere_orders_by_longest_chain_of_dependents() {
-        // c/deep: 3 ports on its chain; a/heavy and b/wide: 2 (by label); d/lone: 1.
-        assert_eq!(first_four(Policy::Poudriere), ["c/deep", "a/heavy", "b/wide", "d/lone"]);
+        // c/deep: 3 ports on its chain; a/heavy and b/wide: 2 (by origin); d/lone: 1.
+        assert_eq!(root_order(Policy::Poudriere), ["c/deep", "a/heavy", "b/wide", "d/lone"]);
     }
 
     #[test]
-    fn dsynth_splits_the_slots_between_two_orders() {
-        // depi = direct dependents × depth: b/wide 3×1 = 3, c/deep 1×2 = 2,
-        // a/heavy 1×1 = 1, d/lone 0. With one worker, slot 0 uses that order.
-        assert_eq!(first_four(Policy::Dsynth), ["b/wide", "c/deep", "a/heavy", "d/lone"]);
-        // idep = own dependency count: with 3 slots, slot 2 (> 3/2) picks by
-        // it. Only the leaves have dependencies, and they are not ready at
-        // t=0, so at t=0 slots 0 and 1 take b/wide and c/deep, slot 2 takes
-        // the best remaining by idep (all 0: label order) = a/heavy.
+    fn dsynth_first_half_of_the_slots_orders_by_dependents_times_depth() {
+        // depi = direct dependents × depth: b/wide 3×1, c/deep 1×2,
+        // a/heavy 1×1, d/lone 0. One worker: slot 0 uses that order.
+        assert_eq!(root_order(Policy::Dsynth), ["b/wide", "c/deep", "a/heavy", "d/lone"]);
+        // Three slots: 0 and 1 (<= 3/2) by depi, slot 2 by own dependency
+        // count (0 for every root: origin order).
         let (g, d) = policy_case();
         let s = simulate(&Workload::all(&g, &d), Slots::fixed(3), Policy::Dsynth);
         assert_eq!(labels(&g, &s.order[..3]), ["b/wide", "c/deep", "a/heavy"]);
-        // At t=1 the three leaves of b/wide, x/deep1 and y/big are ready; the
-        // idep slot (2) prefers... all have one dependency: label order.
-        let at_one: Vec<String> =
-            (0..g.len()).filter(|&v| s.start[v] == Some(1.0)).map(|v| g.label(v).to_string()).collect();
-        assert_eq!(at_one.len(), 3);
+        // At t=1: slot 0 takes x/deep1 (depi 1), slot 1 d/lone (0, first
+        // origin), slot 2 the first origin with one dependency, w/leaf1.
+        assert_eq!(labels(&g, &s.order[3..6]), ["x/deep1", "d/lone", "w/leaf1"]);
     }
 
     #[test]
-    fn dsynth_idep_slots_prefer_ports_with_more_dependencies() {
-        // Two ready ports after the roots finish: m/many (3 deps) and
-        // a/few (1 dep). Two slots: slot 0 (depi order) and slot 1 (idep).
-        // Nothing depends on either, so depi is 0 for both and slot 0 takes
-        // a/few by label; slot 1 must then have chosen... run with W=2 and
-        // check that m/many starts no later than a/few.
-        let g = graph(&["r/1", "r/2", "r/3", "m/many", "a/few"], &[(3, 0), (3, 1), (3, 2), (4, 0)]);
-        let d = [1.0, 1.0, 1.0, 5.0, 5.0];
-        let s = simulate(&Workload::all(&g, &d), Slots::fixed(3), Policy::Dsynth);
-        // t=0: slots 0,1 (depi) take r/1 (2 dependents) then r/2/r/3; slot 2
-        // (idep) too. t=1: both ready; the idep slot (2) takes m/many.
-        assert_eq!(s.start[3], Some(1.0));
-        assert_eq!(s.start[4], Some(1.0));
+    fn dsynth_other_slots_order_by_own_dependency_count() {
+        // r/1..3 are built; m/many needs all three, a/few one. Two running
+        // ports hold slots 0 and 1; with W=3 the free slot is 2, which picks
+        // by dependency count: m/many.
+        let g = graph(
+            &["r/1", "r/2", "r/3", "m/many", "a/few", "x/busy1", "x/busy2"],
+            &[(3, 0), (3, 1), (3, 2), (4, 0)],
+        );
+        let d = [1.0, 1.0, 1.0, 5.0, 5.0, 100.0, 100.0];
+        let pending = [false, false, false, true, true, false, false];
+        let running = [(5, 100.0), (6, 100.0)];
+        let work = Workload { pending: Some(&pending), running: &running, ..Workload::all(&g, &d) };
+        assert_eq!(simulate(&work, Slots::fixed(3), Policy::Dsynth).order, [3, 4]);
+        // One running port, W=2: the free slot is 1 (<= 2/2), which picks by
+        // depi (0 for both): origin order.
+        let work = Workload { running: &running[..1], ..work };
+        assert_eq!(simulate(&work, Slots::fixed(2), Policy::Dsynth).order, [4, 3]);
     }
 
     #[test]
