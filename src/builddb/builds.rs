@@ -208,6 +208,24 @@ impl BuildDb {
         Ok(())
     }
 
+    /// Forgets removed package files (`rebuild-repository --prune`): their
+    /// index rows and the stored states that name them, so the database
+    /// never points at a file that is gone. Returns the rows removed.
+    pub fn forget_packages(&self, files: &[String]) -> Result<usize> {
+        let tx = self.write_tx()?;
+        let mut removed = 0;
+        for file in files {
+            removed += tx
+                .execute("DELETE FROM packages WHERE file = ?1", [file])
+                .with_context(|| self.at(format_args!("forgetting package {file}")))?;
+            removed += tx
+                .execute("DELETE FROM ports WHERE package_file = ?1", [file])
+                .with_context(|| self.at(format_args!("forgetting the port state naming {file}")))?;
+        }
+        tx.commit().with_context(|| self.at("committing forgotten packages"))?;
+        Ok(removed)
+    }
+
     pub fn build(&self, id: &BuildId) -> Result<Option<BuildRecord>> {
         let sql = format!("SELECT {BUILD_COLUMNS} FROM builds WHERE id = ?1");
         self.conn

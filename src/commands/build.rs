@@ -110,8 +110,9 @@ pub fn rebuild_repository(config: &Config, global: &GlobalArgs, prune: bool) -> 
     let db = BuildDb::open(&config.database_path)?;
     let Prepared { tree, .. } = prepare(config, &db, &[])?;
     let obsolete = index::obsolete(&config.packages_dir, &produced_files(&tree))?;
-    report::write_obsolete(&config.logs_dir, &obsolete)?;
-    let pruned = if prune { index::prune(&obsolete)? } else { 0 };
+    let pruned = if prune { prune_packages(&db, &obsolete)? } else { 0 };
+    let still_there: Vec<_> = obsolete.iter().filter(|f| f.exists()).cloned().collect();
+    report::write_obsolete(&config.logs_dir, &still_there)?;
     let summary = index::rebuild(&config.packages_dir)?;
     for (path, error) in &summary.unreadable {
         warn(&format!("{} left out of the index: {error}", path.display()));
@@ -133,6 +134,17 @@ pub fn rebuild_repository(config: &Config, global: &GlobalArgs, prune: bool) -> 
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Removes the files, then forgets them in the database. A file removed
+/// but still indexed would make the next run trust a missing package, so
+/// the rows go even if removing some file failed half-way.
+fn prune_packages(db: &BuildDb, files: &[std::path::PathBuf]) -> Result<usize> {
+    let removed = index::prune(files);
+    let names: Vec<String> =
+        files.iter().filter(|f| !f.exists()).filter_map(|f| f.file_name()).map(|n| n.to_string_lossy().into_owned()).collect();
+    db.forget_packages(&names)?;
+    removed
 }
 
 fn recover(db: &BuildDb) {
