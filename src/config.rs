@@ -45,6 +45,12 @@ pub struct Config {
     pub phase_timeouts: BTreeMap<Phase, Duration>,
     pub silent_timeout: Duration,
     pub make_conf: BTreeMap<String, String>,
+    /// Ports fetched at once by `fetch-only` (independent of `workers`).
+    pub fetch_jobs: usize,
+    /// Extra attempts after a failed fetch (0: try once).
+    pub fetch_retries: u32,
+    /// Wait before the first retry; each further retry waits twice as long.
+    pub fetch_retry_delay: Duration,
 }
 
 impl Config {
@@ -73,6 +79,9 @@ struct RawSettings {
     phase_timeouts: Option<BTreeMap<Spanned<String>, Spanned<i64>>>,
     silent_timeout: Option<Spanned<i64>>,
     make_conf: Option<BTreeMap<String, Spanned<String>>>,
+    fetch_jobs: Option<Spanned<i64>>,
+    fetch_retries: Option<Spanned<i64>>,
+    fetch_retry_delay: Option<Spanned<f64>>,
     profile: Option<BTreeMap<String, Spanned<RawSettings>>>,
 }
 
@@ -87,7 +96,7 @@ impl RawSettings {
         overlay!(
             self, top, ports_dir, system_path, build_base, packages_dir, distfiles_dir, logs_dir,
             database_path, workers, make_jobs, make_program, build_user, tmpfs_size,
-            phase_timeouts, silent_timeout, make_conf
+            phase_timeouts, silent_timeout, make_conf, fetch_jobs, fetch_retries, fetch_retry_delay
         );
         self
     }
@@ -209,8 +218,32 @@ fn validate(raw: RawSettings, at: &Locator, profile: Option<String>) -> Result<C
             positive(at, "silent_timeout", raw.silent_timeout)?.unwrap_or(7200) as u64,
         ),
         make_conf: make_conf(at, raw.make_conf)?,
+        fetch_jobs: positive(at, "fetch_jobs", raw.fetch_jobs)?.unwrap_or_else(|| default_fetch_jobs(cpus)),
+        fetch_retries: match raw.fetch_retries {
+            Some(v) if !(0..=100).contains(v.get_ref()) => {
+                return Err(at.error("fetch_retries", &v, format!("must be between 0 and 100, not {}", v.get_ref())))
+            }
+            Some(v) => *v.get_ref() as u32,
+            None => 3,
+        },
+        fetch_retry_delay: match raw.fetch_retry_delay {
+            Some(v) if !(0.0..=3600.0).contains(v.get_ref()) => {
+                return Err(at.error("fetch_retry_delay", &v, format!("must be between 0 and 3600 seconds, not {}", v.get_ref())))
+            }
+            Some(v) => Duration::from_secs_f64(*v.get_ref()),
+            None => DEFAULT_FETCH_RETRY_DELAY,
+        },
     })
 }
+
+/// Downloads wait on the network, not the CPU: a few per CPU, capped so a
+/// big host does not open hundreds of connections to one mirror.
+pub fn default_fetch_jobs(cpus: usize) -> usize {
+    (4 * cpus).clamp(1, 64)
+}
+
+/// Base delay of fetch-only's exponential backoff.
+pub const DEFAULT_FETCH_RETRY_DELAY: Duration = Duration::from_secs(2);
 
 /// A ports tree is a directory with the framework in it.
 fn check_ports_tree(dir: &Path) -> std::result::Result<(), String> {
@@ -326,11 +359,19 @@ tmpfs_size = "8G"
 # Seconds without any output before a build is killed.
 silent_timeout = 7200
 
+# fetch-only: ports fetched at once (default 4 per CPU, at most 64), extra
+# attempts after a failure, and the first retry's delay in seconds (each
+# further retry waits twice as long).
+# fetch_jobs = {fetch_jobs}
+# fetch_retries = 3
+# fetch_retry_delay = 2.0
+
 # Per-phase wall-clock limits in seconds (defaults shown).
 [phase_timeouts]
 "#,
         ports = ports_dir.display(),
         base = build_base.display(),
+        fetch_jobs = default_fetch_jobs(cpus),
     );
     for phase in Phase::ALL {
         let _ = writeln!(text, "# {} = {}", phase.name(), phase.default_timeout().as_secs());
@@ -385,6 +426,32 @@ mod tests {
         assert_eq!(config.tmpfs_size, 8 << 30);
         assert_eq!(config.phase_timeout(Phase::Build), Duration::from_secs(86400));
         assert_eq!(config.silent_timeout, Duration::from_secs(7200));
+        assert_eq!(config.fetch_jobs, default_fetch_jobs(std::thread::available_parallelism().map_or(1, |n| n.get())));
+        assert_eq!(config.fetch_retries, 3);
+        assert_eq!(config.fetch_retry_delay, DEFAULT_FETCH_RETRY_DELAY);
+    }
+
+    #[test]
+    fn fetch_keys_are_read_and_checked() {
+        let dir = tree();
+        let text = "ports_dir = \"ports\"\nfetch_jobs = 5\nfetch_retries = 0\nfetch_retry_delay = 0.25\n";
+        let c = parse_in(dir.path(), text, None).unwrap();
+        assert_eq!((c.fetch_jobs, c.fetch_retries), (5, 0));
+        assert_eq!(c.fetch_retry_delay, Duration::from_millis(250));
+        let c = parse_in(dir.path(), "ports_dir = \"ports\"\nfetch_retry_delay = 3\n", None).unwrap();
+        assert_eq!(c.fetch_retry_delay, Duration::from_secs(3));
+        let c = parse_in(dir.path(), "ports_dir = \"ports\"\n[profile.p]\nfetch_jobs = 2\n", Some("p")).unwrap();
+        assert_eq!(c.fetch_jobs, 2);
+        for (text, key) in [
+            ("ports_dir = \"ports\"\nfetch_jobs = 0\n", "fetch_jobs"),
+            ("ports_dir = \"ports\"\nfetch_retries = -1\n", "fetch_retries"),
+            ("ports_dir = \"ports\"\nfetch_retry_delay = -0.5\n", "fetch_retry_delay"),
+        ] {
+            let err = error_in(dir.path(), text);
+            assert!(err.contains(&format!("{key}:")) && err.contains("line 2"), "{text}: {err}");
+        }
+        assert_eq!(default_fetch_jobs(1), 4);
+        assert_eq!(default_fetch_jobs(64), 64);
     }
 
     #[test]

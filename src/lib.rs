@@ -7,6 +7,7 @@ pub mod builddb;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod fetch;
 pub mod graph;
 pub mod plan;
 pub mod ports;

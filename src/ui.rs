@@ -163,3 +163,88 @@ impl Ui {
         }
     }
 }
+
+/// The fetch-only header's figures.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FetchTotals {
+    pub fetched: usize,
+    pub present: usize,
+    pub failed: usize,
+    pub remaining: usize,
+    /// Sandboxes downloading right now, and the most allowed (`fetch_jobs`).
+    pub downloads: usize,
+    pub jobs: usize,
+    pub elapsed: Duration,
+}
+
+/// fetch-only's events: `fetch_start`, `fetch_retry`, `fetch_end` (status
+/// `fetched`, `present`, `failed` or `interrupted`). A present port is an
+/// NDJSON event only: on a warm cache a line per port would drown the rest.
+impl Ui {
+    pub fn fetch_run_started(&self, run_id: &str, command: &str, ports: usize, distfiles: usize, jobs: usize) {
+        let value = json!({"event": "run_start", "run": run_id, "command": command, "ports": ports, "distfiles": distfiles, "jobs": jobs});
+        self.event(value, || format!("run {run_id}: {command}, {ports} ports with {distfiles} distfiles to check, {jobs} at a time"));
+    }
+
+    pub fn fetch_started(&self, slot: u32, origin: &str, attempt: u32, distfiles: &[String]) {
+        let value = json!({"event": "fetch_start", "slot": slot, "origin": origin, "attempt": attempt, "distfiles": distfiles});
+        self.event(value, || match attempt {
+            1 => format!("[SL{slot:02}] fetch   {origin} ({})", distfiles.join(" ")),
+            n => format!("[SL{slot:02}] fetch   {origin} ({}), attempt {n}", distfiles.join(" ")),
+        });
+        self.slot_status(slot, origin, "fetch", Duration::ZERO, 0);
+    }
+
+    pub fn fetch_retry(&self, slot: u32, origin: &str, failed_attempt: u32, attempts: u32, delay: Duration, reason: &str) {
+        let seconds = delay.as_secs_f64();
+        let value = json!({"event": "fetch_retry", "slot": slot, "origin": origin, "attempt": failed_attempt, "attempts": attempts, "delay_seconds": seconds, "reason": reason});
+        self.event(value, || {
+            format!("[SL{slot:02}] retry   {origin} in {seconds:.1}s (attempt {failed_attempt} of {attempts} failed: {reason})")
+        });
+        self.slot_message(slot, format!("SL{slot:02} idle"));
+    }
+
+    /// The end of a port: `status` is fetched, present, failed or interrupted.
+    pub fn fetch_finished(&self, slot: u32, origin: &str, status: &str, end: &FetchEnd<'_>) {
+        let value = json!({"event": "fetch_end", "slot": slot, "origin": origin, "status": status,
+            "seconds": end.seconds, "attempts": end.attempts, "phase": end.phase, "reason": end.reason, "log": end.log});
+        if status == "present" {
+            if let Mode::Json = self.mode {
+                self.event(value, String::new);
+            }
+            return;
+        }
+        self.event(value, || match end.reason {
+            Some(reason) => {
+                format!("[SL{slot:02}] {status:<7} {origin} ({:.1}s): {reason} log: {}", end.seconds, end.log.unwrap_or("-"))
+            }
+            None => format!("[SL{slot:02}] {status:<7} {origin} ({:.1}s)", end.seconds),
+        });
+        self.slot_message(slot, format!("SL{slot:02} idle"));
+    }
+
+    pub fn fetch_totals(&self, t: &FetchTotals) {
+        if let Mode::Bars { header, .. } = &self.mode {
+            header.set_message(format!(
+                "fetched {} present {} failed {} remaining {} | downloads {}/{} | elapsed {}s",
+                t.fetched,
+                t.present,
+                t.failed,
+                t.remaining,
+                t.downloads,
+                t.jobs,
+                t.elapsed.as_secs()
+            ));
+        }
+    }
+}
+
+/// The details of a `fetch_end` event.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FetchEnd<'a> {
+    pub seconds: f64,
+    pub attempts: u32,
+    pub phase: Option<&'a str>,
+    pub reason: Option<&'a str>,
+    pub log: Option<&'a str>,
+}

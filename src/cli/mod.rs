@@ -65,6 +65,12 @@ pub enum Command {
     /// repository as already packaged (a debugging aid: records nothing in
     /// the build database).
     BuildOne(BuildOneArgs),
+    /// Download the distfiles of the ports and their dependencies (none: the
+    /// whole tree) into the distfiles cache, several at once, with retries.
+    FetchOnly(FetchOnlyArgs),
+    /// List the distfiles no port of the tree references, and delete them
+    /// after confirmation (or with -y).
+    PurgeDistfiles,
     /// Remove leftover slot directories and mark stale database rows.
     Cleanup,
     /// Print the version.
@@ -133,4 +139,14 @@ pub struct RebuildRepositoryArgs {
     /// Also remove the obsolete packages (no port of the tree produces them).
     #[arg(long)]
     pub prune: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct FetchOnlyArgs {
+    /// Ports as category/port[@flavor]; none means the whole tree.
+    #[arg(value_name = "PORT")]
+    pub ports: Vec<String>,
+    /// Ports fetched at once (overrides `fetch_jobs`).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub fetch_jobs: Option<u32>,
 }

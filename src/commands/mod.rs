@@ -4,9 +4,11 @@
 mod build;
 mod build_one;
 mod cleanup;
+mod fetch;
 pub mod history;
 mod init;
 pub mod prepare;
+mod purge;
 mod reset_db;
 mod status;
 
@@ -64,6 +66,8 @@ pub fn run() -> Result<ExitCode> {
             build::rebuild_repository(&load_config(&cli.global)?, &cli.global, args.prune)
         }
         Command::BuildOne(args) => build_one::run(&load_config(&cli.global)?, &cli.global, &args),
+        Command::FetchOnly(args) => fetch::run(&load_config(&cli.global)?, &cli.global, &args),
+        Command::PurgeDistfiles => purge::run(&load_config(&cli.global)?, &cli.global),
         Command::Cleanup => cleanup::run(&load_config(&cli.global)?),
         Command::SandboxHelper => crate::sandbox::helper::main(),
         Command::Version => {

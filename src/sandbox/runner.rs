@@ -130,6 +130,9 @@ pub fn build_one(
         Err(e) => Ended::setup_error(format!("{e:#}")),
     };
     let package = match outcome.status {
+        // Only a request with the package phase has a package to deliver
+        // (fetch-only runs fetch and checksum alone).
+        OutcomeStatus::Success if !request.phases.contains(&Phase::Package) => None,
         OutcomeStatus::Success => match deliver(config, &slot, &request.pkgname) {
             Ok(path) => Some(path),
             Err(e) => {

@@ -1,0 +1,229 @@
+//! `portsynth fetch-only [PORT…]`: fills the distfiles cache for the ports
+//! and everything they depend on (no ports: the whole tree).
+//!
+//! It is a run like a build: it takes the build-base lock (so a build and a
+//! fetch-only never share slots), writes the summary logs and a run record,
+//! and reacts to Ctrl-C the same way. Every port in scope with distfiles is
+//! fetched, whatever its build status: an up-to-date port may be rebuilt
+//! after the next edit, and a fetch does not depend on any other port.
+//! Ignored ports are not fetched (the framework's check-sanity refuses
+//! them); ports that could not be scanned have unknown distfiles and count
+//! as failed.
+//!
+//! The run record reuses the build counters: fetched → `built`, failed (and
+//! not scanned) → `failed`, present → `up_to_date`, ignored → `ignored`.
+
+use std::collections::HashSet;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use serde_json::json;
+
+use super::prepare::{prepare, warn};
+use crate::build::interrupts::Interrupts;
+use crate::build::lock::BuildLock;
+use crate::build::scheduler::Stop;
+use crate::builddb::{BuildDb, RunCounts, RunStatus};
+use crate::cli::{FetchOnlyArgs, GlobalArgs};
+use crate::config::Config;
+use crate::fetch::distinfo;
+use crate::fetch::pool::{self, FetchOutcome, FetchRun, Target};
+use crate::graph::NodeId;
+use crate::ports::PortTree;
+use crate::report::RunLogs;
+use crate::sandbox::runner::default_helper;
+use crate::ui::Ui;
+
+/// The ports of the request, sorted by what fetch-only does with them.
+#[derive(Default)]
+struct Scope {
+    targets: Vec<Target>,
+    ignored: Vec<(NodeId, String)>,
+    /// Ports whose distfiles are unknown (scan error, unreadable distinfo).
+    unknown: Vec<(NodeId, String)>,
+    without_distfiles: usize,
+}
+
+impl Scope {
+    fn distinct_distfiles(&self) -> usize {
+        self.targets.iter().flat_map(|t| t.distfiles.iter().map(|d| d.key.as_str())).collect::<HashSet<_>>().len()
+    }
+}
+
+pub fn run(config: &Config, global: &GlobalArgs, args: &FetchOnlyArgs) -> Result<ExitCode> {
+    let origins = super::parse_origins(&args.ports)?;
+    let jobs = args.fetch_jobs.map_or(config.fetch_jobs, |n| n as usize);
+    let _lock = BuildLock::acquire(&config.build_base)?;
+    let db = BuildDb::open(&config.database_path)?;
+    recover(&db);
+    let prepared = prepare(config, &db, &origins)?;
+    let scope = classify(&prepared.tree, prepared.plan.entries.iter().map(|e| e.node));
+    let command = std::iter::once("fetch-only".to_string()).chain(args.ports.iter().cloned()).collect::<Vec<_>>().join(" ");
+    let logs = RunLogs::create(&config.logs_dir)?;
+    let run_id = db.start_run(&command, global.profile.as_deref())?;
+    let ui = Ui::new(global.json, global.quiet, jobs);
+    ui.fetch_run_started(run_id.as_str(), &command, scope.targets.len(), scope.distinct_distfiles(), jobs);
+    record_unfetchable(&prepared.tree, &scope, &logs, &ui);
+    let interrupts = Interrupts::catch()?;
+    let outcome = pool::execute(FetchRun {
+        config,
+        tree: &prepared.tree,
+        targets: scope.targets.clone(),
+        logs: &logs,
+        ui: &ui,
+        helper: default_helper()?,
+        jobs,
+        interrupts: interrupts.receiver.clone(),
+    })?;
+    drop(interrupts);
+    let status = match outcome.stop {
+        Stop::None => RunStatus::Completed,
+        Stop::Draining => RunStatus::Aborted,
+        Stop::Killing => RunStatus::Interrupted,
+    };
+    if let Err(e) = db.finish_run(&run_id, status, &run_counts(&outcome, &scope)) {
+        warn(&format!("{e:#}"));
+        logs.debug(&format!("{e:#}"));
+    }
+    let summary = Summary { run_id: run_id.as_str(), status, outcome: &outcome, scope: &scope, tree: &prepared.tree };
+    ui.run_finished(summary.json(), &summary.text(config));
+    Ok(ExitCode::from(exit_code(&outcome, &scope)))
+}
+
+fn recover(db: &BuildDb) {
+    match db.recover_dangling() {
+        Ok(recovered) if recovered.runs + recovered.builds > 0 => eprintln!(
+            "portsynth: {} earlier run(s) ended without finishing; {} build(s) marked interrupted",
+            recovered.runs, recovered.builds
+        ),
+        Ok(_) => {}
+        Err(e) => warn(&format!("cannot recover earlier runs: {e:#}")),
+    }
+}
+
+fn classify(tree: &PortTree, nodes: impl Iterator<Item = NodeId>) -> Scope {
+    let mut scope = Scope::default();
+    for node in nodes {
+        let Some(meta) = &tree.nodes[node].meta else {
+            let reason = tree.not_buildable.get(&node).cloned().unwrap_or_else(|| "not scanned".into());
+            scope.unknown.push((node, format!("distfiles unknown: {reason}")));
+            continue;
+        };
+        if let Some(reason) = &meta.ignore {
+            scope.ignored.push((node, reason.clone()));
+        } else if meta.distfiles.is_empty() {
+            scope.without_distfiles += 1;
+        } else {
+            match distinfo::distfiles(meta, &tree.port_dir(node)) {
+                Ok(distfiles) => scope.targets.push(Target { node, distfiles }),
+                Err(e) => scope.unknown.push((node, format!("{e:#}"))),
+            }
+        }
+    }
+    scope
+}
+
+fn record_unfetchable(tree: &PortTree, scope: &Scope, logs: &RunLogs, ui: &Ui) {
+    for (node, reason) in &scope.ignored {
+        let origin = tree.nodes[*node].origin.to_string();
+        let pkgname = tree.nodes[*node].meta.as_ref().map_or("-", |m| m.pkgname.as_str());
+        logs.ignored(&origin, pkgname, reason);
+        ui.ignored(&origin, reason);
+    }
+    for (node, reason) in &scope.unknown {
+        let origin = tree.nodes[*node].origin.to_string();
+        logs.not_buildable(&origin, reason);
+        ui.skipped(&origin, &format!("not fetched: {reason}"));
+    }
+}
+
+fn run_counts(outcome: &FetchOutcome, scope: &Scope) -> RunCounts {
+    let t = &outcome.tally;
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    RunCounts {
+        built: count(t.fetched),
+        failed: count(t.failed + scope.unknown.len()),
+        ignored: count(scope.ignored.len()),
+        skipped: 0,
+        up_to_date: count(t.present),
+    }
+}
+
+fn exit_code(outcome: &FetchOutcome, scope: &Scope) -> u8 {
+    if outcome.stop != Stop::None {
+        super::exit::INTERRUPTED
+    } else if outcome.tally.failed > 0 || !scope.unknown.is_empty() {
+        super::exit::PORT_FAILED
+    } else {
+        super::exit::OK
+    }
+}
+
+struct Summary<'a> {
+    run_id: &'a str,
+    status: RunStatus,
+    outcome: &'a FetchOutcome,
+    scope: &'a Scope,
+    tree: &'a PortTree,
+}
+
+impl Summary<'_> {
+    fn json(&self) -> serde_json::Value {
+        let t = &self.outcome.tally;
+        let unknown: Vec<_> = self
+            .scope
+            .unknown
+            .iter()
+            .map(|(node, reason)| json!({"origin": self.tree.nodes[*node].origin.to_string(), "reason": reason}))
+            .collect();
+        json!({
+            "run": self.run_id,
+            "status": self.status.as_str(),
+            "counts": {
+                "fetched": t.fetched,
+                "present": t.present,
+                "failed": t.failed,
+                "interrupted": t.interrupted,
+                "not_started": t.not_started,
+                "ignored": self.scope.ignored.len(),
+                "unknown": self.scope.unknown.len(),
+                "without_distfiles": self.scope.without_distfiles,
+            },
+            "seconds": self.outcome.elapsed.as_secs_f64(),
+            "failed": self.outcome.failed,
+            "unknown": unknown,
+        })
+    }
+
+    fn text(&self, config: &Config) -> String {
+        let t = &self.outcome.tally;
+        let mut text = format!(
+            "\nRun {} {} in {}: {} fetched, {} present, {} failed, {} ignored, {} without distfiles",
+            self.run_id,
+            self.status,
+            super::history::duration(self.outcome.elapsed.as_millis() as i64),
+            t.fetched,
+            t.present,
+            t.failed,
+            self.scope.ignored.len(),
+            self.scope.without_distfiles,
+        );
+        for (count, what) in [(self.scope.unknown.len(), "not scanned"), (t.interrupted, "interrupted"), (t.not_started, "not started")] {
+            if count > 0 {
+                text.push_str(&format!(", {count} {what}"));
+            }
+        }
+        text.push('\n');
+        if !self.outcome.failed.is_empty() {
+            text.push_str("Failed fetches:\n");
+            for failed in &self.outcome.failed {
+                text.push_str(&format!("  {}  {}\n    log {}\n", failed.origin, failed.reason, failed.log.display()));
+            }
+        }
+        for (node, reason) in &self.scope.unknown {
+            text.push_str(&format!("  {}  {reason}\n", self.tree.nodes[*node].origin));
+        }
+        text.push_str(&format!("Distfiles: {}\nLogs: {}\n", config.distfiles_dir.display(), config.logs_dir.display()));
+        text
+    }
+}
