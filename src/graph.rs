@@ -308,28 +308,30 @@ impl Graph {
         assert_eq!(subset.len(), self.len(), "one subset flag per node");
         assert_eq!(priority.len(), self.len(), "one priority per node");
         assert_eq!(tiebreak_dependents.len(), self.len(), "one dependent count per node");
-        let rank = self.label_ranks();
-        let candidate = |n: NodeId| Candidate {
-            priority: priority[n],
-            dependents: tiebreak_dependents[n],
-            label_rank: rank[n],
-            node: n,
-        };
+        let mut ready = self.ready_queue(priority.to_vec(), tiebreak_dependents.to_vec());
         let mut missing: Vec<usize> =
             (0..self.len()).map(|n| self.deps[n].iter().filter(|e| subset[e.to]).count()).collect();
-        let mut ready: BinaryHeap<Candidate> =
-            (0..self.len()).filter(|&n| subset[n] && missing[n] == 0).map(candidate).collect();
+        for n in (0..self.len()).filter(|&n| subset[n] && missing[n] == 0) {
+            ready.push(n);
+        }
         let mut order = Vec::new();
         while let Some(next) = ready.pop() {
-            order.push(next.node);
-            for edge in self.rdeps[next.node].iter().filter(|e| subset[e.to]) {
+            order.push(next);
+            for edge in self.rdeps[next].iter().filter(|e| subset[e.to]) {
                 missing[edge.to] -= 1;
                 if missing[edge.to] == 0 {
-                    ready.push(candidate(edge.to));
+                    ready.push(edge.to);
                 }
             }
         }
         order
+    }
+
+    /// An empty ready queue ordered as in [`Graph::schedule_order`].
+    pub fn ready_queue(&self, priority: Vec<f64>, dependents: Vec<u32>) -> ReadyQueue {
+        assert_eq!(priority.len(), self.len(), "one priority per node");
+        assert_eq!(dependents.len(), self.len(), "one dependent count per node");
+        ReadyQueue { heap: BinaryHeap::new(), priority, dependents, label_rank: self.label_ranks() }
     }
 
     fn has_self_edge(&self, n: NodeId) -> bool {
@@ -839,7 +841,40 @@ fn columns_in_processing_order(components: &Components) -> Vec<usize> {
     column
 }
 
-/// A ready node in [`Graph::schedule_order`]'s max-heap.
+/// The ready queue of list scheduling, shared by [`Graph::schedule_order`]
+/// and the build scheduler: pops the ready node with the highest priority,
+/// then the most transitive dependents, then the alphabetically first label.
+pub struct ReadyQueue {
+    heap: BinaryHeap<Candidate>,
+    priority: Vec<f64>,
+    dependents: Vec<u32>,
+    label_rank: Vec<usize>,
+}
+
+impl ReadyQueue {
+    pub fn push(&mut self, node: NodeId) {
+        self.heap.push(Candidate {
+            priority: self.priority[node],
+            dependents: self.dependents[node],
+            label_rank: self.label_rank[node],
+            node,
+        });
+    }
+
+    pub fn pop(&mut self) -> Option<NodeId> {
+        self.heap.pop().map(|c| c.node)
+    }
+
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+}
+
+/// A ready node in a [`ReadyQueue`]'s max-heap.
 struct Candidate {
     priority: f64,
     dependents: u32,
@@ -923,6 +958,19 @@ mod tests {
             g.add_edge(from, to, kind);
         }
         g
+    }
+
+    #[test]
+    fn the_ready_queue_pops_critical_path_then_dependents_then_label() {
+        let g = graph_of(&["a/short", "z/long", "b/many", "a/alpha"], &[]);
+        let mut ready = g.ready_queue(vec![10.0, 50.0, 10.0, 10.0], vec![0, 1, 5, 0]);
+        for n in 0..4 {
+            ready.push(n);
+        }
+        assert_eq!(ready.len(), 4);
+        let order: Vec<&str> = std::iter::from_fn(|| ready.pop()).map(|n| g.label(n)).collect();
+        assert_eq!(order, ["z/long", "b/many", "a/alpha", "a/short"]);
+        assert!(ready.is_empty());
     }
 
     /// A tiny deterministic LCG (Knuth's MMIX constants).

@@ -20,8 +20,7 @@
 //! coordinator is the only thread that touches the database, the summary
 //! logs and the scheduling state.
 
-use std::cmp::Ordering;
-use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,7 +33,7 @@ use super::throttle::{self, Pressure};
 use crate::builddb::keys::KeyInputs;
 use crate::builddb::{BuildDb, BuildId, BuildStatus, NewBuild, PackageEntry, RunId};
 use crate::config::Config;
-use crate::graph::NodeId;
+use crate::graph::{NodeId, ReadyQueue};
 use crate::plan::{Plan, Verdict};
 use crate::ports::PortTree;
 use crate::report::RunLogs;
@@ -181,37 +180,6 @@ struct Running {
     lines: u64,
 }
 
-/// Ready-queue entry; the heap pops the greatest.
-struct Candidate {
-    priority: f64,
-    dependents: u32,
-    origin: String,
-    node: NodeId,
-}
-
-impl Ord for Candidate {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.priority
-            .total_cmp(&other.priority)
-            .then(self.dependents.cmp(&other.dependents))
-            .then_with(|| other.origin.cmp(&self.origin))
-    }
-}
-
-impl PartialOrd for Candidate {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl PartialEq for Candidate {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-
-impl Eq for Candidate {}
-
 struct Coordinator<'r, 'a> {
     run: &'r Run<'a>,
     jobs: Vec<Sender<Job>>,
@@ -220,8 +188,7 @@ struct Coordinator<'r, 'a> {
     missing: Vec<usize>,
     weight_ms: Vec<f64>,
     priority: Vec<f64>,
-    dependents: Vec<u32>,
-    ready: BinaryHeap<Candidate>,
+    ready: ReadyQueue,
     idle_slots: BTreeSet<u32>,
     running: HashMap<u32, Running>,
     limit: usize,
@@ -241,7 +208,7 @@ impl<'r, 'a> Coordinator<'r, 'a> {
         }
         let weight_ms = expected_durations(run, &state);
         let priority = tree.graph.priorities(&weight_ms);
-        let dependents = tree.graph.transitive_dependents_counts();
+        let ready = tree.graph.ready_queue(priority.clone(), tree.graph.transitive_dependents_counts());
         let missing = (0..tree.len())
             .map(|n| tree.graph.dependencies(n).iter().filter(|e| state[e.to].is_some()).count())
             .collect();
@@ -254,8 +221,7 @@ impl<'r, 'a> Coordinator<'r, 'a> {
             missing,
             weight_ms,
             priority,
-            dependents,
-            ready: BinaryHeap::new(),
+            ready,
             idle_slots: (1..=workers as u32).collect(),
             running: HashMap::new(),
             limit: throttle::RAMP_START.min(workers),
@@ -330,20 +296,15 @@ impl<'r, 'a> Coordinator<'r, 'a> {
 
     fn make_ready(&mut self, node: NodeId) {
         self.state[node] = Some(State::Ready);
-        self.ready.push(Candidate {
-            priority: self.priority[node],
-            dependents: self.dependents[node],
-            origin: self.run.tree.nodes[node].origin.to_string(),
-            node,
-        });
+        self.ready.push(node);
     }
 
     fn dispatch(&mut self) {
         while self.stop == Stop::None && self.running.len() < self.limit {
             let Some(&slot) = self.idle_slots.iter().next() else { return };
-            let Some(candidate) = self.ready.pop() else { return };
+            let Some(node) = self.ready.pop() else { return };
             self.idle_slots.remove(&slot);
-            self.start(candidate.node, slot);
+            self.start(node, slot);
         }
     }
 
@@ -696,21 +657,6 @@ fn package_entry(package: &std::path::Path, pkgname: &str, version: &str) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn candidate(priority: f64, dependents: u32, origin: &str) -> Candidate {
-        Candidate { priority, dependents, origin: origin.into(), node: 0 }
-    }
-
-    #[test]
-    fn the_ready_queue_pops_critical_path_then_dependents_then_origin() {
-        let mut heap = BinaryHeap::new();
-        heap.push(candidate(10.0, 0, "a/short"));
-        heap.push(candidate(50.0, 1, "z/long"));
-        heap.push(candidate(10.0, 5, "b/many"));
-        heap.push(candidate(10.0, 0, "a/alpha"));
-        let order: Vec<String> = std::iter::from_fn(|| heap.pop().map(|c| c.origin)).collect();
-        assert_eq!(order, ["z/long", "b/many", "a/alpha", "a/short"]);
-    }
 
     #[test]
     fn median_of_past_durations() {
