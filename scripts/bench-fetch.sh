@@ -80,6 +80,18 @@ for run in $(seq 1 "$runs"); do
     cold=$(python3 -c "print($(now) - $start)")
     fetched=$(python3 -c 'import json,sys; e=[json.loads(l) for l in open(sys.argv[1])]; print([x for x in e if x["event"]=="run_end"][0]["counts"]["fetched"])' "$work/fetch.json")
     [ "$fetched" -eq "$ports" ] || { echo "fetch-only fetched $fetched of $ports" >&2; exit 1; }
+    breakdown=$(python3 - "$work/base/logs/fetch" <<'PY'
+import glob, re, sys
+sums, n = {}, 0
+for log in glob.glob(sys.argv[1] + "/*.log"):
+    text = open(log).read()
+    n += 1
+    for key, pattern in (("fetch", r"===> fetch ok \(([\d.]+) s\)"), ("checksum", r"===> checksum ok \(([\d.]+) s\)"),
+                         ("sandbox total", r"Total:\s+([\d.]+) s")):
+        sums[key] = sums.get(key, 0.0) + sum(float(x) for x in re.findall(pattern, text))
+print(", ".join(f"{k} {v / max(n, 1) * 1000:.0f} ms" for k, v in sums.items()) + f" (mean per port, {n} ports)")
+PY
+)
     start=$(now)
     psynth -q fetch-only --fetch-jobs "$jobs" > /dev/null 2>&1
     warm=$(python3 -c "print($(now) - $start)")
@@ -91,5 +103,6 @@ for run in $(seq 1 "$runs"); do
     echo "run $run:"
     echo "  portsynth fetch-only, empty cache : $(rate "$ports" "$cold")"
     echo "  portsynth fetch-only, all present : $(rate "$ports" "$warm")"
+    echo "    per sandbox: $breakdown"
     echo "  xargs -P $jobs curl                : $(rate "$ports" "$curl_s")"
 done
