@@ -1529,3 +1529,35 @@ fn test_keeps_the_failed_work_area_and_suspicious_output_is_listed() {
     assert!(abnormal.contains("exec(portsynth-no-such-tool) failed"), "{abnormal}");
     assert!(!logs_dir(&env).join("misc___odd-output.work.tar").exists(), "a success keeps no work area");
 }
+
+#[test]
+fn monitor_shows_the_running_build_and_logs_prints_its_log() {
+    let tag = "monitor";
+    let env = gated_env(tag, &[TestPort { name: "watched", deps: &[], gated: true }]);
+    let mut live = spawn(&env, &["-y", "-j", "1", "everything"]);
+    live.wait_for("misc/watched waiting at its gate", |events| {
+        in_build_phase(events).contains("misc/watched").then_some(())
+    });
+
+    let snapshot = env.run_ok(&["monitor", "--once"]);
+    let lines: Vec<&str> = snapshot.lines().collect();
+    assert!(lines[0].contains("everything") && lines[0].contains("running"), "{snapshot}");
+    assert!(lines[1].ends_with("running 1"), "{snapshot}");
+    assert!(lines[2].starts_with("  SL01  misc/watched") && lines[2].contains("build"), "{snapshot}");
+    let json: Value = serde_json::from_str(&env.run_ok(&["--json", "monitor"])).unwrap();
+    assert_eq!(json["run"]["status"], "running");
+    assert_eq!(json["builds"][0]["origin"], "misc/watched");
+    let log = env.run_ok(&["logs", "misc/watched"]);
+    assert!(log.contains("waiting for") && log.contains(".gate-monitor/open"), "the live log so far:\n{log}");
+    let path = env.run_ok(&["logs", "--path", "misc/watched"]);
+    assert_eq!(PathBuf::from(path.trim()), logs_dir(&env).join("misc___watched.log"));
+
+    open_gate(&env, tag);
+    live.finish().expect_code(0);
+    let after = env.run_ok(&["monitor"]);
+    assert!(after.lines().nth(1).unwrap().starts_with("built 1  failed 0"), "{after}");
+    assert!(env.run_ok(&["logs"]).contains("misc/watched"), "without a port: the results list");
+    let missing = env.run(&["logs", "misc/nothere"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(common::stderr(&missing).contains("no log for misc/nothere"), "{}", common::stderr(&missing));
+}

@@ -73,6 +73,10 @@ pub enum Command {
     PurgeDistfiles,
     /// Remove leftover slot directories and mark stale database rows.
     Cleanup,
+    /// A port's last build log (without PORT: the last run's results).
+    Logs(LogsArgs),
+    /// What the current or last run is doing (live on a terminal).
+    Monitor(MonitorArgs),
     /// Print the version.
     Version,
     /// Internal: the single-threaded sandbox helper.
@@ -149,4 +153,21 @@ pub struct FetchOnlyArgs {
     /// Ports fetched at once (overrides `fetch_jobs`).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub fetch_jobs: Option<u32>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LogsArgs {
+    /// The port (category/port[@flavor]); without it, 00_last_results.log.
+    #[arg(value_name = "PORT")]
+    pub port: Option<String>,
+    /// Print the log's path instead of its content.
+    #[arg(long)]
+    pub path: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MonitorArgs {
+    /// Print one snapshot and exit (the default when not on a terminal).
+    #[arg(long)]
+    pub once: bool,
 }

@@ -7,6 +7,8 @@ mod cleanup;
 mod fetch;
 pub mod history;
 mod init;
+mod logs;
+mod monitor;
 pub mod prepare;
 mod purge;
 mod reset_db;
@@ -70,6 +72,8 @@ pub fn run() -> Result<ExitCode> {
         Command::PurgeDistfiles => purge::run(&load_config(&cli.global)?, &cli.global),
         Command::Cleanup => cleanup::run(&load_config(&cli.global)?),
         Command::SandboxHelper => crate::sandbox::helper::main(),
+        Command::Logs(args) => logs::run(&load_config(&cli.global)?, &args),
+        Command::Monitor(args) => monitor::run(&load_config(&cli.global)?, &cli.global, &args),
         Command::Version => {
             println!("portsynth {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)
