@@ -58,6 +58,18 @@ pub enum Stop {
     Killing,
 }
 
+impl Stop {
+    /// Where an interrupt leads from here, if it changes anything: the
+    /// first SIGINT drains, a second one or SIGTERM kills.
+    pub fn after(self, interrupt: Interrupt) -> Option<Stop> {
+        let next = match (interrupt, self) {
+            (Interrupt::Int, Stop::None) => Stop::Draining,
+            _ => Stop::Killing,
+        };
+        (next > self).then_some(next)
+    }
+}
+
 /// A signal the run reacts to, as delivered by the signal thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Interrupt {
@@ -518,13 +530,7 @@ impl<'r, 'a> Coordinator<'r, 'a> {
     }
 
     fn interrupt(&mut self, interrupt: Interrupt) {
-        let next = match (interrupt, self.stop) {
-            (Interrupt::Int, Stop::None) => Stop::Draining,
-            _ => Stop::Killing,
-        };
-        if next <= self.stop {
-            return;
-        }
+        let Some(next) = self.stop.after(interrupt) else { return };
         self.stop = next;
         let ui = self.run.ui;
         match next {
@@ -657,6 +663,15 @@ fn package_entry(package: &std::path::Path, pkgname: &str, version: &str) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interrupts_drain_first_then_kill() {
+        assert_eq!(Stop::None.after(Interrupt::Int), Some(Stop::Draining));
+        assert_eq!(Stop::Draining.after(Interrupt::Int), Some(Stop::Killing));
+        assert_eq!(Stop::None.after(Interrupt::Term), Some(Stop::Killing));
+        assert_eq!(Stop::Killing.after(Interrupt::Int), None);
+        assert_eq!(Stop::Killing.after(Interrupt::Term), None);
+    }
 
     #[test]
     fn median_of_past_durations() {

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use super::prepare::{prepare, prepare_forcing, warn, Prepared};
+use super::prepare::{prepare, prepare_forcing, recover_dangling_runs, warn, Prepared};
 use super::reset_db::confirm;
 use super::status::print_plan;
 use crate::build::interrupts::Interrupts;
@@ -54,7 +54,7 @@ pub fn run(config: &Config, global: &GlobalArgs, mode: Mode, ports: &[String]) -
     let origins = super::parse_origins(ports)?;
     let _lock = BuildLock::acquire(&config.build_base)?;
     let db = BuildDb::open(&config.database_path)?;
-    recover(&db);
+    recover_dangling_runs(&db);
     let forced = if mode == Mode::Force { origins.clone() } else { vec![] };
     let prepared = prepare_forcing(config, &db, &origins, &forced)?;
     if !global.quiet {
@@ -147,16 +147,6 @@ fn prune_packages(db: &BuildDb, files: &[std::path::PathBuf]) -> Result<usize> {
     removed
 }
 
-fn recover(db: &BuildDb) {
-    match db.recover_dangling() {
-        Ok(recovered) if recovered.runs + recovered.builds > 0 => eprintln!(
-            "portsynth: {} earlier run(s) ended without finishing; {} build(s) marked interrupted",
-            recovered.runs, recovered.builds
-        ),
-        Ok(_) => {}
-        Err(e) => warn(&format!("cannot recover earlier runs: {e:#}")),
-    }
-}
 
 fn confirmed(mode: Mode, global: &GlobalArgs) -> Result<bool> {
     if global.yes || mode == Mode::JustBuild || !std::io::stdin().is_terminal() {

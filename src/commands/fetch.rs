@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use serde_json::json;
 
-use super::prepare::{prepare, warn};
+use super::prepare::{prepare, recover_dangling_runs, warn};
 use crate::build::interrupts::Interrupts;
 use crate::build::lock::BuildLock;
 use crate::build::scheduler::Stop;
@@ -55,7 +55,7 @@ pub fn run(config: &Config, global: &GlobalArgs, args: &FetchOnlyArgs) -> Result
     let jobs = args.fetch_jobs.map_or(config.fetch_jobs, |n| n as usize);
     let _lock = BuildLock::acquire(&config.build_base)?;
     let db = BuildDb::open(&config.database_path)?;
-    recover(&db);
+    recover_dangling_runs(&db);
     let prepared = prepare(config, &db, &origins)?;
     let scope = classify(&prepared.tree, prepared.plan.entries.iter().map(|e| e.node));
     let command = std::iter::once("fetch-only".to_string()).chain(args.ports.iter().cloned()).collect::<Vec<_>>().join(" ");
@@ -90,16 +90,6 @@ pub fn run(config: &Config, global: &GlobalArgs, args: &FetchOnlyArgs) -> Result
     Ok(ExitCode::from(exit_code(&outcome, &scope)))
 }
 
-fn recover(db: &BuildDb) {
-    match db.recover_dangling() {
-        Ok(recovered) if recovered.runs + recovered.builds > 0 => eprintln!(
-            "portsynth: {} earlier run(s) ended without finishing; {} build(s) marked interrupted",
-            recovered.runs, recovered.builds
-        ),
-        Ok(_) => {}
-        Err(e) => warn(&format!("cannot recover earlier runs: {e:#}")),
-    }
-}
 
 fn classify(tree: &PortTree, nodes: impl Iterator<Item = NodeId>) -> Scope {
     let mut scope = Scope::default();

@@ -72,3 +72,15 @@ fn package_present(all_dir: &Path, pkgname: &str) -> bool {
 pub fn warn(message: &str) {
     eprintln!("portsynth: warning: {message}");
 }
+
+/// Marks what a dead earlier run left `running` as interrupted, and says so.
+pub fn recover_dangling_runs(db: &BuildDb) {
+    match db.recover_dangling() {
+        Ok(recovered) if recovered.runs + recovered.builds > 0 => eprintln!(
+            "portsynth: {} earlier run(s) ended without finishing; {} build(s) marked interrupted",
+            recovered.runs, recovered.builds
+        ),
+        Ok(_) => {}
+        Err(e) => warn(&format!("cannot recover earlier runs: {e:#}")),
+    }
+}

@@ -502,13 +502,7 @@ impl<'r, 'a> Coordinator<'r, 'a> {
     }
 
     fn interrupt(&mut self, interrupt: Interrupt) {
-        let next = match (interrupt, self.stop) {
-            (Interrupt::Int, Stop::None) => Stop::Draining,
-            _ => Stop::Killing,
-        };
-        if next <= self.stop {
-            return;
-        }
+        let Some(next) = self.stop.after(interrupt) else { return };
         self.stop = next;
         let ui = self.run.ui;
         match next {
