@@ -404,6 +404,7 @@ fn a_flaky_mirror_is_retried_and_a_dead_one_is_reported_with_url_and_error() {
     for n in 1..=4 {
         assert!(log.contains(&format!("attempt {n} ")), "attempt {n} missing from the log:\n{log}");
     }
+    assert_eq!(env.run_ok(&["logs", "--fetch", "misc/dead"]), log, "`logs --fetch` prints the fetch log");
     assert_eq!(cache_listing(env), ["after-1.0.tar.gz", "flaky-1.0.tar.gz"]);
 }
 

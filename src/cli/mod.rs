@@ -163,6 +163,9 @@ pub struct LogsArgs {
     /// Print the log's path instead of its content.
     #[arg(long)]
     pub path: bool,
+    /// The port's last fetch-only log instead of its build log.
+    #[arg(long, requires = "port")]
+    pub fetch: bool,
 }
 
 #[derive(Debug, clap::Args)]

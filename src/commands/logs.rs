@@ -1,8 +1,9 @@
-//! `portsynth logs [PORT] [--path]`: a port's last build log, or without a
-//! port the last run's results list. Read-only: never truncates anything.
+//! `portsynth logs [PORT] [--path] [--fetch]`: a port's last build log (or
+//! with `--fetch` its last fetch-only log), or without a port the last run's
+//! results list. Read-only: never truncates anything.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
@@ -14,7 +15,10 @@ use crate::ports::Origin;
 pub fn run(config: &Config, args: &LogsArgs) -> Result<ExitCode> {
     let path = match &args.port {
         None => config.logs_dir.join("00_last_results.log"),
-        Some(port) => port_log(config, port)?,
+        Some(port) => {
+            let dir = if args.fetch { crate::fetch::pool::fetch_logs_dir(config) } else { config.logs_dir.clone() };
+            port_log(&dir, port)?
+        }
     };
     if !path.is_file() {
         match &args.port {
@@ -34,14 +38,14 @@ pub fn run(config: &Config, args: &LogsArgs) -> Result<ExitCode> {
 
 /// The log of `cat/port[@flavor]`; an unflavored origin of a flavored port
 /// names its flavors' logs when it has none of its own.
-fn port_log(config: &Config, port: &str) -> Result<PathBuf> {
+fn port_log(dir: &Path, port: &str) -> Result<PathBuf> {
     let origin = Origin::parse(port).map_err(|e| anyhow::anyhow!("bad port argument '{port}': {e}"))?;
-    let path = config.logs_dir.join(format!("{}.log", origin.log_stem()));
+    let path = dir.join(format!("{}.log", origin.log_stem()));
     if path.is_file() || origin.flavor.is_some() {
         return Ok(path);
     }
     let prefix = format!("{}@", origin.log_stem());
-    let mut flavored: Vec<String> = std::fs::read_dir(&config.logs_dir)
+    let mut flavored: Vec<String> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
@@ -51,7 +55,7 @@ fn port_log(config: &Config, port: &str) -> Result<PathBuf> {
     flavored.sort();
     match flavored.as_slice() {
         [] => Ok(path),
-        [one] => Ok(config.logs_dir.join(one)),
+        [one] => Ok(dir.join(one)),
         many => bail!("{port} has several flavor logs: {}; name the flavor (cat/port@flavor)", many.join(", ")),
     }
 }
