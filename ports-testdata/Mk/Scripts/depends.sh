@@ -35,7 +35,9 @@ pkg_ok() {
 	cons=${1#"$name"}
 	manifest="$PKGDB_DIR/$name/+MANIFEST"
 	[ -n "$name" ] && [ -f "$manifest" ] || return 1
-	have=$(tr -d '\n' < "$manifest" |
+	# The package's own version: the first "version" key (the manifest
+	# lists name and version first, then the deps with versions of their own).
+	have=$(tr -d '\n' < "$manifest" | sed -e 's/"deps".*//' |
 		sed -n -e 's/.*"version"[[:space:]]*:[[:space:]]*"\([^"]*\)".*/\1/p')
 	[ -n "$have" ] || return 1
 	while [ -n "$cons" ]; do
