@@ -366,6 +366,44 @@ fn a_distfile_shared_by_two_ports_fetched_at_once_is_downloaded_once() {
 }
 
 #[test]
+fn builds_fetching_a_shared_distfile_take_the_same_lock() {
+    let body = b"shared by two builds".as_slice();
+    let served = body.to_vec();
+    let mirror = Mirror::start(move |_, _| Reply::File(served.clone()));
+    let shared = [("both-1.0.tar.gz", body)];
+    // The distfile is not a tarball: each port copies it instead.
+    let copy = "PLIST_FILES=\tshare/both.txt\n\
+                do-extract:\n\t@mkdir -p ${WRKSRC}\n\
+                do-install:\n\tmkdir -p ${STAGEDIR}${PREFIX}/share\n\
+                \tcp ${DISTDIR}/both-1.0.tar.gz ${STAGEDIR}${PREFIX}/share/both.txt\n";
+    let ports = [
+        Port { origin: "misc/left", files: &shared, extra: copy },
+        Port { origin: "misc/right", files: &shared, extra: copy },
+    ];
+    let tree = Tree::new(&mirror, &ports, &config("workers = 2\n"));
+    let env = &tree.env;
+    let held = DistfileLock::acquire(&distfiles(env), "both-1.0.tar.gz").unwrap();
+    let child = env
+        .command(&["--json", "-y", "everything"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let build_log = |stem: &str| std::fs::read_to_string(env.base().join(format!("logs/{stem}.log"))).unwrap_or_default();
+    wait_for("both builds to wait for the lock in their fetch phase", || {
+        ["misc___left", "misc___right"].iter().all(|stem| build_log(stem).contains("Waiting for both-1.0.tar.gz"))
+    });
+    assert_eq!(mirror.total_hits(), 0, "nobody downloads while the lock is held");
+    drop(held);
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", dump(&output));
+    assert_eq!(mirror.hits("both-1.0.tar.gz"), 1, "the two builds downloaded it once");
+    assert_eq!(cache_listing(env), ["both-1.0.tar.gz"]);
+    assert_cache_matches_distinfo(env);
+}
+
+#[test]
 fn a_flaky_mirror_is_retried_and_a_dead_one_is_reported_with_url_and_error() {
     let mirror = Mirror::start(|path, n| match path {
         "flaky-1.0.tar.gz" if n <= 2 => Reply::Status(503),
