@@ -62,16 +62,22 @@ fn port_files(dir: &Path) -> std::io::Result<Vec<(String, PathBuf, bool)>> {
     Ok(files)
 }
 
+thread_local! {
+    /// One read buffer per thread: hashing a whole tree reads tens of
+    /// thousands of small files, and a fresh zeroed 16 KiB buffer per file
+    /// cost more than many of the reads.
+    static READ_BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 16 * 1024]);
+}
+
 fn hash_file_into(path: &Path, hasher: &mut crc32fast::Hasher) -> std::io::Result<()> {
     let mut file = std::fs::File::open(path)?;
-    let mut buffer = [0u8; 16 * 1024];
-    loop {
-        let n = file.read(&mut buffer)?;
+    READ_BUFFER.with_borrow_mut(|buffer| loop {
+        let n = file.read(buffer)?;
         if n == 0 {
             return Ok(());
         }
         hasher.update(&buffer[..n]);
-    }
+    })
 }
 
 /// CRC32 of one file's content.

@@ -15,13 +15,15 @@ pub fn run(config: &Config, global: &GlobalArgs, ports: &[String]) -> Result<Exi
     let origins = super::parse_origins(ports)?;
     let db = BuildDb::open(&config.database_path)?;
     let prepared = prepare(config, &db, &origins)?;
-    let mut out = std::io::stdout().lock();
+    // Buffered: stdout is line-buffered, and a whole tree is 30,000 lines.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if global.json {
         serde_json::to_writer_pretty(&mut out, &prepared.plan)?;
         writeln!(out)?;
     } else {
         print_plan(&mut out, &prepared.plan, config, true)?;
     }
+    out.flush()?;
     if global.verbose > 0 {
         let (hits, scans) = prepared.scan_stats;
         eprintln!("scan: {hits} port directories from the cache, {scans} scanned with {}", config.make_program);

@@ -97,22 +97,25 @@ impl Scanner {
     /// Every `category/port` directory of the tree that holds a Makefile.
     /// Categories are the lower-case top-level directories; `Mk`, hidden and
     /// capitalised directories (Templates, Tools, distfiles mirrors) are not.
+    /// The Makefile checks run in parallel: on a 30,000-port tree they are
+    /// 30,000 `stat` calls.
     pub fn list_ports(&self) -> anyhow::Result<Vec<Origin>> {
-        let mut origins = Vec::new();
+        let mut candidates = Vec::new();
         for category in sorted_dirs(&self.ports_dir)? {
             if !category.starts_with(|c: char| c.is_ascii_lowercase()) {
                 continue;
             }
             for name in sorted_dirs(&self.ports_dir.join(&category))? {
-                if name.starts_with('.') || !self.ports_dir.join(&category).join(&name).join("Makefile").is_file() {
-                    continue;
-                }
-                if let Ok(origin) = Origin::parse(&format!("{category}/{name}")) {
-                    origins.push(origin);
+                if !name.starts_with('.') {
+                    candidates.push(format!("{category}/{name}"));
                 }
             }
         }
-        Ok(origins)
+        Ok(candidates
+            .into_par_iter()
+            .filter(|dir| self.ports_dir.join(dir).join("Makefile").is_file())
+            .filter_map(|dir| Origin::parse(&dir).ok())
+            .collect())
     }
 
     pub fn port_dir(&self, origin: &Origin) -> PathBuf {
