@@ -865,6 +865,12 @@ impl ReadyQueue {
         self.heap.pop().map(|c| c.node)
     }
 
+    /// The transitive dependent counts that break priority ties (the ETA
+    /// simulation orders the remaining ports with them too).
+    pub fn dependents(&self) -> &[u32] {
+        &self.dependents
+    }
+
     pub fn len(&self) -> usize {
         self.heap.len()
     }

@@ -21,7 +21,9 @@
 //! - [`Policy::CriticalPath`] — portsynth: the longest remaining chain of
 //!   expected build time first ([`Graph::priorities`]), ties by the number of
 //!   transitive dependents ([`Graph::transitive_dependents_counts`]), then by
-//!   origin: exactly the order of the scheduler's ready queue.
+//!   origin. The simulation uses the scheduler's own queue
+//!   ([`Graph::ready_queue`]), so the order is the scheduler's by
+//!   construction.
 //! - [`Policy::Fifo`] — ports in the order they became ready; ports released
 //!   at the same instant in topological order ([`Graph::topo_order`]).
 //! - [`Policy::Synth`] — synth: the most transitive dependents first.
@@ -237,7 +239,7 @@ pub fn simulate(work: &Workload<'_>, slots: Slots, policy: Policy) -> Schedule {
     }
     let pending: Vec<bool> = (0..n).map(|v| work.is_pending(v) && !running_now[v]).collect();
     let in_scope: Vec<bool> = (0..n).map(|v| pending[v] || running_now[v]).collect();
-    let mut queue = ReadyQueue::new(work, &in_scope, policy);
+    let mut queue = Queue::new(work, &in_scope, policy);
 
     let mut missing: Vec<usize> =
         (0..n).map(|v| if pending[v] { g.dependencies(v).iter().filter(|e| in_scope[e.to]).count() } else { 0 }).collect();
@@ -362,9 +364,16 @@ impl PartialEq for Entry {
 
 impl Eq for Entry {}
 
-/// The ready ports, ordered by a policy. dsynth keeps two orders over the
-/// same ports; a port started from one is skipped lazily in the other.
-struct ReadyQueue {
+/// The ready ports, ordered by a policy. Ours is the scheduler's own queue
+/// ([`Graph::ready_queue`]); the peers' are ranked heaps here. dsynth keeps
+/// two orders over the same ports; a port started from one is skipped lazily
+/// in the other.
+enum Queue {
+    Ours(crate::graph::ReadyQueue),
+    Ranked(Ranked),
+}
+
+struct Ranked {
     fifo: bool,
     ranks: Vec<Vec<u32>>,
     heaps: Vec<BinaryHeap<Entry>>,
@@ -372,33 +381,23 @@ struct ReadyQueue {
     len: usize,
 }
 
-impl ReadyQueue {
+impl Queue {
     fn new(work: &Workload<'_>, in_scope: &[bool], policy: Policy) -> Self {
         let g = work.graph;
         let n = g.len();
         let ranks = match policy {
             Policy::CriticalPath => {
-                let computed;
                 let priority = match work.priority {
-                    Some(p) => p,
+                    Some(p) => p.to_vec(),
                     None => {
+                        // As the scheduler: expected durations, 0 outside the build.
                         let expected = work.expected.unwrap_or(work.durations);
                         let weights: Vec<f64> = (0..n).map(|v| if in_scope[v] { expected[v] } else { 0.0 }).collect();
-                        computed = g.priorities(&weights);
-                        &computed
+                        g.priorities(&weights)
                     }
                 };
-                let counted;
-                let dependents = match work.dependents {
-                    Some(d) => d,
-                    None => {
-                        counted = g.transitive_dependents_counts();
-                        &counted
-                    }
-                };
-                vec![rank_by(g, in_scope, |a, b| {
-                    priority[b].total_cmp(&priority[a]).then(dependents[b].cmp(&dependents[a]))
-                })]
+                let dependents = work.dependents.map_or_else(|| g.transitive_dependents_counts(), <[u32]>::to_vec);
+                return Queue::Ours(g.ready_queue(priority, dependents));
             }
             Policy::Fifo => {
                 let mut rank = vec![u32::MAX; n];
@@ -413,7 +412,7 @@ impl ReadyQueue {
                 vec![rank]
             }
             Policy::Synth => {
-                let dependents = work.dependents.map(<[u32]>::to_vec).unwrap_or_else(|| g.transitive_dependents_counts());
+                let dependents = work.dependents.map_or_else(|| g.transitive_dependents_counts(), <[u32]>::to_vec);
                 vec![rank_by(g, in_scope, |a, b| dependents[b].cmp(&dependents[a]))]
             }
             Policy::Poudriere => {
@@ -426,10 +425,8 @@ impl ReadyQueue {
                 // not counting me (0 for a port nothing depends on).
                 let ones = vec![1.0; n];
                 let depth = g.priorities(&ones);
-                let depi = |v: NodeId| distinct_dependents(g, v) as f64 * (depth[v] - 1.0);
-                let idep = |v: NodeId| distinct_dependencies(g, v);
-                let depi_key: Vec<f64> = (0..n).map(depi).collect();
-                let idep_key: Vec<usize> = (0..n).map(idep).collect();
+                let depi_key: Vec<f64> = (0..n).map(|v| distinct_dependents(g, v) as f64 * (depth[v] - 1.0)).collect();
+                let idep_key: Vec<usize> = (0..n).map(|v| distinct_dependencies(g, v)).collect();
                 vec![
                     rank_by(g, in_scope, |a, b| depi_key[b].total_cmp(&depi_key[a])),
                     rank_by(g, in_scope, |a, b| idep_key[b].cmp(&idep_key[a])),
@@ -437,30 +434,41 @@ impl ReadyQueue {
             }
         };
         let heaps = ranks.iter().map(|_| BinaryHeap::new()).collect();
-        ReadyQueue { fifo: policy == Policy::Fifo, ranks, heaps, taken: vec![false; n], len: 0 }
+        Queue::Ranked(Ranked { fifo: policy == Policy::Fifo, ranks, heaps, taken: vec![false; n], len: 0 })
     }
 
     fn is_empty(&self) -> bool {
-        self.len == 0
+        match self {
+            Queue::Ours(queue) => queue.is_empty(),
+            Queue::Ranked(r) => r.len == 0,
+        }
     }
 
     fn push(&mut self, node: NodeId, released: f64) {
-        let time = if self.fifo { released } else { 0.0 };
-        for (heap, rank) in self.heaps.iter_mut().zip(&self.ranks) {
-            heap.push(Entry { time, rank: rank[node], node });
+        match self {
+            Queue::Ours(queue) => queue.push(node),
+            Queue::Ranked(r) => {
+                let time = if r.fifo { released } else { 0.0 };
+                for (heap, rank) in r.heaps.iter_mut().zip(&r.ranks) {
+                    heap.push(Entry { time, rank: rank[node], node });
+                }
+                r.len += 1;
+            }
         }
-        self.len += 1;
     }
 
     /// The port `slot` builds next. dsynth's first `W/2 + 1` slots use its
     /// dependents order, the others its dependencies order.
     fn pop(&mut self, slot: usize, slots: usize) -> Option<NodeId> {
-        let which = if self.heaps.len() == 2 && slot > slots / 2 { 1 } else { 0 };
-        let heap = &mut self.heaps[which];
-        while let Some(entry) = heap.pop() {
-            if !self.taken[entry.node] {
-                self.taken[entry.node] = true;
-                self.len -= 1;
+        let r = match self {
+            Queue::Ours(queue) => return queue.pop(),
+            Queue::Ranked(r) => r,
+        };
+        let which = if r.heaps.len() == 2 && slot > slots / 2 { 1 } else { 0 };
+        while let Some(entry) = r.heaps[which].pop() {
+            if !r.taken[entry.node] {
+                r.taken[entry.node] = true;
+                r.len -= 1;
                 return Some(entry.node);
             }
         }

@@ -578,27 +578,27 @@ impl<'r, 'a> Coordinator<'r, 'a> {
         self.state.iter().filter(|s| matches!(s, Some(State::Waiting | State::Ready | State::Running))).count()
     }
 
-    /// The duration model's estimate: the remaining work spread over the
-    /// allowed workers, but never less than the longest remaining chain.
+    /// The duration model's estimate: the rest of the run simulated
+    /// ([`crate::sim`]) with the same ready-queue order, the expected
+    /// durations, the current worker limit and the time left of the running
+    /// builds.
     fn eta(&self) -> Duration {
-        let mut work_ms = 0.0;
-        let mut chain_ms: f64 = 0.0;
-        for (node, state) in self.state.iter().enumerate() {
-            match state {
-                Some(State::Waiting | State::Ready) => {
-                    work_ms += self.weight_ms[node];
-                    chain_ms = chain_ms.max(self.priority[node]);
-                }
-                Some(State::Running) => {}
-                _ => {}
-            }
-        }
-        for running in self.running.values() {
-            let left = (self.weight_ms[running.node] - running.started.elapsed().as_millis() as f64).max(0.0);
-            work_ms += left;
-            chain_ms = chain_ms.max(self.priority[running.node] - self.weight_ms[running.node] + left);
-        }
-        Duration::from_millis((work_ms / self.limit.max(1) as f64).max(chain_ms) as u64)
+        use crate::sim::{simulate, Policy, Slots, Workload};
+        let pending: Vec<bool> = self.state.iter().map(|s| matches!(s, Some(State::Waiting | State::Ready))).collect();
+        let running: Vec<(NodeId, f64)> = self
+            .running
+            .values()
+            .map(|r| (r.node, (self.weight_ms[r.node] - r.started.elapsed().as_millis() as f64).max(0.0)))
+            .collect();
+        let work = Workload {
+            pending: Some(&pending),
+            running: &running,
+            priority: Some(&self.priority),
+            dependents: Some(self.ready.dependents()),
+            ..Workload::all(&self.run.tree.graph, &self.weight_ms)
+        };
+        let schedule = simulate(&work, Slots::fixed(self.limit), Policy::CriticalPath);
+        Duration::from_millis(schedule.makespan as u64)
     }
 
     fn db_write<T>(&self, what: &str, result: Result<T>) -> Option<T> {
