@@ -1547,8 +1547,12 @@ fn monitor_shows_the_running_build_and_logs_prints_its_log() {
     let json: Value = serde_json::from_str(&env.run_ok(&["--json", "monitor"])).unwrap();
     assert_eq!(json["run"]["status"], "running");
     assert_eq!(json["builds"][0]["origin"], "misc/watched");
+    // The phase event can come before the phase's first output is logged.
+    live.wait_for("the gate message in the live log", |_| {
+        env.run_ok(&["logs", "misc/watched"]).contains("waiting for").then_some(())
+    });
     let log = env.run_ok(&["logs", "misc/watched"]);
-    assert!(log.contains("waiting for") && log.contains(".gate-monitor/open"), "the live log so far:\n{log}");
+    assert!(log.contains(".gate-monitor/open") && log.starts_with("Origin:   misc/watched"), "{log}");
     let path = env.run_ok(&["logs", "--path", "misc/watched"]);
     assert_eq!(PathBuf::from(path.trim()), logs_dir(&env).join("misc___watched.log"));
 
