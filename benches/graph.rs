@@ -37,6 +37,21 @@ fn bench(c: &mut Criterion) {
     group.bench_function("ready_queue_all_ports", |b| {
         b.iter(|| black_box(g.schedule_order(&all, &priority, &dependents)))
     });
+    // The scheduler's queue alone: 30,000 pushes, then 30,000 pops.
+    group.bench_function("ready_queue_push_pop_30k", |b| {
+        b.iter_batched(
+            || g.ready_queue(priority.clone(), dependents.clone()),
+            |mut q| {
+                for n in 0..PORTS {
+                    q.push(n);
+                }
+                while let Some(n) = q.pop() {
+                    black_box(n);
+                }
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
 
     // The ETA: a whole remaining build simulated with the coordinator's own
     // priorities, 8 workers.

@@ -18,14 +18,41 @@ mod common;
 use std::path::Path;
 use std::time::Instant;
 
-use portsynth::sim::{lower_bound, lower_bound_energy, simulate, Policy, Slots, Workload};
+use portsynth::sim::{lower_bound, lower_bound_energy, simulate, Policy, Ramp, Slots, Workload};
 
 const WORKERS: [usize; 3] = [8, 16, 64];
 /// What the scheduler assumes for a port never built before (seconds).
 const DEFAULT_EXPECTED: f64 = 60.0;
 
+/// Options after `--`: `--workers=8,16` (default 8,16,64), `--ramp=START:STEP`
+/// (also simulate our policy with the scheduler's start-up ramp: START
+/// workers, one more every STEP seconds), `--overhead=SECONDS` (added to
+/// every build, e.g. a measured per-port sandbox and packaging cost).
+struct Options {
+    workers: Vec<usize>,
+    ramp: Option<(usize, f64)>,
+    overhead: f64,
+}
+
+fn options(args: &[String]) -> Options {
+    let mut o = Options { workers: WORKERS.to_vec(), ramp: None, overhead: 0.0 };
+    for a in args {
+        if let Some(v) = a.strip_prefix("--workers=") {
+            o.workers = v.split(',').map(|w| w.parse().expect("--workers=N[,N…]")).collect();
+        } else if let Some(v) = a.strip_prefix("--ramp=") {
+            let (start, step) = v.split_once(':').expect("--ramp=START:STEP");
+            o.ramp = Some((start.parse().expect("ramp start"), step.parse().expect("ramp step")));
+        } else if let Some(v) = a.strip_prefix("--overhead=") {
+            o.overhead = v.parse().expect("--overhead=SECONDS");
+        }
+    }
+    o
+}
+
 fn main() {
-    let manifests: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let opts = options(&args);
+    let manifests: Vec<String> = args.iter().filter(|a| !a.starts_with("--")).cloned().collect();
     let mut cases: Vec<(String, common::Synthetic)> = Vec::new();
     if manifests.is_empty() {
         for n in [1_000, 30_000] {
@@ -44,7 +71,13 @@ fn main() {
     }
     let mut worst_ours: f64 = 0.0;
     let mut ours_beaten = Vec::new();
-    for (name, syn) in &cases {
+    for (name, syn) in cases.iter_mut() {
+        if opts.overhead > 0.0 {
+            for d in syn.durations.iter_mut() {
+                *d += opts.overhead;
+            }
+        }
+        let (name, syn) = (&*name, &*syn);
         let g = syn.graph();
         let total: f64 = syn.durations.iter().sum();
         let cp = g.priorities(&syn.durations).into_iter().fold(0.0, f64::max);
@@ -60,7 +93,7 @@ fn main() {
         header.push_str(&format!(" {:>10} {:>9} {:>10}", "ours-cold", "tight s", "ours/tight"));
         println!("{header}");
         let flat = vec![DEFAULT_EXPECTED; g.len()];
-        for w in WORKERS {
+        for &w in &opts.workers {
             let work = Workload::all(&g, &syn.durations);
             let bound = lower_bound(&work, w);
             let mut line = format!("{w:>4} {bound:>9.1}");
@@ -82,6 +115,11 @@ fn main() {
             let ratio = s.makespan / bound;
             line.push_str(&format!(" {ratio:>10.4}"));
             println!("FIG5 {name} {w} portsynth-no-history {:.3} {ratio:.4}", s.makespan);
+            if let Some((start, step)) = opts.ramp {
+                let slots = Slots { workers: w, ramp: Some(Ramp { start, step, elapsed: 0.0 }) };
+                let s = simulate(&work, slots, Policy::CriticalPath);
+                println!("FIG5 {name} {w} portsynth-ramp {:.3} {:.4}", s.makespan, s.makespan / bound);
+            }
             let ours = results[0].1;
             let tight = lower_bound_energy(&work, w);
             line.push_str(&format!(" {tight:>9.1} {:>10.4}", ours / tight));
