@@ -75,6 +75,7 @@ impl Synthetic {
 /// dependencies per port), chains of 30-60 ports, meta ports with many run
 /// dependencies and no build time, and log-normal durations (median 1 s,
 /// sigma 1.3, clamped to 0.05-60 s; hubs x4; 0.4 % of ports x10-40).
+#[allow(clippy::needless_range_loop)] // ids index several parallel arrays
 pub fn synthetic(n: usize, seed: u64) -> Synthetic {
     let mut rng = Rng::new(seed);
     let hubs = [0.58, 0.50, 0.44, 0.40, 0.34, 0.30];
