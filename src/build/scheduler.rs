@@ -68,6 +68,26 @@ impl Stop {
         };
         (next > self).then_some(next)
     }
+
+    /// Moves to where `interrupt` leads, tells the operator what happens to
+    /// the `running` jobs (`work`: singular and plural noun) and, when
+    /// killing, fires `cancel`.
+    pub fn apply(&mut self, interrupt: Interrupt, work: (&str, &str), running: usize, ui: &Ui, cancel: &Cancel) {
+        let Some(next) = self.after(interrupt) else { return };
+        *self = next;
+        let (one, many) = work;
+        let noun = if running == 1 { one } else { many };
+        match next {
+            Stop::Draining => ui.notice(&format!(
+                "interrupt: no new {many} start; {running} running {noun} finish (Ctrl-C again to kill them)"
+            )),
+            Stop::Killing => {
+                ui.notice(&format!("interrupt: killing {running} running {noun}"));
+                cancel.fire();
+            }
+            Stop::None => {}
+        }
+    }
 }
 
 /// A signal the run reacts to, as delivered by the signal thread.
@@ -530,20 +550,7 @@ impl<'r, 'a> Coordinator<'r, 'a> {
     }
 
     fn interrupt(&mut self, interrupt: Interrupt) {
-        let Some(next) = self.stop.after(interrupt) else { return };
-        self.stop = next;
-        let ui = self.run.ui;
-        match next {
-            Stop::Draining => ui.notice(&format!(
-                "interrupt: no new builds start; {} running build(s) finish (Ctrl-C again to kill them)",
-                self.running.len()
-            )),
-            Stop::Killing => {
-                ui.notice(&format!("interrupt: killing {} running build(s)", self.running.len()));
-                self.cancel.fire();
-            }
-            Stop::None => {}
-        }
+        self.stop.apply(interrupt, ("build", "builds"), self.running.len(), self.run.ui, &self.cancel);
     }
 
     fn refresh_limit(&mut self) {

@@ -502,20 +502,7 @@ impl<'r, 'a> Coordinator<'r, 'a> {
     }
 
     fn interrupt(&mut self, interrupt: Interrupt) {
-        let Some(next) = self.stop.after(interrupt) else { return };
-        self.stop = next;
-        let ui = self.run.ui;
-        match next {
-            Stop::Draining => ui.notice(&format!(
-                "interrupt: no new fetches start; {} running fetch(es) finish (Ctrl-C again to kill them)",
-                self.running.len()
-            )),
-            Stop::Killing => {
-                ui.notice(&format!("interrupt: killing {} running fetch(es)", self.running.len()));
-                self.cancel.fire();
-            }
-            Stop::None => {}
-        }
+        self.stop.apply(interrupt, ("fetch", "fetches"), self.running.len(), self.run.ui, &self.cancel);
     }
 
     fn refresh_header(&self) {
