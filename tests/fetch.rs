@@ -191,6 +191,16 @@ impl Tree {
     }
 }
 
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let dir = dir.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.split_whitespace().nth(4).is_some_and(|m| m.starts_with(&dir)))
+        .map(String::from)
+        .collect()
+}
+
 fn portsynth_sha(bytes: &[u8]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("f");
@@ -508,6 +518,52 @@ fn a_download_cut_mid_file_never_leaves_a_partial_file_under_the_final_name() {
     assert_eq!(mirror.hits("cut-1.0.tar.gz"), 2);
     assert_eq!(cache_listing(env), ["cut-1.0.tar.gz"]);
     assert_cache_matches_distinfo(env);
+}
+
+#[test]
+fn ctrl_c_twice_kills_a_hanging_download_and_leaves_nothing_in_the_cache() {
+    let body: Vec<u8> = (0..64 * 1024).map(|i| (i * 13 % 251) as u8).collect();
+    let gate = Arc::new(Gate::default());
+    let (served, hang) = (body.clone(), gate.clone());
+    let mirror = Mirror::start(move |_, _| Reply::Cut { body: served.clone(), sent: served.len() / 2, gate: hang.clone() });
+    let ports = [Port { origin: "misc/hangs", files: &[("hangs-1.0.tar.gz", &body)], extra: "" }];
+    let tree = Tree::new(&mirror, &ports, &config(""));
+    let env = &tree.env;
+    let child = spawn_fetch(env);
+    let part = distfiles(env).join("hangs-1.0.tar.gz.part");
+    wait_for("the download to hang half-way", || std::fs::metadata(&part).is_ok_and(|m| m.len() > 0));
+    let mut child = child;
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let interrupt = || nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut seen: Vec<Value> = Vec::new();
+    let mut next_event = |seen: &mut Vec<Value>| -> Option<Value> {
+        let mut line = String::new();
+        (stdout.read_line(&mut line).unwrap() > 0).then(|| {
+            let event: Value = serde_json::from_str(&line).unwrap();
+            seen.push(event.clone());
+            event
+        })
+    };
+    interrupt();
+    // The second interrupt only after the first was announced, so the two
+    // are never merged into one signal.
+    while let Some(event) = next_event(&mut seen) {
+        if event["event"] == "notice" {
+            break;
+        }
+    }
+    interrupt();
+    while next_event(&mut seen).is_some() {}
+    let status = child.wait().unwrap();
+    gate.open();
+    assert_eq!(status.code(), Some(3), "{seen:?}");
+    let end = seen.iter().find(|e| e["event"] == "run_end").expect("a run_end event");
+    assert_eq!(end["status"], "interrupted", "{end}");
+    let notices = seen.iter().filter(|e| e["event"] == "notice").count();
+    assert_eq!(notices, 2, "both interrupts are announced: {seen:?}");
+    assert!(cache_listing(env).iter().all(|f| f != "hangs-1.0.tar.gz"), "no file under the final name: {:?}", cache_listing(env));
+    assert!(mounts_under(&env.base()).is_empty(), "no mount left: {:?}", mounts_under(&env.base()));
 }
 
 #[test]

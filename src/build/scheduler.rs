@@ -76,10 +76,10 @@ impl Stop {
         let Some(next) = self.after(interrupt) else { return };
         *self = next;
         let (one, many) = work;
-        let noun = if running == 1 { one } else { many };
+        let (noun, verb) = if running == 1 { (one, "finishes") } else { (many, "finish") };
         match next {
             Stop::Draining => ui.notice(&format!(
-                "interrupt: no new {many} start; {running} running {noun} finish (Ctrl-C again to kill them)"
+                "interrupt: no new {many} start; {running} running {noun} {verb} (Ctrl-C again to kill them)"
             )),
             Stop::Killing => {
                 ui.notice(&format!("interrupt: killing {running} running {noun}"));
