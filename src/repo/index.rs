@@ -198,6 +198,7 @@ fn packagesite_json(packages: Vec<IndexEntry>) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::repo::testpkg::names;
     use crate::repo::testpkg::Spec;
     use serde_json::Value;
 
@@ -233,15 +234,6 @@ mod tests {
             .iter()
             .map(|p| p["file"].as_str().unwrap().to_string())
             .collect()
-    }
-
-    fn names(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
     }
 
     #[test]

@@ -162,3 +162,11 @@ fn digest(body: &Body) -> String {
         Body::Dir(_) => unreachable!("directories are not listed"),
     }
 }
+
+/// The entries of `dir`, sorted by name (to check nothing was left behind).
+pub fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> =
+        fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    names
+}
