@@ -44,7 +44,6 @@ enum List {
 }
 
 pub struct RunLogs {
-    dir: PathBuf,
     files: Mutex<Vec<File>>,
     seen: Mutex<HashSet<(List, String)>>,
 }
@@ -58,11 +57,7 @@ impl RunLogs {
             let path = dir.join(name);
             files.push(File::create(&path).with_context(|| format!("cannot create {}", path.display()))?);
         }
-        Ok(RunLogs { dir: dir.to_path_buf(), files: Mutex::new(files), seen: Mutex::default() })
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
+        Ok(RunLogs { files: Mutex::new(files), seen: Mutex::default() })
     }
 
     fn write(&self, list: List, key: Option<&str>, line: &str) {

@@ -210,6 +210,7 @@ struct Running {
     started: Instant,
     phase: &'static str,
     lines: u64,
+    log_path: PathBuf,
 }
 
 struct Coordinator<'r, 'a> {
@@ -357,7 +358,7 @@ impl<'r, 'a> Coordinator<'r, 'a> {
                 .filter_map(|dep| tree.nodes[dep].meta.as_ref().map(|m| format!("{}.pkg", m.pkgname)))
                 .collect(),
         };
-        let log_path = run.config.logs_dir.join(format!("{}.log", origin.log_stem()));
+        let log_path = origin.log_file(&run.config.logs_dir);
         let new = NewBuild {
             origin: &origin.to_string(),
             pkgname: &meta.pkgname,
@@ -367,7 +368,8 @@ impl<'r, 'a> Coordinator<'r, 'a> {
         };
         let build = self.db_write("recording a build start", run.db.start_build(run.run, &new));
         self.state[node] = Some(State::Running);
-        self.running.insert(slot, Running { node, build, started: Instant::now(), phase: "starting", lines: 0 });
+        let running = Running { node, build, started: Instant::now(), phase: "starting", lines: 0, log_path };
+        self.running.insert(slot, running);
         run.ui.build_started(slot, &origin.to_string());
         if self.jobs[slot as usize - 1].send(Job { node, request }).is_err() {
             let result = Err(anyhow!("the worker of slot {slot} is gone"));
@@ -405,13 +407,12 @@ impl<'r, 'a> Coordinator<'r, 'a> {
         let Some(running) = self.running.remove(&slot) else { return };
         self.idle_slots.insert(slot);
         self.state[node] = Some(State::Done);
-        let log_path = self.run.config.logs_dir.join(format!("{}.log", self.run.tree.nodes[node].origin.log_stem()));
         let outcome = result.unwrap_or_else(|e| BuildOutcome {
             status: OutcomeStatus::Failed,
             failed_phase: None,
             reason: Some(format!("{e:#}")),
             duration: running.started.elapsed(),
-            log_path,
+            log_path: running.log_path.clone(),
             package: None,
             kept_work: None,
             abnormal_output: vec![],

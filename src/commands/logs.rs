@@ -40,7 +40,7 @@ pub fn run(config: &Config, args: &LogsArgs) -> Result<ExitCode> {
 /// names its flavors' logs when it has none of its own.
 fn port_log(dir: &Path, port: &str) -> Result<PathBuf> {
     let origin = Origin::parse(port).map_err(|e| anyhow::anyhow!("bad port argument '{port}': {e}"))?;
-    let path = dir.join(format!("{}.log", origin.log_stem()));
+    let path = origin.log_file(dir);
     if path.is_file() || origin.flavor.is_some() {
         return Ok(path);
     }

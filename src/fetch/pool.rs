@@ -175,7 +175,7 @@ impl Worker<'_> {
             return None;
         }
         let _ = self.reports.send(Report::Started { slot: self.slot, node: job.node });
-        let log = self.config.logs_dir.join(format!("{}.log", job.request.origin.log_stem()));
+        let log = job.request.origin.log_file(&self.config.logs_dir);
         if job.attempt == 1 {
             attempt_log::start(&log);
         }
@@ -199,7 +199,7 @@ impl Worker<'_> {
             status: OutcomeStatus::Failed,
             phase: None,
             reason: Some(reason.to_string()),
-            log: self.config.logs_dir.join(format!("{}.log", job.request.origin.log_stem())),
+            log: job.request.origin.log_file(&self.config.logs_dir),
         }
     }
 
@@ -386,7 +386,7 @@ impl<'r, 'a> Coordinator<'r, 'a> {
     }
 
     fn log_path(&self, node: NodeId) -> PathBuf {
-        fetch_logs_dir(self.run.config).join(format!("{}.log", self.run.tree.nodes[node].origin.log_stem()))
+        self.run.tree.nodes[node].origin.log_file(&fetch_logs_dir(self.run.config))
     }
 
     fn origin(&self, node: NodeId) -> String {

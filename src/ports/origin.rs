@@ -65,6 +65,11 @@ impl Origin {
             None => format!("{}___{}", self.category, self.name),
         }
     }
+
+    /// The port's log in `dir`: `dir/cat___port[@flavor].log`.
+    pub fn log_file(&self, dir: &std::path::Path) -> std::path::PathBuf {
+        dir.join(format!("{}.log", self.log_stem()))
+    }
 }
 
 fn is_name(s: &str) -> bool {

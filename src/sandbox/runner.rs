@@ -121,7 +121,7 @@ pub fn build_one(
     for dir in [&config.logs_dir, &config.packages_dir.join("All"), &config.distfiles_dir] {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let log_path = config.logs_dir.join(format!("{}.log", request.origin.log_stem()));
+    let log_path = request.origin.log_file(&config.logs_dir);
     let mut log = Log::create(&log_path)?;
     log.header(&spec, request)?;
     let watch = run_helper(helper, &spec, config, &mut log, progress, cancel);
