@@ -327,6 +327,34 @@ impl Graph {
         order
     }
 
+    /// The set `nodes` in dependency order, ties by label: what
+    /// [`Graph::schedule_order`] gives for that subset with no priorities,
+    /// in time proportional to the subset rather than the whole graph (it
+    /// runs once per build start, on the coordinator).
+    pub fn dependency_order(&self, nodes: &[NodeId]) -> Vec<NodeId> {
+        let members: HashSet<NodeId> = nodes.iter().copied().collect();
+        let mut missing: HashMap<NodeId, usize> = members
+            .iter()
+            .map(|&n| (n, self.deps[n].iter().filter(|e| members.contains(&e.to)).count()))
+            .collect();
+        let entry = |n: NodeId| Reverse((self.labels[n].as_str(), n));
+        let mut ready: BinaryHeap<Reverse<(&str, NodeId)>> =
+            missing.iter().filter(|(_, &m)| m == 0).map(|(&n, _)| entry(n)).collect();
+        let mut order = Vec::with_capacity(members.len());
+        while let Some(Reverse((_, n))) = ready.pop() {
+            order.push(n);
+            for edge in &self.rdeps[n] {
+                if let Some(m) = missing.get_mut(&edge.to) {
+                    *m -= 1;
+                    if *m == 0 {
+                        ready.push(entry(edge.to));
+                    }
+                }
+            }
+        }
+        order
+    }
+
     /// An empty ready queue ordered as in [`Graph::schedule_order`].
     pub fn ready_queue(&self, priority: Vec<f64>, dependents: Vec<u32>) -> ReadyQueue {
         assert_eq!(priority.len(), self.len(), "one priority per node");
@@ -977,6 +1005,22 @@ mod tests {
         let order: Vec<&str> = std::iter::from_fn(|| ready.pop()).map(|n| g.label(n)).collect();
         assert_eq!(order, ["z/long", "b/many", "a/alpha", "a/short"]);
         assert!(ready.is_empty());
+    }
+
+    #[test]
+    fn dependency_order_of_a_subset_matches_schedule_order_without_priorities() {
+        let g = random_dag(2_000, 3, 7);
+        let mut rng = Lcg(11);
+        for _ in 0..20 {
+            let roots: Vec<NodeId> = (0..3).map(|_| rng.below(g.len())).collect();
+            let subset_nodes = g.closure(&roots, |_| true);
+            let mut subset = vec![false; g.len()];
+            for &n in &subset_nodes {
+                subset[n] = true;
+            }
+            let expected = g.schedule_order(&subset, &vec![0.0; g.len()], &vec![0; g.len()]);
+            assert_eq!(g.dependency_order(&subset_nodes), expected);
+        }
     }
 
     /// A tiny deterministic LCG (Knuth's MMIX constants).

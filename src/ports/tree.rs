@@ -170,13 +170,7 @@ impl PortTree {
     pub fn install_set(&self, node: NodeId) -> Vec<NodeId> {
         let direct: Vec<NodeId> = self.graph.dependencies(node).iter().map(|e| e.to).collect();
         let needed = self.graph.closure(&direct, |kind| kind.is_runtime());
-        let mut subset = vec![false; self.len()];
-        for n in needed {
-            subset[n] = true;
-        }
-        let zeros = vec![0.0; self.len()];
-        let ties = vec![0; self.len()];
-        self.graph.schedule_order(&subset, &zeros, &ties)
+        self.graph.dependency_order(&needed)
     }
 
     /// The directory of a node's port in the tree.
