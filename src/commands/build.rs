@@ -96,7 +96,7 @@ pub fn run(config: &Config, global: &GlobalArgs, mode: Mode, ports: &[String]) -
     }
     if mode != Mode::JustBuild {
         let whole_tree = (mode == Mode::Everything).then_some(&prepared.tree);
-        refresh_repository(config, whole_tree, &logs, &ui);
+        refresh_repository(config, &db, whole_tree, &logs, &ui);
     }
     ui.run_finished(summary_json(run_id.as_str(), status, &outcome), &summary_text(run_id.as_str(), status, &outcome, config));
     drop(interrupts);
@@ -113,7 +113,8 @@ pub fn rebuild_repository(config: &Config, global: &GlobalArgs, prune: bool) -> 
     let pruned = if prune { prune_packages(&db, &obsolete)? } else { 0 };
     let still_there: Vec<_> = obsolete.iter().filter(|f| f.exists()).cloned().collect();
     report::write_obsolete(&config.logs_dir, &still_there)?;
-    let summary = index::rebuild(&config.packages_dir)?;
+    // The operator's own rebuild trusts no recorded digest: every file is hashed.
+    let summary = index::rebuild(&config.packages_dir, &index::RecordedDigests::new())?;
     for (path, error) in &summary.unreadable {
         warn(&format!("{} left out of the index: {error}", path.display()));
     }
@@ -156,7 +157,7 @@ fn confirmed(mode: Mode, global: &GlobalArgs) -> Result<bool> {
 }
 
 /// The index from `All/`; with the whole tree known, the obsolete list too.
-fn refresh_repository(config: &Config, whole_tree: Option<&PortTree>, logs: &RunLogs, ui: &Ui) {
+fn refresh_repository(config: &Config, db: &BuildDb, whole_tree: Option<&PortTree>, logs: &RunLogs, ui: &Ui) {
     if let Some(tree) = whole_tree {
         match index::obsolete(&config.packages_dir, &produced_files(tree)) {
             Ok(files) if !files.is_empty() => {
@@ -169,7 +170,11 @@ fn refresh_repository(config: &Config, whole_tree: Option<&PortTree>, logs: &Run
             Err(e) => logs.debug(&format!("cannot list obsolete packages: {e:#}")),
         }
     }
-    match index::rebuild(&config.packages_dir).context("cannot rebuild the repository index") {
+    let recorded = recorded_digests(db).unwrap_or_else(|e| {
+        logs.debug(&format!("cannot read recorded package digests, hashing every package: {e:#}"));
+        index::RecordedDigests::new()
+    });
+    match index::rebuild(&config.packages_dir, &recorded).context("cannot rebuild the repository index") {
         Ok(summary) => {
             for (path, error) in &summary.unreadable {
                 ui.notice(&format!("warning: {} left out of the index: {error}", path.display()));
@@ -180,6 +185,18 @@ fn refresh_repository(config: &Config, whole_tree: Option<&PortTree>, logs: &Run
             logs.debug(&format!("{e:#}"));
         }
     }
+}
+
+/// The digests the database recorded when it indexed each package.
+fn recorded_digests(db: &BuildDb) -> Result<index::RecordedDigests> {
+    Ok(db
+        .packages()?
+        .into_iter()
+        .map(|p| {
+            let digest = index::RecordedDigest { size: p.size, sha256: p.sha256, recorded_ms: p.updated_ms };
+            (p.file, digest)
+        })
+        .collect())
 }
 
 fn produced_files(tree: &PortTree) -> HashSet<String> {

@@ -11,6 +11,16 @@
 //! the old or the new file in full, never a torn one. (The two files are
 //! replaced one after the other; each is consistent on its own.)
 //!
+//! # Digests are not recomputed for files known unchanged
+//!
+//! After a run the index is rebuilt from `All/`, which on a full tree holds
+//! tens of gigabytes; hashing all of it after every run (even one that built
+//! nothing) would dominate the run. The caller passes the digests recorded
+//! when packages were placed ([`RecordedDigest`]); a file whose size matches
+//! and whose modification time is not later than the record is the file
+//! that was hashed, and its digest is reused. Any other file is hashed.
+//! `rebuild-repository` passes none and hashes everything.
+//!
 //! # Unreadable packages
 //!
 //! A `.pkg` whose `+MANIFEST` cannot be read is left out of the index but
@@ -23,7 +33,7 @@
 //! only listed by [`obsolete`]; they are removed by [`prune`] when the
 //! operator asks for it, never as a side effect of rebuilding the index.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -41,6 +51,18 @@ pub const ALL_DIR: &str = "All";
 pub const PACKAGESITE: &str = "packagesite.json";
 /// The checksum list, in the packages directory.
 pub const SHA256SUMS: &str = "SHA256SUMS";
+
+/// A package file's digest as recorded when it was placed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedDigest {
+    pub size: u64,
+    pub sha256: String,
+    /// When it was recorded, ms since the epoch.
+    pub recorded_ms: i64,
+}
+
+/// Recorded digests by package file name (`hello-2.1.pkg`).
+pub type RecordedDigests = HashMap<String, RecordedDigest>;
 
 /// What [`rebuild`] did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -82,14 +104,15 @@ struct PackageFile {
 /// Rebuilds `packagesite.json` and `SHA256SUMS` in `packages_dir` from every
 /// `All/*.pkg`, in file name order. Creates `All/` if it is missing (an
 /// empty index). Packages whose manifest cannot be read are reported in the
-/// summary and left out; they do not make the rebuild fail.
-pub fn rebuild(packages_dir: &Path) -> Result<IndexSummary> {
+/// summary and left out; they do not make the rebuild fail. `recorded`
+/// digests are reused for files known unchanged (see the module doc).
+pub fn rebuild(packages_dir: &Path, recorded: &RecordedDigests) -> Result<IndexSummary> {
     let all_dir = packages_dir.join(ALL_DIR);
     fs::create_dir_all(&all_dir).with_context(|| format!("cannot create {}", all_dir.display()))?;
     let mut entries = Vec::new();
     let mut summary = IndexSummary::default();
     for pkg in package_files(&all_dir)? {
-        match index_entry(&pkg) {
+        match index_entry(&pkg, recorded.get(&pkg.name)) {
             Ok(entry) => entries.push(entry),
             Err(err) => summary.unreadable.push((pkg.path, format!("{err:#}"))),
         }
@@ -161,11 +184,16 @@ fn is_regular_file(dirent: &fs::DirEntry) -> Result<bool> {
 }
 
 /// The index entry of one package file, from its manifest and contents.
-fn index_entry(pkg: &PackageFile) -> Result<IndexEntry> {
+fn index_entry(pkg: &PackageFile, recorded: Option<&RecordedDigest>) -> Result<IndexEntry> {
     let manifest = read_manifest(&pkg.path)?;
-    let size = fs::metadata(&pkg.path)
-        .with_context(|| format!("cannot stat {}", pkg.path.display()))?
-        .len();
+    let metadata = fs::metadata(&pkg.path).with_context(|| format!("cannot stat {}", pkg.path.display()))?;
+    let size = metadata.len();
+    let sha256 = match recorded {
+        Some(digest) if digest.size == size && modified_ms(&metadata) <= Some(digest.recorded_ms) => {
+            digest.sha256.clone()
+        }
+        _ => sha256_file(&pkg.path)?,
+    };
     Ok(IndexEntry {
         name: manifest.name,
         version: manifest.version,
@@ -176,8 +204,14 @@ fn index_entry(pkg: &PackageFile) -> Result<IndexEntry> {
         deps: manifest.deps,
         file: format!("{ALL_DIR}/{}", pkg.name),
         size,
-        sha256: sha256_file(&pkg.path)?,
+        sha256,
     })
+}
+
+/// Modification time in ms since the epoch; `None` (never trusted) if unknown.
+fn modified_ms(metadata: &fs::Metadata) -> Option<i64> {
+    let since_epoch = metadata.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?;
+    i64::try_from(since_epoch.as_millis()).ok()
 }
 
 /// `SHA256SUMS` in sha256sum(1) format: `<sha256>  All/<file>` per line.
@@ -237,9 +271,39 @@ mod tests {
     }
 
     #[test]
+    fn a_recorded_digest_is_reused_only_for_a_file_unchanged_since() {
+        let (dir, all) = repo_with(&[hello()]);
+        let file = all.join("hello-2.1.pkg");
+        let size = fs::metadata(&file).unwrap().len();
+        let real = sha256_file(&file).unwrap();
+        let sha_of_index = |recorded: RecordedDigest| {
+            let digests = RecordedDigests::from([("hello-2.1.pkg".to_string(), recorded)]);
+            rebuild(dir.path(), &digests).unwrap();
+            packagesite(dir.path())["packages"][0]["sha256"].as_str().unwrap().to_string()
+        };
+        let marker = "recorded-digest".to_string();
+        let far_future = i64::MAX;
+        assert_eq!(
+            sha_of_index(RecordedDigest { size, sha256: marker.clone(), recorded_ms: far_future }),
+            marker,
+            "same size, not modified since the record: the recorded digest, file not read"
+        );
+        assert_eq!(
+            sha_of_index(RecordedDigest { size, sha256: marker.clone(), recorded_ms: 0 }),
+            real,
+            "modified after the record: hashed again"
+        );
+        assert_eq!(
+            sha_of_index(RecordedDigest { size: size + 1, sha256: marker, recorded_ms: far_future }),
+            real,
+            "another size: hashed again"
+        );
+    }
+
+    #[test]
     fn index_lists_every_package_with_size_and_sha256() {
         let (dir, all) = repo_with(&[libfoo(), hello()]);
-        let summary = rebuild(dir.path()).unwrap();
+        let summary = rebuild(dir.path(), &RecordedDigests::new()).unwrap();
         assert_eq!(
             summary,
             IndexSummary {
@@ -281,7 +345,7 @@ mod tests {
         );
         hello().write_entries(&all, &entries);
 
-        rebuild(dir.path()).unwrap();
+        rebuild(dir.path(), &RecordedDigests::new()).unwrap();
         let deps = &packagesite(dir.path())["packages"][0]["deps"];
         let want = serde_json::json!([{"name": "libfoo", "version": "1.0", "origin": "misc/libfoo"}]);
         assert_eq!(deps, &want);
@@ -290,7 +354,7 @@ mod tests {
     #[test]
     fn sha256sums_matches_the_package_files() {
         let (dir, all) = repo_with(&[hello(), libfoo()]);
-        rebuild(dir.path()).unwrap();
+        rebuild(dir.path(), &RecordedDigests::new()).unwrap();
         let sums = fs::read_to_string(dir.path().join(SHA256SUMS)).unwrap();
         let want = format!(
             "{}  All/hello-2.1.pkg\n{}  All/libfoo-1.0.pkg\n",
@@ -306,7 +370,7 @@ mod tests {
         let corrupt = all.join("broken-1.0.pkg");
         fs::write(&corrupt, b"\x01\x02 random bytes, not zstd \xff").unwrap();
 
-        let summary = rebuild(dir.path()).unwrap();
+        let summary = rebuild(dir.path(), &RecordedDigests::new()).unwrap();
         assert_eq!(summary.packages, 1);
         assert_eq!(summary.unreadable.len(), 1);
         let (path, why) = &summary.unreadable[0];
@@ -320,10 +384,10 @@ mod tests {
     #[test]
     fn rebuilding_after_removal_drops_the_package() {
         let (dir, all) = repo_with(&[hello(), libfoo()]);
-        rebuild(dir.path()).unwrap();
+        rebuild(dir.path(), &RecordedDigests::new()).unwrap();
         fs::remove_file(all.join("libfoo-1.0.pkg")).unwrap();
 
-        let summary = rebuild(dir.path()).unwrap();
+        let summary = rebuild(dir.path(), &RecordedDigests::new()).unwrap();
         assert_eq!(summary.packages, 1);
         assert_eq!(indexed_files(dir.path()), ["All/hello-2.1.pkg"]);
         let sums = fs::read_to_string(dir.path().join(SHA256SUMS)).unwrap();
@@ -338,7 +402,7 @@ mod tests {
         fs::write(all.join("README"), b"not a package").unwrap();
         fs::create_dir(all.join("sub.pkg")).unwrap();
 
-        let summary = rebuild(dir.path()).unwrap();
+        let summary = rebuild(dir.path(), &RecordedDigests::new()).unwrap();
         assert_eq!(
             summary,
             IndexSummary {
@@ -347,20 +411,20 @@ mod tests {
             }
         );
         assert_eq!(names(dir.path()), [ALL_DIR, SHA256SUMS, PACKAGESITE]);
-        rebuild(dir.path()).unwrap();
+        rebuild(dir.path(), &RecordedDigests::new()).unwrap();
         assert_eq!(names(dir.path()), [ALL_DIR, SHA256SUMS, PACKAGESITE]);
     }
 
     #[test]
     fn empty_and_missing_all_give_an_empty_index() {
         let (dir, _all) = repo_with(&[]);
-        assert_eq!(rebuild(dir.path()).unwrap(), IndexSummary::default());
+        assert_eq!(rebuild(dir.path(), &RecordedDigests::new()).unwrap(), IndexSummary::default());
         assert_eq!(packagesite(dir.path()), serde_json::json!({"packages": []}));
         assert_eq!(fs::read_to_string(dir.path().join(SHA256SUMS)).unwrap(), "");
 
         let bare = tempfile::tempdir().unwrap();
         assert_eq!(obsolete(bare.path(), &HashSet::new()).unwrap(), Vec::<PathBuf>::new());
-        assert_eq!(rebuild(bare.path()).unwrap(), IndexSummary::default());
+        assert_eq!(rebuild(bare.path(), &RecordedDigests::new()).unwrap(), IndexSummary::default());
         assert!(bare.path().join(ALL_DIR).is_dir(), "All/ is created");
         assert_eq!(packagesite(bare.path()), serde_json::json!({"packages": []}));
     }
