@@ -131,6 +131,12 @@ impl Ui {
         self.event(json!({"event": "notice", "message": message}), || message.to_string());
     }
 
+    /// Whether [`Ui::totals`] shows anything (only the terminal header does),
+    /// so callers can skip computing them.
+    pub fn shows_totals(&self) -> bool {
+        matches!(self.mode, Mode::Bars { .. })
+    }
+
     pub fn totals(&self, t: &Totals) {
         if let Mode::Bars { header, .. } = &self.mode {
             let hours = t.elapsed.as_secs_f64() / 3600.0;

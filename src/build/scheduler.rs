@@ -226,6 +226,8 @@ struct Coordinator<'r, 'a> {
     running: HashMap<u32, Running>,
     limit: usize,
     pressure: Pressure,
+    /// The last estimate of the time left, refreshed every tick.
+    eta: Option<Duration>,
     stop: Stop,
     started: Instant,
     tally: Tally,
@@ -259,6 +261,7 @@ impl<'r, 'a> Coordinator<'r, 'a> {
             running: HashMap::new(),
             limit: throttle::RAMP_START.min(workers),
             pressure: Pressure { load1: 0.0, cpus: 1, swap_used: 0.0 },
+            eta: None,
             stop: Stop::None,
             started: Instant::now(),
             tally: Tally::default(),
@@ -559,6 +562,11 @@ impl<'r, 'a> Coordinator<'r, 'a> {
         let workers = self.run.workers.max(1);
         self.limit = throttle::limit(workers, self.started.elapsed(), pressure);
         self.pressure = pressure;
+        if self.run.ui.shows_totals() {
+            // Simulating the rest of the run costs milliseconds on a big
+            // tree: once per tick, never per event, and only when shown.
+            self.eta = Some(self.eta());
+        }
         self.show_totals();
         for (slot, running) in &self.running {
             let origin = self.run.tree.nodes[running.node].origin.to_string();
@@ -567,6 +575,9 @@ impl<'r, 'a> Coordinator<'r, 'a> {
     }
 
     fn show_totals(&self) {
+        if !self.run.ui.shows_totals() {
+            return;
+        }
         let pressure = self.pressure;
         self.run.ui.totals(&Totals {
             built: self.tally.built,
@@ -578,7 +589,7 @@ impl<'r, 'a> Coordinator<'r, 'a> {
             load1: pressure.load1,
             swap_used: pressure.swap_used,
             elapsed: self.started.elapsed(),
-            eta: Some(self.eta()),
+            eta: self.eta,
         });
     }
 
