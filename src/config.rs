@@ -51,6 +51,21 @@ pub struct Config {
     pub fetch_retries: u32,
     /// Wait before the first retry; each further retry waits twice as long.
     pub fetch_retry_delay: Duration,
+    /// Memory limit of one sandbox (its cgroup), bytes; tmpfs pages count.
+    pub memory_limit: u64,
+    /// Most processes (tasks) one sandbox may have at once (its cgroup).
+    pub max_processes: u64,
+    /// Largest per-port log; past it the build is killed.
+    pub max_log_size: u64,
+    /// Deadline of one port's metadata query.
+    pub scan_timeout: Duration,
+    /// Largest expanded size of one package (sum of its entries).
+    pub package_size_limit: u64,
+    /// Origins whose packages may install setuid/setgid files as dependencies.
+    pub setuid_ports: Vec<String>,
+    /// Hosts that are local to the build host (loopback, its own addresses)
+    /// but that fetches may reach all the same: an operator's local mirror.
+    pub fetch_local_hosts: Vec<String>,
 }
 
 impl Config {
@@ -82,6 +97,13 @@ struct RawSettings {
     fetch_jobs: Option<Spanned<i64>>,
     fetch_retries: Option<Spanned<i64>>,
     fetch_retry_delay: Option<Spanned<f64>>,
+    memory_limit: Option<Spanned<String>>,
+    max_processes: Option<Spanned<i64>>,
+    max_log_size: Option<Spanned<String>>,
+    scan_timeout: Option<Spanned<i64>>,
+    package_size_limit: Option<Spanned<String>>,
+    setuid_ports: Option<Vec<Spanned<String>>>,
+    fetch_local_hosts: Option<Vec<Spanned<String>>>,
     profile: Option<BTreeMap<String, Spanned<RawSettings>>>,
 }
 
@@ -96,7 +118,9 @@ impl RawSettings {
         overlay!(
             self, top, ports_dir, system_path, build_base, packages_dir, distfiles_dir, logs_dir,
             database_path, workers, make_jobs, make_program, build_user, tmpfs_size,
-            phase_timeouts, silent_timeout, make_conf, fetch_jobs, fetch_retries, fetch_retry_delay
+            phase_timeouts, silent_timeout, make_conf, fetch_jobs, fetch_retries, fetch_retry_delay,
+            memory_limit, max_processes, max_log_size, scan_timeout, package_size_limit, setuid_ports,
+            fetch_local_hosts
         );
         self
     }
@@ -194,6 +218,24 @@ fn validate(raw: RawSettings, at: &Locator, profile: Option<String>) -> Result<C
         }
     };
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let ram = machine_memory();
+    let workers = positive(at, "workers", raw.workers)?.unwrap_or(cpus);
+    let tmpfs_size = match raw.tmpfs_size {
+        Some(v) => size_at_most(at, "tmpfs_size", &v, ram)?,
+        None => default_tmpfs_size(ram, workers),
+    };
+    let memory_limit = match raw.memory_limit {
+        Some(v) => size_at_most(at, "memory_limit", &v, ram)?,
+        None => default_memory_limit(ram, workers),
+    };
+    let max_log_size = match raw.max_log_size {
+        Some(v) => parse_size(v.get_ref()).map_err(|e| at.error("max_log_size", &v, e))?,
+        None => DEFAULT_MAX_LOG_SIZE,
+    };
+    let package_size_limit = match raw.package_size_limit {
+        Some(v) => parse_size(v.get_ref()).map_err(|e| at.error("package_size_limit", &v, e))?,
+        None => tmpfs_size,
+    };
 
     Ok(Config {
         file: at.file.to_path_buf(),
@@ -205,14 +247,11 @@ fn validate(raw: RawSettings, at: &Locator, profile: Option<String>) -> Result<C
         logs_dir: under_base(raw.logs_dir, "logs"),
         database_path: under_base(raw.database_path, "builddb.sqlite"),
         build_base,
-        workers: positive(at, "workers", raw.workers)?.unwrap_or(cpus),
+        workers,
         make_jobs: positive(at, "make_jobs", raw.make_jobs)?.unwrap_or(1),
         make_program: non_empty(at, "make_program", raw.make_program)?.unwrap_or_else(|| "bmake".into()),
         build_user: non_empty(at, "build_user", raw.build_user)?.unwrap_or_else(|| "nobody".into()),
-        tmpfs_size: match raw.tmpfs_size {
-            Some(v) => parse_size(v.get_ref()).map_err(|e| at.error("tmpfs_size", &v, e))?,
-            None => 8 << 30,
-        },
+        tmpfs_size,
         phase_timeouts: phase_timeouts(at, raw.phase_timeouts)?,
         silent_timeout: Duration::from_secs(
             positive(at, "silent_timeout", raw.silent_timeout)?.unwrap_or(7200) as u64,
@@ -233,7 +272,51 @@ fn validate(raw: RawSettings, at: &Locator, profile: Option<String>) -> Result<C
             Some(v) => Duration::from_secs_f64(*v.get_ref()),
             None => DEFAULT_FETCH_RETRY_DELAY,
         },
+        memory_limit,
+        max_processes: positive(at, "max_processes", raw.max_processes)?.map_or(DEFAULT_MAX_PROCESSES, |n| n as u64),
+        max_log_size,
+        scan_timeout: Duration::from_secs(
+            positive(at, "scan_timeout", raw.scan_timeout)?.map_or(DEFAULT_SCAN_TIMEOUT_SECS, |n| n as u64),
+        ),
+        package_size_limit,
+        setuid_ports: raw.setuid_ports.unwrap_or_default().into_iter().map(Spanned::into_inner).collect(),
+        fetch_local_hosts: raw.fetch_local_hosts.unwrap_or_default().into_iter().map(Spanned::into_inner).collect(),
     })
+}
+
+pub const DEFAULT_MAX_PROCESSES: u64 = 4096;
+pub const DEFAULT_MAX_LOG_SIZE: u64 = 256 << 20;
+pub const DEFAULT_SCAN_TIMEOUT_SECS: u64 = 60;
+
+/// Physical memory of this machine (`MemTotal`), or 1 GiB if unreadable.
+pub fn machine_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(1 << 30, |kib| kib << 10)
+}
+
+/// Every sandbox has three tmpfs of `tmpfs_size` (`/construction`,
+/// `/usr/local`, `/tmp`): sized so that all of them on every worker
+/// together cannot exceed the machine's memory.
+pub fn default_tmpfs_size(ram: u64, workers: usize) -> u64 {
+    (ram / (3 * workers.max(1) as u64)).max(64 << 20) >> 20 << 20
+}
+
+/// A fair share of the memory per worker, at least 256 MiB.
+pub fn default_memory_limit(ram: u64, workers: usize) -> u64 {
+    (ram / workers.max(1) as u64).max(256 << 20) >> 20 << 20
+}
+
+fn size_at_most(at: &Locator, key: &str, value: &Spanned<String>, ram: u64) -> Result<u64> {
+    let size = parse_size(value.get_ref()).map_err(|e| at.error(key, value, e))?;
+    if size > ram {
+        return Err(at.error(key, value, format!("{} is more than this machine's memory ({} MiB)", value.get_ref(), ram >> 20)));
+    }
+    Ok(size)
 }
 
 /// Downloads wait on the network, not the CPU: a few per CPU, capped so a
@@ -328,6 +411,16 @@ pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
     number.checked_shl(shift).filter(|v| v >> shift == number).ok_or_else(|| format!("'{text}' is too large"))
 }
 
+/// `8G`, `512M` or bytes: the shortest exact form `parse_size` reads back.
+pub fn format_size(bytes: u64) -> String {
+    for (shift, suffix) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] {
+        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+            return format!("{}{suffix}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
+}
+
 /// The commented default config written by `portsynth init`.
 pub fn default_config_text(ports_dir: &Path, build_base: &Path) -> String {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -354,8 +447,24 @@ make_jobs = 1
 make_program = "bmake"
 # Unprivileged user for every phase after checksum.
 build_user = "nobody"
-# Size limit of each sandbox tmpfs (/construction, /usr/local, /tmp).
-tmpfs_size = "8G"
+# Size limit of each sandbox tmpfs (/construction, /usr/local, /tmp); the
+# default fits all of them on every worker into this machine's memory.
+# tmpfs_size = "{tmpfs}"
+# Per-sandbox limits (cgroups): memory including tmpfs pages (default: the
+# machine's memory divided by workers) and processes.
+# memory_limit = "{memory}"
+# max_processes = {max_processes}
+# A build whose log grows past this is killed.
+# max_log_size = "256M"
+# Largest expanded size of a package (default: tmpfs_size).
+# package_size_limit = "{tmpfs}"
+# Ports whose packages may install setuid/setgid files into a sandbox.
+# setuid_ports = []
+# Seconds one port's metadata query may take.
+# scan_timeout = {scan_timeout}
+# Local hosts (loopback, this machine's own addresses) that fetches may
+# reach: a local mirror. Everything else local is refused.
+# fetch_local_hosts = []
 # Seconds without any output before a build is killed.
 silent_timeout = 7200
 
@@ -372,6 +481,10 @@ silent_timeout = 7200
         ports = ports_dir.display(),
         base = build_base.display(),
         fetch_jobs = default_fetch_jobs(cpus),
+        tmpfs = format_size(default_tmpfs_size(machine_memory(), cpus)),
+        memory = format_size(default_memory_limit(machine_memory(), cpus)),
+        max_processes = DEFAULT_MAX_PROCESSES,
+        scan_timeout = DEFAULT_SCAN_TIMEOUT_SECS,
     );
     for phase in Phase::ALL {
         let _ = writeln!(text, "# {} = {}", phase.name(), phase.default_timeout().as_secs());
@@ -423,7 +536,12 @@ mod tests {
         assert_eq!(config.build_user, "nobody");
         assert_eq!(config.make_jobs, 1);
         assert!(config.workers >= 1);
-        assert_eq!(config.tmpfs_size, 8 << 30);
+        assert_eq!(config.tmpfs_size, default_tmpfs_size(machine_memory(), config.workers));
+        assert!(config.tmpfs_size * 3 * config.workers as u64 <= machine_memory());
+        assert_eq!(config.memory_limit, default_memory_limit(machine_memory(), config.workers));
+        assert_eq!(config.max_log_size, DEFAULT_MAX_LOG_SIZE);
+        assert_eq!(config.scan_timeout, Duration::from_secs(DEFAULT_SCAN_TIMEOUT_SECS));
+        assert_eq!(config.package_size_limit, config.tmpfs_size);
         assert_eq!(config.phase_timeout(Phase::Build), Duration::from_secs(86400));
         assert_eq!(config.silent_timeout, Duration::from_secs(7200));
         assert_eq!(config.fetch_jobs, default_fetch_jobs(std::thread::available_parallelism().map_or(1, |n| n.get())));
@@ -471,6 +589,13 @@ make_program = "fmake"
 build_user = "builder"
 tmpfs_size = "512M"
 silent_timeout = 60
+memory_limit = "1G"
+max_processes = 100
+max_log_size = "1M"
+scan_timeout = 7
+package_size_limit = "2M"
+setuid_ports = ["sysutils/sudo"]
+fetch_local_hosts = ["127.0.0.1", "mirror.lan"]
 [phase_timeouts]
 build = 120
 check-plist = 5
@@ -492,6 +617,10 @@ CFLAGS = "-O1"
         assert_eq!(c.phase_timeout(Phase::CheckPlist), Duration::from_secs(5));
         assert_eq!(c.phase_timeout(Phase::Fetch), Phase::Fetch.default_timeout());
         assert_eq!(c.make_conf.get("CFLAGS").map(String::as_str), Some("-O1"));
+        assert_eq!((c.memory_limit, c.max_processes, c.max_log_size), (1 << 30, 100, 1 << 20));
+        assert_eq!((c.scan_timeout, c.package_size_limit), (Duration::from_secs(7), 2 << 20));
+        assert_eq!(c.setuid_ports, ["sysutils/sudo"]);
+        assert_eq!(c.fetch_local_hosts, ["127.0.0.1", "mirror.lan"]);
     }
 
     #[test]
