@@ -255,6 +255,15 @@ do-fetch: .PHONY
 .endif
 
 #
+# fetch-list: what fetch would download, one line per distfile (key, size,
+# sha256, URLs); a builder that downloads on the port's behalf reads it.
+#
+fetch-list: .PHONY
+.if !empty(DISTFILES)
+	@${_SCRIPT_ENV} ${SH} ${SCRIPTSDIR}/fetch-list.sh
+.endif
+
+#
 # checksum: verify SIZE and SHA256 of every distfile against distinfo.
 #
 checksum: .PHONY fetch pre-checksum do-checksum post-checksum

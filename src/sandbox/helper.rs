@@ -7,7 +7,7 @@
 //! and after each phase it kills whatever the phase left running (a daemon
 //! forked by a build), so the next phase and the next port start clean.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -19,6 +19,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{ForkResult, Pid, User};
 
+use super::confine::Confinement;
+use super::download::{self, Fetcher};
 use super::mounts::{self, classify_system_dir, Real, SystemEntry, SYSTEM_DIRS};
 use super::{Event, HelperSpec, EVENT_FD};
 use crate::ports::Phase;
@@ -95,31 +97,33 @@ fn pid1(spec: &HelperSpec, events: &mut std::fs::File) -> Result<i32> {
     mounts::setup_root(&Real, &spec.layout(), &system).context("building the sandbox root")?;
     let user = User::from_name(&spec.build_user)?
         .with_context(|| format!("build user '{}' does not exist in the sandbox's /etc/passwd", spec.build_user))?;
+    if user.uid.is_root() {
+        bail!("build user '{}' is root; port code never runs with privilege", spec.build_user);
+    }
+    let confinement = Confinement::new(user.uid.as_raw(), user.gid.as_raw())?;
     let null = std::fs::File::open("/dev/null").context("/dev/null")?;
     nix::unistd::dup2_stdin(&null)?;
     let env = spec.make_environment();
-    let mut sealed = false;
     for &phase in &spec.phases {
-        if !phase.is_fetch() && phase != Phase::CheckSanity && phase != Phase::Depends && !sealed {
-            mounts::seal_distfiles(&Real)?;
-            sealed = true;
-        }
         send(events, &Event::PhaseStart { phase });
         let result = match phase {
-            Phase::Depends => install_dependencies(spec, events).and_then(|_| run_make(spec, phase, &env, &user)),
-            _ => run_make(spec, phase, &env, &user),
+            Phase::Depends => {
+                install_dependencies(spec, events).and_then(|_| run_make(spec, phase.name(), &env, &confinement))
+            }
+            Phase::Fetch => fetch_phase(spec, &env, &confinement),
+            _ => run_make(spec, phase.name(), &env, &confinement),
         };
         let ok = result.is_ok();
         send(events, &Event::PhaseEnd { phase, ok, detail: result.err().map(|e| format!("{e:#}")) });
         if !ok {
             if spec.keep_work {
-                archive_work_area();
+                while_writable("/outbox", archive_work_area)?;
             }
             return Ok(EXIT_PHASE_FAILED);
         }
     }
     if spec.phases.contains(&Phase::Package) {
-        deliver_package(spec, events)?;
+        while_writable("/outbox", || deliver_package(spec, events))??;
     }
     Ok(EXIT_OK)
 }
@@ -135,42 +139,80 @@ fn install_dependencies(spec: &HelperSpec, events: &mut std::fs::File) -> Result
     Ok(())
 }
 
-/// Runs one make target as a child, reaping every process of the namespace
-/// while it runs and killing whatever it leaves behind.
-fn run_make(spec: &HelperSpec, phase: Phase, env: &[(String, String)], user: &User) -> Result<()> {
-    let privileged = phase.is_fetch();
+/// Runs `write` with the bind at `path` writable; only PID 1 runs then
+/// (every phase's processes were killed when it ended).
+fn while_writable<T>(path: &str, write: impl FnOnce() -> T) -> Result<T> {
+    mounts::set_writable(&Real, Path::new(path), true)?;
+    let result = write();
+    mounts::set_writable(&Real, Path::new(path), false)?;
+    Ok(result)
+}
+
+/// The fetch phase: the framework lists, portsynth downloads (see
+/// [`super::download`]).
+fn fetch_phase(spec: &HelperSpec, env: &[(String, String)], confinement: &Confinement) -> Result<()> {
+    let list = make_output(spec, "fetch-list", env, confinement)?;
+    let wanted = download::parse_list(&list)?;
+    let fetcher = Fetcher { port_dir: &spec.port_dir, confinement, local_hosts: &spec.fetch_local_hosts };
+    let result = while_writable(download::DISTFILES, || fetcher.fetch_all(&wanted))?;
+    kill_leftovers();
+    result
+}
+
+/// A make target's command, run unprivileged and without network (see
+/// [`Confinement`]).
+fn make_command(spec: &HelperSpec, target: &str, env: &[(String, String)], confinement: &Confinement) -> Command {
     let mut command = Command::new(&spec.make_program);
     command
         .arg("-m")
         .arg("/xports/Mk")
-        .arg(phase.name())
+        .arg(target)
         .current_dir(Path::new("/xports").join(&spec.port_dir))
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k, v)));
-    let (uid, gid) = (user.uid, user.gid);
+    let confinement = confinement.clone();
     // SAFETY: only async-signal-safe system calls run between fork and exec.
     unsafe {
         command.pre_exec(move || {
-            if !privileged {
-                nix::sched::unshare(CloneFlags::CLONE_NEWNET)?;
-                nix::unistd::setgroups(&[gid])?;
-                nix::unistd::setresgid(gid, gid, gid)?;
-                nix::unistd::setresuid(uid, uid, uid)?;
-            }
-            nix::sys::prctl::set_no_new_privs()?;
-            let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0);
-            Ok(())
+            nix::sched::unshare(CloneFlags::CLONE_NEWNET)?;
+            confinement.enter()
         });
     }
-    let child = command.spawn().with_context(|| format!("cannot start {}", spec.make_program))?;
+    command
+}
+
+/// Runs one make target as a child, reaping every process of the namespace
+/// while it runs and killing whatever it leaves behind.
+fn run_make(spec: &HelperSpec, target: &str, env: &[(String, String)], confinement: &Confinement) -> Result<()> {
+    let child = make_command(spec, target, env, confinement)
+        .spawn()
+        .with_context(|| format!("cannot start {}", spec.make_program))?;
+    finish(spec, target, child)
+}
+
+/// Like [`run_make`], returning what the target printed (at most 1 MiB).
+fn make_output(spec: &HelperSpec, target: &str, env: &[(String, String)], confinement: &Confinement) -> Result<String> {
+    let mut child = make_command(spec, target, env, confinement)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {}", spec.make_program))?;
+    let mut output = Vec::new();
+    let read = child.stdout.take().expect("piped").take(download::MAX_LIST).read_to_end(&mut output);
+    finish(spec, target, child)?;
+    read.with_context(|| format!("reading the output of {} {target}", spec.make_program))?;
+    String::from_utf8(output).with_context(|| format!("{} {target} printed something that is not UTF-8", spec.make_program))
+}
+
+fn finish(spec: &HelperSpec, target: &str, child: std::process::Child) -> Result<()> {
     let pid = Pid::from_raw(child.id() as i32);
+    drop(child);
     let status = reap_until(pid)?;
     kill_leftovers();
     match status {
         WaitStatus::Exited(_, 0) => Ok(()),
-        WaitStatus::Exited(_, code) => bail!("{} {} exited with status {code}", spec.make_program, phase),
-        WaitStatus::Signaled(_, signal, _) => bail!("{} {} killed by {signal}", spec.make_program, phase),
-        other => bail!("{} {} ended unexpectedly: {other:?}", spec.make_program, phase),
+        WaitStatus::Exited(_, code) => bail!("{} {target} exited with status {code}", spec.make_program),
+        WaitStatus::Signaled(_, signal, _) => bail!("{} {target} killed by {signal}", spec.make_program),
+        other => bail!("{} {target} ended unexpectedly: {other:?}", spec.make_program),
     }
 }
 

@@ -19,6 +19,8 @@
 //! The host-side slot directories are plain empty directories.
 
 pub mod abnormal;
+pub mod confine;
+pub mod download;
 pub mod helper;
 pub mod mounts;
 pub mod runner;
@@ -53,6 +55,9 @@ pub struct HelperSpec {
     pub make_env: Vec<(String, String)>,
     /// After a failed phase, archive the work area into the outbox.
     pub keep_work: bool,
+    /// Local hosts the fetch phase may reach (`fetch_local_hosts`).
+    #[serde(default)]
+    pub fetch_local_hosts: Vec<String>,
 }
 
 impl HelperSpec {

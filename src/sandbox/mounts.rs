@@ -32,7 +32,9 @@ pub trait Syscall {
 }
 
 /// Device nodes bound from the host into the sandbox's `/dev`.
-pub const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+/// Never `tty`: sandbox processes have no controlling terminal, and the
+/// operator's must stay out of reach.
+pub const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom"];
 
 /// System directories taken from `system_path`.
 pub const SYSTEM_DIRS: &[&str] = &["usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc"];
@@ -88,8 +90,10 @@ pub fn setup_root(sys: &dyn Syscall, layout: &Layout, system: &[(&str, SystemEnt
     }
     bind(sys, &layout.ports_dir, &at("xports"), true)?;
     bind(sys, &layout.packages_dir, &at("packages"), true)?;
-    bind(sys, &layout.distfiles_dir, &at("distfiles"), false)?;
-    bind(sys, &layout.outbox, &at("outbox"), false)?;
+    // Read-only too: PID 1 makes them writable only around its own writes
+    // (a verified download, the package delivery), when no port process runs.
+    bind(sys, &layout.distfiles_dir, &at("distfiles"), true)?;
+    bind(sys, &layout.outbox, &at("outbox"), true)?;
     for (dir, mode) in [("construction", "1777"), ("tmp", "1777")] {
         tmpfs(sys, &at(dir), &format!("mode={mode},{size}"))?;
     }
@@ -107,7 +111,7 @@ pub fn setup_root(sys: &dyn Syscall, layout: &Layout, system: &[(&str, SystemEnt
 
 /// Bind `source` at `target`, then make it read-only if asked: the flags of
 /// the first call are ignored for a bind, so read-only needs the remount.
-fn bind(sys: &dyn Syscall, source: &Path, target: &Path, read_only: bool) -> Result<()> {
+pub(super) fn bind(sys: &dyn Syscall, source: &Path, target: &Path, read_only: bool) -> Result<()> {
     sys.mkdir(target, 0o755)?;
     sys.mount(Some(source), target, None, MsFlags::MS_BIND, None)?;
     let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | NOSUID_NODEV;
@@ -117,14 +121,14 @@ fn bind(sys: &dyn Syscall, source: &Path, target: &Path, read_only: bool) -> Res
     sys.mount(None, target, None, flags, None)
 }
 
-fn tmpfs(sys: &dyn Syscall, target: &Path, data: &str) -> Result<()> {
+pub(super) fn tmpfs(sys: &dyn Syscall, target: &Path, data: &str) -> Result<()> {
     sys.mkdir(target, 0o755)?;
     sys.mount(Some(Path::new("tmpfs")), target, Some("tmpfs"), NOSUID_NODEV, Some(data))
 }
 
 /// A minimal `/dev`: a tmpfs with bound device nodes, a private devpts and
 /// the usual links; never the host's `/dev`.
-fn setup_dev(sys: &dyn Syscall, dev: &Path) -> Result<()> {
+pub(super) fn setup_dev(sys: &dyn Syscall, dev: &Path) -> Result<()> {
     sys.mkdir(dev, 0o755)?;
     sys.mount(Some(Path::new("tmpfs")), dev, Some("tmpfs"), MsFlags::MS_NOSUID, Some("mode=0755,size=1m"))?;
     for name in DEVICES {
@@ -148,10 +152,13 @@ fn setup_dev(sys: &dyn Syscall, dev: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Remounts `/distfiles` read-only once fetch and checksum are done.
-pub fn seal_distfiles(sys: &dyn Syscall) -> Result<()> {
-    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | NOSUID_NODEV;
-    sys.mount(None, Path::new("/distfiles"), None, flags, None)
+/// Remounts a bind (`/distfiles`, `/outbox`) writable or read-only again.
+pub fn set_writable(sys: &dyn Syscall, path: &Path, writable: bool) -> Result<()> {
+    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | NOSUID_NODEV;
+    if !writable {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    sys.mount(None, path, None, flags, None)
 }
 
 /// The real system calls.
@@ -284,17 +291,20 @@ mod tests {
     #[test]
     fn every_read_only_bind_is_followed_by_a_read_only_remount() {
         let calls = calls();
-        for (source, target) in [("/usr", "/b/SL01/usr"), ("/etc", "/b/SL01/etc"), ("/ports", "/b/SL01/xports"), ("/pkgs", "/b/SL01/packages")] {
+        for (source, target) in [
+            ("/usr", "/b/SL01/usr"),
+            ("/etc", "/b/SL01/etc"),
+            ("/ports", "/b/SL01/xports"),
+            ("/pkgs", "/b/SL01/packages"),
+            ("/dist", "/b/SL01/distfiles"),
+            ("/b/SL01.out", "/b/SL01/outbox"),
+        ] {
             let bind = position(&calls, &format!("mount Some({source:?}) {target} None MS_BIND None"));
             let remount = &calls[bind + 1];
             assert!(remount.starts_with(&format!("mount None {target} None")), "{remount}");
             for flag in ["MS_RDONLY", "MS_REMOUNT", "MS_BIND", "MS_NOSUID", "MS_NODEV"] {
                 assert!(remount.contains(flag), "{remount} lacks {flag}");
             }
-        }
-        for target in ["/b/SL01/distfiles", "/b/SL01/outbox"] {
-            let bind = position(&calls, &format!("mount Some(\"/dist\") {target}").replace("/dist", if target.ends_with("outbox") { "/b/SL01.out" } else { "/dist" }));
-            assert!(!calls[bind + 1].contains("MS_RDONLY"), "{target} stays writable until sealed");
         }
     }
 
@@ -328,10 +338,19 @@ mod tests {
     }
 
     #[test]
-    fn sealing_distfiles_is_a_read_only_remount() {
+    fn binds_are_made_writable_and_sealed_again_by_remounts() {
         let recorder = Recorder::default();
-        seal_distfiles(&recorder).unwrap();
-        let call = &recorder.0.borrow()[0];
-        assert!(call.starts_with("mount None /distfiles None") && call.contains("MS_RDONLY") && call.contains("MS_REMOUNT"));
+        set_writable(&recorder, Path::new("/distfiles"), true).unwrap();
+        set_writable(&recorder, Path::new("/distfiles"), false).unwrap();
+        let calls = recorder.0.borrow();
+        assert!(calls[0].starts_with("mount None /distfiles None") && calls[0].contains("MS_REMOUNT"));
+        assert!(!calls[0].contains("MS_RDONLY") && calls[0].contains("MS_NOSUID"));
+        assert!(calls[1].contains("MS_RDONLY") && calls[1].contains("MS_REMOUNT"));
+    }
+
+    #[test]
+    fn the_terminal_is_never_bound_in() {
+        assert!(!DEVICES.contains(&"tty"));
+        assert!(!calls().iter().any(|c| c.contains("tty")));
     }
 }

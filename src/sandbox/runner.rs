@@ -183,6 +183,7 @@ fn spec_for(config: &Config, request: &SandboxRequest, slot: &Slot) -> HelperSpe
         make_program: config.make_program.clone(),
         make_jobs: config.make_jobs,
         make_env: config.make_conf.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        fetch_local_hosts: config.fetch_local_hosts.clone(),
     }
 }
 
@@ -316,10 +317,12 @@ fn run_helper(
         .stdout(Stdio::from(output_write.try_clone()?))
         .stderr(Stdio::from(output_write));
     let event_raw = event_write.as_raw_fd();
-    // SAFETY: dup2 and setpgid are async-signal-safe.
+    // SAFETY: dup2 and setsid are async-signal-safe.
     unsafe {
         command.pre_exec(move || {
-            nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0))?;
+            // A session of its own: no controlling terminal for anything in
+            // the sandbox, and the terminal's signals reach only portsynth.
+            nix::unistd::setsid()?;
             if libc::dup2(event_raw, EVENT_FD) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
