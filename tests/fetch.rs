@@ -208,8 +208,10 @@ fn portsynth_sha(bytes: &[u8]) -> String {
     sha256_file(&path).unwrap()
 }
 
+/// The test mirrors listen on loopback, which fetches may reach only when
+/// the operator lists it (see the sandbox tests for the refusal).
 fn config(extra: &str) -> String {
-    format!("fetch_jobs = 4\nfetch_retry_delay = 0.01\n{extra}")
+    format!("fetch_jobs = 4\nfetch_retry_delay = 0.01\nfetch_local_hosts = [\"127.0.0.1\"]\n{extra}")
 }
 
 fn distfiles(env: &Env) -> PathBuf {

@@ -249,6 +249,16 @@ fn fetch_from_a_loopback_http_server_works() {
     let text = std::fs::read_to_string(&makefile).unwrap();
     let master = text.lines().find(|l| l.starts_with("MASTER_SITES")).unwrap().to_string();
     std::fs::write(&makefile, text.replace(&master, &format!("MASTER_SITES=\thttp://127.0.0.1:{port}/"))).unwrap();
+    // Loopback is this machine: refused unless the operator lists it.
+    let outcome = build(&env, "devel/libgreet", false);
+    assert_eq!((outcome.status, outcome.failed_phase), (OutcomeStatus::Failed, Some(Phase::Fetch)), "{outcome:?}");
+    let log = log_of(&outcome);
+    assert!(log.contains("refused: 127.0.0.1 is this machine"), "{log}");
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0, "the local server saw nothing");
+    assert!(!env.base().join("distfiles/libgreet-1.2.tar.gz").exists());
+    let mut config = std::fs::read_to_string(env.config()).unwrap();
+    config.insert_str(0, "fetch_local_hosts = [\"127.0.0.1\"]\n");
+    std::fs::write(env.config(), config).unwrap();
     let outcome = build(&env, "devel/libgreet", false);
     assert_success(&outcome);
     assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
@@ -269,7 +279,7 @@ fn inside_the_sandbox_only_the_sandbox_is_visible() {
          \t@echo BEGIN-PS; ps -e -o pid=,comm=; echo END-PS\n\
          \t@echo BEGIN-DEV; ls -A /dev; echo END-DEV\n\
          \t@echo \"ID $$(id -u) $$(id -g)\"\n\
-         \t@grep -E '^Cap(Prm|Eff|Amb|Inh):' /proc/self/status\n\
+         \t@grep -E '^(Cap(Prm|Eff|Amb|Inh|Bnd)|NoNewPrivs|Seccomp):' /proc/self/status\n\
          \t@echo BEGIN-MOUNTS; cut -d' ' -f5 /proc/self/mountinfo; echo END-MOUNTS\n\
          \t@echo \"HOST $$(hostname)\"\n\
          do-install:\n\t@mkdir -p ${STAGEDIR}${PREFIX}\n.include <bsd.port.mk>\n",
@@ -288,15 +298,16 @@ fn inside_the_sandbox_only_the_sandbox_is_visible() {
     assert!(ps.iter().any(|l| l.starts_with("1 ")), "PID 1 is ours: {ps:?}");
     assert!(ps.len() < 10, "{ps:?}");
     let dev: BTreeSet<String> = section("DEV").into_iter().collect();
-    let allowed: BTreeSet<String> = ["null", "zero", "full", "random", "urandom", "tty", "pts", "ptmx", "shm", "fd", "stdin", "stdout", "stderr"]
+    let allowed: BTreeSet<String> = ["null", "zero", "full", "random", "urandom", "pts", "ptmx", "shm", "fd", "stdin", "stdout", "stderr"]
         .iter()
         .map(|s| s.to_string())
         .collect();
     assert_eq!(dev, allowed);
     assert!(log.contains("ID 65534 65534"), "runs as nobody: {log}");
-    for cap in ["CapPrm", "CapEff", "CapAmb"] {
+    for cap in ["CapPrm", "CapEff", "CapAmb", "CapBnd"] {
         assert!(log.contains(&format!("{cap}:\t0000000000000000")), "{cap} not empty: {log}");
     }
+    assert!(log.contains("NoNewPrivs:\t1") && log.contains("Seccomp:\t2"), "no_new_privs and a seccomp filter: {log}");
     let mounts = section("MOUNTS");
     let allowed_prefixes = ["/", "/usr", "/etc", "/xports", "/packages", "/distfiles", "/outbox", "/construction", "/tmp", "/usr/local", "/dev", "/proc"];
     for mount in &mounts {

@@ -420,6 +420,8 @@ impl<'r, 'a> Coordinator<'r, 'a> {
             kept_work: None,
             abnormal_output: vec![],
             phase_times: vec![],
+            cpu_time: None,
+            peak_memory: None,
         });
         let outcome = match outcome.status {
             OutcomeStatus::Success => self.succeeded(node, running.build.as_ref(), outcome),

@@ -16,7 +16,8 @@
 //!   own (unless the operator listed it in `fetch_local_hosts`), and pinned
 //!   for curl with `--resolve`; redirects are followed here, one checked
 //!   hop at a time, and FTP's passive address is ignored;
-//! - at most the expected size: `RLIMIT_FSIZE` stops a server that sends
+//! - at most the expected size (plus a little, so a wrong answer is
+//!   reported with its digest): `RLIMIT_FSIZE` stops a server that sends
 //!   more.
 //!
 //! Messages use the framework's `===> cat/port: …` form, which
@@ -25,7 +26,7 @@
 use std::io::Read;
 use std::net::{IpAddr, ToSocketAddrs};
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -39,6 +40,9 @@ use crate::fetch::lock::DistfileLock;
 pub const DISTFILES: &str = "/distfiles";
 /// Redirect hops followed for one URL.
 const MAX_REDIRECTS: usize = 10;
+/// Bytes a download may run past the expected size, so that a small wrong
+/// answer (an error page) is still reported with its size and digest.
+const SIZE_SLACK: u64 = 64 << 10;
 /// Largest `fetch-list` output read.
 pub const MAX_LIST: u64 = 1 << 20;
 
@@ -232,7 +236,7 @@ impl Fetcher<'_> {
         command
             .args(["--silent", "--show-error", "--fail", "--globoff", "--noproxy", "*"])
             .args(["--proto", "=http,https,ftp,file", "--max-redirs", "0", "--ftp-skip-pasv-ip"])
-            .args(["--connect-timeout", "60", "--max-filesize", &size.to_string()])
+            .args(["--connect-timeout", "60", "--max-filesize", &(size + SIZE_SLACK).to_string()])
             .args(["--output", "-", "--write-out", "%{stderr}portsynth-result %{http_code} %{redirect_url}\\n"]);
         if let Some(pin) = pin {
             command.args(["--resolve", pin]);
@@ -248,7 +252,7 @@ impl Fetcher<'_> {
             .stdout(Stdio::from(file))
             .stderr(Stdio::piped());
         let confinement = self.confinement.clone();
-        let limit = libc::rlimit { rlim_cur: size + 1, rlim_max: size + 1 };
+        let limit = libc::rlimit { rlim_cur: size + SIZE_SLACK, rlim_max: size + SIZE_SLACK };
         // SAFETY: enter() and setrlimit are plain system calls.
         unsafe {
             command.pre_exec(move || {
@@ -265,6 +269,9 @@ impl Fetcher<'_> {
             stderr.lines().partition(|l| !l.starts_with("portsynth-result "));
         for line in &messages {
             eprintln!("{line}");
+        }
+        if status.code() == Some(63) || status.signal() == Some(libc::SIGXFSZ) {
+            bail!("the file is larger than its SIZE {size} in distinfo (stopped after {} bytes)", size + SIZE_SLACK);
         }
         if !status.success() {
             let why = messages.iter().rev().find(|l| !l.trim().is_empty()).map_or(format!("curl {status}"), |l| l.to_string());

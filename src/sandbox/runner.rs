@@ -23,6 +23,7 @@ use serde::Serialize;
 
 use super::helper::{EXIT_OK, EXIT_PHASE_FAILED};
 use super::abnormal::AbnormalOutput;
+use super::limits::{self, Limits, SandboxCgroup};
 use super::{Event, HelperSpec, EVENT_FD};
 use crate::config::Config;
 use crate::ports::{Origin, Phase};
@@ -90,6 +91,10 @@ pub struct BuildOutcome {
     /// Output lines that looked wrong (see [`super::abnormal`]).
     pub abnormal_output: Vec<String>,
     pub phase_times: Vec<(Phase, Duration)>,
+    /// CPU time of everything the sandbox ran (its cgroup), where known.
+    pub cpu_time: Option<Duration>,
+    /// Peak memory of the sandbox (its cgroup), where known.
+    pub peak_memory: Option<u64>,
 }
 
 /// Progress for the UI.
@@ -122,13 +127,24 @@ pub fn build_one(
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let log_path = request.origin.log_file(&config.logs_dir);
-    let mut log = Log::create(&log_path)?;
+    let mut log = Log::create(&log_path, config.max_log_size)?;
     log.header(&spec, request)?;
-    let watch = run_helper(helper, &spec, config, &mut log, progress, cancel);
+    let limits = Limits { memory: config.memory_limit, processes: config.max_processes };
+    let cgroup = SandboxCgroup::create(&format!("{}-SL{:02}", std::process::id(), request.slot), limits);
+    let watch = run_helper(helper, &spec, config, &mut log, progress, cancel, cgroup.as_ref());
+    let usage = cgroup.as_ref().map(SandboxCgroup::usage).unwrap_or_default();
+    drop(cgroup);
     let mut outcome = match watch {
         Ok(watch) => watch.outcome(request),
         Err(e) => Ended::setup_error(format!("{e:#}")),
     };
+    if let (OutcomeStatus::Failed, Some(why)) = (outcome.status, limits::limit_reason(&usage, limits)) {
+        log.line(&format!("\n*** {why}"))?;
+        outcome.reason = Some(match outcome.reason.take() {
+            Some(reason) => format!("{why}; {reason}"),
+            None => why,
+        });
+    }
     let package = match outcome.status {
         // Only a request with the package phase has a package to deliver
         // (fetch-only runs fetch and checksum alone).
@@ -157,6 +173,8 @@ pub fn build_one(
         kept_work,
         abnormal_output: std::mem::take(&mut log.abnormal).finish(),
         phase_times: outcome.phase_times,
+        cpu_time: usage.cpu,
+        peak_memory: usage.peak_memory,
     };
     log.footer(&outcome)?;
     Ok(outcome)
@@ -307,6 +325,7 @@ fn run_helper(
     log: &mut Log,
     progress: &dyn Fn(Progress),
     cancel: Option<&Cancel>,
+    cgroup: Option<&SandboxCgroup>,
 ) -> Result<Watch> {
     let (output_read, output_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let (event_read, event_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
@@ -332,6 +351,13 @@ fn run_helper(
     let mut child = command.spawn().with_context(|| format!("cannot start the sandbox helper {}", helper.display()))?;
     drop(command);
     drop(event_write);
+    // The helper waits for its spec, so it is in the cgroup before it
+    // starts anything.
+    if let Some(Err(e)) = cgroup.map(|c| c.add(child.id())) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(e);
+    }
     let mut stdin = child.stdin.take().expect("piped stdin");
     serde_json::to_writer(&mut stdin, spec)?;
     drop(stdin);
@@ -427,6 +453,18 @@ fn pump(
                 last_output = Instant::now();
                 log.output(&buffer[..n])?;
                 progress(Progress::Lines(log.lines));
+                if log.over_limit() {
+                    let reason = format!(
+                        "log size limit of {} reached (max_log_size)",
+                        crate::config::format_size(config.max_log_size)
+                    );
+                    watch.killed_by = Some(format!("{reason}; sandbox killed"));
+                    kill_helper(helper_pid);
+                    drain(output, events)?;
+                    log.close_tail()?;
+                    log.line(&format!("\n*** {reason}; sandbox killed"))?;
+                    return Ok(());
+                }
             }
         }
         if events_at.is_some_and(|i| ready[i]) {
@@ -497,16 +535,54 @@ fn handle_event(
 }
 
 /// The per-port log: header, phase banners, merged output, footer.
+///
+/// The build's output is capped at `max_log_size`: its head is written as it
+/// comes, the last [`Log::tail_size`] bytes are kept in memory once the head
+/// is full, and when the cap is passed the build is killed and the tail
+/// written after a note of what was left out.
 struct Log {
     file: BufWriter<File>,
     lines: u64,
     abnormal: AbnormalOutput,
+    /// Output bytes seen so far.
+    seen: u64,
+    cap: u64,
+    tail: std::collections::VecDeque<u8>,
 }
 
 impl Log {
-    fn create(path: &Path) -> Result<Log> {
+    fn create(path: &Path, cap: u64) -> Result<Log> {
         let file = File::create(path).with_context(|| format!("cannot create log {}", path.display()))?;
-        Ok(Log { file: BufWriter::new(file), lines: 0, abnormal: AbnormalOutput::default() })
+        Ok(Log {
+            file: BufWriter::new(file),
+            lines: 0,
+            abnormal: AbnormalOutput::default(),
+            seen: 0,
+            cap,
+            tail: Default::default(),
+        })
+    }
+
+    /// A quarter of the cap, at most 1 MiB.
+    fn tail_size(&self) -> u64 {
+        (self.cap / 4).min(1 << 20)
+    }
+
+    fn over_limit(&self) -> bool {
+        self.seen > self.cap
+    }
+
+    /// Writes the kept tail after a note of the bytes left out.
+    fn close_tail(&mut self) -> Result<()> {
+        let head = self.cap - self.tail_size();
+        let omitted = self.seen.saturating_sub(head + self.tail.len() as u64);
+        self.line(&format!("\n*** {omitted} bytes of output left out (max_log_size); the last {} follow ***", self.tail.len()))?;
+        let (a, b) = self.tail.as_slices();
+        self.file.write_all(a)?;
+        self.file.write_all(b)?;
+        self.tail.clear();
+        self.file.flush()?;
+        Ok(())
     }
 
     fn header(&mut self, spec: &HelperSpec, request: &SandboxRequest) -> Result<()> {
@@ -536,7 +612,14 @@ impl Log {
     fn output(&mut self, bytes: &[u8]) -> Result<()> {
         self.lines += bytes.iter().filter(|b| **b == b'\n').count() as u64;
         self.abnormal.feed(bytes);
-        self.file.write_all(bytes)?;
+        let head = self.cap - self.tail_size();
+        let room = head.saturating_sub(self.seen).min(bytes.len() as u64) as usize;
+        self.seen += bytes.len() as u64;
+        let (to_file, to_tail) = bytes.split_at(room);
+        self.tail.extend(to_tail);
+        let excess = self.tail.len().saturating_sub(self.tail_size() as usize);
+        self.tail.drain(..excess);
+        self.file.write_all(to_file)?;
         // Flushed per read so `tail -f` on the log follows the build.
         self.file.flush()?;
         Ok(())
@@ -563,6 +646,12 @@ impl Log {
             text.push_str(&format!("  {:<12} {:>8.2} s\n", phase.name(), took.as_secs_f64()));
         }
         text.push_str(&format!("Total:    {:.2} s\n", outcome.duration.as_secs_f64()));
+        if let Some(cpu) = outcome.cpu_time {
+            text.push_str(&format!("CPU:      {:.2} s\n", cpu.as_secs_f64()));
+        }
+        if let Some(peak) = outcome.peak_memory {
+            text.push_str(&format!("Memory:   {} MiB peak\n", peak >> 20));
+        }
         if let Some(package) = &outcome.package {
             text.push_str(&format!("Package:  {}\n", package.display()));
         }

@@ -1,0 +1,184 @@
+//! Per-sandbox resource limits: one cgroup per build holding its helper and
+//! everything it starts, with a memory limit (tmpfs pages are charged to
+//! it too, so the work areas count) and a process limit (a fork bomb stops
+//! there), and the CPU time and peak memory it used.
+//!
+//! cgroups-rs finds the hierarchy: v2 where `/sys/fs/cgroup` is the unified
+//! hierarchy, else the v1 controllers (`memory`, `pids`, `cpuacct`). Where
+//! no usable cgroup exists, builds still run; the operator is told once that
+//! the limits are not enforced.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use cgroups_rs::cgroup::Cgroup;
+use cgroups_rs::cpu::CpuController;
+use cgroups_rs::cpuacct::CpuAcctController;
+use cgroups_rs::memory::MemController;
+use cgroups_rs::pid::PidController;
+use cgroups_rs::{CgroupPid, MaxValue};
+
+/// What one sandbox may use.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub memory: u64,
+    pub processes: u64,
+}
+
+/// What one sandbox used, read when it ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub cpu: Option<Duration>,
+    pub peak_memory: Option<u64>,
+    /// Processes the kernel's OOM killer ended inside the cgroup.
+    pub oom_kills: u64,
+    /// Forks refused by the process limit.
+    pub refused_forks: u64,
+}
+
+/// A build's cgroup; removed on drop.
+pub struct SandboxCgroup {
+    cgroup: Cgroup,
+}
+
+static WARNED: AtomicBool = AtomicBool::new(false);
+
+impl SandboxCgroup {
+    /// Creates `portsynth/<name>` with `limits`, or `None` (after one
+    /// warning per process) where no cgroup can be used.
+    pub fn create(name: &str, limits: Limits) -> Option<SandboxCgroup> {
+        match Self::try_create(name, limits) {
+            Ok(cgroup) => Some(cgroup),
+            Err(e) => {
+                if !WARNED.swap(true, Ordering::Relaxed) {
+                    eprintln!("warning: no usable cgroup ({e:#}); memory_limit and max_processes are not enforced");
+                }
+                None
+            }
+        }
+    }
+
+    fn try_create(name: &str, limits: Limits) -> Result<SandboxCgroup> {
+        let hierarchy = cgroups_rs::hierarchies::auto();
+        let v2 = hierarchy.v2();
+        let controllers: Vec<String> =
+            ["memory", "pids", if v2 { "cpu" } else { "cpuacct" }].iter().map(|c| c.to_string()).collect();
+        let path = format!("portsynth/{name}");
+        let cgroup = Cgroup::new_with_specified_controllers(hierarchy, &path, Some(controllers))
+            .with_context(|| format!("cannot create cgroup {path}"))?;
+        let sandbox = SandboxCgroup { cgroup };
+        sandbox.apply(limits).with_context(|| format!("cannot set the limits of cgroup {path}"))?;
+        Ok(sandbox)
+    }
+
+    fn apply(&self, limits: Limits) -> Result<()> {
+        let memory: &MemController = self.cgroup.controller_of().context("no memory controller")?;
+        let bytes = i64::try_from(limits.memory).unwrap_or(i64::MAX);
+        memory.set_limit(bytes)?;
+        // With swap accounting, swap may not extend the limit either; the
+        // file is absent without it.
+        let _ = memory.set_memswap_limit(bytes);
+        let pids: &PidController = self.cgroup.controller_of().context("no pids controller")?;
+        pids.set_pid_max(MaxValue::Value(i64::try_from(limits.processes).unwrap_or(i64::MAX)))?;
+        Ok(())
+    }
+
+    /// Moves process `pid` (and so all it will start) into the cgroup.
+    pub fn add(&self, pid: u32) -> Result<()> {
+        self.cgroup.add_task_by_tgid(CgroupPid::from(pid as u64)).context("cannot move the sandbox into its cgroup")
+    }
+
+    pub fn usage(&self) -> Usage {
+        let mut usage = Usage::default();
+        if let Some(memory) = self.cgroup.controller_of::<MemController>() {
+            let stat = memory.memory_stat();
+            usage.peak_memory = Some(stat.max_usage_in_bytes).filter(|b| *b > 0);
+            usage.oom_kills = stat.oom_control.oom_kill;
+        }
+        if let Some(pids) = self.cgroup.controller_of::<PidController>() {
+            usage.refused_forks = pids.get_pid_events().unwrap_or(0);
+        }
+        if let Some(cpuacct) = self.cgroup.controller_of::<CpuAcctController>() {
+            usage.cpu = Some(Duration::from_nanos(cpuacct.cpuacct().usage));
+        } else if let Some(cpu) = self.cgroup.controller_of::<CpuController>() {
+            usage.cpu = cpu_stat_usage(&cpu.cpu().stat);
+        }
+        usage
+    }
+}
+
+impl Drop for SandboxCgroup {
+    /// The namespace is gone by now, but its last processes may still be
+    /// exiting: kill what is left and retry the removal for a moment.
+    fn drop(&mut self) {
+        for _ in 0..200 {
+            let _ = self.cgroup.kill();
+            if self.cgroup.delete().is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        eprintln!("warning: cannot remove cgroup {}", self.cgroup.path());
+    }
+}
+
+/// `usage_usec` of a v2 `cpu.stat`.
+fn cpu_stat_usage(stat: &str) -> Option<Duration> {
+    stat.lines()
+        .find_map(|l| l.strip_prefix("usage_usec "))
+        .and_then(|v| v.trim().parse().ok())
+        .map(Duration::from_micros)
+}
+
+/// The sentence a failed build's reason gets when a limit fired.
+pub fn limit_reason(usage: &Usage, limits: Limits) -> Option<String> {
+    if usage.oom_kills > 0 {
+        return Some(format!(
+            "memory limit of {} reached (memory_limit): the kernel killed {} process(es)",
+            crate::config::format_size(limits.memory),
+            usage.oom_kills
+        ));
+    }
+    (usage.refused_forks > 0).then(|| {
+        format!("process limit of {} reached (max_processes): {} fork(s) refused", limits.processes, usage.refused_forks)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v2_cpu_usage_is_read_from_cpu_stat() {
+        assert_eq!(cpu_stat_usage("usage_usec 1500000\nuser_usec 1\n"), Some(Duration::from_millis(1500)));
+        assert_eq!(cpu_stat_usage("nothing"), None);
+    }
+
+    #[test]
+    fn the_reason_names_the_limit_that_fired() {
+        let limits = Limits { memory: 512 << 20, processes: 64 };
+        let oom = Usage { oom_kills: 2, ..Usage::default() };
+        assert_eq!(limit_reason(&oom, limits).unwrap(), "memory limit of 512M reached (memory_limit): the kernel killed 2 process(es)");
+        let forks = Usage { refused_forks: 9, ..Usage::default() };
+        assert!(limit_reason(&forks, limits).unwrap().contains("process limit of 64 reached (max_processes)"));
+        assert_eq!(limit_reason(&Usage::default(), limits), None);
+    }
+
+    #[test]
+    fn a_real_cgroup_limits_and_accounts_a_process() {
+        let name = format!("unit-{}", std::process::id());
+        let cgroup = SandboxCgroup::create(&name, Limits { memory: 64 << 20, processes: 16 }).expect("cgroup");
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "read x; i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        cgroup.add(child.id()).unwrap();
+        drop(child.stdin.take());
+        child.wait().unwrap();
+        let usage = cgroup.usage();
+        assert!(usage.cpu.is_some_and(|c| c > Duration::ZERO), "{usage:?}");
+        assert_eq!((usage.oom_kills, usage.refused_forks), (0, 0));
+    }
+}
