@@ -423,6 +423,9 @@ impl<'r, 'a> Coordinator<'r, 'a> {
             cpu_time: None,
             peak_memory: None,
         });
+        if let (Some(build), true) = (&running.build, outcome.cpu_time.is_some() || outcome.peak_memory.is_some()) {
+            self.db_write("recording resource usage", self.run.db.record_usage(build, outcome.cpu_time, outcome.peak_memory));
+        }
         let outcome = match outcome.status {
             OutcomeStatus::Success => self.succeeded(node, running.build.as_ref(), outcome),
             _ => outcome,

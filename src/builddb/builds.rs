@@ -18,7 +18,8 @@ use super::records::{BuildId, BuildRecord, BuildStatus, NewBuild, PackageEntry, 
 use super::store::{now_ms, sql_limit, unsigned, BuildDb};
 
 const BUILD_COLUMNS: &str =
-    "id, run_id, origin, pkgname, version, status, last_phase, slot, started_ms, ended_ms, duration_ms, reason, log_path";
+    "id, run_id, origin, pkgname, version, status, last_phase, slot, started_ms, ended_ms, duration_ms, reason, log_path, \
+                             cpu_ms, peak_memory";
 const PORT_COLUMNS: &str = "origin, port_crc, makefiles_crc, config_crc, dep_keys, effective_key, pkgname, version, \
                             package_file, last_build_id";
 const PACKAGE_COLUMNS: &str = "origin, pkgname, version, file, sha256, size, build_id, updated_ms";
@@ -70,6 +71,16 @@ impl BuildDb {
             bail!(self.at(format_args!("build {build} cannot end as '{status}'")));
         }
         self.end_build(&self.conn, build, status, last_phase, reason)
+    }
+
+    /// Records what the build's cgroup measured (CPU time, peak memory).
+    pub fn record_usage(&self, build: &BuildId, cpu: Option<std::time::Duration>, peak_memory: Option<u64>) -> Result<()> {
+        let cpu_ms = cpu.map(|c| c.as_millis().min(i64::MAX as u128) as i64);
+        let peak = peak_memory.map(|p| p.min(i64::MAX as u64) as i64);
+        self.conn
+            .execute("UPDATE builds SET cpu_ms = ?2, peak_memory = ?3 WHERE id = ?1", params![build.as_str(), cpu_ms, peak])
+            .with_context(|| self.at(format_args!("recording the resource usage of build {build}")))?;
+        Ok(())
     }
 
     /// Records a port that was not built (`Skipped` because a dependency
@@ -346,6 +357,8 @@ fn build_from_row(row: &Row<'_>) -> rusqlite::Result<BuildRecord> {
         duration_ms: row.get::<_, Option<i64>>(10)?.map(unsigned),
         reason: row.get(11)?,
         log_path: row.get::<_, Option<String>>(12)?.map(Into::into),
+        cpu_ms: row.get::<_, Option<i64>>(13)?.map(unsigned),
+        peak_memory: row.get::<_, Option<i64>>(14)?.map(unsigned),
     })
 }
 

@@ -191,6 +191,10 @@ pub struct BuildRecord {
     pub duration_ms: Option<u64>,
     pub reason: Option<String>,
     pub log_path: Option<PathBuf>,
+    /// CPU time of the build's cgroup, milliseconds.
+    pub cpu_ms: Option<u64>,
+    /// Peak memory of the build's cgroup, bytes.
+    pub peak_memory: Option<u64>,
 }
 
 /// The inputs a port was last built successfully from, and what it produced.

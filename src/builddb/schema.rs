@@ -94,8 +94,15 @@ CREATE TABLE scan_cache (
 );
 ";
 
+/// What a build's cgroup measured: CPU time of everything it ran and its
+/// peak memory (NULL where no cgroup was usable).
+const SCHEMA_V2: &str = "
+ALTER TABLE builds ADD COLUMN cpu_ms INTEGER;
+ALTER TABLE builds ADD COLUMN peak_memory INTEGER;
+";
+
 /// Every schema step, oldest first. Append to change the schema.
-pub(crate) const MIGRATIONS: &[&str] = &[SCHEMA_V1];
+pub(crate) const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;

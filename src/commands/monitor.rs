@@ -101,6 +101,8 @@ mod tests {
             duration_ms: None,
             reason: None,
             log_path: None,
+            cpu_ms: None,
+            peak_memory: None,
         }
     }
 
