@@ -45,6 +45,13 @@ pub struct SandboxCgroup {
 static WARNED: AtomicBool = AtomicBool::new(false);
 
 impl SandboxCgroup {
+    /// `<pid>-SLnn-<n>`: unique among this process's builds (and so among
+    /// the threads of a test), and it names the process that made it.
+    pub fn unique_name(slot: u32) -> String {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        format!("{}-SL{slot:02}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+
     /// Creates `portsynth/<name>` with `limits`, or `None` (after one
     /// warning per process) where no cgroup can be used.
     pub fn create(name: &str, limits: Limits) -> Option<SandboxCgroup> {

@@ -130,7 +130,7 @@ pub fn build_one(
     let mut log = Log::create(&log_path, config.max_log_size)?;
     log.header(&spec, request)?;
     let limits = Limits { memory: config.memory_limit, processes: config.max_processes };
-    let cgroup = SandboxCgroup::create(&format!("{}-SL{:02}", std::process::id(), request.slot), limits);
+    let cgroup = SandboxCgroup::create(&SandboxCgroup::unique_name(request.slot), limits);
     let watch = run_helper(helper, &spec, config, &mut log, progress, cancel, cgroup.as_ref());
     let usage = cgroup.as_ref().map(SandboxCgroup::usage).unwrap_or_default();
     drop(cgroup);
