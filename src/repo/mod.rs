@@ -52,14 +52,18 @@ pub mod fsutil;
 pub mod index;
 pub mod manifest;
 pub mod package;
+pub mod policy;
 
 mod install;
 
 #[cfg(test)]
 mod testpkg;
 #[cfg(test)]
+mod hostile_tests;
+#[cfg(test)]
 mod tests;
 
 pub use fsutil::{place_atomically, sha256_file};
 pub use manifest::{Manifest, ManifestDep, ManifestFile};
-pub use package::{install, read_manifest, verify};
+pub use package::{deliver, install, read_manifest, verify};
+pub use policy::{PackagePolicy, LOCALBASE};
