@@ -214,7 +214,9 @@ fn hostile_dependency_packages_are_refused_in_depends() {
     let host = Host::watch(&env);
     let package = host.all.join("root-prefix-1.0.pkg");
     let suid = b"#!/bin/sh\nid\n";
-    let cases: Vec<(&str, &str, Vec<(&str, Body)>, &str)> = vec![
+    // (origin, prefix, files, the reason expected)
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, Body<'a>)>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "hostile/root-prefix",
             "/",

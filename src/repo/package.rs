@@ -33,7 +33,9 @@ const MAX_MANIFEST_BYTES: u64 = 16 << 20;
 /// Bound on a GNU long name or long link target (PATH_MAX).
 const MAX_LONG_NAME: u64 = 4096;
 
-type PkgArchive = tar::Archive<Metered<zstd::Decoder<'static, BufReader<Metered<File>>>>>;
+/// The decompressed package: the file, metered, through zstd, metered.
+type PkgReader = Metered<zstd::Decoder<'static, BufReader<Metered<File>>>>;
+type PkgArchive = tar::Archive<PkgReader>;
 
 /// Reads the `+MANIFEST` of `pkg`, decompressing only as far as that first
 /// entry. The rest of the package is not checked; use [`verify`] for that.
@@ -224,10 +226,7 @@ fn open_archive<'a>(pkg: &'a Path, policy: &'a PackagePolicy) -> Result<(PkgArch
 
 /// The archive's entries as stored: GNU long names and pax headers are
 /// handled by [`next_entry`], with bounds, not by the tar crate.
-fn raw_entries<'a>(
-    archive: &'a mut PkgArchive,
-    source: &Source<'_>,
-) -> Result<tar::Entries<'a, Metered<zstd::Decoder<'static, BufReader<Metered<File>>>>>> {
+fn raw_entries<'a>(archive: &'a mut PkgArchive, source: &Source<'_>) -> Result<tar::Entries<'a, PkgReader>> {
     Ok(archive.entries().map_err(|e| source.corrupt(e))?.raw(true))
 }
 
