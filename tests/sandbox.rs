@@ -15,7 +15,7 @@ use portsynth::builddb::BuildDb;
 use portsynth::commands::prepare::prepare;
 use portsynth::config::Config;
 use portsynth::ports::{Origin, Phase};
-use portsynth::sandbox::runner::{build_one, BuildOutcome, OutcomeStatus, SandboxRequest};
+use portsynth::sandbox::runner::{build_one, BuildOutcome, Dependency, OutcomeStatus, SandboxRequest};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -42,7 +42,11 @@ fn build(env: &Env, port: &str, check_plist: bool) -> BuildOutcome {
         origin: tree.nodes[node].origin.clone(),
         pkgname: tree.nodes[node].meta.as_ref().unwrap().pkgname.clone(),
         phases: SandboxRequest::standard_phases(check_plist),
-        dependencies: tree.install_set(node).into_iter().map(pkg).collect(),
+        dependencies: tree
+            .install_set(node)
+            .into_iter()
+            .map(|n| Dependency { file: pkg(n), origin: tree.nodes[n].origin.clone() })
+            .collect(),
         keep_work_on_failure: false,
     };
     build_one(&config, &common::bin(), &request, &|_| {}, None).unwrap()

@@ -37,7 +37,7 @@ use crate::graph::{NodeId, ReadyQueue};
 use crate::plan::{Plan, Verdict};
 use crate::ports::PortTree;
 use crate::report::RunLogs;
-use crate::sandbox::runner::{build_one, BuildOutcome, Cancel, OutcomeStatus, Progress, SandboxRequest};
+use crate::sandbox::runner::{build_one, BuildOutcome, Cancel, Dependency, OutcomeStatus, Progress, SandboxRequest};
 use crate::ui::{Totals, Ui};
 
 /// Expected duration of a port never built successfully before.
@@ -358,7 +358,10 @@ impl<'r, 'a> Coordinator<'r, 'a> {
             dependencies: tree
                 .install_set(node)
                 .into_iter()
-                .filter_map(|dep| tree.nodes[dep].meta.as_ref().map(|m| format!("{}.pkg", m.pkgname)))
+                .filter_map(|dep| {
+                    let meta = tree.nodes[dep].meta.as_ref()?;
+                    Some(Dependency { file: format!("{}.pkg", meta.pkgname), origin: tree.nodes[dep].origin.clone() })
+                })
                 .collect(),
         };
         let log_path = origin.log_file(&run.config.logs_dir);

@@ -11,7 +11,7 @@ use crate::builddb::BuildDb;
 use crate::cli::{BuildOneArgs, GlobalArgs};
 use crate::config::Config;
 use crate::ports::Origin;
-use crate::sandbox::runner::{build_one, default_helper, OutcomeStatus, Progress, SandboxRequest};
+use crate::sandbox::runner::{build_one, default_helper, Dependency, OutcomeStatus, Progress, SandboxRequest};
 
 pub fn run(config: &Config, global: &GlobalArgs, args: &BuildOneArgs) -> Result<ExitCode> {
     let origin = Origin::parse(&args.port).map_err(|e| anyhow::anyhow!("bad port argument '{}': {e}", args.port))?;
@@ -33,7 +33,7 @@ pub fn run(config: &Config, global: &GlobalArgs, args: &BuildOneArgs) -> Result<
         if !config.packages_dir.join("All").join(&file).is_file() {
             bail!("{origin} needs {} ({file}), which is not packaged yet; build it first", tree.nodes[dep].origin);
         }
-        dependencies.push(file);
+        dependencies.push(Dependency { file, origin: tree.nodes[dep].origin.clone() });
     }
     let request = SandboxRequest {
         slot: args.slot,

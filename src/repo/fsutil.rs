@@ -1,13 +1,15 @@
-//! File helpers shared by the repository code: sha256 of a file, atomic
-//! placement of a finished package, and atomic writing of a small file.
+//! File helpers shared by the repository code: sha256 of a file, opening a
+//! file somebody else may have replaced (never following a symlink, never
+//! blocking on a fifo, bounded in size), atomic placement of a finished
+//! package, and atomic writing of a small file.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
 
 /// Lower-case hex sha256 of `bytes`.
@@ -29,6 +31,115 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         }
         hasher.update(&buf[..n]);
     }
+}
+
+/// Opens `path` for reading as an untrusted file: a symlink is refused
+/// (`O_NOFOLLOW`), a fifo or device cannot block the open (`O_NONBLOCK`) and
+/// is refused by `fstat`, as is anything that is not a regular file, a file
+/// larger than `max_size` (`limit` names that bound in the error) and, when
+/// `owner` is given, a file owned by another uid. All checks are made on
+/// the opened descriptor, so the file cannot be swapped after them.
+pub fn open_untrusted(path: &Path, max_size: u64, limit: &str, owner: Option<u32>) -> Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|err| match err.raw_os_error() {
+            Some(libc::ELOOP) => anyhow!("{}: is a symlink; refusing to follow it", path.display()),
+            _ => anyhow::Error::new(err).context(format!("{}: cannot open package", path.display())),
+        })?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("{}: cannot stat package", path.display()))?;
+    let kind = meta.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_fifo() {
+            "a fifo"
+        } else if kind.is_char_device() || kind.is_block_device() {
+            "a device"
+        } else if kind.is_dir() {
+            "a directory"
+        } else if kind.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        };
+        bail!("{}: is {what}, not a regular file", path.display());
+    }
+    if let Some(uid) = owner.filter(|uid| *uid != meta.uid()) {
+        bail!(
+            "{}: is owned by uid {}, not by the build user (uid {uid})",
+            path.display(),
+            meta.uid()
+        );
+    }
+    if meta.len() > max_size {
+        bail!("{}: {} bytes is larger than {limit}", path.display(), meta.len());
+    }
+    Ok(file)
+}
+
+/// Copies at most `max` bytes from `from` to `to`; more is an error
+/// (`limit` names the bound), so a file that grows while it is copied
+/// cannot fill the disk. Returns the number of bytes copied.
+pub fn copy_capped(from: &mut impl Read, to: &mut impl Write, max: u64, limit: &str) -> io::Result<u64> {
+    let copied = io::copy(&mut from.take(max), to)?;
+    if copied == max {
+        let mut probe = [0u8; 1];
+        if from.read(&mut probe)? > 0 {
+            return Err(io::Error::other(format!("larger than {limit}")));
+        }
+    }
+    Ok(copied)
+}
+
+/// Copies the untrusted file `src` (see [`open_untrusted`]; owned by
+/// `owner`, at most `max_size` bytes) to a new file `dest`, which must not
+/// exist. Reads from the descriptor it checked, never by path again. On
+/// error `dest` is removed.
+pub fn copy_untrusted(src: &Path, owner: u32, max_size: u64, limit: &str, dest: &Path) -> Result<u64> {
+    let mut input = open_untrusted(src, max_size, limit, Some(owner))?;
+    let mut output = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(dest)
+        .with_context(|| format!("cannot create {}", dest.display()))?;
+    match copy_capped(&mut input, &mut output, max_size, limit) {
+        Ok(n) => Ok(n),
+        Err(err) => {
+            drop(output);
+            let _ = fs::remove_file(dest);
+            Err(err).with_context(|| format!("cannot copy {} to {}", src.display(), dest.display()))
+        }
+    }
+}
+
+/// Like [`place_atomically`], but copies from the already opened (and
+/// checked) `src`, from its start, at most `max_size` bytes, to
+/// `dest_dir/name`.
+pub fn place_open_file(src: &mut File, name: &OsStr, max_size: u64, dest_dir: &Path) -> Result<PathBuf> {
+    let dest = dest_dir.join(name);
+    let tmp = dest_dir.join(temp_name(name));
+    let copied = (|| -> Result<()> {
+        src.seek(SeekFrom::Start(0)).context("cannot rewind the package")?;
+        let mut output = create_temp(&tmp)?;
+        copy_capped(src, &mut output, max_size, "the size it was verified with")
+            .with_context(|| format!("cannot copy {} to {}", Path::new(name).display(), tmp.display()))?;
+        output
+            .set_permissions(fs::Permissions::from_mode(0o644))
+            .with_context(|| format!("cannot chmod {}", tmp.display()))?;
+        output
+            .sync_all()
+            .with_context(|| format!("cannot fsync {}", tmp.display()))
+    })();
+    if let Err(err) = copied.and_then(|()| rename(&tmp, &dest)) {
+        let _ = fs::remove_file(&tmp);
+        return Err(err);
+    }
+    sync_dir(dest_dir)?;
+    Ok(dest)
 }
 
 /// Copies `src` to `dest_dir/<file name of src>` so that the final name only
@@ -98,20 +209,32 @@ fn temp_name(name: &std::ffi::OsStr) -> OsString {
     tmp
 }
 
-/// Copies `src` to a new `tmp` (same permissions) and fsyncs it.
-fn copy_synced(src: &Path, tmp: &Path) -> Result<()> {
-    let mut input = File::open(src).with_context(|| format!("cannot open {}", src.display()))?;
-    let perms = input
-        .metadata()
-        .with_context(|| format!("cannot stat {}", src.display()))?
-        .permissions();
-    let mut output = OpenOptions::new()
+/// Creates (or truncates) the temporary `tmp`, mode 0600, never through a
+/// symlink.
+fn create_temp(tmp: &Path) -> Result<File> {
+    OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(tmp)
-        .with_context(|| format!("cannot create {}", tmp.display()))?;
+        .with_context(|| format!("cannot create {}", tmp.display()))
+}
+
+/// Copies `src` to a new `tmp` (same permissions) and fsyncs it. `src` is
+/// not followed if it is a symlink.
+fn copy_synced(src: &Path, tmp: &Path) -> Result<()> {
+    let mut input = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(src)
+        .with_context(|| format!("cannot open {}", src.display()))?;
+    let perms = input
+        .metadata()
+        .with_context(|| format!("cannot stat {}", src.display()))?
+        .permissions();
+    let mut output = create_temp(tmp)?;
     std::io::copy(&mut input, &mut output)
         .with_context(|| format!("cannot copy {} to {}", src.display(), tmp.display()))?;
     output
@@ -138,7 +261,6 @@ fn sync_dir(dir: &Path) -> Result<()> {
 mod tests {
     use super::*;
     use crate::repo::testpkg::names;
-    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn sha256_file_matches_known_digest() {

@@ -1,6 +1,8 @@
 //! The installer's [`Sink`]: stages every entry under a hidden temporary name
 //! beside its destination and renames them all into place on [`Stager::commit`].
-//! Dropping an uncommitted stager removes its temporaries.
+//! Dropping an uncommitted stager removes its temporaries and the (then
+//! empty) directories it created, so a refused package leaves the root as
+//! it was.
 
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions, Permissions};
@@ -22,6 +24,9 @@ struct Staged {
 pub(crate) struct Stager {
     root: PathBuf,
     staged: Vec<Staged>,
+    /// Directories this install created, outermost first; removed again
+    /// (when empty) if the install does not commit.
+    created: Vec<PathBuf>,
 }
 
 impl Stager {
@@ -33,6 +38,7 @@ impl Stager {
         Ok(Stager {
             root: root.to_path_buf(),
             staged: Vec::new(),
+            created: Vec::new(),
         })
     }
 
@@ -54,12 +60,13 @@ impl Stager {
                 return Err(err).with_context(|| format!("cannot replace {}", failed.dest.display()));
             }
         }
+        self.created.clear();
         Ok(())
     }
 
     /// Creates the directories leading to `rel` and returns
     /// `(temporary, destination)` paths for it.
-    fn slot(&self, rel: &str) -> Result<(PathBuf, PathBuf)> {
+    fn slot(&mut self, rel: &str) -> Result<(PathBuf, PathBuf)> {
         let (dir, name) = rel.rsplit_once('/').unwrap_or(("", rel));
         let parent = self.make_dirs(dir, None)?;
         let tmp = parent.join(format!(".{name}.pkgtmp.{}", std::process::id()));
@@ -85,7 +92,7 @@ impl Stager {
     /// Walks `rel_dir` below the root one component at a time, creating what
     /// is missing (the last one with `mode`, if given) and refusing any
     /// component that is a symlink or not a directory.
-    fn make_dirs(&self, rel_dir: &str, mode: Option<u32>) -> Result<PathBuf> {
+    fn make_dirs(&mut self, rel_dir: &str, mode: Option<u32>) -> Result<PathBuf> {
         let parts: Vec<&str> = rel_dir.split('/').filter(|p| !p.is_empty()).collect();
         let mut dir = self.root.clone();
         for (i, part) in parts.iter().enumerate() {
@@ -98,6 +105,7 @@ impl Stager {
                 Ok(_) => bail!("{} exists and is not a directory", dir.display()),
                 Err(err) if err.kind() == io::ErrorKind::NotFound => {
                     fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+                    self.created.push(dir.clone());
                     if let Some(mode) = mode.filter(|_| i + 1 == parts.len()) {
                         fs::set_permissions(&dir, Permissions::from_mode(mode))?;
                     }
@@ -141,6 +149,9 @@ impl Drop for Stager {
     fn drop(&mut self) {
         for entry in &self.staged {
             let _ = fs::remove_file(&entry.tmp);
+        }
+        for dir in self.created.iter().rev() {
+            let _ = fs::remove_dir(dir);
         }
     }
 }

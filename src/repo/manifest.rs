@@ -48,6 +48,16 @@ impl Manifest {
         format!("{}-{}", self.name, self.version)
     }
 
+    /// The port that built the package as `cat/port[@flavor]`, the form
+    /// of [`crate::ports::Origin`]'s `Display`.
+    pub fn full_origin(&self) -> String {
+        if self.flavor.is_empty() {
+            self.origin.clone()
+        } else {
+            format!("{}@{}", self.origin, self.flavor)
+        }
+    }
+
     /// Parses and checks the raw `+MANIFEST` of package file `pkg`.
     pub(crate) fn parse(pkg: &Path, raw: &[u8]) -> Result<Manifest> {
         let manifest: Manifest =

@@ -25,6 +25,14 @@
 //!   sha256 matches; every listed file is present;
 //! * hard links, devices, fifos and other entry types are refused.
 //!
+//! On top of that, [`verify`], [`install`] and [`deliver`] apply a
+//! [`PackagePolicy`] ([`policy`]): the prefix must be the framework's
+//! LOCALBASE, symlinks must point at or below it, the package file must be
+//! a regular file (opened without following a symlink) of at most
+//! `tmpfs_size` bytes, it may expand to at most `package_size_limit` bytes
+//! (counted on the decompressor's output), setuid/setgid/sticky bits need
+//! `setuid_ports`, and the manifest must name the expected origin and flavor.
+//!
 //! Every error names the package file, and the offending entry if there is
 //! one, so a log line is enough to find the culprit.
 //!
@@ -36,8 +44,8 @@
 //! temporary name beside its destination, and only after the last entry
 //! checked out are the temporaries renamed into place, the
 //! `<prefix>/.pkgdb/<name>/+MANIFEST` record last. On any error the
-//! temporaries are removed, so a bad package leaves at most some empty
-//! directories. Renaming replaces an existing file or symlink without
+//! temporaries and the directories the install created are removed, so a
+//! bad package leaves the root as it was. Renaming replaces an existing file or symlink without
 //! following it, and parent directories are created one component at a time,
 //! refusing any that is a symlink, so a package can never write outside the
 //! root. Installing a package again simply overwrites it.
@@ -46,20 +54,25 @@
 //!
 //! [`place_atomically`] copies a finished package into `All/` through a
 //! temporary file, `fsync` and `rename`, so the repository never holds a
-//! partial file under a package's name.
+//! partial file under a package's name. [`deliver`] verifies a package and
+//! places it that way from the descriptor it verified.
 
 pub mod fsutil;
 pub mod index;
 pub mod manifest;
 pub mod package;
+pub mod policy;
 
 mod install;
 
 #[cfg(test)]
 mod testpkg;
 #[cfg(test)]
+mod hostile_tests;
+#[cfg(test)]
 mod tests;
 
 pub use fsutil::{place_atomically, sha256_file};
 pub use manifest::{Manifest, ManifestDep, ManifestFile};
-pub use package::{install, read_manifest, verify};
+pub use package::{deliver, install, read_manifest, verify};
+pub use policy::{PackagePolicy, LOCALBASE};

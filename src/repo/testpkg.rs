@@ -5,6 +5,7 @@
 //! hostile packages (absolute paths, `..`) that `tar::Builder` would refuse.
 
 use std::fs;
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use tar::{EntryType, Header};
@@ -19,6 +20,8 @@ pub(crate) enum Body {
     Symlink(String),
     Dir(u32),
     HardLink(String),
+    /// A device, fifo or other special entry of this type.
+    Special(EntryType),
 }
 
 /// One raw archive entry; `path` goes into the header verbatim.
@@ -44,12 +47,31 @@ pub(crate) fn write_archive(dest: &Path, entries: &[Entry]) {
             Body::Symlink(target) => (EntryType::Symlink, b"", 0o777, Some(target)),
             Body::Dir(mode) => (EntryType::Directory, b"", *mode, None),
             Body::HardLink(target) => (EntryType::Link, b"", 0o644, Some(target)),
+            Body::Special(kind) => (*kind, b"", 0o666, None),
         };
         let header = header(&e.path, kind, data.len() as u64, mode, link);
         builder.append(&header, data).unwrap();
     }
     let tar = builder.into_inner().unwrap();
     fs::write(dest, zstd::encode_all(&tar[..], 19).unwrap()).unwrap();
+}
+
+/// Writes, streaming, a package whose `+MANIFEST` is `manifest` and whose
+/// one further entry `path` holds `size` zero bytes, followed (after the
+/// end of the archive) by `trailing` more zero bytes inside the zstd
+/// stream: a decompression bomb of a few KiB on disk.
+pub(crate) fn write_bomb(dest: &Path, manifest: &[u8], path: &str, size: u64, trailing: u64) {
+    let mut encoder = zstd::Encoder::new(fs::File::create(dest).unwrap(), 1).unwrap();
+    {
+        let mut builder = tar::Builder::new(&mut encoder);
+        let first = header(MANIFEST_ENTRY, EntryType::Regular, manifest.len() as u64, 0o644, None);
+        builder.append(&first, manifest).unwrap();
+        let bomb = header(path, EntryType::Regular, size, 0o644, None);
+        builder.append(&bomb, io::repeat(0).take(size)).unwrap();
+        builder.finish().unwrap();
+    }
+    io::copy(&mut io::repeat(0).take(trailing), &mut encoder).unwrap();
+    encoder.finish().unwrap().flush().unwrap();
 }
 
 fn header(path: &str, kind: EntryType, size: u64, mode: u32, link: Option<&str>) -> Header {
@@ -76,6 +98,9 @@ pub(crate) struct Spec {
     pub name: String,
     pub version: String,
     pub prefix: String,
+    /// `cat/port` and flavor recorded in the manifest.
+    pub origin: String,
+    pub flavor: String,
     /// Absolute path → contents.
     pub files: Vec<(String, Body)>,
 }
@@ -86,6 +111,8 @@ impl Spec {
             name: name.into(),
             version: version.into(),
             prefix: "/usr/local".into(),
+            origin: format!("misc/{name}"),
+            flavor: String::new(),
             files: Vec::new(),
         }
     }
@@ -114,8 +141,8 @@ impl Spec {
         Manifest {
             name: self.name.clone(),
             version: self.version.clone(),
-            origin: format!("misc/{}", self.name),
-            flavor: String::new(),
+            origin: self.origin.clone(),
+            flavor: self.flavor.clone(),
             comment: "test package".into(),
             prefix: self.prefix.clone(),
             deps: Vec::new(),
@@ -159,7 +186,7 @@ fn digest(body: &Body) -> String {
     match body {
         Body::File(data, _) => sha256_hex(data),
         Body::Symlink(target) | Body::HardLink(target) => sha256_hex(target.as_bytes()),
-        Body::Dir(_) => unreachable!("directories are not listed"),
+        Body::Dir(_) | Body::Special(_) => sha256_hex(b""),
     }
 }
 

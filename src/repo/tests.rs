@@ -10,7 +10,13 @@ use std::process::Command;
 use anyhow::Result;
 
 use super::testpkg::{entry, write_archive, Body, Spec};
-use super::{install, read_manifest, verify, Manifest};
+use super::{install, read_manifest, verify, Manifest, PackagePolicy};
+
+/// The bundled framework's rules, with limits no well-formed test package
+/// comes near, and no expected origin.
+fn policy() -> PackagePolicy {
+    PackagePolicy::any_origin("/usr/local", 64 << 20, 64 << 20)
+}
 
 fn hello() -> Spec {
     Spec::new("hello", "2.1")
@@ -75,7 +81,7 @@ fn verify_accepts_the_framework_layout() {
     let dir = tempfile::tempdir().unwrap();
     let spec = hello();
     let pkg = spec.write(dir.path());
-    let manifest = verify(&pkg, "hello-2.1").unwrap();
+    let manifest = verify(&pkg, "hello-2.1", &policy()).unwrap();
     assert_eq!(manifest, spec.manifest());
     assert_eq!(manifest.pkgname(), "hello-2.1");
     assert_eq!(read_manifest(&pkg).unwrap(), manifest);
@@ -87,7 +93,7 @@ fn install_extracts_files_modes_symlinks_and_records_the_manifest() {
     let spec = hello();
     let pkg = spec.write(dir.path());
     let root = new_root(dir.path());
-    assert_eq!(install(&pkg, &root).unwrap(), spec.manifest());
+    assert_eq!(install(&pkg, &root, &policy()).unwrap(), spec.manifest());
 
     let local = root.join("usr/local");
     assert_eq!(fs::read(local.join("bin/hello")).unwrap(), b"#!/bin/sh\necho hello\n");
@@ -119,32 +125,38 @@ fn installing_twice_overwrites() {
     let dir = tempfile::tempdir().unwrap();
     let pkg = hello().write(dir.path());
     let root = new_root(dir.path());
-    install(&pkg, &root).unwrap();
+    install(&pkg, &root, &policy()).unwrap();
     let bin = root.join("usr/local/bin/hello");
     fs::write(&bin, b"clobbered").unwrap();
-    install(&pkg, &root).unwrap();
+    install(&pkg, &root, &policy()).unwrap();
     assert_eq!(fs::read(&bin).unwrap(), b"#!/bin/sh\necho hello\n");
     assert_eq!(files_below(&root).len(), 5, "no temporaries: {:?}", files_below(&root));
 }
 
 #[test]
-fn install_with_root_prefix_records_under_root() {
+fn another_framework_passes_its_own_prefix() {
     let dir = tempfile::tempdir().unwrap();
-    let mut spec = Spec::new("base", "1").file("/etc/base.conf", b"x=1\n", 0o644);
-    spec.prefix = "/".into();
+    let mut spec = Spec::new("base", "1").file("/usr/pkg/etc/base.conf", b"x=1\n", 0o644);
+    spec.prefix = "/usr/pkg".into();
     let pkg = spec.write(dir.path());
     let root = new_root(dir.path());
-    install(&pkg, &root).unwrap();
-    assert_eq!(files_below(&root), [".pkgdb/base/+MANIFEST", "etc/base.conf"]);
+    let pkgsrc = PackagePolicy::any_origin("/usr/pkg", 1 << 20, 1 << 20);
+    install(&pkg, &root, &pkgsrc).unwrap();
+    assert_eq!(files_below(&root), ["usr/pkg/.pkgdb/base/+MANIFEST", "usr/pkg/etc/base.conf"]);
+    assert_err(
+        verify(&pkg, "base-1", &policy()),
+        &pkg,
+        "base-1.pkg: prefix /usr/pkg is not the framework's LOCALBASE /usr/local",
+    );
 }
 
 #[test]
 fn missing_file_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let pkg = dir.path().join("nope-1.0.pkg");
-    assert_err(verify(&pkg, "nope-1.0"), &pkg, "nope-1.0.pkg: cannot open package");
+    assert_err(verify(&pkg, "nope-1.0", &policy()), &pkg, "nope-1.0.pkg: cannot open package");
     assert_err(read_manifest(&pkg), &pkg, "cannot open package");
-    assert_err(install(&pkg, &new_root(dir.path())), &pkg, "cannot open package");
+    assert_err(install(&pkg, &new_root(dir.path()), &policy()), &pkg, "cannot open package");
 }
 
 #[test]
@@ -158,7 +170,7 @@ fn uncompressed_or_empty_file_is_not_zstd() {
     builder.append_data(&mut header, "+MANIFEST", &b"{}"[..]).unwrap();
     fs::write(&plain, builder.into_inner().unwrap()).unwrap();
     assert_err(
-        verify(&plain, "x-1"),
+        verify(&plain, "x-1", &policy()),
         &plain,
         "plain.pkg: not a package: not zstd-compressed",
     );
@@ -173,7 +185,7 @@ fn zstd_that_is_not_a_tar_is_corrupt() {
     let dir = tempfile::tempdir().unwrap();
     let pkg = dir.path().join("junk.pkg");
     fs::write(&pkg, zstd::encode_all(&noise(4096)[..], 3).unwrap()).unwrap();
-    assert_err(verify(&pkg, "junk-1"), &pkg, "corrupt or truncated package");
+    assert_err(verify(&pkg, "junk-1", &policy()), &pkg, "corrupt or truncated package");
 }
 
 #[test]
@@ -185,9 +197,9 @@ fn truncated_package_is_corrupt() {
     for (name, len) in [("half.pkg", bytes.len() / 2), ("tail.pkg", bytes.len() - 4)] {
         let pkg = dir.path().join(name);
         fs::write(&pkg, &bytes[..len]).unwrap();
-        assert_err(verify(&pkg, "hello-2.1"), &pkg, "corrupt or truncated package");
+        assert_err(verify(&pkg, "hello-2.1", &policy()), &pkg, "corrupt or truncated package");
         let root = new_root(&dir.path().join(name).with_extension("d"));
-        assert_err(install(&pkg, &root), &pkg, "corrupt or truncated package");
+        assert_err(install(&pkg, &root, &policy()), &pkg, "corrupt or truncated package");
         assert!(files_below(&root).is_empty(), "left behind: {:?}", files_below(&root));
     }
 }
@@ -197,7 +209,7 @@ fn wrong_pkgname_names_both() {
     let dir = tempfile::tempdir().unwrap();
     let pkg = hello().write(dir.path());
     assert_err(
-        verify(&pkg, "hello-2.2"),
+        verify(&pkg, "hello-2.2", &policy()),
         &pkg,
         "package is hello-2.1, expected hello-2.2",
     );
@@ -211,7 +223,7 @@ fn listed_file_missing_from_archive() {
     entries.retain(|e| e.path != "usr/local/bin/hello");
     let pkg = spec.write_entries(dir.path(), &entries);
     assert_err(
-        verify(&pkg, "hello-2.1"),
+        verify(&pkg, "hello-2.1", &policy()),
         &pkg,
         "/usr/local/bin/hello is listed in +MANIFEST but missing from the archive",
     );
@@ -224,7 +236,7 @@ fn sha256_mismatch_names_the_entry() {
     let mut entries = spec.entries();
     entries[1].body = Body::File(b"#!/bin/sh\nrm -rf /\n".to_vec(), 0o755);
     let pkg = spec.write_entries(dir.path(), &entries);
-    let err = assert_err(verify(&pkg, "hello-2.1"), &pkg, "entry usr/local/bin/hello: sha256 ");
+    let err = assert_err(verify(&pkg, "hello-2.1", &policy()), &pkg, "entry usr/local/bin/hello: sha256 ");
     assert!(err.contains("does not match +MANIFEST"), "{err}");
 }
 
@@ -237,10 +249,10 @@ fn symlink_target_is_checked() {
         .iter_mut()
         .find(|e| e.path == "usr/local/lib/libhello.so")
         .unwrap();
-    link.body = Body::Symlink("/etc/shadow".into());
+    link.body = Body::Symlink("libhello.so.2".into());
     let pkg = spec.write_entries(dir.path(), &entries);
     assert_err(
-        verify(&pkg, "hello-2.1"),
+        verify(&pkg, "hello-2.1", &policy()),
         &pkg,
         "entry usr/local/lib/libhello.so: sha256 ",
     );
@@ -254,7 +266,7 @@ fn unlisted_extra_file_is_refused() {
     entries.push(entry("usr/local/bin/extra", Body::File(b"x".to_vec(), 0o755)));
     let pkg = spec.write_entries(dir.path(), &entries);
     assert_err(
-        verify(&pkg, "hello-2.1"),
+        verify(&pkg, "hello-2.1", &policy()),
         &pkg,
         "entry usr/local/bin/extra: not listed in +MANIFEST",
     );
@@ -268,9 +280,9 @@ fn dotdot_entry_is_refused_and_writes_nothing() {
     entries.insert(1, entry("usr/local/../../../evil", Body::File(b"x".to_vec(), 0o644)));
     let pkg = spec.write_entries(dir.path(), &entries);
     let want = "entry usr/local/../../../evil: unsafe path (contains ..)";
-    assert_err(verify(&pkg, "hello-2.1"), &pkg, want);
+    assert_err(verify(&pkg, "hello-2.1", &policy()), &pkg, want);
     let root = new_root(&dir.path().join("a/b"));
-    assert_err(install(&pkg, &root), &pkg, want);
+    assert_err(install(&pkg, &root, &policy()), &pkg, want);
     assert!(files_below(dir.path()).iter().all(|f| !f.contains("evil")));
 }
 
@@ -282,7 +294,7 @@ fn absolute_entry_is_refused() {
     entries.push(entry("/usr/local/bin/hello2", Body::File(b"x".to_vec(), 0o755)));
     let pkg = spec.write_entries(dir.path(), &entries);
     assert_err(
-        verify(&pkg, "hello-2.1"),
+        verify(&pkg, "hello-2.1", &policy()),
         &pkg,
         "entry /usr/local/bin/hello2: unsafe path (absolute)",
     );
@@ -299,9 +311,9 @@ fn entry_outside_prefix_is_refused() {
     ));
     let pkg = spec.write_entries(dir.path(), &entries);
     assert_err(
-        verify(&pkg, "hello-2.1"),
+        verify(&pkg, "hello-2.1", &policy()),
         &pkg,
-        "entry etc/passwd: outside prefix /usr/local",
+        "entry etc/passwd is outside the prefix /usr/local",
     );
 }
 
@@ -314,7 +326,7 @@ fn manifest_must_be_first() {
     let pkg = spec.write_entries(dir.path(), &entries);
     let want = "hello-2.1.pkg: not a package: first entry is usr/local/bin/hello, expected +MANIFEST";
     assert_err(read_manifest(&pkg), &pkg, want);
-    assert_err(verify(&pkg, "hello-2.1"), &pkg, want);
+    assert_err(verify(&pkg, "hello-2.1", &policy()), &pkg, want);
 }
 
 #[test]
@@ -353,7 +365,7 @@ fn duplicate_and_odd_entries_are_refused() {
     entries.push(entries[1].clone());
     let pkg = spec.write_entries(dir.path(), &entries);
     assert_err(
-        verify(&pkg, "hello-2.1"),
+        verify(&pkg, "hello-2.1", &policy()),
         &pkg,
         "entry usr/local/bin/hello: appears twice in the archive",
     );
@@ -365,9 +377,9 @@ fn duplicate_and_odd_entries_are_refused() {
     entries[1].body = Body::HardLink("/etc/shadow".into());
     let pkg = spec.write_entries(&sub, &entries);
     assert_err(
-        verify(&pkg, "hl-1"),
+        verify(&pkg, "hl-1", &policy()),
         &pkg,
-        "entry usr/local/bin/hl: unsupported entry type Link",
+        "entry usr/local/bin/hl: is a hard link to /etc/shadow; only regular files, directories and symlinks may be packed",
     );
 }
 
@@ -379,15 +391,15 @@ fn directory_entries_inside_the_prefix_are_tolerated() {
     entries.insert(1, entry("usr/", Body::Dir(0o755)));
     entries.insert(2, entry("usr/local/share/examples/", Body::Dir(0o750)));
     let pkg = spec.write_entries(dir.path(), &entries);
-    verify(&pkg, "hello-2.1").unwrap();
+    verify(&pkg, "hello-2.1", &policy()).unwrap();
     let root = new_root(dir.path());
-    install(&pkg, &root).unwrap();
+    install(&pkg, &root, &policy()).unwrap();
     let examples = root.join("usr/local/share/examples");
     assert_eq!(fs::metadata(&examples).unwrap().permissions().mode() & 0o777, 0o750);
 
     entries.push(entry("etc/", Body::Dir(0o755)));
     let pkg = spec.write_entries(dir.path(), &entries);
-    assert_err(verify(&pkg, "hello-2.1"), &pkg, "entry etc/: outside prefix /usr/local");
+    assert_err(verify(&pkg, "hello-2.1", &policy()), &pkg, "entry etc/ is outside the prefix /usr/local");
 }
 
 #[test]
@@ -400,7 +412,7 @@ fn install_refuses_to_write_through_a_symlinked_parent() {
     fs::create_dir(root.join("usr")).unwrap();
     std::os::unix::fs::symlink(&elsewhere, root.join("usr/local")).unwrap();
     assert_err(
-        install(&pkg, &root),
+        install(&pkg, &root, &policy()),
         &pkg,
         "usr/local is a symlink; refusing to install through it",
     );
@@ -417,7 +429,7 @@ fn failed_install_leaves_no_file_and_no_record() {
     let pkg = spec.write_entries(dir.path(), &entries);
     let root = new_root(dir.path());
     assert_err(
-        install(&pkg, &root),
+        install(&pkg, &root, &policy()),
         &pkg,
         "entry usr/local/share/doc/hello/README: sha256",
     );
@@ -431,7 +443,7 @@ fn failed_commit_cleans_up_temporaries() {
     let root = new_root(dir.path());
     let blocker = root.join("usr/local/lib/libhello.so.1/occupied");
     fs::create_dir_all(&blocker).unwrap();
-    assert_err(install(&pkg, &root), &pkg, "cannot install");
+    assert_err(install(&pkg, &root, &policy()), &pkg, "cannot install");
     let left = files_below(&root);
     assert!(
         left.iter().all(|f| !f.contains(".pkgtmp.")),
@@ -475,7 +487,9 @@ fn real_package_from_the_bmake_framework() {
     );
 
     let pkg = packages.join("All/libgreet-1.2.pkg");
-    let manifest = verify(&pkg, "libgreet-1.2").unwrap();
+    let mut libgreet = policy();
+    libgreet.expected_origin = Some("devel/libgreet".into());
+    let manifest = verify(&pkg, "libgreet-1.2", &libgreet).unwrap();
     assert_eq!(
         (manifest.origin.as_str(), manifest.prefix.as_str()),
         ("devel/libgreet", "/usr/local")
@@ -483,7 +497,7 @@ fn real_package_from_the_bmake_framework() {
     assert!(manifest.files.iter().any(|f| f.path == "/usr/local/lib/libgreet.so"));
 
     let root = new_root(tmp.path());
-    assert_eq!(install(&pkg, &root).unwrap(), manifest);
+    assert_eq!(install(&pkg, &root, &libgreet).unwrap(), manifest);
     assert!(root.join("usr/local/lib/libgreet.so.1").is_file());
     assert_eq!(
         fs::read_link(root.join("usr/local/lib/libgreet.so")).unwrap(),
@@ -493,7 +507,7 @@ fn real_package_from_the_bmake_framework() {
     let recorded: Manifest = serde_json::from_slice(&fs::read(&record).unwrap()).unwrap();
     assert_eq!(recorded, manifest);
     assert_err(
-        verify(&pkg, "libgreet-1.3"),
+        verify(&pkg, "libgreet-1.3", &policy()),
         &pkg,
         "package is libgreet-1.2, expected libgreet-1.3",
     );

@@ -111,6 +111,10 @@ fn pid1(spec: &HelperSpec, events: &mut std::fs::File) -> Result<i32> {
                 install_dependencies(spec, events).and_then(|_| run_make(spec, phase.name(), &env, &confinement))
             }
             Phase::Fetch => fetch_phase(spec, &env, &confinement),
+            // Delivery belongs to the phase: a package that cannot be
+            // delivered fails it, with the reason.
+            Phase::Package => run_make(spec, phase.name(), &env, &confinement)
+                .and_then(|_| while_writable("/outbox", || deliver_package(spec, &user, events))?),
             _ => run_make(spec, phase.name(), &env, &confinement),
         };
         let ok = result.is_ok();
@@ -122,19 +126,18 @@ fn pid1(spec: &HelperSpec, events: &mut std::fs::File) -> Result<i32> {
             return Ok(EXIT_PHASE_FAILED);
         }
     }
-    if spec.phases.contains(&Phase::Package) {
-        while_writable("/outbox", || deliver_package(spec, events))??;
-    }
     Ok(EXIT_OK)
 }
 
 fn install_dependencies(spec: &HelperSpec, events: &mut std::fs::File) -> Result<()> {
-    for file in &spec.dependencies {
-        let path = Path::new("/packages/All").join(file);
-        crate::repo::package::install(&path, Path::new("/"))
-            .with_context(|| format!("cannot install dependency package {file}"))?;
-        println!("===> installed dependency {file}");
-        send(events, &Event::Installed { package: file.clone() });
+    for dep in &spec.dependencies {
+        let path = Path::new("/packages/All").join(&dep.file);
+        if let Err(e) = crate::repo::package::install(&path, Path::new("/"), &dep.policy) {
+            println!("===> refused dependency {}: {e:#}", dep.file);
+            return Err(e.context(format!("cannot install dependency package {}", dep.file)));
+        }
+        println!("===> installed dependency {}", dep.file);
+        send(events, &Event::Installed { package: dep.file.clone() });
     }
     Ok(())
 }
@@ -267,11 +270,15 @@ fn archive_work_area() {
 }
 
 /// Copies the built package to the outbox, where the runner verifies it.
-fn deliver_package(spec: &HelperSpec, events: &mut std::fs::File) -> Result<()> {
+/// The build user wrote it, so it is opened without following a symlink or
+/// blocking on a fifo, must be a regular file of the build user, and at
+/// most `tmpfs_size` bytes are copied from the descriptor checked.
+fn deliver_package(spec: &HelperSpec, user: &User, events: &mut std::fs::File) -> Result<()> {
     let file = format!("{}.pkg", spec.pkgname);
     let built = Path::new(HelperSpec::PACKAGES).join("All").join(&file);
-    std::fs::copy(&built, Path::new("/outbox").join(&file))
-        .with_context(|| format!("the package phase succeeded but {} is missing", built.display()))?;
+    let limit = format!("tmpfs_size ({})", crate::config::format_size(spec.tmpfs_size));
+    crate::repo::fsutil::copy_untrusted(&built, user.uid.as_raw(), spec.tmpfs_size, &limit, &Path::new("/outbox").join(&file))
+        .with_context(|| format!("{} cannot be delivered", built.display()))?;
     send(events, &Event::Packaged { file });
     Ok(())
 }

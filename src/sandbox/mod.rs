@@ -48,8 +48,9 @@ pub struct HelperSpec {
     pub flavor: Option<String>,
     pub pkgname: String,
     pub phases: Vec<Phase>,
-    /// Package file names in `packages_dir/All` to install first.
-    pub dependencies: Vec<String>,
+    /// Packages in `packages_dir/All` to install first, in this order, each
+    /// with the policy it must satisfy.
+    pub dependencies: Vec<DependencyInstall>,
     pub build_user: String,
     pub make_program: String,
     pub make_jobs: usize,
@@ -105,6 +106,15 @@ impl HelperSpec {
         env.extend(self.make_env.iter().cloned());
         env
     }
+}
+
+/// One dependency package for the helper to install: its file name in
+/// `packages_dir/All` and what it is checked against (prefix, limits, the
+/// origin that must have built it, setuid bits allowed or not).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DependencyInstall {
+    pub file: String,
+    pub policy: crate::repo::PackagePolicy,
 }
 
 /// What the helper reports on its event channel (fd 3), one JSON per line.

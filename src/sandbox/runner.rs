@@ -24,8 +24,9 @@ use serde::Serialize;
 use super::helper::{EXIT_OK, EXIT_PHASE_FAILED};
 use super::abnormal::AbnormalOutput;
 use super::limits::{self, Limits, SandboxCgroup};
-use super::{Event, HelperSpec, EVENT_FD};
+use super::{DependencyInstall, Event, HelperSpec, EVENT_FD};
 use crate::config::Config;
+use crate::repo::PackagePolicy;
 use crate::ports::{Origin, Phase};
 
 /// One port to build in one slot.
@@ -35,10 +36,18 @@ pub struct SandboxRequest {
     pub origin: Origin,
     pub pkgname: String,
     pub phases: Vec<Phase>,
-    /// Package file names in `packages_dir/All`, installed in this order.
-    pub dependencies: Vec<String>,
+    /// Packages in `packages_dir/All`, installed in this order.
+    pub dependencies: Vec<Dependency>,
     /// On failure, keep the work area as `logs_dir/<port>.work.tar`.
     pub keep_work_on_failure: bool,
+}
+
+/// A dependency package: its file name in `packages_dir/All` and the port
+/// that must have built it (checked against the package's manifest).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dependency {
+    pub file: String,
+    pub origin: Origin,
 }
 
 impl SandboxRequest {
@@ -149,7 +158,7 @@ pub fn build_one(
         // Only a request with the package phase has a package to deliver
         // (fetch-only runs fetch and checksum alone).
         OutcomeStatus::Success if !request.phases.contains(&Phase::Package) => None,
-        OutcomeStatus::Success => match deliver(config, &slot, &request.pkgname) {
+        OutcomeStatus::Success => match deliver(config, &slot, request) {
             Ok(path) => Some(path),
             Err(e) => {
                 outcome = Ended { status: OutcomeStatus::Failed, failed_phase: Some(Phase::Package), reason: Some(format!("{e:#}")), ..outcome };
@@ -195,7 +204,11 @@ fn spec_for(config: &Config, request: &SandboxRequest, slot: &Slot) -> HelperSpe
         flavor: request.origin.flavor.clone(),
         pkgname: request.pkgname.clone(),
         phases: request.phases.clone(),
-        dependencies: request.dependencies.clone(),
+        dependencies: request
+            .dependencies
+            .iter()
+            .map(|dep| DependencyInstall { file: dep.file.clone(), policy: PackagePolicy::for_port(config, &dep.origin) })
+            .collect(),
         keep_work: request.keep_work_on_failure,
         build_user: config.build_user.clone(),
         make_program: config.make_program.clone(),
@@ -251,12 +264,12 @@ fn keep_work(config: &Config, slot: &Slot, origin: &Origin) -> Option<PathBuf> {
     std::fs::rename(&archive, &kept).ok().map(|_| kept)
 }
 
-fn deliver(config: &Config, slot: &Slot, pkgname: &str) -> Result<PathBuf> {
-    let file = slot.outbox.join(format!("{pkgname}.pkg"));
-    crate::repo::package::verify(&file, pkgname)?;
-    let all = config.packages_dir.join("All");
-    std::fs::create_dir_all(&all).with_context(|| format!("cannot create {}", all.display()))?;
-    crate::repo::package::place_atomically(&file, &all)
+/// Verifies the package in the outbox against the port's policy (see
+/// [`crate::repo::deliver`]) and places it into `All/`.
+fn deliver(config: &Config, slot: &Slot, request: &SandboxRequest) -> Result<PathBuf> {
+    let file = slot.outbox.join(format!("{}.pkg", request.pkgname));
+    let policy = PackagePolicy::for_port(config, &request.origin);
+    crate::repo::deliver(&file, &request.pkgname, &policy, &config.packages_dir.join("All"))
 }
 
 /// The outcome as the watch loop saw it, before the package is delivered.
@@ -602,7 +615,7 @@ impl Log {
             text.push_str("  (none)\n");
         }
         for dep in &request.dependencies {
-            text.push_str(&format!("  {dep}\n"));
+            text.push_str(&format!("  {}\n", dep.file));
         }
         self.file.write_all(text.as_bytes())?;
         self.file.flush()?;
