@@ -124,12 +124,11 @@ impl Scanner {
                 continue;
             }
             if category.link.is_some() {
-                if let Ok(None) = self.escape_of(&category.name, None) {
+                // Outside the tree: each of its ports is refused by name.
+                if let Ok(Some(target)) = self.escape_of(&category.name, None) {
                     problems.push(format!(
-                        "category {} is a symlink to {}; its ports are scanned under {}",
-                        category.name,
-                        link_text(&self.ports_dir.join(&category.name)),
-                        category.name
+                        "category {} is a symlink to {target} inside the ports tree; its ports are scanned as {}/…",
+                        category.name, category.name
                     ));
                 }
             }
@@ -409,4 +408,39 @@ fn sorted_dirs(dir: &Path) -> anyhow::Result<(Vec<DirEntry>, Vec<String>)> {
 /// "`target`" of a symlink as written.
 fn link_text(link: &Path) -> String {
     std::fs::read_link(link).map_or_else(|_| "?".to_string(), |t| t.display().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn package_names_must_be_plain_and_pkgfile_framework_shaped() {
+        assert_eq!(check_package_names("hello-1.0", "/usr/ports/packages/All/hello-1.0.pkg"), Ok(()));
+        for (pkgname, pkgfile, needle) in [
+            ("../x-1.0", "/p/All/../x-1.0.pkg", "PKGNAME \"../x-1.0\" is not a plain file name: contains '/'"),
+            ("..", "/p/All/...pkg", "a directory reference"),
+            (".", "/p/All/..pkg", "a directory reference"),
+            ("a b", "/p/All/a b.pkg", "contains whitespace"),
+            ("a\u{1}b", "/p/All/a\u{1}b.pkg", "contains a control character"),
+            ("x-1.0", "/tmp/x-1.0.pkg", "is not of the form <packages>/All/x-1.0.pkg"),
+            ("x-1.0", "All/x-1.0.pkg", "is not of the form"),
+            ("x-1.0", "/p/All/y-1.0.pkg", "is not of the form"),
+            ("x-1.0", "/p/All/", "its file name is not plain: empty"),
+        ] {
+            let err = check_package_names(pkgname, pkgfile).expect_err(pkgname);
+            assert!(err.contains(needle), "{pkgname} {pkgfile}: {err}");
+        }
+    }
+
+    #[test]
+    fn query_output_with_a_bad_pkgname_is_an_error() {
+        let origin = Origin::parse("evil/x").unwrap();
+        let mut lines = vec![""; QUERY_VARS.len()];
+        lines[0] = "../../x-1.0";
+        lines[1] = "1.0";
+        lines[2] = "/p/All/../../x-1.0.pkg";
+        let err = parse_query(origin, Path::new("/p/evil/x"), &lines).unwrap_err();
+        assert!(err.contains("PKGNAME \"../../x-1.0\""), "{err}");
+    }
 }
