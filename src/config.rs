@@ -11,7 +11,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::ops::Range;
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -195,11 +196,44 @@ impl Locator<'_> {
     fn error<T>(&self, key: &str, value: &Spanned<T>, message: impl std::fmt::Display) -> anyhow::Error {
         anyhow::anyhow!("{}: {key}: {message}", self.line_of(value.span()))
     }
+
+    /// [`error`](Self::error) for a value that may be a default: without a
+    /// span the message names the key and the file.
+    fn error_at(&self, key: &str, span: Option<Range<usize>>, message: impl std::fmt::Display) -> anyhow::Error {
+        match span {
+            Some(span) => anyhow::anyhow!("{}: {key}: {message}", self.line_of(span)),
+            None => anyhow::anyhow!("config {}: {key} (not set, the default): {message}", self.file.display()),
+        }
+    }
+
+    /// " (line N)" or " (default)", for naming a second value in a message.
+    fn where_is(&self, span: &Option<Range<usize>>) -> String {
+        match span {
+            Some(span) => {
+                let line = self.text[..span.start.min(self.text.len())].matches('\n').count() + 1;
+                format!(" (line {line})")
+            }
+            None => " (default)".to_string(),
+        }
+    }
 }
 
 fn validate(raw: RawSettings, at: &Locator, profile: Option<String>) -> Result<Config> {
     let base_dir = at.file.parent().unwrap_or(Path::new("/")).to_path_buf();
     let path = |value: Option<Spanned<PathBuf>>| value.map(|v| base_dir.join(v.into_inner()));
+    let span = |value: &Option<Spanned<PathBuf>>| value.as_ref().map(Spanned::span);
+    let base_span = span(&raw.build_base);
+    // A default under build_base is reported at build_base's line.
+    let under = |value: &Option<Spanned<PathBuf>>| (span(value).or(base_span.clone()), value.is_none());
+    let dir_spans = [
+        ("ports_dir", (span(&raw.ports_dir), false)),
+        ("build_base", (base_span.clone(), false)),
+        ("packages_dir", under(&raw.packages_dir)),
+        ("distfiles_dir", under(&raw.distfiles_dir)),
+        ("logs_dir", under(&raw.logs_dir)),
+        ("database_path", under(&raw.database_path)),
+    ];
+    let user_span = raw.build_user.as_ref().map(Spanned::span);
     let build_base = path(raw.build_base).unwrap_or_else(|| PathBuf::from("/var/cache/portsynth"));
     let under_base = |value, default: &str| path(value).unwrap_or_else(|| build_base.join(default));
 
@@ -217,9 +251,9 @@ fn validate(raw: RawSettings, at: &Locator, profile: Option<String>) -> Result<C
             dir
         }
     };
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpus = cpus();
     let ram = machine_memory();
-    let workers = positive(at, "workers", raw.workers)?.unwrap_or(cpus);
+    let workers = at_most_jobs(at, "workers", raw.workers)?.unwrap_or(cpus);
     let tmpfs_size = match raw.tmpfs_size {
         Some(v) => size_at_most(at, "tmpfs_size", &v, ram)?,
         None => default_tmpfs_size(ram, workers),
@@ -237,7 +271,7 @@ fn validate(raw: RawSettings, at: &Locator, profile: Option<String>) -> Result<C
         None => tmpfs_size,
     };
 
-    Ok(Config {
+    let config = Config {
         file: at.file.to_path_buf(),
         profile,
         ports_dir,
@@ -248,7 +282,7 @@ fn validate(raw: RawSettings, at: &Locator, profile: Option<String>) -> Result<C
         database_path: under_base(raw.database_path, "builddb.sqlite"),
         build_base,
         workers,
-        make_jobs: positive(at, "make_jobs", raw.make_jobs)?.unwrap_or(1),
+        make_jobs: at_most_jobs(at, "make_jobs", raw.make_jobs)?.unwrap_or(1),
         make_program: non_empty(at, "make_program", raw.make_program)?.unwrap_or_else(|| "bmake".into()),
         build_user: non_empty(at, "build_user", raw.build_user)?.unwrap_or_else(|| "nobody".into()),
         tmpfs_size,
@@ -257,7 +291,7 @@ fn validate(raw: RawSettings, at: &Locator, profile: Option<String>) -> Result<C
             positive(at, "silent_timeout", raw.silent_timeout)?.unwrap_or(7200) as u64,
         ),
         make_conf: make_conf(at, raw.make_conf)?,
-        fetch_jobs: positive(at, "fetch_jobs", raw.fetch_jobs)?.unwrap_or_else(|| default_fetch_jobs(cpus)),
+        fetch_jobs: at_most_jobs(at, "fetch_jobs", raw.fetch_jobs)?.unwrap_or_else(|| default_fetch_jobs(cpus)),
         fetch_retries: match raw.fetch_retries {
             Some(v) if !(0..=100).contains(v.get_ref()) => {
                 return Err(at.error("fetch_retries", &v, format!("must be between 0 and 100, not {}", v.get_ref())))
@@ -281,7 +315,238 @@ fn validate(raw: RawSettings, at: &Locator, profile: Option<String>) -> Result<C
         package_size_limit,
         setuid_ports: raw.setuid_ports.unwrap_or_default().into_iter().map(Spanned::into_inner).collect(),
         fetch_local_hosts: raw.fetch_local_hosts.unwrap_or_default().into_iter().map(Spanned::into_inner).collect(),
-    })
+    };
+    let paths = [
+        &config.ports_dir,
+        &config.build_base,
+        &config.packages_dir,
+        &config.distfiles_dir,
+        &config.logs_dir,
+        &config.database_path,
+    ];
+    let dirs: Vec<DirSetting> = dir_spans
+        .into_iter()
+        .zip(paths)
+        .map(|((key, (span, derived)), path)| DirSetting::new(key, path, span, derived))
+        .collect();
+    check_dirs(at, &dirs, &config.system_path)?;
+    check_build_user(at, user_span, &config.build_user, &config.system_path)?;
+    Ok(config)
+}
+
+/// The CPUs this process may use (at least 1).
+pub fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The most `workers`, `fetch_jobs` and `make_jobs` (and `--workers`,
+/// `--fetch-jobs`) may be: 4 per CPU. More only thrashes the machine.
+pub fn max_jobs() -> usize {
+    4 * cpus()
+}
+
+/// "must be at most 8 (4 per CPU, 2 CPUs), not 9" when `n` is too large.
+pub fn check_jobs(n: usize) -> std::result::Result<usize, String> {
+    if n > max_jobs() {
+        return Err(format!("must be at most {} (4 per CPU, {} CPUs), not {n}", max_jobs(), cpus()));
+    }
+    Ok(n)
+}
+
+/// A positive job count no larger than [`max_jobs`].
+fn at_most_jobs(at: &Locator, key: &str, value: Option<Spanned<i64>>) -> Result<Option<usize>> {
+    let Some(n) = positive(at, key, value.clone())? else { return Ok(None) };
+    check_jobs(n).map(Some).map_err(|e| at.error(key, value.as_ref().expect("a value was read"), e))
+}
+
+/// One of the six directory settings, for the overlap checks: the path as
+/// configured (made absolute and lexically normal) and as it resolves on
+/// disk (symlinks of its existing part followed), so a symlink cannot hide
+/// an overlap.
+struct DirSetting {
+    key: &'static str,
+    lexical: PathBuf,
+    resolved: PathBuf,
+    span: Option<Range<usize>>,
+    /// Not in the file: the default under build_base (`span` is build_base's).
+    derived: bool,
+}
+
+impl DirSetting {
+    fn new(key: &'static str, path: &Path, span: Option<Range<usize>>, derived: bool) -> DirSetting {
+        let lexical = lexical_normal(path);
+        let resolved = resolve_existing(&lexical);
+        DirSetting { key, lexical, resolved, span, derived }
+    }
+
+    /// `self` is `other` or lies below it.
+    fn within(&self, other: &DirSetting) -> bool {
+        self.lexical.starts_with(&other.lexical) || self.resolved.starts_with(&other.resolved)
+    }
+
+    fn same(&self, other: &DirSetting) -> bool {
+        self.lexical == other.lexical || self.resolved == other.resolved
+    }
+
+    fn shown(&self) -> String {
+        let mut text = self.lexical.display().to_string();
+        if self.lexical != self.resolved {
+            text.push_str(&format!(" (-> {})", self.resolved.display()));
+        }
+        if self.derived {
+            text.push_str(" (the default, under build_base)");
+        }
+        text
+    }
+}
+
+/// Absolute, without `.` and with `..` applied to the path text.
+fn lexical_normal(path: &Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut out = PathBuf::from("/");
+    for component in absolute.components() {
+        match component {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(name) => out.push(name),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    out
+}
+
+/// The longest existing ancestor canonicalized, the rest appended.
+fn resolve_existing(path: &Path) -> PathBuf {
+    let mut existing = path.to_path_buf();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(real) = existing.canonicalize() {
+            return rest.iter().rev().fold(real, |acc: PathBuf, name: &std::ffi::OsString| acc.join(name));
+        }
+        match (existing.file_name().map(|n| n.to_os_string()), existing.parent()) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                existing = parent.to_path_buf();
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
+}
+
+/// Directories a build base must not be (nor contain): the host's system
+/// directories, and the same under `system_path`.
+const SYSTEM_DIRS: &[&str] = &[
+    "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32", "/libexec", "/media", "/mnt",
+    "/opt", "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/usr/bin", "/usr/include",
+    "/usr/lib", "/usr/lib32", "/usr/lib64", "/usr/libexec", "/usr/local", "/usr/sbin", "/usr/share", "/var",
+    "/var/cache", "/var/db", "/var/lib", "/var/log", "/var/mail", "/var/spool", "/var/tmp",
+];
+
+/// The overlap rules: nothing is `/`; the build base is no system directory
+/// (nor above one); the distfiles, packages, logs and database are neither
+/// in, nor equal to, nor above the ports tree; the distfiles directory (whose
+/// unreferenced files purge-distfiles deletes) holds none of the others;
+/// packages and logs are apart.
+fn check_dirs(at: &Locator, dirs: &[DirSetting], system_path: &Path) -> Result<()> {
+    let get = |key: &str| dirs.iter().find(|d| d.key == key).expect("every directory key");
+    let fail = |subject: &DirSetting, message: String| at.error_at(subject.key, subject.span.clone(), message);
+    let other = |d: &DirSetting| format!("{} {}{}", d.key, d.shown(), at.where_is(&d.span));
+    for dir in dirs {
+        if dir.lexical == Path::new("/") || dir.resolved == Path::new("/") {
+            return Err(fail(dir, format!("{} is the root directory /", dir.shown())));
+        }
+    }
+    let base = get("build_base");
+    let system_root = lexical_normal(system_path);
+    let mut systems = Vec::new();
+    for system in SYSTEM_DIRS {
+        systems.push(PathBuf::from(system));
+        if system_root != Path::new("/") {
+            systems.push(system_root.join(system.trim_start_matches('/')));
+        }
+    }
+    // The exact match first: with a merged /usr, /bin resolves into /usr.
+    let exact = systems.iter().find(|s| **s == base.lexical || resolve_existing(s) == base.resolved);
+    let above = systems.iter().find(|s| s.starts_with(&base.lexical) || resolve_existing(s).starts_with(&base.resolved));
+    if let Some(system) = exact.or(above) {
+        let what = if exact.is_some() { "is" } else { "contains" };
+        return Err(fail(
+            base,
+            format!(
+                "{} {what} the system directory {}; use a directory of its own such as /var/cache/portsynth",
+                base.shown(),
+                system.display()
+            ),
+        ));
+    }
+    let ports = get("ports_dir");
+    for key in ["distfiles_dir", "packages_dir", "logs_dir", "database_path"] {
+        let dir = get(key);
+        if dir.same(ports) {
+            return Err(fail(dir, format!("{} is the same as {}", dir.shown(), other(ports))));
+        }
+        if dir.within(ports) {
+            return Err(fail(dir, format!("{} is inside {}", dir.shown(), other(ports))));
+        }
+        if ports.within(dir) {
+            return Err(fail(dir, format!("{} contains {}", dir.shown(), other(ports))));
+        }
+    }
+    let distfiles = get("distfiles_dir");
+    for key in ["build_base", "packages_dir", "logs_dir", "database_path"] {
+        let dir = get(key);
+        if dir.within(distfiles) {
+            let what = if dir.same(distfiles) { "is the same as" } else { "contains" };
+            return Err(fail(
+                distfiles,
+                format!(
+                    "{} {what} {} (purge-distfiles deletes every file in it that no port references)",
+                    distfiles.shown(),
+                    other(dir)
+                ),
+            ));
+        }
+    }
+    let (packages, logs) = (get("packages_dir"), get("logs_dir"));
+    if logs.within(packages) || packages.within(logs) {
+        let what = if logs.same(packages) {
+            "is the same as"
+        } else if logs.within(packages) {
+            "is inside"
+        } else {
+            "contains"
+        };
+        return Err(fail(logs, format!("{} {what} {}", logs.shown(), other(packages))));
+    }
+    Ok(())
+}
+
+/// The build user must exist in the sandbox's passwd (`system_path/etc/passwd`)
+/// and must not be root: every phase after checksum runs as this user.
+fn check_build_user(at: &Locator, span: Option<Range<usize>>, user: &str, system_path: &Path) -> Result<()> {
+    let passwd = system_path.join("etc/passwd");
+    let text = std::fs::read_to_string(&passwd).map_err(|e| {
+        at.error_at("build_user", span.clone(), format!("cannot read {} to look up '{user}': {e}", passwd.display()))
+    })?;
+    let uid = text.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        (fields.next() == Some(user)).then(|| fields.nth(1).unwrap_or("").trim().to_string())
+    });
+    match uid.as_deref().map(str::parse::<u32>) {
+        None => Err(at.error_at("build_user", span, format!("no user '{user}' in {}", passwd.display()))),
+        Some(Err(_)) => Err(at.error_at(
+            "build_user",
+            span,
+            format!("'{user}' has no valid uid in {}", passwd.display()),
+        )),
+        Some(Ok(0)) => Err(at.error_at(
+            "build_user",
+            span,
+            format!("'{user}' has uid 0 in {}: the build phases must not run as root", passwd.display()),
+        )),
+        Some(Ok(_)) => Ok(()),
+    }
 }
 
 pub const DEFAULT_MAX_PROCESSES: u64 = 4096;
@@ -423,7 +688,7 @@ pub fn format_size(bytes: u64) -> String {
 
 /// The commented default config written by `portsynth init`.
 pub fn default_config_text(ports_dir: &Path, build_base: &Path) -> String {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpus = cpus();
     let mut text = String::new();
     let _ = write!(
         text,
@@ -435,17 +700,23 @@ ports_dir = "{ports}"
 # Root whose /usr, /bin, /sbin, /lib*, /etc are bound read-only into every sandbox.
 system_path = "/"
 # Slots, database, logs, packages and distfiles live here unless set below.
+# None of these may be /, build_base no system directory (/usr, /var, /tmp…);
+# distfiles, packages, logs and the database stay out of ports_dir (and it out
+# of them), and distfiles_dir holds none of the others (purge-distfiles
+# deletes what no port references).
 build_base = "{base}"
 # packages_dir = "{base}/packages"
 # distfiles_dir = "{base}/distfiles"
 # logs_dir = "{base}/logs"
 # database_path = "{base}/builddb.sqlite"
 
-# Ports built at once (default: number of CPUs) and make jobs inside each.
+# Ports built at once (default: number of CPUs) and make jobs inside each;
+# each at most 4 per CPU ({max_jobs} here), like fetch_jobs and --workers.
 workers = {cpus}
 make_jobs = 1
 make_program = "bmake"
-# Unprivileged user for every phase after checksum.
+# Unprivileged user for every phase after checksum; it must exist in
+# system_path/etc/passwd and must not have uid 0.
 build_user = "nobody"
 # Size limit of each sandbox tmpfs (/construction, /usr/local, /tmp); the
 # default fits all of them on every worker into this machine's memory.
@@ -468,7 +739,8 @@ build_user = "nobody"
 # Seconds without any output before a build is killed.
 silent_timeout = 7200
 
-# fetch-only: ports fetched at once (default 4 per CPU, at most 64), extra
+# fetch-only: ports fetched at once (default 4 per CPU, at most 64; never
+# more than 4 per CPU, {max_jobs} here), extra
 # attempts after a failure, and the first retry's delay in seconds (each
 # further retry waits twice as long).
 # fetch_jobs = {fetch_jobs}
@@ -481,6 +753,7 @@ silent_timeout = 7200
         ports = ports_dir.display(),
         base = build_base.display(),
         fetch_jobs = default_fetch_jobs(cpus),
+        max_jobs = max_jobs(),
         tmpfs = format_size(default_tmpfs_size(machine_memory(), cpus)),
         memory = format_size(default_memory_limit(machine_memory(), cpus)),
         max_processes = DEFAULT_MAX_PROCESSES,
@@ -577,12 +850,12 @@ mod tests {
         let dir = tree();
         let text = r#"
 ports_dir = "ports"
-system_path = "/sysroot"
-build_base = "/b"
-packages_dir = "/p"
-distfiles_dir = "/d"
-logs_dir = "/l"
-database_path = "/db.sqlite"
+system_path = "sysroot"
+build_base = "b"
+packages_dir = "p"
+distfiles_dir = "d"
+logs_dir = "l"
+database_path = "db.sqlite"
 workers = 3
 make_jobs = 2
 make_program = "fmake"
@@ -602,12 +875,16 @@ check-plist = 5
 [make_conf]
 CFLAGS = "-O1"
 "#;
+        std::fs::create_dir_all(dir.path().join("sysroot/etc")).unwrap();
+        std::fs::write(dir.path().join("sysroot/etc/passwd"), "root:x:0:0::/root:/bin/sh\nbuilder:x:1001:1001::/:/bin/sh\n")
+            .unwrap();
         let c = parse_in(dir.path(), text, None).unwrap();
-        assert_eq!(c.system_path, Path::new("/sysroot"));
-        assert_eq!(c.packages_dir, Path::new("/p"));
-        assert_eq!(c.distfiles_dir, Path::new("/d"));
-        assert_eq!(c.logs_dir, Path::new("/l"));
-        assert_eq!(c.database_path, Path::new("/db.sqlite"));
+        assert_eq!(c.system_path, dir.path().join("sysroot"));
+        assert_eq!(c.build_base, dir.path().join("b"));
+        assert_eq!(c.packages_dir, dir.path().join("p"));
+        assert_eq!(c.distfiles_dir, dir.path().join("d"));
+        assert_eq!(c.logs_dir, dir.path().join("l"));
+        assert_eq!(c.database_path, dir.path().join("db.sqlite"));
         assert_eq!((c.workers, c.make_jobs), (3, 2));
         assert_eq!(c.make_program, "fmake");
         assert_eq!(c.build_user, "builder");
@@ -681,6 +958,133 @@ CFLAGS = "-O1"
         std::fs::create_dir_all(dir.path().join("empty")).unwrap();
         let err = error_in(dir.path(), "ports_dir = \"empty\"\n");
         assert!(err.contains("no Mk/bsd.port.mk") && err.contains("line 1"), "{err}");
+    }
+
+    fn error_lines(dir: &Path, cases: &[(&str, &str, usize, &str)]) {
+        for (text, key, line, needle) in cases {
+            let err = error_in(dir, text);
+            assert!(err.contains(&format!("line {line}: {key}: ")), "{text}: {err}");
+            assert!(err.contains(needle), "{text}: wanted '{needle}' in {err}");
+        }
+    }
+
+    #[test]
+    fn directories_overlapping_the_ports_tree_name_key_and_line() {
+        let dir = tree();
+        let ports = dir.path().join("ports").display().to_string();
+        let cases: Vec<(String, &str, usize, String)> = ["distfiles_dir", "packages_dir", "logs_dir", "database_path"]
+            .iter()
+            .flat_map(|key| {
+                [
+                    (format!("ports_dir = \"ports\"\n{key} = \"ports\"\n"), *key, 2, format!("is the same as ports_dir {ports} (line 1)")),
+                    (format!("ports_dir = \"ports\"\n{key} = \"ports/x\"\n"), *key, 2, format!("is inside ports_dir {ports} (line 1)")),
+                    (format!("ports_dir = \"ports\"\n\n{key} = \".\"\n"), *key, 3, format!("contains ports_dir {ports} (line 1)")),
+                ]
+            })
+            .collect();
+        let cases: Vec<(&str, &str, usize, &str)> =
+            cases.iter().map(|(t, k, l, n)| (t.as_str(), *k, *l, n.as_str())).collect();
+        error_lines(dir.path(), &cases);
+        // A default under build_base is reported at build_base's line.
+        error_lines(dir.path(), &[(
+            "ports_dir = \"ports\"\nbuild_base = \"ports/base\"\n",
+            "distfiles_dir",
+            2,
+            "ports/base/distfiles (the default, under build_base) is inside ports_dir",
+        )]);
+        // A symlink does not hide the overlap.
+        std::os::unix::fs::symlink(dir.path().join("ports"), dir.path().join("alias")).unwrap();
+        error_lines(dir.path(), &[(
+            "ports_dir = \"ports\"\ndistfiles_dir = \"alias/distfiles\"\n",
+            "distfiles_dir",
+            2,
+            "is inside ports_dir",
+        )]);
+    }
+
+    #[test]
+    fn the_root_and_system_directories_are_refused() {
+        let dir = tree();
+        let mut cases = vec![];
+        for key in ["build_base", "packages_dir", "distfiles_dir", "logs_dir", "database_path"] {
+            cases.push((format!("ports_dir = \"ports\"\n{key} = \"/\"\n"), key, 2, "is the root directory /".to_string()));
+        }
+        for system in ["/usr", "/etc", "/var", "/tmp", "/home", "/lib64", "/usr/local", "/root", "/proc"] {
+            cases.push((
+                format!("ports_dir = \"ports\"\nbuild_base = \"{system}\"\n"),
+                "build_base",
+                2,
+                format!("is the system directory {system}"),
+            ));
+        }
+        cases.push((
+            "ports_dir = \"ports\"\nsystem_path = \"sysroot\"\nbuild_base = \"sysroot\"\n".into(),
+            "build_base",
+            3,
+            "contains the system directory".into(),
+        ));
+        let cases: Vec<(&str, &str, usize, &str)> =
+            cases.iter().map(|(t, k, l, n)| (t.as_str(), *k, *l, n.as_str())).collect();
+        error_lines(dir.path(), &cases);
+        let err = error_in(dir.path(), "ports_dir = \"/\"\n");
+        assert!(err.contains("ports_dir"), "{err}");
+        // /var/cache/portsynth (the default) and a directory under /tmp are fine.
+        assert!(parse_in(dir.path(), "ports_dir = \"ports\"\n", None).is_ok());
+    }
+
+    #[test]
+    fn distfiles_holds_nothing_else_and_packages_and_logs_are_apart() {
+        let dir = tree();
+        error_lines(dir.path(), &[
+            ("ports_dir = \"ports\"\nbuild_base = \"b\"\ndistfiles_dir = \"b\"\n", "distfiles_dir", 3, "is the same as build_base"),
+            ("ports_dir = \"ports\"\nbuild_base = \"b/c\"\ndistfiles_dir = \"b\"\n", "distfiles_dir", 3, "contains build_base"),
+            ("ports_dir = \"ports\"\nbuild_base = \"b\"\ndistfiles_dir = \"d\"\npackages_dir = \"d/p\"\n", "distfiles_dir", 3, "contains packages_dir"),
+            ("ports_dir = \"ports\"\nbuild_base = \"b\"\ndistfiles_dir = \"d\"\nlogs_dir = \"d\"\n", "distfiles_dir", 3, "is the same as logs_dir"),
+            ("ports_dir = \"ports\"\nbuild_base = \"b\"\ndistfiles_dir = \"d\"\ndatabase_path = \"d/db.sqlite\"\n", "distfiles_dir", 3, "purge-distfiles deletes"),
+            ("ports_dir = \"ports\"\nbuild_base = \"b\"\npackages_dir = \"x\"\nlogs_dir = \"x\"\n", "logs_dir", 4, "is the same as packages_dir"),
+            ("ports_dir = \"ports\"\nbuild_base = \"b\"\npackages_dir = \"x\"\nlogs_dir = \"x/All\"\n", "logs_dir", 4, "is inside packages_dir"),
+            ("ports_dir = \"ports\"\nbuild_base = \"b\"\ndistfiles_dir = \"p\"\npackages_dir = \"p\"\n", "distfiles_dir", 3, "is the same as packages_dir"),
+        ]);
+    }
+
+    #[test]
+    fn the_build_user_must_exist_and_not_be_root() {
+        let dir = tree();
+        std::fs::create_dir_all(dir.path().join("sys/etc")).unwrap();
+        std::fs::write(dir.path().join("sys/etc/passwd"), "root:x:0:0::/root:/bin/sh\ntoor:x:0:0::/:/bin/sh\nbuilder:x:1001:1001::/:/bin/sh\n")
+            .unwrap();
+        let passwd = dir.path().join("sys/etc/passwd").display().to_string();
+        let ok = parse_in(dir.path(), "ports_dir = \"ports\"\nsystem_path = \"sys\"\nbuild_user = \"builder\"\n", None);
+        assert_eq!(ok.unwrap().build_user, "builder");
+        let missing = format!("no user 'ghost' in {passwd}");
+        let root = format!("'toor' has uid 0 in {passwd}");
+        error_lines(dir.path(), &[
+            ("ports_dir = \"ports\"\nsystem_path = \"sys\"\nbuild_user = \"root\"\n", "build_user", 3, "uid 0"),
+            ("ports_dir = \"ports\"\nsystem_path = \"sys\"\nbuild_user = \"toor\"\n", "build_user", 3, &root),
+            ("ports_dir = \"ports\"\nsystem_path = \"sys\"\n\nbuild_user = \"ghost\"\n", "build_user", 4, &missing),
+        ]);
+        // The default user, looked up in a passwd without it: key and file named.
+        let err = error_in(dir.path(), "ports_dir = \"ports\"\nsystem_path = \"sys\"\n");
+        assert!(err.contains("build_user (not set, the default)") && err.contains("no user 'nobody'"), "{err}");
+        assert!(err.contains("portsynth.toml") && err.contains(&passwd), "{err}");
+        let err = error_in(dir.path(), "ports_dir = \"ports\"\nsystem_path = \"nowhere\"\nbuild_user = \"x\"\n");
+        assert!(err.contains("line 3: build_user: cannot read") && err.contains("nowhere/etc/passwd"), "{err}");
+    }
+
+    #[test]
+    fn job_counts_are_at_most_four_per_cpu() {
+        let dir = tree();
+        let max = max_jobs();
+        assert_eq!(max, 4 * cpus());
+        for key in ["workers", "fetch_jobs", "make_jobs"] {
+            let c = parse_in(dir.path(), &format!("ports_dir = \"ports\"\n{key} = {max}\n"), None);
+            assert!(c.is_ok(), "{key} = {max}: {:#}", c.unwrap_err());
+            let text = format!("ports_dir = \"ports\"\n{key} = {}\n", max + 1);
+            let err = error_in(dir.path(), &text);
+            assert!(err.contains(&format!("line 2: {key}: must be at most {max} (4 per CPU")), "{err}");
+        }
+        assert!(check_jobs(max).is_ok() && check_jobs(max + 1).is_err());
+        assert!(default_config_text(Path::new("/p"), Path::new("/b")).contains(&format!("{max} here")));
     }
 
     #[test]

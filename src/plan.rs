@@ -59,6 +59,9 @@ pub struct Counts {
 pub struct Plan {
     pub entries: Vec<PlanEntry>,
     pub counts: Counts,
+    /// What listing the tree skipped or noticed ([`PortTree::problems`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
 }
 
 /// The ports a command asked for.
@@ -134,7 +137,7 @@ impl Plan {
                 Verdict::NotBuildable(_) => &mut counts.not_buildable,
             } += 1;
         }
-        Plan { entries, counts }
+        Plan { entries, counts, problems: tree.problems.clone() }
     }
 
     pub fn to_build(&self) -> impl Iterator<Item = &PlanEntry> {

@@ -233,6 +233,54 @@ fn reset_db_asks_and_removes() {
 }
 
 #[test]
+fn reset_db_removes_only_a_portsynth_database() {
+    let env = Env::testdata();
+    std::fs::create_dir_all(env.base()).unwrap();
+    let file = env.base().join("db-file");
+    env.write_config("database_path = \"base/db-file\"\n");
+    // Not a build database: a text file, another program's SQLite file, a directory.
+    let passwd_like = b"root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534::/:/bin/false\n".to_vec();
+    std::fs::write(&file, &passwd_like).unwrap();
+    let output = env.run(&["reset-db", "-y"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let err = stderr(&output);
+    assert!(err.contains(&format!("not removing {}", file.display())) && err.contains("not an SQLite file"), "{err}");
+    assert_eq!(std::fs::read(&file).unwrap(), passwd_like, "the file must be left alone");
+    std::fs::remove_file(&file).unwrap();
+    {
+        let other = rusqlite::Connection::open(&file).unwrap();
+        other.execute_batch("CREATE TABLE bookmarks (url TEXT); INSERT INTO bookmarks VALUES ('x');").unwrap();
+    }
+    let before = std::fs::read(&file).unwrap();
+    let output = env.run(&["reset-db", "-y"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains("without portsynth's schema_version table"), "{}", stderr(&output));
+    assert_eq!(std::fs::read(&file).unwrap(), before);
+    std::fs::remove_file(&file).unwrap();
+    std::fs::create_dir(&file).unwrap();
+    let output = env.run(&["reset-db", "-y"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains("not a regular file") && file.is_dir(), "{}", stderr(&output));
+    std::fs::remove_dir(&file).unwrap();
+
+    // A build database: empty, corrupt (SQLite header, garbage after it), real.
+    std::fs::write(&file, b"").unwrap();
+    env.run_ok(&["reset-db", "-y"]);
+    assert!(!file.exists());
+    let mut corrupt = b"SQLite format 3\0".to_vec();
+    corrupt.extend(b"garbage that no SQLite can read".repeat(200));
+    std::fs::write(&file, &corrupt).unwrap();
+    let output = env.run(&["status"]);
+    assert!(stderr(&output).contains("portsynth reset-db"), "{}", stderr(&output));
+    env.run_ok(&["reset-db", "-y"]);
+    assert!(!file.exists());
+    env.run_ok(&["status"]);
+    assert!(file.exists());
+    env.run_ok(&["reset-db", "-y"]);
+    assert!(!file.exists());
+}
+
+#[test]
 fn history_lists_runs_and_builds() {
     let env = Env::testdata();
     let empty = env.run_ok(&["history"]);

@@ -268,6 +268,25 @@ fn config_errors_exit_2_naming_key_file_and_line() {
 }
 
 #[test]
+fn job_flags_above_four_per_cpu_are_refused_naming_the_flag() {
+    let env = Env::testdata();
+    let max = portsynth::config::max_jobs();
+    let too_many = (max + 1).to_string();
+    for (args, flag) in [
+        (vec!["--workers", too_many.as_str(), "status"], "--workers"),
+        (vec!["fetch-only", "--fetch-jobs", too_many.as_str()], "--fetch-jobs"),
+    ] {
+        let output = env.run(&args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let err = stderr(&output);
+        assert!(err.contains(&format!("{flag}: must be at most {max} (4 per CPU")), "{args:?}: {err}");
+    }
+    assert!(!env.base().exists(), "nothing was started");
+    let max = max.to_string();
+    env.run_ok(&["--workers", max.as_str(), "status", "misc/hello"]);
+}
+
+#[test]
 fn config_is_found_through_the_environment_and_profiles_apply() {
     let env = Env::testdata();
     env.write_config("[profile.other]\nmake_program = \"no-such-make\"\n");

@@ -1,12 +1,14 @@
 //! `portsynth build-one PORT`: one sandboxed build, dependencies taken from
 //! the repository. A tool for trying the sandbox alone; the database is not
-//! touched.
+//! touched (beyond the scan cache). Like every command that changes the build
+//! base, it holds the build-base lock.
 
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 
 use super::prepare::prepare;
+use crate::build::lock::BuildLock;
 use crate::builddb::BuildDb;
 use crate::cli::{BuildOneArgs, GlobalArgs};
 use crate::config::Config;
@@ -15,6 +17,8 @@ use crate::sandbox::runner::{build_one, default_helper, Dependency, OutcomeStatu
 
 pub fn run(config: &Config, global: &GlobalArgs, args: &BuildOneArgs) -> Result<ExitCode> {
     let origin = Origin::parse(&args.port).map_err(|e| anyhow::anyhow!("bad port argument '{}': {e}", args.port))?;
+    // Its slot, log and package are the build base's: one writer at a time.
+    let _lock = BuildLock::acquire(&config.build_base)?;
     let db = BuildDb::open(&config.database_path)?;
     let prepared = prepare(config, &db, std::slice::from_ref(&origin))?;
     let tree = &prepared.tree;

@@ -4,18 +4,22 @@
 //! so on the host they are empty directories (plus an outbox that may hold a
 //! package file). Cleanup still checks every one: a directory that is a
 //! mount point in this namespace is reported and left alone, and nothing is
-//! ever removed recursively.
+//! ever removed recursively. It holds the build-base lock, so it never runs
+//! while a build (or any other writer) uses the build base.
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 
+use crate::build::lock::BuildLock;
 use crate::builddb::BuildDb;
 use crate::config::Config;
 use crate::sandbox::runner::clear_files;
 
 pub fn run(config: &Config) -> Result<ExitCode> {
+    // A running build's slots are its own: never clean up under it.
+    let _lock = BuildLock::acquire(&config.build_base)?;
     let mut refused = 0;
     let mut removed = 0;
     if config.build_base.is_dir() {

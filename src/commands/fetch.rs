@@ -52,7 +52,10 @@ impl Scope {
 
 pub fn run(config: &Config, global: &GlobalArgs, args: &FetchOnlyArgs) -> Result<ExitCode> {
     let origins = super::parse_origins(&args.ports)?;
-    let jobs = args.fetch_jobs.map_or(config.fetch_jobs, |n| n as usize);
+    let jobs = match args.fetch_jobs {
+        Some(n) => crate::config::check_jobs(n as usize).map_err(|e| anyhow::anyhow!("--fetch-jobs: {e}"))?,
+        None => config.fetch_jobs,
+    };
     let _lock = BuildLock::acquire(&config.build_base)?;
     let db = BuildDb::open(&config.database_path)?;
     recover_dangling_runs(&db);

@@ -86,7 +86,7 @@ pub fn load_config(global: &GlobalArgs) -> Result<Config> {
     let file = config::locate(global.config.as_deref())?;
     let mut config = config::load(&file, global.profile.as_deref())?;
     if let Some(workers) = global.workers {
-        config.workers = workers as usize;
+        config.workers = config::check_jobs(workers as usize).map_err(|e| anyhow::anyhow!("--workers: {e}"))?;
     }
     Ok(config)
 }

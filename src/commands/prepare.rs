@@ -41,6 +41,9 @@ pub fn prepare_forcing(config: &Config, db: &BuildDb, origins: &[Origin], forced
     let cached = CachedScanner::new(&scanner, &memo, config_crc, stored);
     let scope = if origins.is_empty() { Scope::Everything } else { Scope::Ports(origins) };
     let tree = PortTree::load(&scanner, scope, &|dirs| cached.scan_dirs(dirs))?;
+    for problem in &tree.problems {
+        warn(problem);
+    }
     if let Err(e) = db.scan_cache_store(&cached.take_fresh()) {
         warn(&format!("cannot update the scan cache: {e:#}"));
     }

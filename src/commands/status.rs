@@ -63,6 +63,12 @@ pub fn print_plan(out: &mut impl Write, plan: &Plan, config: &Config, list_up_to
             writeln!(out, "{}", line.trim_end())?;
         }
     }
+    if !plan.problems.is_empty() {
+        writeln!(out, "\nProblems listing the tree ({}):", plan.problems.len())?;
+        for problem in &plan.problems {
+            writeln!(out, "      {problem}")?;
+        }
+    }
     let c = plan.counts;
     writeln!(
         out,

@@ -90,6 +90,15 @@ pub struct Scanner {
     pub make_env: Vec<(String, String)>,
 }
 
+/// The port directories of a tree, and what was skipped or is worth saying
+/// about the listing (non-UTF-8 or invalid names, unreadable directories,
+/// symlinks inside the tree).
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub origins: Vec<Origin>,
+    pub problems: Vec<String>,
+}
+
 /// The result of scanning one port directory: every flavor, or the error.
 pub type DirScan = Result<Vec<PortMeta>, ScanError>;
 
@@ -99,25 +108,108 @@ impl Scanner {
     /// capitalised directories (Templates, Tools, distfiles mirrors) are not.
     /// The Makefile checks run in parallel: on a 30,000-port tree they are
     /// 30,000 `stat` calls.
-    pub fn list_ports(&self) -> anyhow::Result<Vec<Origin>> {
+    ///
+    /// Nothing is dropped silently: a directory whose name is not UTF-8 or
+    /// not a valid origin, or that cannot be read, is skipped and named in
+    /// [`Listing::problems`]; a symlinked category or port directory is
+    /// listed (with a problem line when it stays inside the tree), and
+    /// [`Scanner::escape`] refuses the ones that lead outside.
+    pub fn list_ports(&self) -> anyhow::Result<Listing> {
+        let mut problems = Vec::new();
         let mut candidates = Vec::new();
-        for category in sorted_dirs(&self.ports_dir)? {
-            if !category.starts_with(|c: char| c.is_ascii_lowercase()) {
+        let (categories, mut skipped) = sorted_dirs(&self.ports_dir)?;
+        problems.append(&mut skipped);
+        for category in categories {
+            if !category.name.starts_with(|c: char| c.is_ascii_lowercase()) {
                 continue;
             }
-            for name in sorted_dirs(&self.ports_dir.join(&category))? {
-                if !name.starts_with('.') {
-                    candidates.push(format!("{category}/{name}"));
+            if category.link.is_some() {
+                // Outside the tree: each of its ports is refused by name.
+                if let Ok(Some(target)) = self.escape_of(&category.name, None) {
+                    problems.push(format!(
+                        "category {} is a symlink to {target} inside the ports tree; its ports are scanned as {}/…",
+                        category.name, category.name
+                    ));
+                }
+            }
+            let dir = self.ports_dir.join(&category.name);
+            let (ports, mut skipped) = match sorted_dirs(&dir) {
+                Ok(found) => found,
+                Err(e) => {
+                    problems.push(format!("{e:#}; the ports of category {} are skipped", category.name));
+                    continue;
+                }
+            };
+            problems.append(&mut skipped);
+            for port in ports {
+                if port.name.starts_with('.') {
+                    continue;
+                }
+                let text = format!("{}/{}", category.name, port.name);
+                match Origin::parse(&text) {
+                    Ok(origin) => candidates.push((origin, category.link.is_some(), port.link.is_some())),
+                    Err(e) => problems.push(format!("{}: {e}; skipped", dir.join(&port.name).display())),
                 }
             }
         }
-        Ok(candidates
+        let checked: Vec<(Origin, Option<String>)> = candidates
             .into_par_iter()
-            .filter(|dir| self.ports_dir.join(dir).join("Makefile").is_file())
-            .filter_map(|dir| Origin::parse(&dir).ok())
-            .collect())
+            .filter_map(|(origin, category_link, port_link)| {
+                if !category_link && !port_link {
+                    return self.port_dir(&origin).join("Makefile").is_file().then_some((origin, None));
+                }
+                match self.escape(&origin) {
+                    // Outside the tree: listed, so that it is refused by name.
+                    Err(_) => Some((origin, None)),
+                    Ok(_) if !self.port_dir(&origin).join("Makefile").is_file() => None,
+                    Ok(Some(target)) if port_link => {
+                        let note = format!("{origin} is a symlink to {target} inside the ports tree; scanned as {origin}");
+                        Some((origin, Some(note)))
+                    }
+                    Ok(_) => Some((origin, None)),
+                }
+            })
+            .collect();
+        let mut origins = Vec::with_capacity(checked.len());
+        for (origin, note) in checked {
+            problems.extend(note);
+            origins.push(origin);
+        }
+        Ok(Listing { origins, problems })
     }
 
+    /// Whether a port directory leaves the tree through a symlink (of its
+    /// category or of itself): `Ok(None)` no symlink, `Ok(Some(target))` a
+    /// symlink resolving inside the tree, `Err(reason)` one that resolves
+    /// outside it or not at all. Such a port is never scanned: its Makefile
+    /// is not part of the tree.
+    pub fn escape(&self, dir: &Origin) -> Result<Option<String>, String> {
+        self.escape_of(&dir.category, Some(&dir.name))
+    }
+
+    fn escape_of(&self, category: &str, name: Option<&str>) -> Result<Option<String>, String> {
+        let category_dir = self.ports_dir.join(category);
+        let port_dir = name.map(|n| category_dir.join(n));
+        let is_link = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink());
+        let link = match &port_dir {
+            Some(dir) if is_link(dir) => dir.clone(),
+            _ if is_link(&category_dir) => category_dir.clone(),
+            _ => return Ok(None),
+        };
+        let shown = link.strip_prefix(&self.ports_dir).unwrap_or(&link).display().to_string();
+        let path = port_dir.as_ref().unwrap_or(&category_dir);
+        let target = path.canonicalize().map_err(|e| format!("{shown} is a symlink to {}, which does not resolve ({e})", link_text(&link)))?;
+        let root = self.ports_dir.canonicalize().unwrap_or_else(|_| self.ports_dir.clone());
+        match target.strip_prefix(&root) {
+            Ok(inside) => Ok(Some(inside.display().to_string())),
+            Err(_) => Err(format!(
+                "{shown} is a symlink to {} (resolving to {}), outside the ports tree {}; not scanned",
+                link_text(&link),
+                target.display(),
+                root.display()
+            )),
+        }
+    }
     pub fn port_dir(&self, origin: &Origin) -> PathBuf {
         self.ports_dir.join(&origin.category).join(&origin.name)
     }
@@ -200,6 +292,7 @@ fn parse_query(origin: Origin, port_dir: &Path, lines: &[&str]) -> Result<PortMe
             return Err(format!("{required} is empty (does the Makefile include bsd.port.mk?)"));
         }
     }
+    check_package_names(value("PKGNAME"), value("PKGFILE"))?;
     let flavors = words("FLAVORS");
     if let (Some(wanted), false) = (&origin.flavor, flavors.is_empty()) {
         if value("FLAVOR") != wanted {
@@ -221,16 +314,133 @@ fn parse_query(origin: Origin, port_dir: &Path, lines: &[&str]) -> Result<PortMe
     })
 }
 
-fn sorted_dirs(dir: &Path) -> anyhow::Result<Vec<String>> {
+/// PKGNAME names a file (`All/${PKGNAME}.pkg`) in the repository and in
+/// every sandbox: it must be a plain file name, and PKGFILE must be
+/// `${PACKAGES}/All/${PKGNAME}.pkg` as the framework defines it. A port that
+/// sets them otherwise is not buildable.
+pub fn check_package_names(pkgname: &str, pkgfile: &str) -> Result<(), String> {
+    plain_file_name(pkgname).map_err(|e| format!("PKGNAME {:?} is not a plain file name: {e}", pkgname))?;
+    let mut parts = pkgfile.rsplit('/');
+    let (file, all, rest) = (parts.next().unwrap_or(""), parts.next(), parts.next());
+    plain_file_name(file).map_err(|e| format!("PKGFILE {:?}: its file name is not plain: {e}", pkgfile))?;
+    if file != format!("{pkgname}.pkg") || all != Some("All") || rest.is_none() {
+        return Err(format!("PKGFILE {:?} is not of the form <packages>/All/{pkgname}.pkg", pkgfile));
+    }
+    Ok(())
+}
+
+/// A name with no `/`, not `.` or `..`, no control characters or whitespace.
+pub fn plain_file_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        Err("empty")
+    } else if name == "." || name == ".." {
+        Err("a directory reference")
+    } else if name.contains('/') {
+        Err("contains '/'")
+    } else if name.chars().any(char::is_control) {
+        Err("contains a control character")
+    } else if name.chars().any(char::is_whitespace) {
+        Err("contains whitespace")
+    } else {
+        Ok(())
+    }
+}
+
+/// A listed directory: its (UTF-8) name, and whether it is a symlink.
+#[derive(Debug)]
+struct DirEntry {
+    name: String,
+    link: Option<PathBuf>,
+}
+
+/// The directories in `dir` (hidden ones and `Mk` left out), sorted, and
+/// one problem line per directory skipped because its name is not UTF-8 or
+/// its entry cannot be read. Symlinks to directories are listed (with
+/// `link` set), dangling symlinks too (a port directory leading nowhere is
+/// refused by name rather than dropped).
+fn sorted_dirs(dir: &Path) -> anyhow::Result<(Vec<DirEntry>, Vec<String>)> {
     use anyhow::Context;
     let mut names = Vec::new();
+    let mut problems = Vec::new();
     for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
-        let entry = entry.with_context(|| format!("cannot read {}", dir.display()))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.starts_with('.') && name != "Mk" && entry.file_type().is_ok_and(|t| t.is_dir()) {
-            names.push(name);
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) => {
+                problems.push(format!("cannot read an entry of {}: {e}; skipped", dir.display()));
+                continue;
+            }
+        };
+        let lossy = entry.file_name().to_string_lossy().into_owned();
+        if lossy.starts_with('.') || lossy == "Mk" {
+            continue;
+        }
+        let kind = match entry.file_type() {
+            Ok(kind) => kind,
+            Err(e) => {
+                problems.push(format!("cannot read {}: {e}; skipped", entry.path().display()));
+                continue;
+            }
+        };
+        let link = if kind.is_symlink() {
+            let target = std::fs::read_link(entry.path()).unwrap_or_default();
+            match std::fs::metadata(entry.path()) {
+                Ok(meta) if meta.is_dir() => Some(target),
+                Ok(_) => continue,
+                Err(_) => Some(target),
+            }
+        } else if kind.is_dir() {
+            None
+        } else {
+            continue;
+        };
+        match entry.file_name().into_string() {
+            Ok(name) => names.push(DirEntry { name, link }),
+            Err(_) => problems.push(format!(
+                "{}: the directory name is not UTF-8 (shown with replacement characters); skipped",
+                dir.join(&lossy).display()
+            )),
         }
     }
-    names.sort();
-    Ok(names)
+    names.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok((names, problems))
+}
+
+/// "`target`" of a symlink as written.
+fn link_text(link: &Path) -> String {
+    std::fs::read_link(link).map_or_else(|_| "?".to_string(), |t| t.display().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn package_names_must_be_plain_and_pkgfile_framework_shaped() {
+        assert_eq!(check_package_names("hello-1.0", "/usr/ports/packages/All/hello-1.0.pkg"), Ok(()));
+        for (pkgname, pkgfile, needle) in [
+            ("../x-1.0", "/p/All/../x-1.0.pkg", "PKGNAME \"../x-1.0\" is not a plain file name: contains '/'"),
+            ("..", "/p/All/...pkg", "a directory reference"),
+            (".", "/p/All/..pkg", "a directory reference"),
+            ("a b", "/p/All/a b.pkg", "contains whitespace"),
+            ("a\u{1}b", "/p/All/a\u{1}b.pkg", "contains a control character"),
+            ("x-1.0", "/tmp/x-1.0.pkg", "is not of the form <packages>/All/x-1.0.pkg"),
+            ("x-1.0", "All/x-1.0.pkg", "is not of the form"),
+            ("x-1.0", "/p/All/y-1.0.pkg", "is not of the form"),
+            ("x-1.0", "/p/All/", "its file name is not plain: empty"),
+        ] {
+            let err = check_package_names(pkgname, pkgfile).expect_err(pkgname);
+            assert!(err.contains(needle), "{pkgname} {pkgfile}: {err}");
+        }
+    }
+
+    #[test]
+    fn query_output_with_a_bad_pkgname_is_an_error() {
+        let origin = Origin::parse("evil/x").unwrap();
+        let mut lines = vec![""; QUERY_VARS.len()];
+        lines[0] = "../../x-1.0";
+        lines[1] = "1.0";
+        lines[2] = "/p/All/../../x-1.0.pkg";
+        let err = parse_query(origin, Path::new("/p/evil/x"), &lines).unwrap_err();
+        assert!(err.contains("PKGNAME \"../../x-1.0\""), "{err}");
+    }
 }

@@ -12,8 +12,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 
 use anyhow::Result;
+use rayon::prelude::*;
 
-use super::scan::{PortMeta, Scanner};
+use super::scan::{check_package_names, PortMeta, Scanner};
 use super::{DepSpec, Origin};
 use crate::graph::{Graph, NodeId};
 
@@ -35,6 +36,10 @@ pub struct PortTree {
     /// For each node with a problem of its own or through a dependency: the
     /// reason, e.g. "depends on bad/malformed, which is not buildable".
     pub not_buildable: BTreeMap<NodeId, String>,
+    /// What listing the tree skipped or noticed, one line each (a non-UTF-8
+    /// or unreadable directory, a symlinked port inside the tree); shown
+    /// as warnings and in the plan.
+    pub problems: Vec<String>,
     index: HashMap<Origin, NodeId>,
     /// `cat/port` → node of its default flavor.
     defaults: HashMap<Origin, NodeId>,
@@ -50,23 +55,47 @@ pub enum Scope<'a> {
 impl PortTree {
     /// Scans (through `scan`, which may consult a cache) and resolves.
     pub fn load(scanner: &Scanner, scope: Scope, scan: &dyn Fn(&[Origin]) -> Vec<super::scan::DirScan>) -> Result<PortTree> {
-        let mut pending: Vec<Origin> = match scope {
-            Scope::Everything => scanner.list_ports()?,
-            Scope::Ports(ports) => ports.iter().map(|o| o.with_flavor(None)).collect(),
+        let (mut pending, problems): (Vec<Origin>, Vec<String>) = match scope {
+            Scope::Everything => {
+                let listing = scanner.list_ports()?;
+                (listing.origins, listing.problems)
+            }
+            Scope::Ports(ports) => (ports.iter().map(|o| o.with_flavor(None)).collect(), vec![]),
         };
         let mut seen: BTreeSet<Origin> = BTreeSet::new();
         let mut nodes = Vec::new();
         let mut missing = BTreeSet::new();
         while !pending.is_empty() {
             pending.retain(|dir| seen.insert(dir.clone()));
-            let (present, absent): (Vec<Origin>, Vec<Origin>) =
-                pending.drain(..).partition(|dir| scanner.port_dir(dir).join("Makefile").is_file());
-            missing.extend(absent);
+            // A port directory that leads out of the tree through a symlink
+            // is refused by name and never scanned.
+            let checked: Vec<(Origin, Result<bool, String>)> = std::mem::take(&mut pending)
+                .into_par_iter()
+                .map(|dir| {
+                    let present = scanner.escape(&dir).map(|_| scanner.port_dir(&dir).join("Makefile").is_file());
+                    (dir, present)
+                })
+                .collect();
+            let mut present = Vec::new();
+            for (dir, check) in checked {
+                match check {
+                    Ok(true) => present.push(dir),
+                    Ok(false) => {
+                        missing.insert(dir);
+                    }
+                    Err(reason) => nodes.push(Node { origin: dir, meta: None, errors: vec![reason] }),
+                }
+            }
             let mut next = BTreeSet::new();
             for (dir, result) in present.iter().zip(scan(&present)) {
                 match result {
                     Ok(metas) => {
                         for meta in metas {
+                            // Also catches metadata cached before the check existed.
+                            if let Err(e) = check_package_names(&meta.pkgname, &meta.pkgfile) {
+                                nodes.push(Node { origin: meta.origin.clone(), meta: None, errors: vec![e] });
+                                continue;
+                            }
                             let (specs, _) = meta.dep_specs();
                             next.extend(specs.into_iter().map(|s| s.origin.with_flavor(None)));
                             nodes.push(Node { origin: meta.origin.clone(), meta: Some(meta), errors: vec![] });
@@ -78,7 +107,9 @@ impl PortTree {
             pending = next.into_iter().filter(|d| !seen.contains(d)).collect();
         }
         nodes.sort_by(|a, b| a.origin.cmp(&b.origin));
-        Ok(PortTree::resolve(nodes, scanner, &missing))
+        let mut tree = PortTree::resolve(nodes, scanner, &missing);
+        tree.problems = problems;
+        Ok(tree)
     }
 
     fn resolve(nodes: Vec<Node>, scanner: &Scanner, missing: &BTreeSet<Origin>) -> PortTree {
@@ -97,7 +128,8 @@ impl PortTree {
             }
         }
         let ports_dir = scanner.ports_dir.clone();
-        let mut tree = PortTree { nodes, graph, not_buildable: BTreeMap::new(), index, defaults, ports_dir };
+        let mut tree =
+            PortTree { nodes, graph, not_buildable: BTreeMap::new(), problems: vec![], index, defaults, ports_dir };
         for id in 0..tree.nodes.len() {
             let Some(meta) = tree.nodes[id].meta.clone() else { continue };
             let (specs, mut errors) = meta.dep_specs();
@@ -109,6 +141,7 @@ impl PortTree {
             }
             tree.nodes[id].errors.extend(errors);
         }
+        tree.duplicate_pkgnames();
         for cycle in tree.graph.find_cycles() {
             let text = format!("dependency cycle: {}", cycle.display(&tree.graph));
             for (member, _) in &cycle.path {
@@ -135,6 +168,28 @@ impl PortTree {
             Some(list) if !list.is_empty() => Err(format!("unknown flavor '{flavor}' of {dir} (FLAVORS: {list})")),
             Some(_) => Err(format!("unknown flavor '{flavor}': {dir} has no FLAVORS")),
             None => Err(format!("{dir} could not be scanned")),
+        }
+    }
+
+    /// Two ports (or flavors) producing one PKGNAME would overwrite each
+    /// other's `All/<PKGNAME>.pkg`: neither is built.
+    fn duplicate_pkgnames(&mut self) {
+        let mut producers: BTreeMap<&str, Vec<NodeId>> = BTreeMap::new();
+        for (id, node) in self.nodes.iter().enumerate() {
+            if let Some(meta) = &node.meta {
+                producers.entry(meta.pkgname.as_str()).or_default().push(id);
+            }
+        }
+        let mut errors = Vec::new();
+        for (pkgname, ids) in producers.into_iter().filter(|(_, ids)| ids.len() > 1) {
+            let origins: Vec<String> = ids.iter().map(|&id| self.nodes[id].origin.to_string()).collect();
+            let (last, first) = origins.split_last().expect("two or more");
+            let both = if first.len() == 1 { "both " } else { "" };
+            let text = format!("PKGNAME {pkgname} is produced by {both}{} and {last}", first.join(", "));
+            errors.extend(ids.into_iter().map(|id| (id, text.clone())));
+        }
+        for (id, text) in errors {
+            self.nodes[id].errors.push(text);
         }
     }
 
