@@ -55,6 +55,8 @@ pub fn run(config: &Config, global: &GlobalArgs, mode: Mode, ports: &[String]) -
     let _lock = BuildLock::acquire(&config.build_base)?;
     let db = BuildDb::open(&config.database_path)?;
     recover_dangling_runs(&db);
+    // The cgroups of a run killed with kill -9 outlive it (its sandboxes do not).
+    crate::sandbox::limits::remove_stale();
     let forced = if mode == Mode::Force { origins.clone() } else { vec![] };
     let prepared = prepare_forcing(config, &db, &origins, &forced)?;
     if !global.quiet {

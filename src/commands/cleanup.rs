@@ -50,6 +50,9 @@ pub fn run(config: &Config) -> Result<ExitCode> {
             }
         }
     }
+    for cgroup in crate::sandbox::limits::remove_stale() {
+        eprintln!("cleanup: removed stale cgroup {}", cgroup.display());
+    }
     if let Some(db) = BuildDb::open_existing(&config.database_path)? {
         let recovered = db.recover_dangling()?;
         eprintln!("cleanup: marked {} runs and {} builds interrupted", recovered.runs, recovered.builds);

@@ -130,6 +130,39 @@ impl Drop for SandboxCgroup {
     }
 }
 
+/// Removes the build cgroups of portsynth processes that are gone (killed
+/// with `kill -9`: their sandboxes died with them, their cgroups stayed).
+/// Returns the paths removed. Only empty directories are removed (`rmdir`):
+/// a cgroup directory cannot hold anything else.
+pub fn remove_stale() -> Vec<std::path::PathBuf> {
+    let mut removed = Vec::new();
+    for root in cgroup_roots() {
+        let Ok(entries) = std::fs::read_dir(root.join("portsynth")) else { continue };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name.split('-').next().and_then(|p| p.parse::<i32>().ok()) else { continue };
+            let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+            if !alive && std::fs::remove_dir(entry.path()).is_ok() {
+                removed.push(entry.path());
+            }
+        }
+    }
+    removed
+}
+
+/// Mount points of the cgroup file systems (v1 hierarchies and v2).
+fn cgroup_roots() -> Vec<std::path::PathBuf> {
+    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else { return vec![] };
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (mount, fstype) = line.split_once(" - ")?;
+            let fstype = fstype.split(' ').next()?;
+            (fstype == "cgroup" || fstype == "cgroup2").then(|| mount.split(' ').nth(4).map(std::path::PathBuf::from))?
+        })
+        .collect()
+}
+
 /// `usage_usec` of a v2 `cpu.stat`.
 fn cpu_stat_usage(stat: &str) -> Option<Duration> {
     stat.lines()
@@ -170,6 +203,20 @@ mod tests {
         let forks = Usage { refused_forks: 9, ..Usage::default() };
         assert!(limit_reason(&forks, limits).unwrap().contains("process limit of 64 reached (max_processes)"));
         assert_eq!(limit_reason(&Usage::default(), limits), None);
+    }
+
+    #[test]
+    fn stale_cgroups_of_dead_processes_are_removed_and_live_ones_kept() {
+        // A pid that cannot exist (above pid_max) and our own, living one.
+        let dead = SandboxCgroup::create(&format!("{}-SL99-0", i32::MAX), Limits { memory: 64 << 20, processes: 8 });
+        let alive = SandboxCgroup::create(&SandboxCgroup::unique_name(98), Limits { memory: 64 << 20, processes: 8 }).unwrap();
+        let dead = dead.unwrap();
+        let dead_path = dead.cgroup.path().to_string();
+        std::mem::forget(dead);
+        let removed = remove_stale();
+        assert!(removed.iter().any(|p| p.ends_with(&dead_path)), "{removed:?}");
+        assert!(!removed.iter().any(|p| p.ends_with(alive.cgroup.path())), "{removed:?}");
+        assert!(cgroup_roots().iter().all(|root| !root.join(&dead_path).exists()));
     }
 
     #[test]
