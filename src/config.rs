@@ -679,7 +679,7 @@ pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
 /// `8G`, `512M` or bytes: the shortest exact form `parse_size` reads back.
 pub fn format_size(bytes: u64) -> String {
     for (shift, suffix) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] {
-        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
             return format!("{}{suffix}", bytes >> shift);
         }
     }
