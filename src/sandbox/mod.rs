@@ -24,6 +24,8 @@ pub mod download;
 pub mod helper;
 pub mod mounts;
 pub mod runner;
+pub mod scan;
+pub mod scan_pool;
 
 use serde::{Deserialize, Serialize};
 

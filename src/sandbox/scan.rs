@@ -1,0 +1,340 @@
+//! Scan sandboxes: the metadata queries (`bmake -V …`) run in a re-exec of
+//! the binary (`portsynth scan-helper`, hidden) that serves many queries,
+//! each in a fresh confined bmake.
+//!
+//! ```text
+//! main process (ScanPool, one per thread)   helper                   PID 1 of the new PID namespace
+//!   spawn helper, spec line on stdin ─────▶ PDEATHSIG, unshare ─fork─▶ mounts, pivot_root, "ready"
+//!   request line ─────────────────────────────────────────────────────▶ fork confined bmake, capture
+//!   ◀──────────────────────────────────────────────────────── reply line (deadline, kill leftovers)
+//! ```
+//!
+//! The helper unshares mount, PID, IPC, UTS and network namespaces (the
+//! network namespace has not even a loopback interface up). PID 1 builds a
+//! minimal root ([`mounts::setup_scan_root`]: system directories and the
+//! ports tree read-only, the tree at its own host path; a private `/tmp`,
+//! `/dev` and `/proc`), then answers one JSON line per request line on its
+//! stdin until EOF. Every bmake goes through [`Confinement::enter`] as the
+//! build user, with stdin `/dev/null` and both outputs captured (at most
+//! [`MAX_OUTPUT`] each). When the per-port deadline passes, PID 1 kills
+//! every other process of the namespace (`kill(-1, SIGKILL)`) and answers
+//! [`ScanReply::TimedOut`]; after every query it kills whatever is left.
+//!
+//! When portsynth dies, the helper dies by PDEATHSIG, PID 1 by PDEATHSIG
+//! (its parent is the helper), and with PID 1 the kernel kills the whole
+//! namespace; the mounts only ever existed in the helper's namespace.
+
+use std::io::{BufRead, Write};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sched::CloneFlags;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{ForkResult, Pid, User};
+use serde::{Deserialize, Serialize};
+
+use super::confine::Confinement;
+use super::mounts::{self, classify_system_dir, Real, ScanLayout, SystemEntry, SYSTEM_DIRS};
+
+/// At most this much of each of bmake's stdout and stderr is kept.
+pub const MAX_OUTPUT: usize = 1 << 20;
+
+/// The first line on the helper's stdin.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScanSpec {
+    /// The process that must stay alive (PDEATHSIG race check).
+    pub parent_pid: u32,
+    /// The mount point of the sandbox root (an empty host directory).
+    pub root: PathBuf,
+    pub system_path: PathBuf,
+    /// Absolute; bound read-only at the same path inside.
+    pub ports_dir: PathBuf,
+    pub build_user: String,
+    pub make_program: String,
+    /// The per-query deadline (`scan_timeout`).
+    pub timeout_secs: u64,
+}
+
+/// One query: run `make_program args…` in `dir` with exactly `env`
+/// (plus `FLAVOR` when given).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScanRequest {
+    pub dir: PathBuf,
+    pub flavor: Option<String>,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+/// One line from the helper: `Ready` or `SetupFailed` first, then one reply
+/// per request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum ScanReply {
+    Ready,
+    SetupFailed { reason: String },
+    /// bmake ended; `code` or `signal` says how.
+    Done { code: Option<i32>, signal: Option<i32>, stdout: String, stderr: String },
+    TimedOut { seconds: u64 },
+    /// bmake could not even be started.
+    Failed { reason: String },
+}
+
+/// Entry point of the hidden subcommand. Never returns.
+pub fn main() -> ! {
+    let code = match run() {
+        Ok(code) => code,
+        Err(error) => {
+            let reason = format!("{error:#}");
+            eprintln!("portsynth scan sandbox: {reason}");
+            let _ = reply(&mut std::io::stdout().lock(), &ScanReply::SetupFailed { reason });
+            2
+        }
+    };
+    std::process::exit(code)
+}
+
+fn run() -> Result<i32> {
+    let mut input = std::io::stdin().lock();
+    let mut line = String::new();
+    input.read_line(&mut line).context("reading the scan sandbox spec")?;
+    let spec: ScanSpec = serde_json::from_str(&line).context("reading the scan sandbox spec")?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).context("PR_SET_PDEATHSIG")?;
+    if nix::unistd::getppid().as_raw() as u32 != spec.parent_pid {
+        bail!("portsynth (pid {}) is gone", spec.parent_pid);
+    }
+    nix::sched::unshare(
+        CloneFlags::CLONE_NEWNS
+            | CloneFlags::CLONE_NEWPID
+            | CloneFlags::CLONE_NEWIPC
+            | CloneFlags::CLONE_NEWUTS
+            | CloneFlags::CLONE_NEWNET,
+    )
+    .context("unshare")?;
+    // SAFETY: this process is single-threaded (a fresh exec that started no threads).
+    match unsafe { nix::unistd::fork() }.context("fork")? {
+        ForkResult::Child => {
+            let mut output = std::io::stdout().lock();
+            let code = match pid1(&spec, &mut input, &mut output) {
+                Ok(()) => 0,
+                Err(error) => {
+                    let reason = format!("{error:#}");
+                    eprintln!("portsynth scan sandbox: {reason}");
+                    let _ = reply(&mut output, &ScanReply::SetupFailed { reason });
+                    2
+                }
+            };
+            std::process::exit(code)
+        }
+        ForkResult::Parent { child } => Ok(match waitpid(child, None)? {
+            WaitStatus::Exited(_, code) => code,
+            WaitStatus::Signaled(_, signal, _) => 128 + signal as i32,
+            _ => 2,
+        }),
+    }
+}
+
+fn reply(output: &mut impl Write, reply: &ScanReply) -> Result<()> {
+    let mut line = serde_json::to_vec(reply)?;
+    line.push(b'\n');
+    output.write_all(&line)?;
+    output.flush()?;
+    Ok(())
+}
+
+/// PID 1: build the root, then answer requests until stdin closes.
+fn pid1(spec: &ScanSpec, input: &mut impl BufRead, output: &mut impl Write) -> Result<()> {
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).context("PR_SET_PDEATHSIG in PID 1")?;
+    let _ = nix::unistd::sethostname("portsynth-scan");
+    let system: Vec<(&str, SystemEntry)> =
+        SYSTEM_DIRS.iter().map(|d| (*d, classify_system_dir(&spec.system_path.join(d)))).collect();
+    let layout = ScanLayout { root: spec.root.clone(), system_path: spec.system_path.clone(), ports_dir: spec.ports_dir.clone() };
+    mounts::setup_scan_root(&Real, &layout, &system).context("building the scan sandbox root")?;
+    let user = User::from_name(&spec.build_user)?
+        .with_context(|| format!("build user '{}' does not exist in the sandbox's /etc/passwd", spec.build_user))?;
+    if user.uid.is_root() {
+        bail!("build user '{}' is root; port code never runs with privilege", spec.build_user);
+    }
+    let confinement = Arc::new(Confinement::new(user.uid.as_raw(), user.gid.as_raw())?);
+    let timeout = Duration::from_secs(spec.timeout_secs);
+    reply(output, &ScanReply::Ready)?;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if input.read_line(&mut line).context("reading a scan request")? == 0 {
+            return Ok(());
+        }
+        let answer = match serde_json::from_str::<ScanRequest>(&line) {
+            Ok(request) => query(spec, &confinement, &request, timeout),
+            Err(e) => ScanReply::Failed { reason: format!("unreadable scan request: {e}") },
+        };
+        reply(output, &answer)?;
+    }
+}
+
+/// Runs one confined bmake and collects what it prints, within `timeout`.
+fn query(spec: &ScanSpec, confinement: &Arc<Confinement>, request: &ScanRequest, timeout: Duration) -> ScanReply {
+    let deadline = Instant::now() + timeout;
+    let mut command = Command::new(&spec.make_program);
+    command
+        .args(&request.args)
+        .current_dir(&request.dir)
+        .env_clear()
+        .envs(request.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(flavor) = &request.flavor {
+        command.env("FLAVOR", flavor);
+    }
+    let confinement = Arc::clone(confinement);
+    // SAFETY: `enter` issues system calls only (see `Confinement::enter`).
+    unsafe {
+        command.pre_exec(move || confinement.enter());
+    }
+    let answer = match command.spawn() {
+        Ok(child) => collect(child, deadline, timeout),
+        Err(e) => ScanReply::Failed { reason: format!("cannot run {}: {e}", spec.make_program) },
+    };
+    kill_leftovers();
+    answer
+}
+
+/// Reads both pipes until bmake exits (its pidfd turns readable) or the
+/// deadline passes. A process bmake left behind may hold the pipes open:
+/// once bmake itself is gone, what is buffered is read and the rest is
+/// [`kill_leftovers`]' business.
+fn collect(mut child: std::process::Child, deadline: Instant, timeout: Duration) -> ScanReply {
+    let pid = Pid::from_raw(child.id() as i32);
+    let mut pipes = [Capture::new(child.stdout.take().map(OwnedFd::from)), Capture::new(child.stderr.take().map(OwnedFd::from))];
+    drop(child);
+    let pidfd = pidfd_open(pid);
+    let mut exited = false;
+    while !exited {
+        if pidfd.is_none() && pipes.iter().all(|p| p.fd.is_none()) {
+            break;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+            return ScanReply::TimedOut { seconds: timeout.as_secs() };
+        }
+        let mut fds: Vec<PollFd> = Vec::with_capacity(3);
+        let mut owners = Vec::with_capacity(3);
+        for (i, pipe) in pipes.iter().enumerate() {
+            if let Some(fd) = &pipe.fd {
+                fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+                owners.push(Some(i));
+            }
+        }
+        if let Some(fd) = &pidfd {
+            fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+            owners.push(None);
+        }
+        let wait = PollTimeout::try_from(deadline - now).unwrap_or(PollTimeout::MAX);
+        match nix::poll::poll(&mut fds, wait) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+        let ready: Vec<bool> = fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect();
+        drop(fds);
+        for (owner, ready) in owners.into_iter().zip(ready) {
+            match (owner, ready) {
+                (Some(i), true) => pipes[i].read_available(),
+                (None, true) => exited = true,
+                _ => {}
+            }
+        }
+    }
+    for pipe in &mut pipes {
+        pipe.read_available();
+    }
+    let status = loop {
+        match waitpid(pid, None) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => break other,
+        }
+    };
+    let (code, signal) = match status {
+        Ok(WaitStatus::Exited(_, code)) => (Some(code), None),
+        Ok(WaitStatus::Signaled(_, signal, _)) => (None, Some(signal as i32)),
+        _ => (None, None),
+    };
+    let [stdout, stderr] = pipes;
+    ScanReply::Done { code, signal, stdout: stdout.text(), stderr: stderr.text() }
+}
+
+/// One output pipe, non-blocking, and what was read from it (bounded).
+struct Capture {
+    fd: Option<OwnedFd>,
+    data: Vec<u8>,
+    dropped: usize,
+}
+
+impl Capture {
+    fn new(fd: Option<OwnedFd>) -> Capture {
+        if let Some(fd) = &fd {
+            let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK));
+        }
+        Capture { fd, data: Vec::new(), dropped: 0 }
+    }
+
+    /// Reads until the pipe would block (or at most a few MiB, so a writer
+    /// that never stops cannot keep PID 1 here); EOF closes it.
+    fn read_available(&mut self) {
+        let Some(fd) = &self.fd else { return };
+        let mut buffer = [0u8; 16384];
+        let mut budget = 4 * MAX_OUTPUT;
+        loop {
+            match nix::unistd::read(fd, &mut buffer) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let keep = n.min(MAX_OUTPUT - self.data.len());
+                    self.data.extend_from_slice(&buffer[..keep]);
+                    self.dropped += n - keep;
+                    budget = budget.saturating_sub(n);
+                    if budget == 0 {
+                        return;
+                    }
+                }
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(nix::errno::Errno::EAGAIN) => return,
+                Err(_) => break,
+            }
+        }
+        self.fd = None;
+    }
+
+    fn text(self) -> String {
+        let mut text = String::from_utf8_lossy(&self.data).into_owned();
+        if self.dropped > 0 {
+            text.push_str(&format!("\n[{} more bytes not kept]", self.dropped));
+        }
+        text
+    }
+}
+
+fn pidfd_open(pid: Pid) -> Option<OwnedFd> {
+    // SAFETY: a plain system call; a valid descriptor is owned by us.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// From PID 1, `kill(-1)` reaches every other process of the namespace.
+fn kill_leftovers() {
+    let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::__WALL)) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return,
+        }
+    }
+}
