@@ -27,7 +27,7 @@
 use std::io::{BufRead, Write};
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,6 +42,10 @@ use serde::{Deserialize, Serialize};
 
 use super::confine::Confinement;
 use super::mounts::{self, classify_system_dir, Real, ScanLayout, SystemEntry, SYSTEM_DIRS};
+
+/// `PATH` of every query (the build's), also where `make_program` is looked
+/// up once, so each query execs it directly.
+pub const SCAN_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// At most this much of each of bmake's stdout and stderr is kept.
 pub const MAX_OUTPUT: usize = 1 << 20;
@@ -161,8 +165,13 @@ fn pid1(spec: &ScanSpec, input: &mut impl BufRead, output: &mut impl Write) -> R
     if user.uid.is_root() {
         bail!("build user '{}' is root; port code never runs with privilege", spec.build_user);
     }
-    let confinement = Arc::new(Confinement::new(user.uid.as_raw(), user.gid.as_raw())?);
+    let mut confinement = Confinement::new(user.uid.as_raw(), user.gid.as_raw())?;
+    // From here on PID 1 only forks, polls, kills and reaps: the filters go
+    // on PID 1 itself, once, and every bmake inherits them.
+    confinement.apply_to_spawner().context("confining PID 1")?;
+    let confinement = Arc::new(confinement);
     let timeout = Duration::from_secs(spec.timeout_secs);
+    let program = find_program(&spec.make_program);
     reply(output, &ScanReply::Ready)?;
     let mut line = String::new();
     loop {
@@ -171,17 +180,32 @@ fn pid1(spec: &ScanSpec, input: &mut impl BufRead, output: &mut impl Write) -> R
             return Ok(());
         }
         let answer = match serde_json::from_str::<ScanRequest>(&line) {
-            Ok(request) => query(spec, &confinement, &request, timeout),
+            Ok(request) => query(&program, &confinement, &request, timeout),
             Err(e) => ScanReply::Failed { reason: format!("unreadable scan request: {e}") },
         };
         reply(output, &answer)?;
     }
 }
 
+/// `name` itself if it has a slash, else its first executable match in
+/// [`SCAN_PATH`] (so a query does not try every directory with `execve`),
+/// else `name` (whose spawn then fails with a clear error).
+fn find_program(name: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    if name.contains('/') {
+        return PathBuf::from(name);
+    }
+    SCAN_PATH
+        .split(':')
+        .map(|dir| Path::new(dir).join(name))
+        .find(|path| std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
 /// Runs one confined bmake and collects what it prints, within `timeout`.
-fn query(spec: &ScanSpec, confinement: &Arc<Confinement>, request: &ScanRequest, timeout: Duration) -> ScanReply {
+fn query(program: &Path, confinement: &Arc<Confinement>, request: &ScanRequest, timeout: Duration) -> ScanReply {
     let deadline = Instant::now() + timeout;
-    let mut command = Command::new(&spec.make_program);
+    let mut command = Command::new(program);
     command
         .args(&request.args)
         .current_dir(&request.dir)
@@ -200,7 +224,7 @@ fn query(spec: &ScanSpec, confinement: &Arc<Confinement>, request: &ScanRequest,
     }
     let answer = match command.spawn() {
         Ok(child) => collect(child, deadline, timeout),
-        Err(e) => ScanReply::Failed { reason: format!("cannot run {}: {e}", spec.make_program) },
+        Err(e) => ScanReply::Failed { reason: format!("cannot run {}: {e}", program.display()) },
     };
     kill_leftovers();
     answer

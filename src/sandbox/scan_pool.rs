@@ -24,13 +24,15 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
-use super::scan::{ScanReply, ScanRequest, ScanSpec};
+use super::scan::{ScanReply, ScanRequest, ScanSpec, SCAN_PATH};
 
 /// How long a helper may take to build its root and say it is ready.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Beyond the per-query deadline the helper enforces itself: time to kill
 /// and reap before the main side gives up on it.
 const REPLY_GRACE: Duration = Duration::from_secs(30);
+/// How long a closed sandbox may take to exit before it is killed.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What every scan sandbox of a pool is made of.
 #[derive(Debug, Clone)]
@@ -77,7 +79,7 @@ impl ScanPool {
     /// plus `PORTSDIR` and the config's make variables.
     pub fn environment(&self, make_env: &[(String, String)]) -> Vec<(String, String)> {
         let mut env: Vec<(String, String)> = [
-            ("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+            ("PATH", SCAN_PATH),
             ("HOME", "/tmp"),
             ("TERM", "dumb"),
             ("LANG", "C"),
@@ -144,7 +146,8 @@ impl ScanPool {
 /// One running helper and its pipes.
 struct Sandbox {
     child: Child,
-    stdin: ChildStdin,
+    /// `None` once closed: PID 1 then ends its loop and exits.
+    stdin: Option<ChildStdin>,
     stdout: ChildStdout,
     stderr: ChildStderr,
     /// Bytes read after the last complete line.
@@ -164,7 +167,7 @@ impl Sandbox {
             .spawn()
             .with_context(|| format!("cannot run {} scan-helper", settings.helper.display()))?;
         let mut sandbox = Sandbox {
-            stdin: child.stdin.take().expect("piped"),
+            stdin: child.stdin.take(),
             stdout: child.stdout.take().expect("piped"),
             stderr: child.stderr.take().expect("piped"),
             child,
@@ -206,7 +209,8 @@ impl Sandbox {
         let mut framed = Vec::with_capacity(line.len() + 1);
         framed.extend_from_slice(line);
         framed.push(b'\n');
-        self.stdin.write_all(&framed).context("writing to the scan sandbox")
+        let stdin = self.stdin.as_mut().context("the scan sandbox is closed")?;
+        stdin.write_all(&framed).context("writing to the scan sandbox")
     }
 
     /// One reply line, within `limit`.
@@ -257,11 +261,60 @@ impl Sandbox {
     }
 }
 
+impl Sandbox {
+    /// Closes the request pipe: PID 1 sees EOF and exits, the helper reaps
+    /// it and exits too. Ending this way, rather than by a kill, accounts
+    /// every bmake's CPU time to portsynth's children.
+    fn close_input(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Waits for the helper to end by itself until `deadline`, then kills it.
+    fn finish(&mut self, deadline: Instant) {
+        let mut buffer = [0u8; 4096];
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            let wait = PollTimeout::try_from(deadline - now).unwrap_or(PollTimeout::MAX);
+            let mut fds = [PollFd::new(self.stdout.as_fd(), PollFlags::POLLIN)];
+            match nix::poll::poll(&mut fds, wait) {
+                Ok(0) => break,
+                Ok(_) => match nix::unistd::read(&self.stdout, &mut buffer) {
+                    Ok(0) => break,
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                    Err(_) => break,
+                },
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => break,
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Sandbox {
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            self.close_input();
+            self.finish(Instant::now() + SHUTDOWN_TIMEOUT);
+        }
+    }
+}
+
+impl Drop for ScanPool {
+    /// All sandboxes are told to end at once, then waited for.
+    fn drop(&mut self) {
+        let mut sandboxes: Vec<Sandbox> =
+            std::mem::take(&mut *self.sandboxes.lock().unwrap_or_else(|e| e.into_inner())).into_values().collect();
+        for sandbox in &mut sandboxes {
+            sandbox.close_input();
+        }
+        let deadline = Instant::now() + SHUTDOWN_TIMEOUT;
+        for sandbox in &mut sandboxes {
+            sandbox.finish(deadline);
         }
     }
 }
