@@ -130,7 +130,7 @@ fn a_hanging_scan_times_out_alone_and_leaves_nothing_behind() {
     let started = Instant::now();
     let output = env.run(&["--json", "status"]);
     let elapsed = started.elapsed();
-    assert_eq!(output.status.code(), Some(1), "a not-buildable port makes status exit 1");
+    assert!(output.status.success(), "{}", common::stderr(&output));
     assert!(elapsed < Duration::from_secs(30), "status took {elapsed:?}");
     let plan: Value = serde_json::from_slice(&output.stdout).unwrap();
     let entry = |origin: &str| {

@@ -99,7 +99,7 @@ pub fn load_config(global: &GlobalArgs) -> Result<Config> {
 pub fn scanner(config: &Config) -> Result<Scanner> {
     let ports_dir = std::path::absolute(&config.ports_dir)?;
     let settings = ScanSettings {
-        helper: crate::sandbox::runner::default_helper()?,
+        helper: crate::sandbox::scan_pool::helper_binary()?,
         root: config.build_base.join(SCAN_ROOT),
         system_path: config.system_path.clone(),
         ports_dir: ports_dir.clone(),

@@ -319,6 +319,21 @@ impl Drop for ScanPool {
     }
 }
 
+/// The binary that serves `scan-helper`: the running one, except in a
+/// program Cargo built next to the `portsynth` binary that links the library
+/// (an integration test calling `commands::prepare`, in
+/// `target/<profile>/deps/`), which uses `target/<profile>/portsynth`.
+pub fn helper_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot find the portsynth binary to run the scan sandbox")?;
+    let dir = exe.parent().filter(|d| d.file_name().is_some_and(|n| n == "deps"));
+    if let Some(sibling) = dir.and_then(Path::parent).map(|p| p.join("portsynth")).filter(|p| p.is_file()) {
+        if exe.file_name().is_some_and(|n| n != "portsynth") {
+            return Ok(sibling);
+        }
+    }
+    Ok(exe)
+}
+
 /// The mount point: a plain directory, empty on the host (every mount on it
 /// lives in a sandbox's own namespace).
 fn create_mount_point(root: &Path) -> Result<()> {
