@@ -196,3 +196,64 @@ fn the_scan_mount_point_is_an_empty_directory_that_cleanup_leaves_alone() {
     let plan = plan_of(&env);
     assert_eq!(plan["misc/plain"].0, "build");
 }
+
+/// Children of `parent` whose command line contains `needle`.
+fn children_with(parent: u32, needle: &str) -> Vec<i32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // pid (comm) state ppid …: comm may hold spaces, so split after ')'.
+        let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        let cmdline = String::from_utf8_lossy(&std::fs::read(entry.path().join("cmdline")).unwrap_or_default())
+            .replace('\0', " ");
+        if ppid == Some(parent) && cmdline.contains(needle) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+#[test]
+fn a_dead_scan_sandbox_fails_its_port_and_the_next_port_gets_a_new_one() {
+    let seconds = unique_seconds();
+    let env = hostile_env(&format!("scan_timeout = 600\n[make_conf]\nHANG_SECONDS = \"{seconds}\"\n"));
+    // More ports after the hanging one (one scanning thread goes in order:
+    // hostile/* first, then misc/*).
+    for i in 0..5 {
+        copy_tree(&env.ports().join("misc/plain"), &env.ports().join(format!("misc/plain{i}")));
+    }
+    let mut child = env
+        .command(&["--json", "status"])
+        .env("RAYON_NUM_THREADS", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while processes_with(&format!("sleep {seconds}")).is_empty() {
+        assert!(Instant::now() < deadline, "the hanging scan never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let helpers = children_with(child.id(), "scan-helper");
+    assert_eq!(helpers.len(), 1, "one scanning thread, one scan sandbox: {helpers:?}");
+    unsafe { libc::kill(helpers[0], libc::SIGKILL) };
+    let output = {
+        let mut stdout = child.stdout.take().unwrap();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut text).unwrap();
+        assert!(child.wait().unwrap().success());
+        text
+    };
+    let plan: Value = serde_json::from_str(&output).unwrap();
+    let entries = plan["entries"].as_array().unwrap();
+    let hang = entries.iter().find(|e| e["origin"] == "hostile/scan-hang").unwrap();
+    assert_eq!(hang["verdict"], "not-buildable");
+    let reason = hang["reason"].as_str().unwrap();
+    assert!(reason.starts_with("the scan sandbox died while scanning hostile/scan-hang: "), "{reason}");
+    for i in 0..5 {
+        let plain = entries.iter().find(|e| e["origin"] == format!("misc/plain{i}").as_str()).unwrap();
+        assert_eq!(plain["verdict"], "build", "{plain}");
+    }
+    assert_no_process_with(&seconds, "after the sandbox died");
+}

@@ -236,7 +236,7 @@ impl Sandbox {
                 Err(e) => return Err(e).context("poll"),
             }
             match nix::unistd::read(&self.stdout, &mut buffer) {
-                Ok(0) => bail!("it exited"),
+                Ok(0) => bail!("it ended without a reply"),
                 Ok(n) => self.pending.extend_from_slice(&buffer[..n]),
                 Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return Err(e).context("reading from the scan sandbox"),
