@@ -14,7 +14,9 @@
 //! memory, out of seccomp's reach).
 //!
 //! The filters are compiled once, before any fork; [`Confinement::enter`] only
-//! issues system calls, so it is safe in a `pre_exec` hook.
+//! issues system calls, so it is safe in a `pre_exec` hook. A process that
+//! forks many confined children (the scan sandbox's PID 1) takes the
+//! inheritable part once ([`Confinement::apply_to_spawner`]).
 
 use std::collections::BTreeMap;
 use std::io;
