@@ -362,3 +362,44 @@ fn kill_leftovers() {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_beyond_the_limit_is_counted_not_kept() {
+        let (read, write) = nix::unistd::pipe().unwrap();
+        let mut capture = Capture::new(Some(read));
+        let chunk = vec![b'x'; 60000];
+        let mut written = 0;
+        while written < MAX_OUTPUT + 100_000 {
+            written += nix::unistd::write(&write, &chunk).unwrap();
+            capture.read_available();
+        }
+        drop(write);
+        capture.read_available();
+        assert!(capture.fd.is_none(), "EOF closes the pipe");
+        assert_eq!(capture.data.len(), MAX_OUTPUT);
+        let text = capture.text();
+        assert!(text.ends_with(&format!("[{} more bytes not kept]", written - MAX_OUTPUT)), "{}", &text[text.len() - 40..]);
+    }
+
+    #[test]
+    fn replies_are_one_tagged_json_object_per_line() {
+        let done = ScanReply::Done { code: Some(0), signal: None, stdout: "a\nb\n".into(), stderr: String::new() };
+        let line = serde_json::to_string(&done).unwrap();
+        assert!(!line.contains('\n') && line.starts_with("{\"reply\":\"done\""), "{line}");
+        assert_eq!(serde_json::from_str::<ScanReply>(&line).unwrap(), done);
+        let timed_out = serde_json::to_string(&ScanReply::TimedOut { seconds: 2 }).unwrap();
+        assert_eq!(timed_out, "{\"reply\":\"timed_out\",\"seconds\":2}");
+    }
+
+    #[test]
+    fn the_make_program_is_looked_up_once_in_the_scan_path() {
+        assert_eq!(find_program("/opt/x/bmake"), Path::new("/opt/x/bmake"));
+        let sh = find_program("sh");
+        assert!(sh.is_absolute() && sh.ends_with("sh"), "{}", sh.display());
+        assert_eq!(find_program("no-such-make-program"), Path::new("no-such-make-program"));
+    }
+}
