@@ -217,9 +217,12 @@ fn children_with(parent: u32, needle: &str) -> Vec<i32> {
 #[test]
 fn a_dead_scan_sandbox_fails_its_port_and_the_next_port_gets_a_new_one() {
     let seconds = unique_seconds();
-    let env = hostile_env(&format!("scan_timeout = 600\n[make_conf]\nHANG_SECONDS = \"{seconds}\"\n"));
+    let daemon = seconds.replacen("1000.", "2000.", 1);
+    let env = hostile_env(&format!(
+        "scan_timeout = 600\n[make_conf]\nHANG_SECONDS = \"{seconds}\"\nDAEMON_SECONDS = \"{daemon}\"\n"
+    ));
     // More ports after the hanging one (one scanning thread goes in order:
-    // hostile/* first, then misc/*).
+    // hostile/scan-daemon, hostile/scan-escape, hostile/scan-hang, then misc/*).
     for i in 0..5 {
         copy_tree(&env.ports().join("misc/plain"), &env.ports().join(format!("misc/plain{i}")));
     }
@@ -235,6 +238,9 @@ fn a_dead_scan_sandbox_fails_its_port_and_the_next_port_gets_a_new_one() {
         assert!(Instant::now() < deadline, "the hanging scan never started");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // The same sandbox scanned hostile/scan-daemon before: what it left
+    // running was killed after its query.
+    assert!(processes_with(&format!("sleep {daemon}")).is_empty(), "a scan's daemon outlived its query");
     let helpers = children_with(child.id(), "scan-helper");
     assert_eq!(helpers.len(), 1, "one scanning thread, one scan sandbox: {helpers:?}");
     unsafe { libc::kill(helpers[0], libc::SIGKILL) };

@@ -353,7 +353,13 @@ fn pidfd_open(pid: Pid) -> Option<OwnedFd> {
 }
 
 /// From PID 1, `kill(-1)` reaches every other process of the namespace.
+/// Every process of the namespace descends from PID 1 (orphans are
+/// reparented to it), so when PID 1 has no child at all nothing is left and
+/// the kill, which walks every process of the machine, is skipped.
 fn kill_leftovers() {
+    if waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) == Err(nix::errno::Errno::ECHILD) {
+        return;
+    }
     let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
     loop {
         match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::__WALL)) {
