@@ -26,10 +26,7 @@
 
 use std::io::{BufRead, Write};
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -169,9 +166,10 @@ fn pid1(spec: &ScanSpec, input: &mut impl BufRead, output: &mut impl Write) -> R
     // From here on PID 1 only forks, polls, kills and reaps: the filters go
     // on PID 1 itself, once, and every bmake inherits them.
     confinement.apply_to_spawner().context("confining PID 1")?;
-    let confinement = Arc::new(confinement);
     let timeout = Duration::from_secs(spec.timeout_secs);
     let program = find_program(&spec.make_program);
+    // The stack of every spawned child until it execs (see `spawn`).
+    let mut stack = vec![0u8; 256 * 1024];
     reply(output, &ScanReply::Ready)?;
     let mut line = String::new();
     loop {
@@ -180,7 +178,7 @@ fn pid1(spec: &ScanSpec, input: &mut impl BufRead, output: &mut impl Write) -> R
             return Ok(());
         }
         let answer = match serde_json::from_str::<ScanRequest>(&line) {
-            Ok(request) => query(&program, &confinement, &request, timeout),
+            Ok(request) => query(&program, &confinement, &mut stack, &request, timeout),
             Err(e) => ScanReply::Failed { reason: format!("unreadable scan request: {e}") },
         };
         reply(output, &answer)?;
@@ -203,41 +201,145 @@ fn find_program(name: &str) -> PathBuf {
 }
 
 /// Runs one confined bmake and collects what it prints, within `timeout`.
-fn query(program: &Path, confinement: &Arc<Confinement>, request: &ScanRequest, timeout: Duration) -> ScanReply {
+fn query(
+    program: &Path,
+    confinement: &Confinement,
+    stack: &mut [u8],
+    request: &ScanRequest,
+    timeout: Duration,
+) -> ScanReply {
     let deadline = Instant::now() + timeout;
-    let mut command = Command::new(program);
-    command
-        .args(&request.args)
-        .current_dir(&request.dir)
-        .env_clear()
-        .envs(request.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let mut args = vec![program.as_os_str().to_owned()];
+    args.extend(request.args.iter().map(Into::into));
+    let mut env: Vec<std::ffi::OsString> = request.env.iter().map(|(k, v)| format!("{k}={v}").into()).collect();
     if let Some(flavor) = &request.flavor {
-        command.env("FLAVOR", flavor);
+        env.push(format!("FLAVOR={flavor}").into());
     }
-    let confinement = Arc::clone(confinement);
-    // SAFETY: `enter` issues system calls only (see `Confinement::enter`).
-    unsafe {
-        command.pre_exec(move || confinement.enter());
-    }
-    let answer = match command.spawn() {
-        Ok(child) => collect(child, deadline, timeout),
+    let answer = match spawn(program, &args, &env, &request.dir, confinement, stack) {
+        Ok((pid, stdout, stderr)) => collect(pid, stdout, stderr, deadline, timeout),
         Err(e) => ScanReply::Failed { reason: format!("cannot run {}: {e}", program.display()) },
     };
     kill_leftovers();
     answer
 }
 
+/// What the child of [`spawn`] needs, prepared before the clone: the child
+/// shares PID 1's memory until it execs, so it must not allocate.
+struct ChildSetup<'a> {
+    program: &'a std::ffi::CStr,
+    argv: &'a [*const libc::c_char],
+    envp: &'a [*const libc::c_char],
+    dir: &'a std::ffi::CStr,
+    stdio: [libc::c_int; 3],
+    error: libc::c_int,
+    confinement: &'a Confinement,
+}
+
+/// Starts `program` confined, with stdin `/dev/null` and stdout and stderr
+/// on new pipes, in `dir`. `clone(CLONE_VM | CLONE_VFORK)` as
+/// `posix_spawn` does, not `fork`: a forked child's exec had to tear down
+/// its copy of PID 1's address space, which was the largest cost of a scan
+/// query after bmake itself. PID 1 waits until the child has exec'd (or
+/// failed, reporting `errno` on a close-on-exec pipe).
+fn spawn(
+    program: &Path,
+    args: &[std::ffi::OsString],
+    env: &[std::ffi::OsString],
+    dir: &Path,
+    confinement: &Confinement,
+    stack: &mut [u8],
+) -> std::io::Result<(Pid, OwnedFd, OwnedFd)> {
+    use std::ffi::CString;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let c = |s: &std::ffi::OsStr| CString::new(s.as_bytes()).map_err(std::io::Error::other);
+    let program_c = c(program.as_os_str())?;
+    let dir_c = c(dir.as_os_str())?;
+    let args_c = args.iter().map(|a| c(a)).collect::<std::io::Result<Vec<_>>>()?;
+    let env_c = env.iter().map(|e| c(e)).collect::<std::io::Result<Vec<_>>>()?;
+    let argv: Vec<*const libc::c_char> = args_c.iter().map(|a| a.as_ptr()).chain([std::ptr::null()]).collect();
+    let envp: Vec<*const libc::c_char> = env_c.iter().map(|e| e.as_ptr()).chain([std::ptr::null()]).collect();
+    let null = std::fs::File::open("/dev/null")?;
+    let (stdout_read, stdout_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (stderr_read, stderr_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (error_read, error_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let setup = ChildSetup {
+        program: &program_c,
+        argv: &argv,
+        envp: &envp,
+        dir: &dir_c,
+        stdio: [null.as_raw_fd(), stdout_write.as_raw_fd(), stderr_write.as_raw_fd()],
+        error: error_write.as_raw_fd(),
+        confinement,
+    };
+    // The stack grows down; keep the top 16-byte aligned.
+    let top = unsafe { stack.as_mut_ptr().add(stack.len()) } as usize & !15;
+    // SAFETY: `child` only issues system calls on data that outlives the
+    // call (PID 1 is suspended until the child execs or exits: CLONE_VFORK).
+    let pid = unsafe {
+        libc::clone(
+            child,
+            top as *mut libc::c_void,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            &setup as *const ChildSetup as *mut libc::c_void,
+        )
+    };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let pid = Pid::from_raw(pid);
+    drop((null, stdout_write, stderr_write, error_write));
+    let mut errno = [0u8; 4];
+    let failed = loop {
+        match nix::unistd::read(&error_read, &mut errno) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Ok(4) => break true,
+            _ => break false,
+        }
+    };
+    if failed {
+        let _ = waitpid(pid, None);
+        return Err(std::io::Error::from_raw_os_error(i32::from_ne_bytes(errno)));
+    }
+    Ok((pid, stdout_read, stderr_read))
+}
+
+/// The child of [`spawn`]: system calls only, then `execve` or `_exit`.
+extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `ChildSetup` of `spawn`, alive while PID 1 waits.
+    let setup = unsafe { &*(arg as *const ChildSetup) };
+    let fail = |errno: i32| -> ! {
+        unsafe {
+            libc::write(setup.error, &errno as *const i32 as *const libc::c_void, 4);
+            libc::_exit(127)
+        }
+    };
+    let errno = || std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EINVAL);
+    unsafe {
+        for (fd, target) in setup.stdio.iter().zip(0..) {
+            if libc::dup2(*fd, target) < 0 {
+                fail(errno());
+            }
+        }
+        if libc::chdir(setup.dir.as_ptr()) < 0 {
+            fail(errno());
+        }
+        // The Rust runtime ignores SIGPIPE; bmake gets the default back.
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    if let Err(e) = setup.confinement.enter() {
+        fail(e.raw_os_error().unwrap_or(libc::EPERM));
+    }
+    unsafe { libc::execve(setup.program.as_ptr(), setup.argv.as_ptr(), setup.envp.as_ptr()) };
+    fail(errno())
+}
+
 /// Reads both pipes until bmake exits (its pidfd turns readable) or the
 /// deadline passes. A process bmake left behind may hold the pipes open:
 /// once bmake itself is gone, what is buffered is read and the rest is
 /// [`kill_leftovers`]' business.
-fn collect(mut child: std::process::Child, deadline: Instant, timeout: Duration) -> ScanReply {
-    let pid = Pid::from_raw(child.id() as i32);
-    let mut pipes = [Capture::new(child.stdout.take().map(OwnedFd::from)), Capture::new(child.stderr.take().map(OwnedFd::from))];
-    drop(child);
+fn collect(pid: Pid, stdout: OwnedFd, stderr: OwnedFd, deadline: Instant, timeout: Duration) -> ScanReply {
+    let mut pipes = [Capture::new(Some(stdout)), Capture::new(Some(stderr))];
     let pidfd = pidfd_open(pid);
     let mut exited = false;
     while !exited {
