@@ -82,6 +82,9 @@ pub enum Command {
     /// Internal: the single-threaded sandbox helper.
     #[command(hide = true)]
     SandboxHelper,
+    /// Internal: the single-threaded scan sandbox (metadata queries).
+    #[command(hide = true)]
+    ScanHelper,
 }
 
 #[derive(Debug, clap::Args)]

@@ -22,6 +22,7 @@ use clap::Parser;
 use crate::cli::{Cli, Command, GlobalArgs};
 use crate::config::{self, Config};
 use crate::ports::{Origin, Scanner};
+use crate::sandbox::scan_pool::{ScanPool, ScanSettings};
 
 /// Exit codes of DESIGN.md.
 pub mod exit {
@@ -72,6 +73,7 @@ pub fn run() -> Result<ExitCode> {
         Command::PurgeDistfiles => purge::run(&load_config(&cli.global)?, &cli.global),
         Command::Cleanup => cleanup::run(&load_config(&cli.global)?),
         Command::SandboxHelper => crate::sandbox::helper::main(),
+        Command::ScanHelper => crate::sandbox::scan::main(),
         Command::Logs(args) => logs::run(&load_config(&cli.global)?, &args),
         Command::Monitor(args) => monitor::run(&load_config(&cli.global)?, &cli.global, &args),
         Command::Version => {
@@ -91,13 +93,30 @@ pub fn load_config(global: &GlobalArgs) -> Result<Config> {
     Ok(config)
 }
 
-pub fn scanner(config: &Config) -> Scanner {
-    Scanner {
-        ports_dir: config.ports_dir.clone(),
+/// The scanner of every command: each bmake query runs in a scan sandbox
+/// (see [`crate::sandbox::scan`]). The tree's path is made absolute, since
+/// the sandbox shows it at its host path.
+pub fn scanner(config: &Config) -> Result<Scanner> {
+    let ports_dir = std::path::absolute(&config.ports_dir)?;
+    let settings = ScanSettings {
+        helper: crate::sandbox::scan_pool::helper_binary()?,
+        root: config.build_base.join(SCAN_ROOT),
+        system_path: config.system_path.clone(),
+        ports_dir: ports_dir.clone(),
+        build_user: config.build_user.clone(),
+        make_program: config.make_program.clone(),
+        timeout: config.scan_timeout,
+    };
+    Ok(Scanner {
+        ports_dir,
         make_program: config.make_program.clone(),
         make_env: config.make_conf.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-    }
+        sandbox: Some(std::sync::Arc::new(ScanPool::new(settings))),
+    })
 }
+
+/// Below `build_base`: the mount point of every scan sandbox's root.
+pub const SCAN_ROOT: &str = "scan";
 
 /// Parses the origins given on the command line; a bad one is a usage error.
 pub fn parse_origins(args: &[String]) -> Result<Vec<Origin>> {

@@ -31,7 +31,7 @@ pub fn prepare(config: &Config, db: &BuildDb, origins: &[Origin]) -> Result<Prep
 /// [`prepare`], with the `forced` ports planned for a build even when up to
 /// date (`portsynth force`).
 pub fn prepare_forcing(config: &Config, db: &BuildDb, origins: &[Origin], forced: &[Origin]) -> Result<Prepared> {
-    let scanner = super::scanner(config);
+    let scanner = super::scanner(config)?;
     let memo = CrcMemo::default();
     let config_crc = config_crc(config);
     let stored = db.scan_cache_load().unwrap_or_else(|e| {

@@ -8,17 +8,22 @@
 //! rest of the tree goes on. Dependency entries are parsed here so that a
 //! malformed entry is reported against the port and variable it came from.
 //!
-//! bmake runs through `Command::output`, which drains stdout and stderr
-//! concurrently; a chatty or failing Makefile can therefore never block the
-//! scan on a full pipe.
+//! Every command's bmake runs in a scan sandbox (see
+//! [`crate::sandbox::scan`]): no network, read-only tree, the build user,
+//! a deadline (`scan_timeout`), both outputs drained and bounded. Without a
+//! sandbox (unit tests, benches) bmake runs on the host through
+//! `Command::output`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 
 use rayon::prelude::*;
 use serde::Serialize;
 
 use super::{DepKind, DepSpec, Origin};
+use crate::sandbox::scan::ScanRequest;
+use crate::sandbox::scan_pool::{MakeOutput, ScanPool};
 
 /// Variables queried from every port, in this order (one `-V` each).
 const QUERY_VARS: &[&str] = &[
@@ -88,6 +93,10 @@ pub struct Scanner {
     pub make_program: String,
     /// Extra make variables, passed in the environment like a make.conf.
     pub make_env: Vec<(String, String)>,
+    /// Where the queries run: the scan sandboxes of every command, or `None`
+    /// for bmake straight on the host (unit tests and benches of trusted
+    /// trees only).
+    pub sandbox: Option<Arc<ScanPool>>,
 }
 
 /// The port directories of a tree, and what was skipped or is worth saying
@@ -244,21 +253,25 @@ impl Scanner {
         let origin = dir.with_flavor(flavor);
         let port_dir = self.port_dir(dir);
         let fail = |message: String| ScanError { origin: origin.clone(), message };
-        let mut command = Command::new(&self.make_program);
-        command.current_dir(&port_dir).arg("-m").arg(self.ports_dir.join("Mk"));
+        let mut args = vec!["-m".to_string(), self.ports_dir.join("Mk").to_string_lossy().into_owned()];
         for var in QUERY_VARS {
-            command.arg("-V").arg(format!("${{{var}}}"));
+            args.push("-V".into());
+            args.push(format!("${{{var}}}"));
         }
-        command.env("PORTSDIR", &self.ports_dir).envs(self.make_env.iter().map(|(k, v)| (k, v)));
-        match flavor {
-            Some(f) => command.env("FLAVOR", f),
-            None => command.env_remove("FLAVOR"),
+        let output = match &self.sandbox {
+            Some(pool) => {
+                let request = ScanRequest {
+                    dir: port_dir.clone(),
+                    flavor: flavor.map(str::to_string),
+                    args,
+                    env: pool.environment(&self.make_env),
+                };
+                pool.query(&request, &origin.to_string()).map_err(fail)?
+            }
+            None => self.query_on_host(&port_dir, flavor, &args).map_err(fail)?,
         };
-        let output = command
-            .output()
-            .map_err(|e| fail(format!("cannot run {}: {e}", self.make_program)))?;
-        let stderr = String::from_utf8_lossy(&output.stderr).lines().map(str::trim).collect::<Vec<_>>().join(" | ");
-        if !output.status.success() {
+        let stderr = output.stderr.lines().map(str::trim).collect::<Vec<_>>().join(" | ");
+        if !output.success {
             return Err(fail(format!(
                 "{} failed ({}): {}",
                 self.make_program,
@@ -266,7 +279,7 @@ impl Scanner {
                 if stderr.is_empty() { "no error output" } else { &stderr }
             )));
         }
-        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stdout = output.stdout;
         let lines: Vec<&str> = stdout.lines().collect();
         if lines.len() != QUERY_VARS.len() {
             return Err(fail(format!(
@@ -278,6 +291,25 @@ impl Scanner {
             )));
         }
         parse_query(origin.clone(), &port_dir, &lines).map_err(fail)
+    }
+
+    /// The query without a sandbox, through `Command::output`, which drains
+    /// both pipes.
+    fn query_on_host(&self, port_dir: &Path, flavor: Option<&str>, args: &[String]) -> Result<MakeOutput, String> {
+        let mut command = Command::new(&self.make_program);
+        command.current_dir(port_dir).args(args);
+        command.env("PORTSDIR", &self.ports_dir).envs(self.make_env.iter().map(|(k, v)| (k, v)));
+        match flavor {
+            Some(f) => command.env("FLAVOR", f),
+            None => command.env_remove("FLAVOR"),
+        };
+        let output = command.output().map_err(|e| format!("cannot run {}: {e}", self.make_program))?;
+        Ok(MakeOutput {
+            success: output.status.success(),
+            status: output.status.to_string(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        })
     }
 }
 

@@ -14,7 +14,9 @@
 //! memory, out of seccomp's reach).
 //!
 //! The filters are compiled once, before any fork; [`Confinement::enter`] only
-//! issues system calls, so it is safe in a `pre_exec` hook.
+//! issues system calls, so it is safe in a `pre_exec` hook. A process that
+//! forks many confined children (the scan sandbox's PID 1) takes the
+//! inheritable part once ([`Confinement::apply_to_spawner`]).
 
 use std::collections::BTreeMap;
 use std::io;
@@ -100,6 +102,9 @@ pub struct Confinement {
     gid: libc::gid_t,
     last_cap: libc::c_ulong,
     filters: Vec<BpfProgram>,
+    /// The bounding set is already empty and the filters already loaded in
+    /// the forking process (see [`Confinement::apply_to_spawner`]).
+    inherited: bool,
 }
 
 impl Confinement {
@@ -109,7 +114,13 @@ impl Confinement {
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(63);
-        Ok(Confinement { uid, gid, last_cap, filters: filters().context("compiling the seccomp filter")? })
+        Ok(Confinement {
+            uid,
+            gid,
+            last_cap,
+            filters: filters().context("compiling the seccomp filter")?,
+            inherited: false,
+        })
     }
 
     /// The user the process runs as.
@@ -117,25 +128,59 @@ impl Confinement {
         self.uid
     }
 
-    /// In the child, between fork and exec: system calls only (no
-    /// allocation), so it is async-signal-safe. Order matters: dropping the
-    /// bounding set needs `CAP_SETPCAP`, so it comes before the user change;
-    /// the filter comes last, so it does not have to allow what precedes it.
-    pub fn enter(&self) -> io::Result<()> {
+    /// For a long-lived process that forks many confined children (the scan
+    /// sandbox's PID 1): everything of [`Confinement::enter`] that survives
+    /// fork and exec is done here, once — its own session, no ambient
+    /// capabilities, an empty bounding set, no core dumps, `no_new_privs`
+    /// and the filters — so `enter` in its children only changes the user.
+    /// Loading a filter makes the kernel check and JIT-compile the program,
+    /// and a new session creates a scheduler autogroup: per child, that was
+    /// most of the scan sandbox's overhead over a bare bmake. The caller
+    /// keeps its effective capabilities (it never execs) but can no longer
+    /// mount, unshare or do anything else the filter denies.
+    pub fn apply_to_spawner(&mut self) -> io::Result<()> {
         check(unsafe { libc::setsid() })?;
+        self.inheritable_parts()?;
+        self.no_new_privs_and_filters()?;
+        self.inherited = true;
+        Ok(())
+    }
+
+    fn inheritable_parts(&self) -> io::Result<()> {
         check(unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) })?;
         for cap in 0..=self.last_cap {
             // EINVAL past the kernel's last capability is harmless.
             unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
         }
-        check(unsafe { libc::setgroups(1, &self.gid) })?;
-        check(unsafe { libc::setresgid(self.gid, self.gid, self.gid) })?;
-        check(unsafe { libc::setresuid(self.uid, self.uid, self.uid) })?;
         let no_core = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
         unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) };
+        Ok(())
+    }
+
+    fn no_new_privs_and_filters(&self) -> io::Result<()> {
         check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })?;
         for filter in &self.filters {
             seccompiler::apply_filter(filter).map_err(|e| io::Error::other(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// In the child, between fork and exec: system calls only (no
+    /// allocation), so it is async-signal-safe. Order matters: dropping the
+    /// bounding set needs `CAP_SETPCAP`, so it comes before the user change;
+    /// the filter comes last, so it does not have to allow what precedes it.
+    /// In a child of a process confined by [`Confinement::apply_to_spawner`]
+    /// only the user changes; the rest is inherited.
+    pub fn enter(&self) -> io::Result<()> {
+        if !self.inherited {
+            check(unsafe { libc::setsid() })?;
+            self.inheritable_parts()?;
+        }
+        check(unsafe { libc::setgroups(1, &self.gid) })?;
+        check(unsafe { libc::setresgid(self.gid, self.gid, self.gid) })?;
+        check(unsafe { libc::setresuid(self.uid, self.uid, self.uid) })?;
+        if !self.inherited {
+            self.no_new_privs_and_filters()?;
         }
         Ok(())
     }

@@ -25,6 +25,8 @@ pub mod helper;
 pub mod limits;
 pub mod mounts;
 pub mod runner;
+pub mod scan;
+pub mod scan_pool;
 
 use serde::{Deserialize, Serialize};
 

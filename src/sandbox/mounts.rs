@@ -109,6 +109,58 @@ pub fn setup_root(sys: &dyn Syscall, layout: &Layout, system: &[(&str, SystemEnt
     Ok(())
 }
 
+/// Where a scan sandbox's root goes and what it shows.
+#[derive(Debug, Clone)]
+pub struct ScanLayout {
+    /// The host mount point (an empty directory; one can serve every
+    /// sandbox, each mounts its own tmpfs on it in its own namespace).
+    pub root: PathBuf,
+    pub system_path: PathBuf,
+    /// Absolute; bound read-only at this same path inside.
+    pub ports_dir: PathBuf,
+}
+
+/// The root of a scan sandbox: like [`setup_root`] without packages,
+/// distfiles, outbox or work area, and with the ports tree at its own host
+/// path, so `PORTSDIR` and the `.MAKE.MAKEFILES` paths bmake prints are the
+/// host's. `/tmp` is mounted before the tree, so a tree below `/tmp` lands on
+/// directories created in the private tmpfs (mode 0755, whatever the host's
+/// parents are); a tree below a system directory uses the mount point the
+/// host already has there.
+pub fn setup_scan_root(sys: &dyn Syscall, layout: &ScanLayout, system: &[(&str, SystemEntry)]) -> Result<()> {
+    let root = &layout.root;
+    let at = |p: &str| root.join(p);
+    sys.mount(None, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
+    sys.mount(Some(Path::new("tmpfs")), root, Some("tmpfs"), NOSUID_NODEV, Some("mode=0755,size=16m"))?;
+    for (name, entry) in system {
+        match entry {
+            SystemEntry::Link(target) => sys.symlink(target, &at(name))?,
+            SystemEntry::Bind => bind(sys, &layout.system_path.join(name), &at(name), true)?,
+            SystemEntry::Absent => {}
+        }
+    }
+    tmpfs(sys, &at("tmp"), "mode=1777,size=64m")?;
+    let inside = layout.ports_dir.strip_prefix("/").map_err(|_| {
+        anyhow::anyhow!("the ports tree {} is not an absolute path", layout.ports_dir.display())
+    })?;
+    let mut dir = root.clone();
+    let components: Vec<_> = inside.components().collect();
+    for component in &components[..components.len().saturating_sub(1)] {
+        dir.push(component);
+        sys.mkdir(&dir, 0o755)?;
+    }
+    bind(sys, &layout.ports_dir, &root.join(inside), true)?;
+    setup_dev(sys, &at("dev"))?;
+    sys.mkdir(&at("proc"), 0o555)?;
+    sys.mount(Some(Path::new("proc")), &at("proc"), Some("proc"), NOSUID_NODEV | MsFlags::MS_NOEXEC, None)?;
+    sys.mkdir(&at(".oldroot"), 0o700)?;
+    sys.pivot_root(root, &at(".oldroot"))?;
+    sys.chdir(Path::new("/"))?;
+    sys.umount_detach(Path::new("/.oldroot"))?;
+    sys.rmdir(Path::new("/.oldroot"))?;
+    Ok(())
+}
+
 /// Bind `source` at `target`, then make it read-only if asked: the flags of
 /// the first call are ignored for a bind, so read-only needs the remount.
 pub(super) fn bind(sys: &dyn Syscall, source: &Path, target: &Path, read_only: bool) -> Result<()> {
@@ -346,6 +398,64 @@ mod tests {
         assert!(calls[0].starts_with("mount None /distfiles None") && calls[0].contains("MS_REMOUNT"));
         assert!(!calls[0].contains("MS_RDONLY") && calls[0].contains("MS_NOSUID"));
         assert!(calls[1].contains("MS_RDONLY") && calls[1].contains("MS_REMOUNT"));
+    }
+
+    fn scan_calls(ports: &str) -> Vec<String> {
+        let recorder = Recorder::default();
+        let system = [("usr", SystemEntry::Bind), ("bin", SystemEntry::Link("usr/bin".into())), ("etc", SystemEntry::Bind)];
+        let layout = ScanLayout { root: "/b/scan".into(), system_path: "/".into(), ports_dir: ports.into() };
+        setup_scan_root(&recorder, &layout, &system).unwrap();
+        recorder.0.into_inner()
+    }
+
+    #[test]
+    fn scan_root_is_private_first_and_pivots_last() {
+        let calls = scan_calls("/home/me/ports");
+        assert_eq!(calls[0], "mount None / None MS_REC|MS_PRIVATE None");
+        assert!(calls[1].starts_with("mount Some(\"tmpfs\") /b/scan Some(\"tmpfs\")"), "{}", calls[1]);
+        let proc_ = position(&calls, "mount Some(\"proc\") /b/scan/proc");
+        let pivot = position(&calls, "pivot_root /b/scan /b/scan/.oldroot");
+        assert!(proc_ < pivot);
+        assert_eq!(&calls[pivot + 1..], ["chdir /", "umount /.oldroot", "rmdir /.oldroot"]);
+    }
+
+    #[test]
+    fn scan_root_binds_the_tree_read_only_at_its_host_path() {
+        let calls = scan_calls("/home/me/ports");
+        for (source, target) in [("/usr", "/b/scan/usr"), ("/etc", "/b/scan/etc"), ("/home/me/ports", "/b/scan/home/me/ports")] {
+            let bind = position(&calls, &format!("mount Some({source:?}) {target} None MS_BIND None"));
+            let remount = &calls[bind + 1];
+            assert!(remount.starts_with(&format!("mount None {target} None")), "{remount}");
+            for flag in ["MS_RDONLY", "MS_REMOUNT", "MS_BIND", "MS_NOSUID", "MS_NODEV"] {
+                assert!(remount.contains(flag), "{remount} lacks {flag}");
+            }
+        }
+        let home = position(&calls, "mkdir /b/scan/home");
+        let me = position(&calls, "mkdir /b/scan/home/me");
+        let bind = position(&calls, "mount Some(\"/home/me/ports\")");
+        assert!(home < me && me < bind);
+        // Nothing but the tree and the system directories comes from the host.
+        let host_binds: Vec<&String> =
+            calls.iter().filter(|c| c.starts_with("mount Some(\"/") && !c.starts_with("mount Some(\"/dev/")).collect();
+        assert_eq!(host_binds.len(), 3, "{host_binds:#?}");
+        assert!(!calls.iter().any(|c| c.contains("packages") || c.contains("distfiles") || c.contains("outbox")));
+    }
+
+    #[test]
+    fn scan_tmp_is_mounted_before_a_tree_below_it() {
+        let calls = scan_calls("/tmp/.tmpX/ports");
+        let tmp = position(&calls, "mount Some(\"tmpfs\") /b/scan/tmp ");
+        assert!(calls[tmp].contains("mode=1777"), "{}", calls[tmp]);
+        let mkdir = position(&calls, "mkdir /b/scan/tmp/.tmpX");
+        let bind = position(&calls, "mount Some(\"/tmp/.tmpX/ports\") /b/scan/tmp/.tmpX/ports None MS_BIND");
+        assert!(tmp < mkdir && mkdir < bind);
+        assert!(position(&calls, "mount Some(\"devpts\")") < position(&calls, "pivot_root"));
+    }
+
+    #[test]
+    fn scan_root_refuses_a_relative_tree() {
+        let layout = ScanLayout { root: "/b/scan".into(), system_path: "/".into(), ports_dir: "ports".into() };
+        assert!(setup_scan_root(&Recorder::default(), &layout, &[]).is_err());
     }
 
     #[test]
