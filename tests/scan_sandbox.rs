@@ -224,7 +224,11 @@ fn a_dead_scan_sandbox_fails_its_port_and_the_next_port_gets_a_new_one() {
     // More ports after the hanging one (one scanning thread goes in order:
     // hostile/scan-daemon, hostile/scan-escape, hostile/scan-hang, then misc/*).
     for i in 0..5 {
-        copy_tree(&env.ports().join("misc/plain"), &env.ports().join(format!("misc/plain{i}")));
+        let copy = env.ports().join(format!("misc/plain{i}"));
+        copy_tree(&env.ports().join("misc/plain"), &copy);
+        // A package name of its own: two ports producing one are not buildable.
+        let makefile = std::fs::read_to_string(copy.join("Makefile")).unwrap();
+        std::fs::write(copy.join("Makefile"), makefile.replace("PORTVERSION=\t1.0", &format!("PORTVERSION=\t1.{}", i + 1))).unwrap();
     }
     let mut child = env
         .command(&["--json", "status"])
