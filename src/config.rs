@@ -67,6 +67,8 @@ pub struct Config {
     /// Hosts that are local to the build host (loopback, its own addresses)
     /// but that fetches may reach all the same: an operator's local mirror.
     pub fetch_local_hosts: Vec<String>,
+    /// The tree's framework (`framework`, or detected from the tree).
+    pub framework: crate::framework::Kind,
 }
 
 impl Config {
@@ -105,6 +107,7 @@ struct RawSettings {
     package_size_limit: Option<Spanned<String>>,
     setuid_ports: Option<Vec<Spanned<String>>>,
     fetch_local_hosts: Option<Vec<Spanned<String>>>,
+    framework: Option<Spanned<String>>,
     profile: Option<BTreeMap<String, Spanned<RawSettings>>>,
 }
 
@@ -121,7 +124,7 @@ impl RawSettings {
             database_path, workers, make_jobs, make_program, build_user, tmpfs_size,
             phase_timeouts, silent_timeout, make_conf, fetch_jobs, fetch_retries, fetch_retry_delay,
             memory_limit, max_processes, max_log_size, scan_timeout, package_size_limit, setuid_ports,
-            fetch_local_hosts
+            fetch_local_hosts, framework
         );
         self
     }
@@ -237,18 +240,34 @@ fn validate(raw: RawSettings, at: &Locator, profile: Option<String>) -> Result<C
     let build_base = path(raw.build_base).unwrap_or_else(|| PathBuf::from("/var/cache/portsynth"));
     let under_base = |value, default: &str| path(value).unwrap_or_else(|| build_base.join(default));
 
-    let ports_dir = match &raw.ports_dir {
+    let (ports_dir, detected) = match &raw.ports_dir {
         Some(value) => {
             let dir = base_dir.join(value.get_ref());
-            check_ports_tree(&dir).map_err(|e| at.error("ports_dir", value, e))?;
-            dir
+            let kind = crate::framework::detect(&dir).map_err(|e| at.error("ports_dir", value, format!("{e:#}")))?;
+            (dir, kind)
         }
         None => {
             let dir = PathBuf::from("/usr/ports");
-            check_ports_tree(&dir).map_err(|e| {
-                anyhow::anyhow!("config {}: ports_dir is not set and the default {e}", at.file.display())
+            let kind = crate::framework::detect(&dir).map_err(|e| {
+                anyhow::anyhow!("config {}: ports_dir is not set and the default {e:#}", at.file.display())
             })?;
-            dir
+            (dir, kind)
+        }
+    };
+    let framework = match &raw.framework {
+        None => detected,
+        Some(value) => {
+            let kind = crate::framework::Kind::from_name(value.get_ref()).ok_or_else(|| {
+                at.error("framework", value, format!("unknown framework '{}' (bundled or pkgsrc)", value.get_ref()))
+            })?;
+            if !ports_dir.join(kind.marker()).is_file() {
+                return Err(at.error(
+                    "framework",
+                    value,
+                    format!("{} has no {}: it is not a {kind} tree", ports_dir.display(), kind.marker()),
+                ));
+            }
+            kind
         }
     };
     let cpus = cpus();
@@ -315,6 +334,7 @@ fn validate(raw: RawSettings, at: &Locator, profile: Option<String>) -> Result<C
         package_size_limit,
         setuid_ports: raw.setuid_ports.unwrap_or_default().into_iter().map(Spanned::into_inner).collect(),
         fetch_local_hosts: raw.fetch_local_hosts.unwrap_or_default().into_iter().map(Spanned::into_inner).collect(),
+        framework,
     };
     let paths = [
         &config.ports_dir,
@@ -592,17 +612,6 @@ pub fn default_fetch_jobs(cpus: usize) -> usize {
 
 /// Base delay of fetch-only's exponential backoff.
 pub const DEFAULT_FETCH_RETRY_DELAY: Duration = Duration::from_secs(2);
-
-/// A ports tree is a directory with the framework in it.
-fn check_ports_tree(dir: &Path) -> std::result::Result<(), String> {
-    if !dir.is_dir() {
-        return Err(format!("{} does not exist or is not a directory", dir.display()));
-    }
-    if !dir.join("Mk/bsd.port.mk").is_file() {
-        return Err(format!("{} is not a ports tree (no Mk/bsd.port.mk)", dir.display()));
-    }
-    Ok(())
-}
 
 fn positive(at: &Locator, key: &str, value: Option<Spanned<i64>>) -> Result<Option<usize>> {
     match value {

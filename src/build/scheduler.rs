@@ -360,7 +360,7 @@ impl<'r, 'a> Coordinator<'r, 'a> {
                 .into_iter()
                 .filter_map(|dep| {
                     let meta = tree.nodes[dep].meta.as_ref()?;
-                    Some(Dependency { file: format!("{}.pkg", meta.pkgname), origin: tree.nodes[dep].origin.clone() })
+                    Some(Dependency { file: run.config.framework.framework().package_file(&meta.pkgname), origin: tree.nodes[dep].origin.clone() })
                 })
                 .collect(),
         };

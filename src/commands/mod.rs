@@ -108,6 +108,7 @@ pub fn scanner(config: &Config) -> Result<Scanner> {
         timeout: config.scan_timeout,
     };
     Ok(Scanner {
+        framework: config.framework,
         ports_dir,
         make_program: config.make_program.clone(),
         make_env: config.make_conf.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),

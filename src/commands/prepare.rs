@@ -63,7 +63,7 @@ pub fn prepare_forcing(config: &Config, db: &BuildDb, origins: &[Origin], forced
         let Some(current) = &keys[node] else {
             return Some("changed (port files unreadable)".into());
         };
-        let present = packages.contains(&format!("{}.pkg", meta.pkgname));
+        let present = packages.contains(&config.framework.framework().package_file(&meta.pkgname));
         needs_build(current, states.get(&tree.nodes[node].origin.to_string()), present)
     })?;
     Ok(Prepared { tree, keys, plan, scan_stats: cached.stats() })

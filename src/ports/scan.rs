@@ -22,28 +22,9 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::{DepKind, DepSpec, Origin};
+use crate::framework::Kind;
 use crate::sandbox::scan::ScanRequest;
 use crate::sandbox::scan_pool::{MakeOutput, ScanPool};
-
-/// Variables queried from every port, in this order (one `-V` each).
-const QUERY_VARS: &[&str] = &[
-    "PKGNAME",
-    "PKGVERSION",
-    "PKGFILE",
-    "FETCH_DEPENDS",
-    "EXTRACT_DEPENDS",
-    "PATCH_DEPENDS",
-    "BUILD_DEPENDS",
-    "LIB_DEPENDS",
-    "RUN_DEPENDS",
-    "IGNORE",
-    "FLAVORS",
-    "FLAVOR",
-    "DISTFILES",
-    "DIST_SUBDIR",
-    "COMMENT",
-    ".MAKE.MAKEFILES",
-];
 
 /// Everything the builder needs to know about one port (one flavor of it).
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
@@ -89,6 +70,8 @@ pub struct ScanError {
 /// How to run bmake against a tree.
 #[derive(Debug, Clone)]
 pub struct Scanner {
+    /// The tree's framework: how it is listed and queried.
+    pub framework: Kind,
     pub ports_dir: PathBuf,
     pub make_program: String,
     /// Extra make variables, passed in the environment like a make.conf.
@@ -112,6 +95,11 @@ pub struct Listing {
 pub type DirScan = Result<Vec<PortMeta>, ScanError>;
 
 impl Scanner {
+    /// The port directories of the tree, as its framework lists them.
+    pub fn list_ports(&self) -> anyhow::Result<Listing> {
+        self.framework.framework().list_ports(self)
+    }
+
     /// Every `category/port` directory of the tree that holds a Makefile.
     /// Categories are the lower-case top-level directories; `Mk`, hidden and
     /// capitalised directories (Templates, Tools, distfiles mirrors) are not.
@@ -123,7 +111,7 @@ impl Scanner {
     /// [`Listing::problems`]; a symlinked category or port directory is
     /// listed (with a problem line when it stays inside the tree), and
     /// [`Scanner::escape`] refuses the ones that lead outside.
-    pub fn list_ports(&self) -> anyhow::Result<Listing> {
+    pub fn list_category_ports(&self) -> anyhow::Result<Listing> {
         let mut problems = Vec::new();
         let mut candidates = Vec::new();
         let (categories, mut skipped) = sorted_dirs(&self.ports_dir)?;
@@ -228,69 +216,28 @@ impl Scanner {
         dirs.par_iter().map(|dir| self.scan_dir(dir)).collect()
     }
 
-    /// Scans every flavor of one port directory (`dir.flavor` is ignored).
+    /// Every variant of one port directory, as its framework scans it.
     pub fn scan_dir(&self, dir: &Origin) -> DirScan {
-        let unflavored = dir.with_flavor(None);
-        if !self.port_dir(&unflavored).join("Makefile").is_file() {
-            return Err(ScanError {
-                origin: unflavored.clone(),
-                message: format!("no such port: {} has no Makefile", self.port_dir(&unflavored).display()),
-            });
-        }
-        let first = self.query(&unflavored, None)?;
-        let Some(default_flavor) = first.flavors.first().cloned() else {
-            return Ok(vec![first]);
-        };
-        let mut metas = vec![PortMeta { origin: dir.with_flavor(Some(&default_flavor)), ..first }];
-        for flavor in metas[0].flavors.clone().iter().skip(1) {
-            metas.push(self.query(&unflavored, Some(flavor))?);
-        }
-        Ok(metas)
+        self.framework.framework().scan_dir(self, dir)
     }
 
-    /// One bmake call: all of [`QUERY_VARS`] at once.
-    pub fn query(&self, dir: &Origin, flavor: Option<&str>) -> Result<PortMeta, ScanError> {
-        let origin = dir.with_flavor(flavor);
+    /// Runs the make program with `args` in the directory of `dir` (with
+    /// `FLAVOR` set or unset): in a scan sandbox, or without one on the host.
+    /// `Err` when it could not run at all; its exit status is in the output.
+    pub fn run_make(&self, dir: &Origin, flavor: Option<&str>, args: Vec<String>) -> Result<MakeOutput, String> {
         let port_dir = self.port_dir(dir);
-        let fail = |message: String| ScanError { origin: origin.clone(), message };
-        let mut args = vec!["-m".to_string(), self.ports_dir.join("Mk").to_string_lossy().into_owned()];
-        for var in QUERY_VARS {
-            args.push("-V".into());
-            args.push(format!("${{{var}}}"));
-        }
-        let output = match &self.sandbox {
+        match &self.sandbox {
             Some(pool) => {
                 let request = ScanRequest {
-                    dir: port_dir.clone(),
+                    dir: port_dir,
                     flavor: flavor.map(str::to_string),
                     args,
                     env: pool.environment(&self.make_env),
                 };
-                pool.query(&request, &origin.to_string()).map_err(fail)?
+                pool.query(&request, &dir.with_flavor(flavor).to_string())
             }
-            None => self.query_on_host(&port_dir, flavor, &args).map_err(fail)?,
-        };
-        let stderr = output.stderr.lines().map(str::trim).collect::<Vec<_>>().join(" | ");
-        if !output.success {
-            return Err(fail(format!(
-                "{} failed ({}): {}",
-                self.make_program,
-                output.status,
-                if stderr.is_empty() { "no error output" } else { &stderr }
-            )));
+            None => self.query_on_host(&port_dir, flavor, &args),
         }
-        let stdout = output.stdout;
-        let lines: Vec<&str> = stdout.lines().collect();
-        if lines.len() != QUERY_VARS.len() {
-            return Err(fail(format!(
-                "{} printed {} lines for {} variables: {}",
-                self.make_program,
-                lines.len(),
-                QUERY_VARS.len(),
-                stdout.trim()
-            )));
-        }
-        parse_query(origin.clone(), &port_dir, &lines).map_err(fail)
     }
 
     /// The query without a sandbox, through `Command::output`, which drains
@@ -311,39 +258,6 @@ impl Scanner {
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         })
     }
-}
-
-fn parse_query(origin: Origin, port_dir: &Path, lines: &[&str]) -> Result<PortMeta, String> {
-    let value = |name: &str| -> &str {
-        let index = QUERY_VARS.iter().position(|v| *v == name).expect("queried variable");
-        lines[index].trim()
-    };
-    let words = |name: &str| value(name).split_whitespace().map(str::to_string).collect::<Vec<_>>();
-    for required in ["PKGNAME", "PKGVERSION", "PKGFILE"] {
-        if value(required).is_empty() {
-            return Err(format!("{required} is empty (does the Makefile include bsd.port.mk?)"));
-        }
-    }
-    check_package_names(value("PKGNAME"), value("PKGFILE"))?;
-    let flavors = words("FLAVORS");
-    if let (Some(wanted), false) = (&origin.flavor, flavors.is_empty()) {
-        if value("FLAVOR") != wanted {
-            return Err(format!("FLAVOR is '{}', expected '{wanted}'", value("FLAVOR")));
-        }
-    }
-    Ok(PortMeta {
-        pkgname: value("PKGNAME").to_string(),
-        pkgversion: value("PKGVERSION").to_string(),
-        pkgfile: value("PKGFILE").to_string(),
-        comment: value("COMMENT").to_string(),
-        depends: DepKind::ALL.iter().map(|k| value(k.variable()).to_string()).collect(),
-        ignore: Some(value("IGNORE").to_string()).filter(|s| !s.is_empty()),
-        flavors,
-        distfiles: words("DISTFILES"),
-        dist_subdir: value("DIST_SUBDIR").to_string(),
-        makefiles: words(".MAKE.MAKEFILES").iter().map(|m| port_dir.join(m)).collect(),
-        origin,
-    })
 }
 
 /// PKGNAME names a file (`All/${PKGNAME}.pkg`) in the repository and in
@@ -463,16 +377,5 @@ mod tests {
             let err = check_package_names(pkgname, pkgfile).expect_err(pkgname);
             assert!(err.contains(needle), "{pkgname} {pkgfile}: {err}");
         }
-    }
-
-    #[test]
-    fn query_output_with_a_bad_pkgname_is_an_error() {
-        let origin = Origin::parse("evil/x").unwrap();
-        let mut lines = vec![""; QUERY_VARS.len()];
-        lines[0] = "../../x-1.0";
-        lines[1] = "1.0";
-        lines[2] = "/p/All/../../x-1.0.pkg";
-        let err = parse_query(origin, Path::new("/p/evil/x"), &lines).unwrap_err();
-        assert!(err.contains("PKGNAME \"../../x-1.0\""), "{err}");
     }
 }

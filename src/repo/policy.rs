@@ -38,7 +38,7 @@ impl PackagePolicy {
     pub fn for_port(config: &Config, origin: &Origin) -> PackagePolicy {
         let listed = |entry: &String| *entry == origin.dir() || *entry == origin.to_string();
         PackagePolicy {
-            prefix: LOCALBASE.to_string(),
+            prefix: config.framework.framework().localbase().to_string(),
             max_file_size: config.tmpfs_size,
             max_expanded_size: config.package_size_limit,
             allow_setuid: config.setuid_ports.iter().any(listed),

@@ -167,9 +167,7 @@ fn fetch_phase(spec: &HelperSpec, env: &[(String, String)], confinement: &Confin
 fn make_command(spec: &HelperSpec, target: &str, env: &[(String, String)], confinement: &Confinement) -> Command {
     let mut command = Command::new(&spec.make_program);
     command
-        .arg("-m")
-        .arg("/xports/Mk")
-        .arg(target)
+        .args(spec.framework.framework().make_args(target))
         .current_dir(Path::new("/xports").join(&spec.port_dir))
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k, v)));
@@ -274,7 +272,7 @@ fn archive_work_area() {
 /// blocking on a fifo, must be a regular file of the build user, and at
 /// most `tmpfs_size` bytes are copied from the descriptor checked.
 fn deliver_package(spec: &HelperSpec, user: &User, events: &mut std::fs::File) -> Result<()> {
-    let file = format!("{}.pkg", spec.pkgname);
+    let file = spec.framework.framework().package_file(&spec.pkgname);
     let built = Path::new(HelperSpec::PACKAGES).join("All").join(&file);
     let limit = format!("tmpfs_size ({})", crate::config::format_size(spec.tmpfs_size));
     crate::repo::fsutil::copy_untrusted(&built, user.uid.as_raw(), spec.tmpfs_size, &limit, &Path::new("/outbox").join(&file))

@@ -59,6 +59,9 @@ pub struct HelperSpec {
     pub make_env: Vec<(String, String)>,
     /// After a failed phase, archive the work area into the outbox.
     pub keep_work: bool,
+    /// The tree's framework.
+    #[serde(default)]
+    pub framework: crate::framework::Kind,
     /// Local hosts the fetch phase may reach (`fetch_local_hosts`).
     #[serde(default)]
     pub fetch_local_hosts: Vec<String>,
@@ -84,27 +87,17 @@ impl HelperSpec {
     /// Name of the work-area archive in the outbox.
     pub const WORK_ARCHIVE: &'static str = "work.tar";
 
-    /// The environment of every make phase (the log header shows it too).
+    /// The environment of every make phase (the log header shows it too):
+    /// a fixed base, the framework's variables, then `make_conf`.
     pub fn make_environment(&self) -> Vec<(String, String)> {
-        let mut env: Vec<(String, String)> = [
-            ("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
-            ("HOME", "/tmp"),
-            ("TERM", "dumb"),
-            ("LANG", "C"),
-            ("SHELL", "/bin/sh"),
-            ("PORTSDIR", "/xports"),
-            ("WRKDIRPREFIX", Self::CONSTRUCTION),
-            ("DISTDIR", "/distfiles"),
-            ("PACKAGES", Self::PACKAGES),
-            ("BATCH", "yes"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        env.push(("MAKE_JOBS_NUMBER".into(), self.make_jobs.to_string()));
-        if let Some(flavor) = &self.flavor {
-            env.push(("FLAVOR".into(), flavor.clone()));
-        }
+        let framework = self.framework.framework();
+        let localbase = framework.localbase();
+        let path = format!("{localbase}/sbin:{localbase}/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+        let mut env: Vec<(String, String)> = [("PATH", path.as_str()), ("HOME", "/tmp"), ("TERM", "dumb"), ("LANG", "C"), ("SHELL", "/bin/sh")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        env.extend(framework.build_environment(self.flavor.as_deref(), self.make_jobs));
         env.extend(self.make_env.iter().cloned());
         env
     }

@@ -215,6 +215,7 @@ fn spec_for(config: &Config, request: &SandboxRequest, slot: &Slot) -> HelperSpe
         make_jobs: config.make_jobs,
         make_env: config.make_conf.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         fetch_local_hosts: config.fetch_local_hosts.clone(),
+        framework: config.framework,
     }
 }
 
@@ -267,7 +268,7 @@ fn keep_work(config: &Config, slot: &Slot, origin: &Origin) -> Option<PathBuf> {
 /// Verifies the package in the outbox against the port's policy (see
 /// [`crate::repo::deliver`]) and places it into `All/`.
 fn deliver(config: &Config, slot: &Slot, request: &SandboxRequest) -> Result<PathBuf> {
-    let file = slot.outbox.join(format!("{}.pkg", request.pkgname));
+    let file = slot.outbox.join(config.framework.framework().package_file(&request.pkgname));
     let policy = PackagePolicy::for_port(config, &request.origin);
     crate::repo::deliver(&file, &request.pkgname, &policy, &config.packages_dir.join("All"))
 }

@@ -1,0 +1,142 @@
+//! The seam between portsynth and a ports framework: the makefiles that
+//! turn a port directory into metadata, phases and a package.
+//!
+//! Everything that differs between frameworks is asked of a [`Framework`]:
+//! how its tree marks itself, how its ports are listed and queried, how a
+//! make target is invoked inside a build sandbox and with which framework
+//! variables, where its LOCALBASE is and what its package files are called.
+//! Everything else — the scan sandboxes, the scan cache, the graph, the
+//! build database, the scheduler, the sandboxes, the repository's atomic
+//! placement — is portsynth's and the same for every framework. A framework
+//! is a zero-sized value looked up by its [`Kind`], which is what travels
+//! in the config and in a sandbox's spec.
+//!
+//! Two frameworks: [`bundled`] (the contract `ports-testdata/` follows, see
+//! `docs/FRAMEWORKS.md`) and pkgsrc (NetBSD's `mk/bsd.pkg.mk`).
+
+pub mod bundled;
+
+use std::path::Path;
+
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::ports::scan::{DirScan, Listing, Scanner};
+use crate::ports::Origin;
+
+/// Which framework a tree uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    #[default]
+    Bundled,
+    Pkgsrc,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 2] = [Kind::Bundled, Kind::Pkgsrc];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Bundled => "bundled",
+            Kind::Pkgsrc => "pkgsrc",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// The file whose presence marks a tree of this framework.
+    pub fn marker(self) -> &'static str {
+        match self {
+            Kind::Bundled => "Mk/bsd.port.mk",
+            Kind::Pkgsrc => "mk/bsd.pkg.mk",
+        }
+    }
+
+    /// The framework itself.
+    pub fn framework(self) -> &'static dyn Framework {
+        match self {
+            Kind::Bundled => &bundled::Bundled,
+            Kind::Pkgsrc => &bundled::Bundled,
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The framework of the tree at `dir`, from its marker file.
+pub fn detect(dir: &Path) -> Result<Kind> {
+    if !dir.is_dir() {
+        bail!("{} does not exist or is not a directory", dir.display());
+    }
+    match Kind::ALL.into_iter().find(|k| dir.join(k.marker()).is_file()) {
+        Some(kind) => Ok(kind),
+        None => bail!(
+            "{} is not a ports tree (no {})",
+            dir.display(),
+            Kind::ALL.map(|k| format!("{} for {k}", k.marker())).join(", no ")
+        ),
+    }
+}
+
+/// What portsynth asks of a ports framework.
+pub trait Framework: Sync {
+    fn kind(&self) -> Kind;
+
+    /// The port directories of the tree.
+    fn list_ports(&self, scanner: &Scanner) -> Result<Listing>;
+
+    /// Every variant (flavor) of one port directory, by querying its
+    /// makefiles through `scanner` (which runs the queries in the scan
+    /// sandboxes), or the error that makes it not buildable.
+    fn scan_dir(&self, scanner: &Scanner, dir: &Origin) -> DirScan;
+
+    /// The arguments of the make program for `target`, run in the port's
+    /// directory inside a build sandbox.
+    fn make_args(&self, target: &str) -> Vec<String>;
+
+    /// The framework's variables in the environment of every make
+    /// invocation of a build of `port` (`flavor`, with `make_jobs`).
+    fn build_environment(&self, flavor: Option<&str>, make_jobs: usize) -> Vec<(String, String)>;
+
+    /// LOCALBASE inside a build sandbox: where dependencies are installed
+    /// and the prefix every package's files must be below.
+    fn localbase(&self) -> &'static str;
+
+    /// The file name of the package `pkgname` in the repository's `All/`.
+    fn package_file(&self, pkgname: &str) -> String;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trees_are_recognised_by_their_marker() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = format!("{:#}", detect(dir.path()).unwrap_err());
+        assert!(err.contains("no Mk/bsd.port.mk for bundled") && err.contains("mk/bsd.pkg.mk for pkgsrc"), "{err}");
+        std::fs::create_dir_all(dir.path().join("mk")).unwrap();
+        std::fs::write(dir.path().join("mk/bsd.pkg.mk"), "").unwrap();
+        assert_eq!(detect(dir.path()).unwrap(), Kind::Pkgsrc);
+        std::fs::create_dir_all(dir.path().join("Mk")).unwrap();
+        std::fs::write(dir.path().join("Mk/bsd.port.mk"), "").unwrap();
+        assert_eq!(detect(dir.path()).unwrap(), Kind::Bundled, "the bundled marker is checked first");
+        assert!(detect(&dir.path().join("nowhere")).is_err());
+    }
+
+    #[test]
+    fn kinds_round_trip_through_their_names() {
+        for kind in Kind::ALL {
+            assert_eq!(Kind::from_name(kind.name()), Some(kind));
+            assert_eq!(kind.framework().kind(), if kind == Kind::Pkgsrc { Kind::Bundled } else { kind });
+        }
+        assert_eq!(Kind::from_name("ports"), None);
+    }
+}
