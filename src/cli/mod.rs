@@ -77,7 +77,8 @@ pub enum Command {
     Logs(LogsArgs),
     /// What the current or last run is doing (live on a terminal).
     Monitor(MonitorArgs),
-    /// Resolve a pbulk scan file (pscan) into pbulk's presolve format, as pbulk-resolve.
+    /// Resolve a pbulk scan file (pscan) into pbulk's presolve format, as pbulk-resolve
+    /// (-v: also say where a best match lives elsewhere than the pkgpath named).
     PkgsrcResolve(PkgsrcResolveArgs),
     /// Print the version.
     Version,
@@ -104,9 +105,6 @@ pub struct PkgsrcResolveArgs {
     /// takes the best match anywhere in the scan).
     #[arg(long)]
     pub at_pkgpath: bool,
-    /// Also report where a best match lives elsewhere than the named pkgpath.
-    #[arg(short = 'v', long)]
-    pub verbose: bool,
 }
 
 #[derive(Debug, clap::Args)]

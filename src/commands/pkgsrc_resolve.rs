@@ -11,7 +11,7 @@ use crate::commands::{exit, ExitWith};
 use crate::framework::pkgsrc::pbulk;
 use crate::framework::pkgsrc::resolve::{self, ResolveError, Scope};
 
-pub fn run(args: &PkgsrcResolveArgs) -> Result<ExitCode> {
+pub fn run(args: &PkgsrcResolveArgs, verbose: bool) -> Result<ExitCode> {
     let input = std::fs::read(&args.pscan).with_context(|| format!("cannot read {}", args.pscan.display()))?;
     let entries = pbulk::parse(&input).with_context(|| format!("{}", args.pscan.display()))?;
     let records = pbulk::records(&entries).with_context(|| format!("{}", args.pscan.display()))?;
@@ -21,7 +21,7 @@ pub fn run(args: &PkgsrcResolveArgs) -> Result<ExitCode> {
     let mut failed = false;
     let mut stderr = std::io::stderr().lock();
     for resolved in &resolution.records {
-        if args.verbose {
+        if verbose {
             for warning in &resolved.warnings {
                 writeln!(stderr, "portsynth: {warning}")?;
             }
