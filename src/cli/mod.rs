@@ -77,6 +77,9 @@ pub enum Command {
     Logs(LogsArgs),
     /// What the current or last run is doing (live on a terminal).
     Monitor(MonitorArgs),
+    /// Resolve a pbulk scan file (pscan) into pbulk's presolve format, as pbulk-resolve
+    /// (-v: also say where a best match lives elsewhere than the pkgpath named).
+    PkgsrcResolve(PkgsrcResolveArgs),
     /// Print the version.
     Version,
     /// Internal: the single-threaded sandbox helper.
@@ -85,6 +88,23 @@ pub enum Command {
     /// Internal: the single-threaded scan sandbox (metadata queries).
     #[command(hide = true)]
     ScanHelper,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PkgsrcResolveArgs {
+    /// The pscan file (pbulk-scan's output: pbulk-index records with PKG_LOCATION).
+    #[arg(value_name = "PSCAN")]
+    pub pscan: std::path::PathBuf,
+    /// Write the presolve here instead of standard output.
+    #[arg(short = 'o', long, value_name = "PRESOLVE")]
+    pub output: Option<std::path::PathBuf>,
+    /// Write the records that resolved even when others did not (pbulk-resolve -p).
+    #[arg(short = 'p', long)]
+    pub partial: bool,
+    /// Resolve only to records scanned at the dependency's pkgpath (pbulk-resolve
+    /// takes the best match anywhere in the scan).
+    #[arg(long)]
+    pub at_pkgpath: bool,
 }
 
 #[derive(Debug, clap::Args)]

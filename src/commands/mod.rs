@@ -9,6 +9,7 @@ pub mod history;
 mod init;
 mod logs;
 mod monitor;
+mod pkgsrc_resolve;
 pub mod prepare;
 mod purge;
 mod reset_db;
@@ -76,6 +77,7 @@ pub fn run() -> Result<ExitCode> {
         Command::ScanHelper => crate::sandbox::scan::main(),
         Command::Logs(args) => logs::run(&load_config(&cli.global)?, &args),
         Command::Monitor(args) => monitor::run(&load_config(&cli.global)?, &cli.global, &args),
+        Command::PkgsrcResolve(args) => pkgsrc_resolve::run(&args, cli.global.verbose > 0),
         Command::Version => {
             println!("portsynth {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)

@@ -15,6 +15,7 @@
 //! `docs/FRAMEWORKS.md`) and pkgsrc (NetBSD's `mk/bsd.pkg.mk`).
 
 pub mod bundled;
+pub mod pkgsrc;
 
 use std::path::Path;
 
