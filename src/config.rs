@@ -69,6 +69,9 @@ pub struct Config {
     pub fetch_local_hosts: Vec<String>,
     /// The tree's framework (`framework`, or detected from the tree).
     pub framework: crate::framework::Kind,
+    /// pkgsrc: the bootstrap kit (`bootstrap --gzip-binary-kit`) whose
+    /// bmake scans the tree and whose prefix every build starts from.
+    pub bootstrap_kit: Option<PathBuf>,
 }
 
 impl Config {
@@ -108,6 +111,7 @@ struct RawSettings {
     setuid_ports: Option<Vec<Spanned<String>>>,
     fetch_local_hosts: Option<Vec<Spanned<String>>>,
     framework: Option<Spanned<String>>,
+    bootstrap_kit: Option<Spanned<PathBuf>>,
     profile: Option<BTreeMap<String, Spanned<RawSettings>>>,
 }
 
@@ -124,7 +128,7 @@ impl RawSettings {
             database_path, workers, make_jobs, make_program, build_user, tmpfs_size,
             phase_timeouts, silent_timeout, make_conf, fetch_jobs, fetch_retries, fetch_retry_delay,
             memory_limit, max_processes, max_log_size, scan_timeout, package_size_limit, setuid_ports,
-            fetch_local_hosts, framework
+            fetch_local_hosts, framework, bootstrap_kit
         );
         self
     }
@@ -302,7 +306,7 @@ fn validate(raw: RawSettings, at: &Locator, profile: Option<String>) -> Result<C
         build_base,
         workers,
         make_jobs: at_most_jobs(at, "make_jobs", raw.make_jobs)?.unwrap_or(1),
-        make_program: non_empty(at, "make_program", raw.make_program)?.unwrap_or_else(|| "bmake".into()),
+        make_program: non_empty(at, "make_program", raw.make_program)?.unwrap_or_else(|| DEFAULT_MAKE_PROGRAM.into()),
         build_user: non_empty(at, "build_user", raw.build_user)?.unwrap_or_else(|| "nobody".into()),
         tmpfs_size,
         phase_timeouts: phase_timeouts(at, raw.phase_timeouts)?,
@@ -335,6 +339,13 @@ fn validate(raw: RawSettings, at: &Locator, profile: Option<String>) -> Result<C
         setuid_ports: raw.setuid_ports.unwrap_or_default().into_iter().map(Spanned::into_inner).collect(),
         fetch_local_hosts: raw.fetch_local_hosts.unwrap_or_default().into_iter().map(Spanned::into_inner).collect(),
         framework,
+        bootstrap_kit: match raw.bootstrap_kit {
+            Some(kit) if !base_dir.join(kit.get_ref()).is_file() => {
+                return Err(at.error("bootstrap_kit", &kit, format!("{} is not a file", base_dir.join(kit.get_ref()).display())))
+            }
+            Some(kit) => Some(base_dir.join(kit.into_inner())),
+            None => None,
+        },
     };
     let paths = [
         &config.ports_dir,
@@ -570,6 +581,7 @@ fn check_build_user(at: &Locator, span: Option<Range<usize>>, user: &str, system
 }
 
 pub const DEFAULT_MAX_PROCESSES: u64 = 4096;
+pub const DEFAULT_MAKE_PROGRAM: &str = "bmake";
 pub const DEFAULT_MAX_LOG_SIZE: u64 = 256 << 20;
 pub const DEFAULT_SCAN_TIMEOUT_SECS: u64 = 60;
 

@@ -100,23 +100,43 @@ pub fn load_config(global: &GlobalArgs) -> Result<Config> {
 /// the sandbox shows it at its host path.
 pub fn scanner(config: &Config) -> Result<Scanner> {
     let ports_dir = std::path::absolute(&config.ports_dir)?;
+    let kit = match (config.framework, &config.bootstrap_kit) {
+        (crate::framework::Kind::Bundled, _) => None,
+        (crate::framework::Kind::Pkgsrc, Some(kit)) => {
+            Some(crate::framework::pkgsrc::prefix::unpack(kit, &config.build_base.join(KITS))?)
+        }
+        (crate::framework::Kind::Pkgsrc, None) => anyhow::bail!(
+            "config {}: a pkgsrc tree is scanned with its bootstrap kit's bmake: set bootstrap_kit \
+             (a kit made by `bootstrap --gzip-binary-kit`)",
+            config.file.display()
+        ),
+    };
+    // The default make program of a pkgsrc tree is its kit's bmake.
+    let make_program = match &kit {
+        Some(kit) if config.make_program == crate::config::DEFAULT_MAKE_PROGRAM => kit.bmake().to_string_lossy().into_owned(),
+        _ => config.make_program.clone(),
+    };
     let settings = ScanSettings {
         helper: crate::sandbox::scan_pool::helper_binary()?,
         root: config.build_base.join(SCAN_ROOT),
         system_path: config.system_path.clone(),
         ports_dir: ports_dir.clone(),
         build_user: config.build_user.clone(),
-        make_program: config.make_program.clone(),
+        make_program: make_program.clone(),
         timeout: config.scan_timeout,
+        kit: kit.map(|k| (k.host, k.prefix)),
     };
     Ok(Scanner {
         framework: config.framework,
         ports_dir,
-        make_program: config.make_program.clone(),
+        make_program,
         make_env: config.make_conf.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         sandbox: Some(std::sync::Arc::new(ScanPool::new(settings))),
     })
 }
+
+/// Below `build_base`: unpacked bootstrap kits, one directory per kit.
+pub const KITS: &str = "kits";
 
 /// Below `build_base`: the mount point of every scan sandbox's root.
 pub const SCAN_ROOT: &str = "scan";

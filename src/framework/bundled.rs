@@ -5,8 +5,11 @@
 //! `what:origin[:target]`; packages are `All/<PKGNAME>.pkg`, zstd tars with
 //! a `+MANIFEST`, installed below `/usr/local`.
 
-use super::{Framework, Kind};
+use std::collections::BTreeSet;
+
+use super::{Framework, Kind, NodeDeps};
 use crate::ports::scan::{check_package_names, DirScan, Listing, PortMeta, ScanError, Scanner};
+use crate::ports::PortTree;
 use crate::ports::{DepKind, Origin};
 
 /// The bundled framework.
@@ -64,6 +67,32 @@ impl Framework for Bundled {
             metas.push(query(scanner, &unflavored, Some(flavor))?);
         }
         Ok(metas)
+    }
+
+    fn dependency_dirs(&self, meta: &PortMeta) -> Vec<Origin> {
+        meta.dep_specs().0.into_iter().map(|s| s.origin.with_flavor(None)).collect()
+    }
+
+    /// Each `what:origin[:target]` entry names a node: an unflavored
+    /// origin of a flavored port means its first flavor; a malformed entry,
+    /// a missing port or an unknown flavor is an error naming the variable
+    /// and the entry.
+    fn resolve(&self, tree: &PortTree, scanner: &Scanner, missing: &BTreeSet<Origin>) -> Vec<NodeDeps> {
+        tree.nodes
+            .iter()
+            .map(|node| {
+                let Some(meta) = &node.meta else { return NodeDeps::default() };
+                let (specs, mut errors) = meta.dep_specs();
+                let mut edges = Vec::new();
+                for spec in &specs {
+                    match tree.resolve_spec(spec, scanner, missing) {
+                        Ok(dep) => edges.push((dep, spec.kind)),
+                        Err(e) => errors.push(format!("{}: entry '{}': {e}", spec.kind, spec.text)),
+                    }
+                }
+                NodeDeps { edges, errors }
+            })
+            .collect()
     }
 
     fn make_args(&self, target: &str) -> Vec<String> {
@@ -140,7 +169,7 @@ fn parse_query(origin: Origin, port_dir: &std::path::Path, lines: &[&str]) -> Re
             return Err(format!("{required} is empty (does the Makefile include bsd.port.mk?)"));
         }
     }
-    check_package_names(value("PKGNAME"), value("PKGFILE"))?;
+    check_package_names(value("PKGNAME"), value("PKGFILE"), &Bundled.package_file(value("PKGNAME")))?;
     let flavors = words("FLAVORS");
     if let (Some(wanted), false) = (&origin.flavor, flavors.is_empty()) {
         if value("FLAVOR") != wanted {

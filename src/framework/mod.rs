@@ -22,8 +22,12 @@ use std::path::Path;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::ports::scan::{DirScan, Listing, Scanner};
-use crate::ports::Origin;
+use std::collections::BTreeSet;
+
+use crate::graph::NodeId;
+use crate::ports::scan::{DirScan, Listing, PortMeta, Scanner};
+use crate::ports::PortTree;
+use crate::ports::{DepKind, Origin};
 
 /// Which framework a tree uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -60,7 +64,7 @@ impl Kind {
     pub fn framework(self) -> &'static dyn Framework {
         match self {
             Kind::Bundled => &bundled::Bundled,
-            Kind::Pkgsrc => &bundled::Bundled,
+            Kind::Pkgsrc => &pkgsrc::Pkgsrc,
         }
     }
 }
@@ -86,6 +90,13 @@ pub fn detect(dir: &Path) -> Result<Kind> {
     }
 }
 
+/// One node's resolved dependencies.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct NodeDeps {
+    pub edges: Vec<(NodeId, DepKind)>,
+    pub errors: Vec<String>,
+}
+
 /// What portsynth asks of a ports framework.
 pub trait Framework: Sync {
     fn kind(&self) -> Kind;
@@ -97,6 +108,15 @@ pub trait Framework: Sync {
     /// makefiles through `scanner` (which runs the queries in the scan
     /// sandboxes), or the error that makes it not buildable.
     fn scan_dir(&self, scanner: &Scanner, dir: &Origin) -> DirScan;
+
+    /// The port directories `meta`'s dependencies name: scanned next, so
+    /// that a partial scan holds the whole dependency closure.
+    fn dependency_dirs(&self, meta: &PortMeta) -> Vec<Origin>;
+
+    /// Every node's dependencies resolved to nodes, or the errors that make
+    /// it not buildable (indexed like `tree.nodes`; nodes without metadata
+    /// get nothing). `missing`: directories named but without a Makefile.
+    fn resolve(&self, tree: &PortTree, scanner: &Scanner, missing: &BTreeSet<Origin>) -> Vec<NodeDeps>;
 
     /// The arguments of the make program for `target`, run in the port's
     /// directory inside a build sandbox.
@@ -136,7 +156,7 @@ mod tests {
     fn kinds_round_trip_through_their_names() {
         for kind in Kind::ALL {
             assert_eq!(Kind::from_name(kind.name()), Some(kind));
-            assert_eq!(kind.framework().kind(), if kind == Kind::Pkgsrc { Kind::Bundled } else { kind });
+            assert_eq!(kind.framework().kind(), kind);
         }
         assert_eq!(Kind::from_name("ports"), None);
     }

@@ -264,13 +264,13 @@ impl Scanner {
 /// every sandbox: it must be a plain file name, and PKGFILE must be
 /// `${PACKAGES}/All/${PKGNAME}.pkg` as the framework defines it. A port that
 /// sets them otherwise is not buildable.
-pub fn check_package_names(pkgname: &str, pkgfile: &str) -> Result<(), String> {
+pub fn check_package_names(pkgname: &str, pkgfile: &str, package_file: &str) -> Result<(), String> {
     plain_file_name(pkgname).map_err(|e| format!("PKGNAME {:?} is not a plain file name: {e}", pkgname))?;
     let mut parts = pkgfile.rsplit('/');
     let (file, all, rest) = (parts.next().unwrap_or(""), parts.next(), parts.next());
     plain_file_name(file).map_err(|e| format!("PKGFILE {:?}: its file name is not plain: {e}", pkgfile))?;
-    if file != format!("{pkgname}.pkg") || all != Some("All") || rest.is_none() {
-        return Err(format!("PKGFILE {:?} is not of the form <packages>/All/{pkgname}.pkg", pkgfile));
+    if file != package_file || all != Some("All") || rest.is_none() {
+        return Err(format!("PKGFILE {:?} is not of the form <packages>/All/{package_file}", pkgfile));
     }
     Ok(())
 }
@@ -362,7 +362,7 @@ mod tests {
 
     #[test]
     fn package_names_must_be_plain_and_pkgfile_framework_shaped() {
-        assert_eq!(check_package_names("hello-1.0", "/usr/ports/packages/All/hello-1.0.pkg"), Ok(()));
+        assert_eq!(check_package_names("hello-1.0", "/usr/ports/packages/All/hello-1.0.pkg", "hello-1.0.pkg"), Ok(()));
         for (pkgname, pkgfile, needle) in [
             ("../x-1.0", "/p/All/../x-1.0.pkg", "PKGNAME \"../x-1.0\" is not a plain file name: contains '/'"),
             ("..", "/p/All/...pkg", "a directory reference"),
@@ -374,7 +374,7 @@ mod tests {
             ("x-1.0", "/p/All/y-1.0.pkg", "is not of the form"),
             ("x-1.0", "/p/All/", "its file name is not plain: empty"),
         ] {
-            let err = check_package_names(pkgname, pkgfile).expect_err(pkgname);
+            let err = check_package_names(pkgname, pkgfile, &format!("{pkgname}.pkg")).expect_err(pkgname);
             assert!(err.contains(needle), "{pkgname} {pkgfile}: {err}");
         }
     }

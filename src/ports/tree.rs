@@ -92,12 +92,12 @@ impl PortTree {
                     Ok(metas) => {
                         for meta in metas {
                             // Also catches metadata cached before the check existed.
-                            if let Err(e) = check_package_names(&meta.pkgname, &meta.pkgfile) {
+                            let file = scanner.framework.framework().package_file(&meta.pkgname);
+                            if let Err(e) = check_package_names(&meta.pkgname, &meta.pkgfile, &file) {
                                 nodes.push(Node { origin: meta.origin.clone(), meta: None, errors: vec![e] });
                                 continue;
                             }
-                            let (specs, _) = meta.dep_specs();
-                            next.extend(specs.into_iter().map(|s| s.origin.with_flavor(None)));
+                            next.extend(scanner.framework.framework().dependency_dirs(&meta));
                             nodes.push(Node { origin: meta.origin.clone(), meta: Some(meta), errors: vec![] });
                         }
                     }
@@ -130,16 +130,12 @@ impl PortTree {
         let ports_dir = scanner.ports_dir.clone();
         let mut tree =
             PortTree { nodes, graph, not_buildable: BTreeMap::new(), problems: vec![], index, defaults, ports_dir };
-        for id in 0..tree.nodes.len() {
-            let Some(meta) = tree.nodes[id].meta.clone() else { continue };
-            let (specs, mut errors) = meta.dep_specs();
-            for spec in &specs {
-                match tree.resolve_spec(spec, scanner, missing) {
-                    Ok(dep) => tree.graph.add_edge(id, dep, spec.kind),
-                    Err(e) => errors.push(format!("{}: entry '{}': {e}", spec.kind, spec.text)),
-                }
+        let resolved = scanner.framework.framework().resolve(&tree, scanner, missing);
+        for (id, deps) in resolved.into_iter().enumerate() {
+            for (dep, kind) in deps.edges {
+                tree.graph.add_edge(id, dep, kind);
             }
-            tree.nodes[id].errors.extend(errors);
+            tree.nodes[id].errors.extend(deps.errors);
         }
         tree.duplicate_pkgnames();
         for cycle in tree.graph.find_cycles() {
@@ -152,7 +148,7 @@ impl PortTree {
         tree
     }
 
-    fn resolve_spec(&self, spec: &DepSpec, scanner: &Scanner, missing: &BTreeSet<Origin>) -> Result<NodeId, String> {
+    pub(crate) fn resolve_spec(&self, spec: &DepSpec, scanner: &Scanner, missing: &BTreeSet<Origin>) -> Result<NodeId, String> {
         let dir = spec.origin.with_flavor(None);
         if missing.contains(&dir) || !self.defaults.contains_key(&dir) {
             return Err(format!("no such port {dir} (no Makefile in {})", scanner.port_dir(&dir).display()));

@@ -118,6 +118,45 @@ pub struct ScanLayout {
     pub system_path: PathBuf,
     /// Absolute; bound read-only at this same path inside.
     pub ports_dir: PathBuf,
+    /// A bootstrap kit bound read-only at its prefix.
+    pub kit: Option<KitMount>,
+}
+
+/// An unpacked bootstrap kit and where it goes. A prefix below a system
+/// directory (`/usr/pkg`) cannot get a mount point inside that read-only
+/// bind, so that directory is rebuilt instead: a directory of the tmpfs
+/// root with each of its host entries bound (or linked) one by one, and the
+/// kit's mount point beside them.
+#[derive(Debug, Clone)]
+pub struct KitMount {
+    pub host: PathBuf,
+    pub prefix: PathBuf,
+    /// The system directory holding the prefix and its host entries, when
+    /// the prefix is below one.
+    pub split: Option<(String, Vec<(String, SystemEntry)>)>,
+}
+
+/// The entries of the system directory that holds `prefix`, if one does.
+pub fn split_entries(system_path: &Path, prefix: &Path) -> Option<(String, Vec<(String, SystemEntry)>)> {
+    let first = prefix.strip_prefix("/").ok()?.components().next()?.as_os_str().to_str()?.to_string();
+    if !SYSTEM_DIRS.contains(&first.as_str()) || classify_system_dir(&system_path.join(&first)) != SystemEntry::Bind {
+        return None;
+    }
+    let mut entries: Vec<(String, SystemEntry)> = std::fs::read_dir(system_path.join(&first))
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let kind = match classify_system_dir(&e.path()) {
+                SystemEntry::Absent if e.path().is_file() => SystemEntry::Absent,
+                other => other,
+            };
+            Some((name, kind))
+        })
+        .filter(|(_, kind)| *kind != SystemEntry::Absent)
+        .collect();
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    Some((first, entries))
 }
 
 /// The root of a scan sandbox: like [`setup_root`] without packages,
@@ -132,11 +171,24 @@ pub fn setup_scan_root(sys: &dyn Syscall, layout: &ScanLayout, system: &[(&str, 
     let at = |p: &str| root.join(p);
     sys.mount(None, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
     sys.mount(Some(Path::new("tmpfs")), root, Some("tmpfs"), NOSUID_NODEV, Some("mode=0755,size=16m"))?;
+    let split = layout.kit.as_ref().and_then(|k| k.split.as_ref());
     for (name, entry) in system {
-        match entry {
-            SystemEntry::Link(target) => sys.symlink(target, &at(name))?,
-            SystemEntry::Bind => bind(sys, &layout.system_path.join(name), &at(name), true)?,
-            SystemEntry::Absent => {}
+        match (entry, split) {
+            (SystemEntry::Bind, Some((dir, entries))) if dir == name => {
+                sys.mkdir(&at(name), 0o755)?;
+                let host = layout.system_path.join(name);
+                for (entry_name, kind) in entries {
+                    let inside = at(name).join(entry_name);
+                    match kind {
+                        SystemEntry::Link(target) => sys.symlink(target, &inside)?,
+                        SystemEntry::Bind => bind(sys, &host.join(entry_name), &inside, true)?,
+                        SystemEntry::Absent => {}
+                    }
+                }
+            }
+            (SystemEntry::Link(target), _) => sys.symlink(target, &at(name))?,
+            (SystemEntry::Bind, _) => bind(sys, &layout.system_path.join(name), &at(name), true)?,
+            (SystemEntry::Absent, _) => {}
         }
     }
     tmpfs(sys, &at("tmp"), "mode=1777,size=64m")?;
@@ -150,6 +202,16 @@ pub fn setup_scan_root(sys: &dyn Syscall, layout: &ScanLayout, system: &[(&str, 
         sys.mkdir(&dir, 0o755)?;
     }
     bind(sys, &layout.ports_dir, &root.join(inside), true)?;
+    if let Some(kit) = &layout.kit {
+        let inside = kit.prefix.strip_prefix("/").map_err(|_| anyhow::anyhow!("kit prefix {} is not absolute", kit.prefix.display()))?;
+        let mut dir = root.clone();
+        let components: Vec<_> = inside.components().collect();
+        for component in &components[..components.len().saturating_sub(1)] {
+            dir.push(component);
+            sys.mkdir(&dir, 0o755)?;
+        }
+        bind(sys, &kit.host, &root.join(inside), true)?;
+    }
     setup_dev(sys, &at("dev"))?;
     sys.mkdir(&at("proc"), 0o555)?;
     sys.mount(Some(Path::new("proc")), &at("proc"), Some("proc"), NOSUID_NODEV | MsFlags::MS_NOEXEC, None)?;
@@ -403,7 +465,7 @@ mod tests {
     fn scan_calls(ports: &str) -> Vec<String> {
         let recorder = Recorder::default();
         let system = [("usr", SystemEntry::Bind), ("bin", SystemEntry::Link("usr/bin".into())), ("etc", SystemEntry::Bind)];
-        let layout = ScanLayout { root: "/b/scan".into(), system_path: "/".into(), ports_dir: ports.into() };
+        let layout = ScanLayout { root: "/b/scan".into(), system_path: "/".into(), ports_dir: ports.into(), kit: None };
         setup_scan_root(&recorder, &layout, &system).unwrap();
         recorder.0.into_inner()
     }
@@ -454,7 +516,7 @@ mod tests {
 
     #[test]
     fn scan_root_refuses_a_relative_tree() {
-        let layout = ScanLayout { root: "/b/scan".into(), system_path: "/".into(), ports_dir: "ports".into() };
+        let layout = ScanLayout { root: "/b/scan".into(), system_path: "/".into(), ports_dir: "ports".into(), kit: None };
         assert!(setup_scan_root(&Recorder::default(), &layout, &[]).is_err());
     }
 

@@ -61,6 +61,10 @@ pub struct ScanSpec {
     pub make_program: String,
     /// The per-query deadline (`scan_timeout`).
     pub timeout_secs: u64,
+    /// An unpacked bootstrap kit (host directory, prefix), bound read-only
+    /// at its prefix (pkgsrc).
+    #[serde(default)]
+    pub kit: Option<(PathBuf, PathBuf)>,
 }
 
 /// One query: run `make_program args…` in `dir` with exactly `env`
@@ -155,7 +159,16 @@ fn pid1(spec: &ScanSpec, input: &mut impl BufRead, output: &mut impl Write) -> R
     let _ = nix::unistd::sethostname("portsynth-scan");
     let system: Vec<(&str, SystemEntry)> =
         SYSTEM_DIRS.iter().map(|d| (*d, classify_system_dir(&spec.system_path.join(d)))).collect();
-    let layout = ScanLayout { root: spec.root.clone(), system_path: spec.system_path.clone(), ports_dir: spec.ports_dir.clone() };
+    let kit = spec.kit.as_ref().map(|(host, prefix)| {
+        let split = mounts::split_entries(&spec.system_path, prefix);
+        mounts::KitMount { host: host.clone(), prefix: prefix.clone(), split }
+    });
+    let layout = ScanLayout {
+        root: spec.root.clone(),
+        system_path: spec.system_path.clone(),
+        ports_dir: spec.ports_dir.clone(),
+        kit,
+    };
     mounts::setup_scan_root(&Real, &layout, &system).context("building the scan sandbox root")?;
     let user = User::from_name(&spec.build_user)?
         .with_context(|| format!("build user '{}' does not exist in the sandbox's /etc/passwd", spec.build_user))?;

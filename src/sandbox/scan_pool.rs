@@ -46,6 +46,8 @@ pub struct ScanSettings {
     pub build_user: String,
     pub make_program: String,
     pub timeout: Duration,
+    /// An unpacked bootstrap kit (host directory, prefix) for every sandbox.
+    pub kit: Option<(PathBuf, PathBuf)>,
 }
 
 /// What one query printed and how it ended.
@@ -181,6 +183,7 @@ impl Sandbox {
             build_user: settings.build_user.clone(),
             make_program: settings.make_program.clone(),
             timeout_secs: settings.timeout.as_secs(),
+            kit: settings.kit.clone(),
         };
         let result = sandbox.send(&serde_json::to_vec(&spec)?).and_then(|_| sandbox.receive(START_TIMEOUT));
         match result {

@@ -1,4 +1,261 @@
-//! The pkgsrc framework (NetBSD's `mk/bsd.pkg.mk`).
+//! The pkgsrc framework (NetBSD's `mk/bsd.pkg.mk`): ports are the pkgpaths
+//! the category Makefiles list in `SUBDIR`; one `bmake pbulk-index` per
+//! pkgpath yields a record per MULTI_VERSION variant; `ALL_DEPENDS` entries
+//! are `pattern:../../cat/pkg`, resolved as pbulk does ([`resolve`]);
+//! builds happen in a LOCALBASE `/usr/pkg` unpacked from a bootstrap kit
+//! ([`prefix`]); packages are `All/<PKGNAME>.tgz`.
 
 pub mod pbulk;
+pub mod prefix;
 pub mod resolve;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use super::{Framework, Kind, NodeDeps};
+use crate::ports::scan::{DirScan, Listing, PortMeta, ScanError, Scanner};
+use crate::ports::PortTree;
+use crate::ports::{DepKind, Origin};
+
+/// The pkgsrc framework.
+pub struct Pkgsrc;
+
+impl Framework for Pkgsrc {
+    fn kind(&self) -> Kind {
+        Kind::Pkgsrc
+    }
+
+    /// The top-level Makefile's `SUBDIR` names the categories, each
+    /// category Makefile's `SUBDIR` its packages. Read as text: nothing of
+    /// the tree runs to list it.
+    fn list_ports(&self, scanner: &Scanner) -> Result<Listing> {
+        let mut listing = Listing::default();
+        for category in subdirs(&scanner.ports_dir.join("Makefile"))? {
+            let makefile = scanner.ports_dir.join(&category).join("Makefile");
+            let names = match subdirs(&makefile) {
+                Ok(names) => names,
+                Err(e) => {
+                    listing.problems.push(format!("{e:#}; the packages of category {category} are skipped"));
+                    continue;
+                }
+            };
+            for name in names {
+                match Origin::parse(&format!("{category}/{name}")) {
+                    Ok(origin) if scanner.port_dir(&origin).join("Makefile").is_file() => listing.origins.push(origin),
+                    Ok(_) => listing
+                        .problems
+                        .push(format!("{} lists {name}, which has no Makefile; skipped", makefile.display())),
+                    Err(e) => listing.problems.push(format!("{}: SUBDIR entry {name}: {e}; skipped", makefile.display())),
+                }
+            }
+        }
+        listing.origins.sort();
+        Ok(listing)
+    }
+
+    /// One `pbulk-index` query: a record per MULTI_VERSION variant. Variants
+    /// are told apart as flavors named by their PKGBASE
+    /// (`textproc/py-libxml2@py27-libxml2`); the first is the default.
+    fn scan_dir(&self, scanner: &Scanner, dir: &Origin) -> DirScan {
+        let dir = dir.with_flavor(None);
+        let fail = |message: String| ScanError { origin: dir.clone(), message };
+        if !scanner.port_dir(&dir).join("Makefile").is_file() {
+            return Err(fail(format!("no such package: {} has no Makefile", scanner.port_dir(&dir).display())));
+        }
+        let output = scanner.run_make(&dir, None, vec!["pbulk-index".into()]).map_err(fail)?;
+        if !output.success {
+            let stderr = output.stderr.lines().map(str::trim).collect::<Vec<_>>().join(" | ");
+            return Err(fail(format!(
+                "{} pbulk-index failed ({}): {}",
+                scanner.make_program,
+                output.status,
+                if stderr.is_empty() { "no error output" } else { &stderr }
+            )));
+        }
+        let records: Vec<pkgsrc::ScanIndex> = pkgsrc::ScanIndex::from_reader(output.stdout.as_bytes())
+            .collect::<std::io::Result<_>>()
+            .map_err(|e| fail(format!("pbulk-index printed a record that does not parse: {e}")))?;
+        if records.is_empty() {
+            return Err(fail("pbulk-index printed no record".into()));
+        }
+        let port_dir = scanner.port_dir(&dir);
+        let flavors: Vec<String> = if records.len() > 1 {
+            records.iter().map(|r| r.pkgname.pkgbase().to_string()).collect()
+        } else {
+            vec![]
+        };
+        records
+            .iter()
+            .enumerate()
+            .map(|(i, record)| {
+                let origin = dir.with_flavor(flavors.get(i).map(String::as_str));
+                meta_of(record, origin, &port_dir, &scanner.ports_dir, flavors.clone()).map_err(fail)
+            })
+            .collect()
+    }
+
+    fn dependency_dirs(&self, meta: &PortMeta) -> Vec<Origin> {
+        entries(meta).filter_map(|(_, pkgpath)| pkgpath.ok()).collect()
+    }
+
+    /// pbulk's resolution over every record of the tree (see [`resolve`]).
+    fn resolve(&self, tree: &PortTree, _scanner: &Scanner, _missing: &BTreeSet<Origin>) -> Vec<NodeDeps> {
+        let scanned: Vec<usize> = (0..tree.nodes.len()).filter(|&n| tree.nodes[n].meta.is_some()).collect();
+        let records: Vec<resolve::Record> = scanned
+            .iter()
+            .map(|&n| {
+                let meta = tree.nodes[n].meta.as_ref().expect("scanned");
+                resolve::Record {
+                    pkgname: meta.pkgname.clone(),
+                    pkg_location: meta.origin.dir(),
+                    all_depends: meta.depends.first().cloned().unwrap_or_default(),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        let resolution = resolve::resolve(&records, resolve::Scope::Tree);
+        let mut deps: Vec<NodeDeps> = (0..tree.nodes.len()).map(|_| NodeDeps::default()).collect();
+        for (record, resolved) in resolution.records.iter().enumerate() {
+            let node = scanned[record];
+            deps[node].edges = resolved.depends.iter().map(|&d| (scanned[d], DepKind::Build)).collect();
+            deps[node].errors = resolved.errors.iter().map(|e| format!("ALL_DEPENDS: {e}")).collect();
+        }
+        deps
+    }
+
+    fn make_args(&self, target: &str) -> Vec<String> {
+        vec![target.into()]
+    }
+
+    fn build_environment(&self, _flavor: Option<&str>, make_jobs: usize) -> Vec<(String, String)> {
+        vec![("MAKE_JOBS".into(), make_jobs.to_string()), ("BATCH".into(), "yes".into())]
+    }
+
+    fn localbase(&self) -> &'static str {
+        "/usr/pkg"
+    }
+
+    fn package_file(&self, pkgname: &str) -> String {
+        format!("{pkgname}.tgz")
+    }
+}
+
+/// The `ALL_DEPENDS` entries of a record: the pattern and the pkgpath it
+/// names (`../../cat/pkg`), or why the entry is malformed.
+fn entries(meta: &PortMeta) -> impl Iterator<Item = (&str, Result<Origin, String>)> {
+    meta.depends.first().into_iter().flat_map(|all| all.split_whitespace()).map(|entry| match entry.rsplit_once(':') {
+        Some((pattern, path)) => {
+            let pkgpath = path.strip_prefix("../../").ok_or_else(|| format!("{entry}: not pattern:../../cat/pkg"));
+            (pattern, pkgpath.and_then(Origin::parse))
+        }
+        None => (entry, Err(format!("{entry}: not pattern:../../cat/pkg"))),
+    })
+}
+
+fn meta_of(
+    record: &pkgsrc::ScanIndex,
+    origin: Origin,
+    port_dir: &Path,
+    ports_dir: &Path,
+    flavors: Vec<String>,
+) -> Result<PortMeta, String> {
+    let pkgname = record.pkgname.pkgname().to_string();
+    let file = Pkgsrc.package_file(&pkgname);
+    let pkgfile = format!("/packages/All/{file}");
+    crate::ports::scan::check_package_names(&pkgname, &pkgfile, &file)?;
+    let reason = [&record.pkg_skip_reason, &record.pkg_fail_reason]
+        .into_iter()
+        .flatten()
+        .find(|r| !r.trim().is_empty())
+        .map(|r| r.trim().to_string());
+    // Makefiles outside the tree (the kit's mk files and mk.conf) are part
+    // of the kit, whose own key covers them.
+    let makefiles = record
+        .scan_depends
+        .as_ref()
+        .map(|d| d.iter().map(|p| port_dir.join(p)).filter(|p| normalised(p).starts_with(ports_dir)).collect())
+        .unwrap_or_default();
+    Ok(PortMeta {
+        origin,
+        pkgversion: record.pkgname.pkgversion().to_string(),
+        pkgfile,
+        pkgname,
+        comment: String::new(),
+        depends: vec![record.all_depends.as_ref().map(|d| d.as_str().to_string()).unwrap_or_default()],
+        ignore: reason,
+        flavors,
+        distfiles: vec![],
+        dist_subdir: String::new(),
+        makefiles,
+    })
+}
+
+/// `a/b/../../c` → `c`, lexically (the paths pkgsrc prints are relative
+/// to the package directory).
+fn normalised(path: &Path) -> std::path::PathBuf {
+    let mut out = std::path::PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The `SUBDIR+=` entries of a Makefile, in order, commented ones left out.
+fn subdirs(makefile: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(makefile).with_context(|| format!("cannot read {}", makefile.display()))?;
+    Ok(text
+        .lines()
+        .filter_map(|line| {
+            let line = line.split('#').next().unwrap_or("").trim();
+            let rest = line.strip_prefix("SUBDIR")?.trim_start();
+            let value = rest.strip_prefix("+=").or_else(|| rest.strip_prefix('='))?;
+            Some(value.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        })
+        .flatten()
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subdir_lists_are_read_without_comments() {
+        let dir = tempfile::tempdir().unwrap();
+        let makefile = dir.path().join("Makefile");
+        std::fs::write(&makefile, "# $NetBSD$\nCOMMENT= x\nSUBDIR+=\tfiglet\n#SUBDIR+=\tbroken\nSUBDIR+= a b # two\nSUBDIR=c\n").unwrap();
+        assert_eq!(subdirs(&makefile).unwrap(), ["figlet", "a", "b", "c"]);
+        assert!(format!("{:#}", subdirs(&dir.path().join("none")).unwrap_err()).contains("none"));
+    }
+
+    #[test]
+    fn all_depends_entries_name_their_pkgpaths() {
+        let meta = PortMeta {
+            origin: Origin::parse("misc/figlet").unwrap(),
+            pkgname: "figlet-2.2.5".into(),
+            pkgversion: "2.2.5".into(),
+            pkgfile: "/packages/All/figlet-2.2.5.tgz".into(),
+            comment: String::new(),
+            depends: vec!["digest>=20010302:../../pkgtools/digest nbpatch-[0-9]*:../../devel/nbpatch bad".into()],
+            ignore: None,
+            flavors: vec![],
+            distfiles: vec![],
+            dist_subdir: String::new(),
+            makefiles: vec![],
+        };
+        assert_eq!(
+            Pkgsrc.dependency_dirs(&meta),
+            [Origin::parse("pkgtools/digest").unwrap(), Origin::parse("devel/nbpatch").unwrap()]
+        );
+        assert_eq!(normalised(Path::new("/t/misc/figlet/../../mk/bsd.pkg.mk")), Path::new("/t/mk/bsd.pkg.mk"));
+        assert_eq!(Pkgsrc.package_file("figlet-2.2.5"), "figlet-2.2.5.tgz");
+    }
+}
