@@ -57,21 +57,21 @@ pub fn run() -> Result<ExitCode> {
         Command::Status(args) => status::run(&load_config(&cli.global)?, &cli.global, &args.ports),
         Command::History(args) => history::run(&load_config(&cli.global)?, &cli.global, &args),
         Command::ResetDb => reset_db::run(&load_config(&cli.global)?, &cli.global),
-        Command::Everything => build::run(&load_config(&cli.global)?, &cli.global, build::Mode::Everything, &[]),
-        Command::Build(args) => build::run(&load_config(&cli.global)?, &cli.global, build::Mode::Build, &args.ports),
+        Command::Everything => build::run(&builder_config(&cli.global)?, &cli.global, build::Mode::Everything, &[]),
+        Command::Build(args) => build::run(&builder_config(&cli.global)?, &cli.global, build::Mode::Build, &args.ports),
         Command::JustBuild(args) => {
-            build::run(&load_config(&cli.global)?, &cli.global, build::Mode::JustBuild, &args.ports)
+            build::run(&builder_config(&cli.global)?, &cli.global, build::Mode::JustBuild, &args.ports)
         }
-        Command::Force(args) => build::run(&load_config(&cli.global)?, &cli.global, build::Mode::Force, &args.ports),
+        Command::Force(args) => build::run(&builder_config(&cli.global)?, &cli.global, build::Mode::Force, &args.ports),
         Command::Test(args) => {
-            build::run(&load_config(&cli.global)?, &cli.global, build::Mode::Test, std::slice::from_ref(&args.port))
+            build::run(&builder_config(&cli.global)?, &cli.global, build::Mode::Test, std::slice::from_ref(&args.port))
         }
         Command::RebuildRepository(args) => {
-            build::rebuild_repository(&load_config(&cli.global)?, &cli.global, args.prune)
+            build::rebuild_repository(&builder_config(&cli.global)?, &cli.global, args.prune)
         }
-        Command::BuildOne(args) => build_one::run(&load_config(&cli.global)?, &cli.global, &args),
-        Command::FetchOnly(args) => fetch::run(&load_config(&cli.global)?, &cli.global, &args),
-        Command::PurgeDistfiles => purge::run(&load_config(&cli.global)?, &cli.global),
+        Command::BuildOne(args) => build_one::run(&builder_config(&cli.global)?, &cli.global, &args),
+        Command::FetchOnly(args) => fetch::run(&builder_config(&cli.global)?, &cli.global, &args),
+        Command::PurgeDistfiles => purge::run(&builder_config(&cli.global)?, &cli.global),
         Command::Cleanup => cleanup::run(&load_config(&cli.global)?),
         Command::SandboxHelper => crate::sandbox::helper::main(),
         Command::ScanHelper => crate::sandbox::scan::main(),
@@ -91,6 +91,22 @@ pub fn load_config(global: &GlobalArgs) -> Result<Config> {
     let mut config = config::load(&file, global.profile.as_deref())?;
     if let Some(workers) = global.workers {
         config.workers = config::check_jobs(workers as usize).map_err(|e| anyhow::anyhow!("--workers: {e}"))?;
+    }
+    Ok(config)
+}
+
+/// The config of a command that builds, fetches or changes the repository.
+/// For a pkgsrc tree this version plans (`status`, `history`,
+/// `pkgsrc-resolve`) but does not build: the pkgsrc phases, `pkg_add`
+/// installs, `.tgz` verification and `pkg_summary` are not in it.
+fn builder_config(global: &GlobalArgs) -> Result<Config> {
+    let config = load_config(global)?;
+    if config.framework == crate::framework::Kind::Pkgsrc {
+        anyhow::bail!(
+            "{} is a pkgsrc tree: this portsynth scans and plans pkgsrc trees (status, history, pkgsrc-resolve) \
+             but does not build, fetch or index pkgsrc packages",
+            config.ports_dir.display()
+        );
     }
     Ok(config)
 }
