@@ -67,6 +67,11 @@ pub struct Config {
     /// Hosts that are local to the build host (loopback, its own addresses)
     /// but that fetches may reach all the same: an operator's local mirror.
     pub fetch_local_hosts: Vec<String>,
+    /// Environment of `bootstrap-kit`'s run of a pkgsrc tree's bootstrap
+    /// (part of the kit's cache key).
+    pub bootstrap_env: BTreeMap<String, String>,
+    /// Deadline of `bootstrap-kit`'s bootstrap run.
+    pub bootstrap_timeout: Duration,
 }
 
 impl Config {
@@ -105,6 +110,8 @@ struct RawSettings {
     package_size_limit: Option<Spanned<String>>,
     setuid_ports: Option<Vec<Spanned<String>>>,
     fetch_local_hosts: Option<Vec<Spanned<String>>>,
+    bootstrap_env: Option<BTreeMap<String, Spanned<String>>>,
+    bootstrap_timeout: Option<Spanned<i64>>,
     profile: Option<BTreeMap<String, Spanned<RawSettings>>>,
 }
 
@@ -121,7 +128,7 @@ impl RawSettings {
             database_path, workers, make_jobs, make_program, build_user, tmpfs_size,
             phase_timeouts, silent_timeout, make_conf, fetch_jobs, fetch_retries, fetch_retry_delay,
             memory_limit, max_processes, max_log_size, scan_timeout, package_size_limit, setuid_ports,
-            fetch_local_hosts
+            fetch_local_hosts, bootstrap_env, bootstrap_timeout
         );
         self
     }
@@ -315,6 +322,10 @@ fn validate(raw: RawSettings, at: &Locator, profile: Option<String>) -> Result<C
         package_size_limit,
         setuid_ports: raw.setuid_ports.unwrap_or_default().into_iter().map(Spanned::into_inner).collect(),
         fetch_local_hosts: raw.fetch_local_hosts.unwrap_or_default().into_iter().map(Spanned::into_inner).collect(),
+        bootstrap_env: bootstrap_env(at, raw.bootstrap_env)?,
+        bootstrap_timeout: Duration::from_secs(
+            positive(at, "bootstrap_timeout", raw.bootstrap_timeout)?.map_or(DEFAULT_BOOTSTRAP_TIMEOUT_SECS, |n| n as u64),
+        ),
     };
     let paths = [
         &config.ports_dir,
@@ -593,13 +604,14 @@ pub fn default_fetch_jobs(cpus: usize) -> usize {
 /// Base delay of fetch-only's exponential backoff.
 pub const DEFAULT_FETCH_RETRY_DELAY: Duration = Duration::from_secs(2);
 
-/// A ports tree is a directory with the framework in it.
+/// A ports tree is a directory with the framework in it (a pkgsrc tree's
+/// is `mk/bsd.pkg.mk`).
 fn check_ports_tree(dir: &Path) -> std::result::Result<(), String> {
     if !dir.is_dir() {
         return Err(format!("{} does not exist or is not a directory", dir.display()));
     }
-    if !dir.join("Mk/bsd.port.mk").is_file() {
-        return Err(format!("{} is not a ports tree (no Mk/bsd.port.mk)", dir.display()));
+    if !dir.join("Mk/bsd.port.mk").is_file() && !dir.join("mk/bsd.pkg.mk").is_file() {
+        return Err(format!("{} is not a ports tree (no Mk/bsd.port.mk, nor mk/bsd.pkg.mk)", dir.display()));
     }
     Ok(())
 }
@@ -655,6 +667,25 @@ fn make_conf(at: &Locator, raw: Option<BTreeMap<String, Spanned<String>>>) -> Re
     }
     Ok(vars)
 }
+
+/// `bootstrap_env`: environment variable names only. No dots: the 2014
+/// bootstrap runs under `/bin/sh`, and dash drops such variables.
+fn bootstrap_env(at: &Locator, raw: Option<BTreeMap<String, Spanned<String>>>) -> Result<BTreeMap<String, String>> {
+    let mut vars = BTreeMap::new();
+    for (name, value) in raw.unwrap_or_default() {
+        let valid = !name.is_empty()
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !name.starts_with(|c: char| c.is_ascii_digit());
+        if !valid {
+            return Err(at.error(&format!("bootstrap_env.{name}"), &value, "not a valid environment variable name"));
+        }
+        vars.insert(name, value.into_inner());
+    }
+    Ok(vars)
+}
+
+/// Default deadline of `bootstrap-kit` (the 2014 tree takes under 3 min).
+pub const DEFAULT_BOOTSTRAP_TIMEOUT_SECS: u64 = 3600;
 
 /// Parses `512M`, `8G`, `1024` (bytes); suffixes K, M, G, T are binary.
 pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
@@ -736,6 +767,8 @@ build_user = "nobody"
 # Local hosts (loopback, this machine's own addresses) that fetches may
 # reach: a local mirror. Everything else local is refused.
 # fetch_local_hosts = []
+# Seconds `bootstrap-kit` may take (pkgsrc).
+# bootstrap_timeout = 3600
 # Seconds without any output before a build is killed.
 silent_timeout = 7200
 
@@ -767,6 +800,16 @@ silent_timeout = 7200
 # Extra make variables passed to every make invocation (part of every port's build key).
 [make_conf]
 # CFLAGS = "-O2 -pipe"
+
+# pkgsrc: environment of `portsynth bootstrap-kit`'s run of the tree's
+# bootstrap (part of the kit's cache key; names without dots). What the
+# 2014 tree needs on Debian 12:
+[bootstrap_env]
+# SH = "/bin/bash"
+# CFLAGS = "-O2 -fcommon"
+# NOGCCERROR = "yes"
+# PREFER_PKGSRC = "openssl"
+# NBCOMPAT_CONFIGURE_ARGS = "--enable-db"
 
 # Profiles override the settings above: portsynth --profile quick ...
 # [profile.quick]

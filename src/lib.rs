@@ -8,6 +8,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod fetch;
+pub mod framework;
 pub mod graph;
 pub mod plan;
 pub mod ports;

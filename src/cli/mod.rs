@@ -77,6 +77,9 @@ pub enum Command {
     Logs(LogsArgs),
     /// What the current or last run is doing (live on a terminal).
     Monitor(MonitorArgs),
+    /// pkgsrc: make a binary kit for /usr/pkg from the tree's bootstrap/, in
+    /// a sandbox, unless the kit for the same inputs exists.
+    BootstrapKit(BootstrapKitArgs),
     /// Print the version.
     Version,
     /// Internal: the single-threaded sandbox helper.
@@ -85,6 +88,22 @@ pub enum Command {
     /// Internal: the single-threaded scan sandbox (metadata queries).
     #[command(hide = true)]
     ScanHelper,
+    /// Internal: the single-threaded bootstrap-kit sandbox.
+    #[command(hide = true)]
+    KitHelper,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BootstrapKitArgs {
+    /// The pkgsrc tree (default: ports_dir).
+    #[arg(long, value_name = "DIR")]
+    pub tree: Option<PathBuf>,
+    /// mk.conf lines appended to the kit's /usr/pkg/etc/mk.conf.
+    #[arg(long, value_name = "FILE")]
+    pub mk_fragment: Option<PathBuf>,
+    /// Also place a copy of the kit here (it is kept in build_base/kits/).
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]

@@ -1,0 +1,3 @@
+//! Frameworks besides the bundled one.
+
+pub mod pkgsrc;

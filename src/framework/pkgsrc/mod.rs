@@ -1,0 +1,3 @@
+//! pkgsrc (NetBSD's framework): for now, the bootstrap kit.
+
+pub mod kit;
