@@ -985,11 +985,27 @@ CFLAGS = "-O1"
             ("ports_dir = \"ports\"\n[phase_timeouts]\nbuild = -1\n", "phase_timeouts.build", 3),
             ("ports_dir = \"ports\"\nbuild_user = \" \"\n", "build_user", 2),
             ("ports_dir = \"ports\"\n[make_conf]\n\"BAD NAME\" = \"x\"\n", "make_conf.BAD NAME", 3),
+            ("ports_dir = \"ports\"\n[bootstrap_env]\n\"USE_BUILTIN.openssl\" = \"no\"\n", "bootstrap_env.USE_BUILTIN.openssl", 3),
+            ("ports_dir = \"ports\"\nbootstrap_timeout = 0\n", "bootstrap_timeout", 2),
         ] {
             let err = error_in(dir.path(), text);
             assert!(err.contains(&format!("{key}:")), "{text}: {err}");
             assert!(err.contains(&format!("line {line}")), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn bootstrap_env_and_a_pkgsrc_tree_are_accepted() {
+        let dir = tree();
+        std::fs::create_dir_all(dir.path().join("pkgsrc/mk")).unwrap();
+        std::fs::write(dir.path().join("pkgsrc/mk/bsd.pkg.mk"), "").unwrap();
+        let text = "ports_dir = \"pkgsrc\"\nbootstrap_timeout = 60\n[bootstrap_env]\nSH = \"/bin/bash\"\n";
+        let config = parse_in(dir.path(), text, None).unwrap();
+        assert_eq!(config.bootstrap_env.get("SH").map(String::as_str), Some("/bin/bash"));
+        assert_eq!(config.bootstrap_timeout, Duration::from_secs(60));
+        let defaults = parse_in(dir.path(), "ports_dir = \"ports\"\n", None).unwrap();
+        assert!(defaults.bootstrap_env.is_empty());
+        assert_eq!(defaults.bootstrap_timeout, Duration::from_secs(DEFAULT_BOOTSTRAP_TIMEOUT_SECS));
     }
 
     #[test]
