@@ -20,7 +20,7 @@
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -172,8 +172,6 @@ fn build(config: &Config, tree: &Path, fragment: &str, key: &str, kits: &Path, l
     result
 }
 
-use std::os::unix::fs::DirBuilderExt;
-
 /// Starts the helper in a cgroup, enforces the deadline, reads PID 1's
 /// result. `Ok` means the kit is in the outbox.
 fn run_sandbox(config: &Config, spec: &KitSpec, key: &str, log_path: &Path) -> Result<()> {
@@ -236,7 +234,7 @@ fn run_sandbox(config: &Config, spec: &KitSpec, key: &str, log_path: &Path) -> R
     let _ = child.stdout.take().expect("piped").take(1 << 20).read_to_string(&mut stdout);
     let usage = cgroup.as_ref().map(|c| c.usage()).unwrap_or_default();
     drop(cgroup);
-    let result = stdout.lines().filter_map(|l| serde_json::from_str::<KitResult>(l).ok()).last();
+    let result = stdout.lines().rev().find_map(|l| serde_json::from_str::<KitResult>(l).ok());
     let see = || format!("see {}{}", log_path.display(), log_tail(log_path));
     let reason = match (result, status) {
         (Some(KitResult::Done { .. }), Some(status)) if status.success() => return Ok(()),
@@ -462,7 +460,10 @@ fn lexical_below(path: &Path) -> bool {
 mod tests {
     use super::*;
 
-    fn kit(entries: &[(&str, tar::EntryType, u32, Option<&str>)]) -> File {
+    /// Name, type, mode, link target.
+    type Entry<'a> = (&'a str, tar::EntryType, u32, Option<&'a str>);
+
+    fn kit(entries: &[Entry]) -> File {
         let mut file = tempfile::tempfile().unwrap();
         {
             let gz = flate2::write::GzEncoder::new(&mut file, flate2::Compression::fast());
@@ -501,7 +502,7 @@ mod tests {
 
     #[test]
     fn hostile_kits_are_refused_with_the_entry_named() {
-        let cases: &[(&[(&str, tar::EntryType, u32, Option<&str>)], &str)] = &[
+        let cases: &[(&[Entry], &str)] = &[
             (&[("./etc/passwd", F, 0o644, None)], "./etc/passwd is not below"),
             (&[("./usr/pkg/../../etc/x", F, 0o644, None)], "is not below"),
             (&[("./usr/pkgX/a", F, 0o644, None)], "is not below"),
