@@ -72,6 +72,11 @@ pub struct Config {
     /// pkgsrc: the bootstrap kit (`bootstrap --gzip-binary-kit`) whose
     /// bmake scans the tree and whose prefix every build starts from.
     pub bootstrap_kit: Option<PathBuf>,
+    /// Environment of `bootstrap-kit`'s run of a pkgsrc tree's bootstrap
+    /// (part of the kit's cache key).
+    pub bootstrap_env: BTreeMap<String, String>,
+    /// Deadline of `bootstrap-kit`'s bootstrap run.
+    pub bootstrap_timeout: Duration,
 }
 
 impl Config {
@@ -112,6 +117,8 @@ struct RawSettings {
     fetch_local_hosts: Option<Vec<Spanned<String>>>,
     framework: Option<Spanned<String>>,
     bootstrap_kit: Option<Spanned<PathBuf>>,
+    bootstrap_env: Option<BTreeMap<String, Spanned<String>>>,
+    bootstrap_timeout: Option<Spanned<i64>>,
     profile: Option<BTreeMap<String, Spanned<RawSettings>>>,
 }
 
@@ -128,7 +135,7 @@ impl RawSettings {
             database_path, workers, make_jobs, make_program, build_user, tmpfs_size,
             phase_timeouts, silent_timeout, make_conf, fetch_jobs, fetch_retries, fetch_retry_delay,
             memory_limit, max_processes, max_log_size, scan_timeout, package_size_limit, setuid_ports,
-            fetch_local_hosts, framework, bootstrap_kit
+            fetch_local_hosts, framework, bootstrap_kit, bootstrap_env, bootstrap_timeout
         );
         self
     }
@@ -346,6 +353,10 @@ fn validate(raw: RawSettings, at: &Locator, profile: Option<String>) -> Result<C
             Some(kit) => Some(base_dir.join(kit.into_inner())),
             None => None,
         },
+        bootstrap_env: bootstrap_env(at, raw.bootstrap_env)?,
+        bootstrap_timeout: Duration::from_secs(
+            positive(at, "bootstrap_timeout", raw.bootstrap_timeout)?.map_or(DEFAULT_BOOTSTRAP_TIMEOUT_SECS, |n| n as u64),
+        ),
     };
     let paths = [
         &config.ports_dir,
@@ -677,6 +688,25 @@ fn make_conf(at: &Locator, raw: Option<BTreeMap<String, Spanned<String>>>) -> Re
     Ok(vars)
 }
 
+/// `bootstrap_env`: environment variable names only. No dots: the 2014
+/// bootstrap runs under `/bin/sh`, and dash drops such variables.
+fn bootstrap_env(at: &Locator, raw: Option<BTreeMap<String, Spanned<String>>>) -> Result<BTreeMap<String, String>> {
+    let mut vars = BTreeMap::new();
+    for (name, value) in raw.unwrap_or_default() {
+        let valid = !name.is_empty()
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !name.starts_with(|c: char| c.is_ascii_digit());
+        if !valid {
+            return Err(at.error(&format!("bootstrap_env.{name}"), &value, "not a valid environment variable name"));
+        }
+        vars.insert(name, value.into_inner());
+    }
+    Ok(vars)
+}
+
+/// Default deadline of `bootstrap-kit` (the 2014 tree takes under 3 min).
+pub const DEFAULT_BOOTSTRAP_TIMEOUT_SECS: u64 = 3600;
+
 /// Parses `512M`, `8G`, `1024` (bytes); suffixes K, M, G, T are binary.
 pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
     let text = text.trim();
@@ -757,6 +787,8 @@ build_user = "nobody"
 # Local hosts (loopback, this machine's own addresses) that fetches may
 # reach: a local mirror. Everything else local is refused.
 # fetch_local_hosts = []
+# Seconds `bootstrap-kit` may take (pkgsrc).
+# bootstrap_timeout = 3600
 # Seconds without any output before a build is killed.
 silent_timeout = 7200
 
@@ -788,6 +820,16 @@ silent_timeout = 7200
 # Extra make variables passed to every make invocation (part of every port's build key).
 [make_conf]
 # CFLAGS = "-O2 -pipe"
+
+# pkgsrc: environment of `portsynth bootstrap-kit`'s run of the tree's
+# bootstrap (part of the kit's cache key; names without dots). What the
+# 2014 tree needs on Debian 12:
+[bootstrap_env]
+# SH = "/bin/bash"
+# CFLAGS = "-O2 -fcommon"
+# NOGCCERROR = "yes"
+# PREFER_PKGSRC = "openssl"
+# NBCOMPAT_CONFIGURE_ARGS = "--enable-db"
 
 # Profiles override the settings above: portsynth --profile quick ...
 # [profile.quick]
@@ -963,11 +1005,27 @@ CFLAGS = "-O1"
             ("ports_dir = \"ports\"\n[phase_timeouts]\nbuild = -1\n", "phase_timeouts.build", 3),
             ("ports_dir = \"ports\"\nbuild_user = \" \"\n", "build_user", 2),
             ("ports_dir = \"ports\"\n[make_conf]\n\"BAD NAME\" = \"x\"\n", "make_conf.BAD NAME", 3),
+            ("ports_dir = \"ports\"\n[bootstrap_env]\n\"USE_BUILTIN.openssl\" = \"no\"\n", "bootstrap_env.USE_BUILTIN.openssl", 3),
+            ("ports_dir = \"ports\"\nbootstrap_timeout = 0\n", "bootstrap_timeout", 2),
         ] {
             let err = error_in(dir.path(), text);
             assert!(err.contains(&format!("{key}:")), "{text}: {err}");
             assert!(err.contains(&format!("line {line}")), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn bootstrap_env_and_a_pkgsrc_tree_are_accepted() {
+        let dir = tree();
+        std::fs::create_dir_all(dir.path().join("pkgsrc/mk")).unwrap();
+        std::fs::write(dir.path().join("pkgsrc/mk/bsd.pkg.mk"), "").unwrap();
+        let text = "ports_dir = \"pkgsrc\"\nbootstrap_timeout = 60\n[bootstrap_env]\nSH = \"/bin/bash\"\n";
+        let config = parse_in(dir.path(), text, None).unwrap();
+        assert_eq!(config.bootstrap_env.get("SH").map(String::as_str), Some("/bin/bash"));
+        assert_eq!(config.bootstrap_timeout, Duration::from_secs(60));
+        let defaults = parse_in(dir.path(), "ports_dir = \"ports\"\n", None).unwrap();
+        assert!(defaults.bootstrap_env.is_empty());
+        assert_eq!(defaults.bootstrap_timeout, Duration::from_secs(DEFAULT_BOOTSTRAP_TIMEOUT_SECS));
     }
 
     #[test]

@@ -80,6 +80,9 @@ pub enum Command {
     /// Resolve a pbulk scan file (pscan) into pbulk's presolve format, as pbulk-resolve
     /// (-v: also say where a best match lives elsewhere than the pkgpath named).
     PkgsrcResolve(PkgsrcResolveArgs),
+    /// pkgsrc: make a binary kit for /usr/pkg from the tree's bootstrap/, in
+    /// a sandbox, unless the kit for the same inputs exists.
+    BootstrapKit(BootstrapKitArgs),
     /// Print the version.
     Version,
     /// Internal: the single-threaded sandbox helper.
@@ -88,6 +91,22 @@ pub enum Command {
     /// Internal: the single-threaded scan sandbox (metadata queries).
     #[command(hide = true)]
     ScanHelper,
+    /// Internal: the single-threaded bootstrap-kit sandbox.
+    #[command(hide = true)]
+    KitHelper,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BootstrapKitArgs {
+    /// The pkgsrc tree (default: ports_dir).
+    #[arg(long, value_name = "DIR")]
+    pub tree: Option<PathBuf>,
+    /// mk.conf lines appended to the kit's /usr/pkg/etc/mk.conf.
+    #[arg(long, value_name = "FILE")]
+    pub mk_fragment: Option<PathBuf>,
+    /// Also place a copy of the kit here (it is kept in build_base/kits/).
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]

@@ -1,6 +1,7 @@
 //! Command implementations: each turns parsed arguments and the validated
 //! config into actions and output.
 
+mod bootstrap_kit;
 mod build;
 mod build_one;
 mod cleanup;
@@ -75,6 +76,8 @@ pub fn run() -> Result<ExitCode> {
         Command::Cleanup => cleanup::run(&load_config(&cli.global)?),
         Command::SandboxHelper => crate::sandbox::helper::main(),
         Command::ScanHelper => crate::sandbox::scan::main(),
+        Command::KitHelper => crate::sandbox::kit::main(),
+        Command::BootstrapKit(args) => bootstrap_kit::run(&load_config(&cli.global)?, &cli.global, &args),
         Command::Logs(args) => logs::run(&load_config(&cli.global)?, &args),
         Command::Monitor(args) => monitor::run(&load_config(&cli.global)?, &cli.global, &args),
         Command::PkgsrcResolve(args) => pkgsrc_resolve::run(&args, cli.global.verbose > 0),

@@ -22,6 +22,7 @@ pub mod abnormal;
 pub mod confine;
 pub mod download;
 pub mod helper;
+pub mod kit;
 pub mod limits;
 pub mod mounts;
 pub mod runner;

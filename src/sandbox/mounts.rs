@@ -223,6 +223,81 @@ pub fn setup_scan_root(sys: &dyn Syscall, layout: &ScanLayout, system: &[(&str, 
     Ok(())
 }
 
+/// Where a bootstrap-kit sandbox's root goes and what it shows (see
+/// [`super::kit`]).
+#[derive(Debug, Clone)]
+pub struct KitLayout {
+    /// The host mount point (an empty directory).
+    pub root: PathBuf,
+    pub system_path: PathBuf,
+    /// The pkgsrc tree; bound read-only at [`KIT_TREE`].
+    pub tree: PathBuf,
+    /// Host directory bound read-only at `/outbox`.
+    pub outbox: PathBuf,
+    /// How each entry of `system_path/usr` enters the sandbox.
+    pub usr: Vec<(String, SystemEntry)>,
+    /// The build user, owner of the writable `/usr/pkg` and `/work`.
+    pub uid: u32,
+    pub gid: u32,
+    /// Size of each of `/usr/pkg`, `/work` and `/tmp`.
+    pub tmpfs_size: u64,
+}
+
+/// The tree's path inside a kit sandbox, so the kit does not depend on
+/// where the tree lives on the host.
+pub const KIT_TREE: &str = "usr/pkgsrc";
+/// The LOCALBASE a kit is made for (without the leading slash).
+pub const KIT_PREFIX: &str = "usr/pkg";
+
+/// The root of a bootstrap-kit sandbox. `/usr` is a tmpfs holding a
+/// read-only bind of each host `/usr` entry (never a host `pkg` or
+/// `pkgsrc`), so `/usr/pkg` can be a writable tmpfs of the build user
+/// without any mount point on the host; the tree is read-only at
+/// `/usr/pkgsrc`; `/work` is the build user's, `/outbox` read-only until
+/// PID 1 delivers the kit.
+pub fn setup_kit_root(sys: &dyn Syscall, layout: &KitLayout, system: &[(&str, SystemEntry)]) -> Result<()> {
+    let root = &layout.root;
+    let at = |p: &str| root.join(p);
+    let size = format!("size={}", layout.tmpfs_size);
+    let owned = format!("uid={},gid={}", layout.uid, layout.gid);
+    sys.mount(None, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
+    sys.mount(Some(Path::new("tmpfs")), root, Some("tmpfs"), NOSUID_NODEV, Some("mode=0755,size=16m"))?;
+    for (name, entry) in system {
+        match (*name, entry) {
+            ("usr", SystemEntry::Bind) => {
+                tmpfs(sys, &at("usr"), "mode=0755,size=1m")?;
+                for (name, entry) in &layout.usr {
+                    let target = at("usr").join(name);
+                    match entry {
+                        _ if name == "pkg" || name == "pkgsrc" || name.contains('/') => {}
+                        SystemEntry::Link(link) => sys.symlink(link, &target)?,
+                        SystemEntry::Bind => bind(sys, &layout.system_path.join("usr").join(name), &target, true)?,
+                        SystemEntry::Absent => {}
+                    }
+                }
+            }
+            ("usr", _) => anyhow::bail!("{} is not a directory", layout.system_path.join("usr").display()),
+            (_, SystemEntry::Link(target)) => sys.symlink(target, &at(name))?,
+            (_, SystemEntry::Bind) => bind(sys, &layout.system_path.join(name), &at(name), true)?,
+            (_, SystemEntry::Absent) => {}
+        }
+    }
+    bind(sys, &layout.tree, &at(KIT_TREE), true)?;
+    tmpfs(sys, &at(KIT_PREFIX), &format!("mode=0755,{owned},{size}"))?;
+    tmpfs(sys, &at("work"), &format!("mode=0700,{owned},{size}"))?;
+    tmpfs(sys, &at("tmp"), &format!("mode=1777,{size}"))?;
+    bind(sys, &layout.outbox, &at("outbox"), true)?;
+    setup_dev(sys, &at("dev"))?;
+    sys.mkdir(&at("proc"), 0o555)?;
+    sys.mount(Some(Path::new("proc")), &at("proc"), Some("proc"), NOSUID_NODEV | MsFlags::MS_NOEXEC, None)?;
+    sys.mkdir(&at(".oldroot"), 0o700)?;
+    sys.pivot_root(root, &at(".oldroot"))?;
+    sys.chdir(Path::new("/"))?;
+    sys.umount_detach(Path::new("/.oldroot"))?;
+    sys.rmdir(Path::new("/.oldroot"))?;
+    Ok(())
+}
+
 /// Bind `source` at `target`, then make it read-only if asked: the flags of
 /// the first call are ignored for a bind, so read-only needs the remount.
 pub(super) fn bind(sys: &dyn Syscall, source: &Path, target: &Path, read_only: bool) -> Result<()> {
@@ -518,6 +593,55 @@ mod tests {
     fn scan_root_refuses_a_relative_tree() {
         let layout = ScanLayout { root: "/b/scan".into(), system_path: "/".into(), ports_dir: "ports".into(), kit: None };
         assert!(setup_scan_root(&Recorder::default(), &layout, &[]).is_err());
+    }
+
+    fn kit_calls() -> Vec<String> {
+        let recorder = Recorder::default();
+        let system = [("usr", SystemEntry::Bind), ("bin", SystemEntry::Link("usr/bin".into())), ("etc", SystemEntry::Bind)];
+        let layout = KitLayout {
+            root: "/b/kit".into(),
+            system_path: "/".into(),
+            tree: "/src/pkgsrc".into(),
+            outbox: "/b/kits/.outbox".into(),
+            usr: vec![
+                ("bin".into(), SystemEntry::Bind),
+                ("lib64".into(), SystemEntry::Link("lib".into())),
+                ("pkg".into(), SystemEntry::Bind),
+                ("pkgsrc".into(), SystemEntry::Bind),
+            ],
+            uid: 65534,
+            gid: 65534,
+            tmpfs_size: 1 << 20,
+        };
+        setup_kit_root(&recorder, &layout, &system).unwrap();
+        recorder.0.into_inner()
+    }
+
+    #[test]
+    fn kit_root_binds_usr_entry_by_entry_read_only_and_never_a_host_pkg() {
+        let calls = kit_calls();
+        assert_eq!(calls[0], "mount None / None MS_REC|MS_PRIVATE None");
+        let usr = position(&calls, "mount Some(\"tmpfs\") /b/kit/usr Some(\"tmpfs\")");
+        for (source, target) in
+            [("/usr/bin", "/b/kit/usr/bin"), ("/etc", "/b/kit/etc"), ("/src/pkgsrc", "/b/kit/usr/pkgsrc"), ("/b/kits/.outbox", "/b/kit/outbox")]
+        {
+            let bind = position(&calls, &format!("mount Some({source:?}) {target} None MS_BIND None"));
+            assert!(usr < bind);
+            let remount = &calls[bind + 1];
+            for flag in ["MS_RDONLY", "MS_REMOUNT", "MS_BIND", "MS_NOSUID", "MS_NODEV"] {
+                assert!(remount.starts_with(&format!("mount None {target} None")) && remount.contains(flag), "{remount}");
+            }
+        }
+        assert!(calls.contains(&"symlink /b/kit/usr/lib64 -> lib".to_string()));
+        assert!(!calls.iter().any(|c| c.contains("\"/usr/pkg") || c.contains("\"/usr/pkgsrc")), "{calls:#?}");
+        // The writable places are tmpfs of the build user, made after the tree.
+        let tree = position(&calls, "mount Some(\"/src/pkgsrc\")");
+        for dir in ["usr/pkg", "work"] {
+            let mount = position(&calls, &format!("mount Some(\"tmpfs\") /b/kit/{dir} "));
+            assert!(tree < mount && calls[mount].contains("uid=65534,gid=65534"), "{}", calls[mount]);
+        }
+        let pivot = position(&calls, "pivot_root /b/kit /b/kit/.oldroot");
+        assert_eq!(&calls[pivot + 1..], ["chdir /", "umount /.oldroot", "rmdir /.oldroot"]);
     }
 
     #[test]

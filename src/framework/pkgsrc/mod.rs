@@ -5,6 +5,7 @@
 //! builds happen in a LOCALBASE `/usr/pkg` unpacked from a bootstrap kit
 //! ([`prefix`]); packages are `All/<PKGNAME>.tgz`.
 
+pub mod kit;
 pub mod pbulk;
 pub mod prefix;
 pub mod resolve;
