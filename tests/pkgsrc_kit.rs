@@ -7,71 +7,13 @@ mod common;
 
 use std::sync::Mutex;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-use common::{bin, repo};
+use common::pkgsrc::{kit_command, shared, tree, write_config, CACHE};
+use common::bin;
 
 /// One test at a time: each checks that no kit sandbox is left running.
 static SERIAL: Mutex<()> = Mutex::new(());
-
-const CACHE: &str = "/var/cache/portsynth-pkgsrc/kit-test";
-
-fn shared() -> PathBuf {
-    let dir = repo().join("../shared/pkgsrc");
-    assert!(dir.join("pkgsrc-2014.tar.zst").is_file(), "no {}/pkgsrc-2014.tar.zst", dir.display());
-    dir
-}
-
-/// The tree, unpacked once into the cache (under a lock, completed by a
-/// marker file).
-fn tree() -> PathBuf {
-    let cache = Path::new(CACHE);
-    std::fs::create_dir_all(cache).unwrap();
-    let lock = std::fs::File::create(cache.join("tree.lock")).unwrap();
-    nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).map(|lock| {
-        let tree = cache.join("tree/pkgsrc");
-        if !cache.join("tree.done").exists() {
-            let _ = std::fs::remove_dir_all(cache.join("tree"));
-            std::fs::create_dir_all(cache.join("tree")).unwrap();
-            let status = Command::new("sh")
-                .arg("-c")
-                .arg("zstd -dc \"$1\" | tar -x -C \"$2\"")
-                .arg("sh")
-                .arg(shared().join("pkgsrc-2014.tar.zst"))
-                .arg(cache.join("tree"))
-                .status()
-                .unwrap();
-            assert!(status.success(), "unpacking the tree");
-            std::fs::write(cache.join("tree.done"), "").unwrap();
-        }
-        drop(lock);
-        tree
-    })
-    .unwrap_or_else(|_| panic!("cannot lock {CACHE}/tree.lock"))
-}
-
-const RECIPE: &str = r#"
-[bootstrap_env]
-SH = "/bin/bash"
-CFLAGS = "-O2 -fcommon"
-NOGCCERROR = "yes"
-PREFER_PKGSRC = "openssl"
-NBCOMPAT_CONFIGURE_ARGS = "--enable-db"
-"#;
-
-fn write_config(dir: &Path, ports_dir: &Path, build_base: &Path, extra: &str) -> PathBuf {
-    let file = dir.join("portsynth.toml");
-    std::fs::write(
-        &file,
-        format!("ports_dir = \"{}\"\nbuild_base = \"{}\"\n{extra}\n{RECIPE}", ports_dir.display(), build_base.display()),
-    )
-    .unwrap();
-    file
-}
-
-fn kit_command(config: &Path, args: &[&str]) -> Output {
-    Command::new(bin()).arg("--config").arg(config).arg("--json").arg("bootstrap-kit").args(args).output().unwrap()
-}
 
 /// What must look the same before and after: the host's /usr/pkg, the
 /// mounts of our namespace, kit sandboxes still running.

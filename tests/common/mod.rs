@@ -2,6 +2,8 @@
 //! assembled in temporary directories.
 #![allow(dead_code)]
 
+pub mod pkgsrc;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
