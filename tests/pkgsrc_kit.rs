@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::pkgsrc::{kit_command, shared, tree, write_config, CACHE};
-use common::bin;
 
 /// One test at a time: each checks that no kit sandbox is left running.
 static SERIAL: Mutex<()> = Mutex::new(());
