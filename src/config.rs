@@ -72,6 +72,10 @@ pub struct Config {
     /// pkgsrc: the bootstrap kit (`bootstrap --gzip-binary-kit`) whose
     /// bmake scans the tree and whose prefix every build starts from.
     pub bootstrap_kit: Option<PathBuf>,
+    /// What a bulk run means when not the whole tree (`pkgpaths`: a list,
+    /// or a file with one port per line): `everything`, `status` and
+    /// `fetch-only` without ports, as pbulk's and bob's limited bulk builds.
+    pub pkgpaths: Option<Vec<crate::ports::Origin>>,
     /// Environment of `bootstrap-kit`'s run of a pkgsrc tree's bootstrap
     /// (part of the kit's cache key).
     pub bootstrap_env: BTreeMap<String, String>,
@@ -117,9 +121,41 @@ struct RawSettings {
     fetch_local_hosts: Option<Vec<Spanned<String>>>,
     framework: Option<Spanned<String>>,
     bootstrap_kit: Option<Spanned<PathBuf>>,
+    pkgpaths: Option<Spanned<toml::Value>>,
     bootstrap_env: Option<BTreeMap<String, Spanned<String>>>,
     bootstrap_timeout: Option<Spanned<i64>>,
     profile: Option<BTreeMap<String, Spanned<RawSettings>>>,
+}
+
+/// `pkgpaths`: a list of ports, or the name of a file with one port per
+/// line (`#` comments).
+fn pkgpaths(at: &Locator, base_dir: &Path, raw: Option<Spanned<toml::Value>>) -> Result<Option<Vec<crate::ports::Origin>>> {
+    let parse = |text: &str| crate::ports::Origin::parse(text);
+    let Some(raw) = raw else { return Ok(None) };
+    match raw.get_ref() {
+        toml::Value::Array(list) => list
+            .iter()
+            .map(|entry| match entry.as_str() {
+                Some(text) => parse(text).map_err(|e| at.error("pkgpaths", &raw, e)),
+                None => Err(at.error("pkgpaths", &raw, format!("{entry} is not a port name"))),
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Some),
+        toml::Value::String(file) => {
+            let path = base_dir.join(file);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| at.error("pkgpaths", &raw, format!("cannot read {}: {e}", path.display())))?;
+            let mut origins = Vec::new();
+            for (number, line) in text.lines().enumerate() {
+                let line = line.split('#').next().unwrap_or("").trim();
+                if !line.is_empty() {
+                    origins.push(parse(line).map_err(|e| anyhow::anyhow!("{} line {}: {e}", path.display(), number + 1))?);
+                }
+            }
+            Ok(Some(origins))
+        }
+        other => Err(at.error("pkgpaths", &raw, format!("must be a list of ports or a file name, not {}", other.type_str()))),
+    }
 }
 
 macro_rules! overlay {
@@ -135,7 +171,7 @@ impl RawSettings {
             database_path, workers, make_jobs, make_program, build_user, tmpfs_size,
             phase_timeouts, silent_timeout, make_conf, fetch_jobs, fetch_retries, fetch_retry_delay,
             memory_limit, max_processes, max_log_size, scan_timeout, package_size_limit, setuid_ports,
-            fetch_local_hosts, framework, bootstrap_kit, bootstrap_env, bootstrap_timeout
+            fetch_local_hosts, framework, bootstrap_kit, pkgpaths, bootstrap_env, bootstrap_timeout
         );
         self
     }
@@ -345,6 +381,7 @@ fn validate(raw: RawSettings, at: &Locator, profile: Option<String>) -> Result<C
         package_size_limit,
         setuid_ports: raw.setuid_ports.unwrap_or_default().into_iter().map(Spanned::into_inner).collect(),
         fetch_local_hosts: raw.fetch_local_hosts.unwrap_or_default().into_iter().map(Spanned::into_inner).collect(),
+        pkgpaths: pkgpaths(at, &base_dir, raw.pkgpaths)?,
         framework,
         bootstrap_kit: match raw.bootstrap_kit {
             Some(kit) if !base_dir.join(kit.get_ref()).is_file() => {

@@ -51,7 +51,7 @@ impl Mode {
 }
 
 pub fn run(config: &Config, global: &GlobalArgs, mode: Mode, ports: &[String]) -> Result<ExitCode> {
-    let origins = super::parse_origins(ports)?;
+    let origins = super::bulk_origins(config, ports)?;
     let _lock = BuildLock::acquire(&config.build_base)?;
     let db = BuildDb::open(&config.database_path)?;
     recover_dangling_runs(&db);
@@ -97,7 +97,8 @@ pub fn run(config: &Config, global: &GlobalArgs, mode: Mode, ports: &[String]) -
         logs.debug(&format!("{e:#}"));
     }
     if mode != Mode::JustBuild {
-        let whole_tree = (mode == Mode::Everything).then_some(&prepared.tree);
+        // Obsolete packages need every port of the tree, not a pkgpaths subset.
+        let whole_tree = (mode == Mode::Everything && config.pkgpaths.is_none()).then_some(&prepared.tree);
         refresh_repository(config, &db, whole_tree, &logs, &ui);
     }
     ui.run_finished(summary_json(run_id.as_str(), status, &outcome), &summary_text(run_id.as_str(), status, &outcome, config));

@@ -51,7 +51,7 @@ impl Scope {
 }
 
 pub fn run(config: &Config, global: &GlobalArgs, args: &FetchOnlyArgs) -> Result<ExitCode> {
-    let origins = super::parse_origins(&args.ports)?;
+    let origins = super::bulk_origins(config, &args.ports)?;
     let jobs = match args.fetch_jobs {
         Some(n) => crate::config::check_jobs(n as usize).map_err(|e| anyhow::anyhow!("--fetch-jobs: {e}"))?,
         None => config.fetch_jobs,

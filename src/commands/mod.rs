@@ -160,6 +160,16 @@ pub const KITS: &str = "kits";
 /// Below `build_base`: the mount point of every scan sandbox's root.
 pub const SCAN_ROOT: &str = "scan";
 
+/// The ports a bulk command means: those given, else the config's
+/// `pkgpaths`, else (empty) the whole tree.
+pub fn bulk_origins(config: &Config, args: &[String]) -> Result<Vec<Origin>> {
+    let origins = parse_origins(args)?;
+    Ok(match (&config.pkgpaths, origins.is_empty()) {
+        (Some(pkgpaths), true) => pkgpaths.clone(),
+        _ => origins,
+    })
+}
+
 /// Parses the origins given on the command line; a bad one is a usage error.
 pub fn parse_origins(args: &[String]) -> Result<Vec<Origin>> {
     args.iter()

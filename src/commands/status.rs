@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::plan::{Plan, Verdict};
 
 pub fn run(config: &Config, global: &GlobalArgs, ports: &[String]) -> Result<ExitCode> {
-    let origins = super::parse_origins(ports)?;
+    let origins = super::bulk_origins(config, ports)?;
     let db = BuildDb::open(&config.database_path)?;
     let prepared = prepare(config, &db, &origins)?;
     // Buffered: stdout is line-buffered, and a whole tree is 30,000 lines.
