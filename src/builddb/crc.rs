@@ -5,10 +5,32 @@
 //! the directory's regular files in sorted order, each contributing its
 //! relative path, a NUL and its content; symlinks contribute their target.
 //! Build leftovers (`work/`), VCS directories and editor backups are skipped.
-
+//!
+//! # Stat signatures
+//!
+//! Reading every file of a tree to learn that nothing changed costs more than
+//! everything else a warm `status` does, so [`CrcMemo`] remembers, per path, a
+//! stat signature (size, mtime and ctime in nanoseconds, inode, device) with
+//! the file's content CRC, or with a directory's listing — git's index. A
+//! file whose signature is unchanged is not read again; a directory whose
+//! signature is unchanged is not listed again (creating, removing or renaming
+//! an entry changes its directory's mtime and ctime). The CRCs stay
+//! content CRCs: a signature only decides whether the stored CRC may be
+//! reused, and a port directory's CRC is put together from its files'
+//! stored CRCs (`crc32fast`'s combine) when only some of them were read.
+//!
+//! Racily clean entries (git's `racy-git`): a file changed within the
+//! timestamp granularity of the moment its signature was taken can change
+//! again without its signature changing. So an entry is trusted only when
+//! both its mtime and its ctime are older than the moment the signature was
+//! recorded by more than [`RACY_WINDOW_NS`]; any other entry is read again
+//! (and recorded again, so it becomes trustworthy once it has aged). The
+//! ctime is what a `touch -d` back to the old mtime cannot hide: the kernel
+//! sets it to the current time on every change and nobody can set it back.
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// Directory names never part of a port's identity.
@@ -70,12 +92,18 @@ thread_local! {
 }
 
 fn hash_file_into(path: &Path, hasher: &mut crc32fast::Hasher) -> std::io::Result<()> {
-    let mut file = std::fs::File::open(path)?;
+    hash_reader_into(&mut std::fs::File::open(path)?, hasher).map(drop)
+}
+
+/// Hashes everything `reader` yields; returns how many bytes that was.
+fn hash_reader_into(reader: &mut impl Read, hasher: &mut crc32fast::Hasher) -> std::io::Result<u64> {
+    let mut len = 0;
     READ_BUFFER.with_borrow_mut(|buffer| loop {
-        let n = file.read(buffer)?;
+        let n = reader.read(buffer)?;
         if n == 0 {
-            return Ok(());
+            return Ok(len);
         }
+        len += n as u64;
         hasher.update(&buffer[..n]);
     })
 }
@@ -98,24 +126,368 @@ pub fn crc_of_parts<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> u32 {
     hasher.finalize()
 }
 
+/// How close to the moment a signature was recorded a file's mtime or ctime
+/// may be before the entry counts as racily clean. Linux stamps files with a
+/// clock that lags the one `SystemTime::now` reads by up to a jiffy (1–10
+/// ms); some file systems (FAT, NFS exports of them, ext4 with 128-byte
+/// inodes) have a granularity of 1 or 2 s. Two seconds covers all of them;
+/// a file changed less than 2 s before a command is read again by the next.
+pub const RACY_WINDOW_NS: i64 = 2_000_000_000;
+
+/// What `stat` says about a file or a directory: git's index fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatSig {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub inode: u64,
+    pub device: u64,
+}
+
+impl StatSig {
+    pub fn of(meta: &std::fs::Metadata) -> StatSig {
+        use std::os::unix::fs::MetadataExt;
+        StatSig {
+            size: meta.size(),
+            mtime_ns: meta.mtime().saturating_mul(1_000_000_000).saturating_add(meta.mtime_nsec()),
+            ctime_ns: meta.ctime().saturating_mul(1_000_000_000).saturating_add(meta.ctime_nsec()),
+            inode: meta.ino(),
+            device: meta.dev(),
+        }
+    }
+
+    /// git's racily clean rule: changed so close to `recorded_ns` that a later
+    /// change may have left the same signature.
+    pub fn is_racy(&self, recorded_ns: i64) -> bool {
+        self.mtime_ns.max(self.ctime_ns) > recorded_ns.saturating_sub(RACY_WINDOW_NS)
+    }
+}
+
+/// A stored signature of one path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signature {
+    pub stat: StatSig,
+    /// When the signature was taken (before the `stat`), ns since the epoch.
+    pub recorded_ns: i64,
+    pub signed: Signed,
+}
+
+/// What a signature vouches for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signed {
+    /// A file: the CRC of its `stat.size` bytes of content.
+    File { crc: u32 },
+    /// A directory: its entries that count (see [`Listing`]); for a port
+    /// directory also its port CRC and the basis that CRC was made from (a
+    /// CRC of every file's relative path, content CRC and length, or a
+    /// symlink's target), so that a port CRC is reused only with the very
+    /// file CRCs it was computed from.
+    Dir { listing: String, port: Option<(u32, u32)> },
+}
+
+impl Signature {
+    /// Usable as it is: the same signature now, and not racily clean.
+    fn trusted(&self, now: &StatSig) -> bool {
+        self.stat == *now && !self.stat.is_racy(self.recorded_ns)
+    }
+}
+
+/// A directory's entries that count for a port CRC, encoded for storage as
+/// `<kind><name>` items (kind `f` file, `l` symlink, `d` directory) joined by
+/// `/`, which no file name contains.
+struct Listing;
+
+impl Listing {
+    /// The counted entries of `dir`, and their encoding (None when a name is
+    /// not UTF-8: such a directory is listed every time).
+    fn read(dir: &Path) -> std::io::Result<(Vec<(char, String)>, Option<String>)> {
+        let mut entries = Vec::new();
+        let mut storable = true;
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let raw = entry.file_name();
+            storable &= raw.to_str().is_some();
+            let name = raw.to_string_lossy().into_owned();
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                if !SKIPPED_DIRS.contains(&name.as_str()) {
+                    entries.push(('d', name));
+                }
+            } else if !is_backup(&name) && (kind.is_file() || kind.is_symlink()) {
+                entries.push((if kind.is_symlink() { 'l' } else { 'f' }, name));
+            }
+        }
+        entries.sort();
+        let encoded = storable.then(|| Self::encode(&entries));
+        Ok((entries, encoded))
+    }
+
+    fn encode(entries: &[(char, String)]) -> String {
+        let mut text = String::new();
+        for (kind, name) in entries {
+            if !text.is_empty() {
+                text.push('/');
+            }
+            text.push(*kind);
+            text.push_str(name);
+        }
+        text
+    }
+
+    fn decode(text: &str) -> Vec<(char, String)> {
+        text.split('/')
+            .filter(|item| !item.is_empty())
+            .filter_map(|item| {
+                let kind = item.chars().next()?;
+                Some((kind, item[kind.len_utf8()..].to_string()))
+            })
+            .collect()
+    }
+}
+
+/// What a [`CrcMemo`] did: how much it trusted signatures and how much it read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CrcCounts {
+    /// Files whose stored CRC was reused on an unchanged signature.
+    pub files_trusted: usize,
+    /// Files whose content was read.
+    pub files_read: usize,
+    /// Directories whose stored listing was reused.
+    pub dirs_trusted: usize,
+    /// Directories listed.
+    pub dirs_listed: usize,
+}
+
 /// Memoised file and port-directory CRCs, shared by the scan cache and the
-/// key computation of one command, so every file is read once per run.
-/// A file that cannot be read has no CRC (`None`), which never equals a
-/// stored value and so always counts as a change.
-#[derive(Default)]
+/// key computation of one command, so every file is read at most once per
+/// run, and not at all while its stored stat signature holds (see the module
+/// documentation). A file that cannot be read has no CRC (`None`), which
+/// never equals a stored value and so always counts as a change.
 pub struct CrcMemo {
-    files: Mutex<HashMap<PathBuf, Option<u32>>>,
+    files: Mutex<HashMap<PathBuf, Option<(u32, u64)>>>,
     dirs: Mutex<HashMap<PathBuf, Option<u32>>>,
+    stored: HashMap<PathBuf, Signature>,
+    /// Taken before any `stat` of this command: the recording time of every
+    /// signature it takes.
+    started_ns: i64,
+    changed: Mutex<Vec<(String, Signature)>>,
+    files_trusted: AtomicUsize,
+    files_read: AtomicUsize,
+    dirs_trusted: AtomicUsize,
+    dirs_listed: AtomicUsize,
+}
+
+impl Default for CrcMemo {
+    fn default() -> Self {
+        CrcMemo::with_signatures(HashMap::new())
+    }
+}
+
+/// A file's content CRC and length.
+struct FileCrc {
+    crc: u32,
+    len: u64,
 }
 
 impl CrcMemo {
+    /// A memo that trusts these stored signatures (by path) while they hold.
+    pub fn with_signatures(stored: HashMap<PathBuf, Signature>) -> Self {
+        CrcMemo {
+            files: Mutex::default(),
+            dirs: Mutex::default(),
+            stored,
+            started_ns: now_ns(),
+            changed: Mutex::default(),
+            files_trusted: AtomicUsize::new(0),
+            files_read: AtomicUsize::new(0),
+            dirs_trusted: AtomicUsize::new(0),
+            dirs_listed: AtomicUsize::new(0),
+        }
+    }
+
     pub fn file(&self, path: &Path) -> Option<u32> {
-        memoised(&self.files, path, || file_crc(path).ok())
+        if let Some(value) = self.files.lock().expect("crc memo lock").get(path) {
+            return value.map(|(crc, _)| crc);
+        }
+        let value = self.check_file(path).map(|f| (f.crc, f.len));
+        self.files.lock().expect("crc memo lock").insert(path.to_path_buf(), value);
+        value.map(|(crc, _)| crc)
     }
 
     pub fn dir(&self, path: &Path) -> Option<u32> {
-        memoised(&self.dirs, path, || port_crc(path).ok())
+        memoised(&self.dirs, path, || self.port_crc(path))
     }
+
+    /// The signatures taken in this run that differ from the stored ones:
+    /// what to write back.
+    pub fn take_changed(&self) -> Vec<(String, Signature)> {
+        std::mem::take(&mut *self.changed.lock().expect("crc memo lock"))
+    }
+
+    pub fn counts(&self) -> CrcCounts {
+        CrcCounts {
+            files_trusted: self.files_trusted.load(Ordering::Relaxed),
+            files_read: self.files_read.load(Ordering::Relaxed),
+            dirs_trusted: self.dirs_trusted.load(Ordering::Relaxed),
+            dirs_listed: self.dirs_listed.load(Ordering::Relaxed),
+        }
+    }
+
+    fn record(&self, path: &Path, stat: StatSig, signed: Signed) {
+        let Some(key) = path.to_str() else { return };
+        let signature = Signature { stat, recorded_ns: self.started_ns, signed };
+        if self.stored.get(path) != Some(&signature) {
+            self.changed.lock().expect("crc memo lock").push((key.to_string(), signature));
+        }
+    }
+
+    /// A file's CRC from its stored signature when that holds, else read.
+    fn check_file(&self, path: &Path) -> Option<FileCrc> {
+        if let Some(stored @ Signature { signed: Signed::File { crc }, .. }) = self.stored.get(path) {
+            if let Ok(meta) = std::fs::metadata(path) {
+                if meta.is_file() && stored.trusted(&StatSig::of(&meta)) {
+                    self.files_trusted.fetch_add(1, Ordering::Relaxed);
+                    return Some(FileCrc { crc: *crc, len: stored.stat.size });
+                }
+            }
+        }
+        self.files_read.fetch_add(1, Ordering::Relaxed);
+        let mut file = std::fs::File::open(path).ok()?;
+        // The signature of the inode that is read, taken before the read: a
+        // change during the read makes the next signature differ.
+        let stat = file.metadata().ok().map(|meta| (meta.is_file(), StatSig::of(&meta)));
+        let mut hasher = crc32fast::Hasher::new();
+        let len = hash_reader_into(&mut file, &mut hasher).ok()?;
+        let crc = hasher.finalize();
+        if let Some((true, stat)) = stat {
+            if stat.size == len {
+                self.record(path, stat, Signed::File { crc });
+            }
+        }
+        Some(FileCrc { crc, len })
+    }
+
+    /// The counted entries of a directory, from its stored listing when its
+    /// signature holds, else listed (and recorded, except a port directory's
+    /// own row, which [`Self::port_crc`] writes with the port CRC).
+    fn listing(&self, dir: &Path, is_port: bool) -> std::io::Result<DirListing> {
+        let stat = std::fs::metadata(dir).ok().map(|meta| StatSig::of(&meta));
+        if let (Some(stat), Some(stored @ Signature { signed: Signed::Dir { listing, .. }, .. })) =
+            (stat, self.stored.get(dir))
+        {
+            if stored.trusted(&stat) {
+                self.dirs_trusted.fetch_add(1, Ordering::Relaxed);
+                return Ok(DirListing { entries: Listing::decode(listing), stat: Some(stat), fresh: None });
+            }
+        }
+        self.dirs_listed.fetch_add(1, Ordering::Relaxed);
+        let (entries, encoded) = Listing::read(dir)?;
+        if let (Some(stat), Some(listing), false) = (stat, &encoded, is_port) {
+            self.record(dir, stat, Signed::Dir { listing: listing.clone(), port: None });
+        }
+        Ok(DirListing { entries, stat, fresh: Some(encoded) })
+    }
+
+    /// [`port_crc`] through the signatures: only changed files are read, only
+    /// changed directories listed. The port CRC is put together from its
+    /// files' CRCs, unless the basis it was stored with (every file's path,
+    /// CRC and length) is the same now, in which case it is the stored one.
+    fn port_crc(&self, root: &Path) -> Option<u32> {
+        let top = self.listing(root, true).ok()?;
+        let mut files = Vec::new();
+        let mut pending = vec![(String::new(), root.to_path_buf(), top.entries)];
+        while let Some((prefix, path, entries)) = pending.pop() {
+            for (kind, name) in entries {
+                let relative = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
+                let full = path.join(&name);
+                if kind == 'd' {
+                    let sub = self.listing(&full, false).ok()?;
+                    pending.push((relative, full, sub.entries));
+                } else {
+                    files.push((relative, full, kind == 'l'));
+                }
+            }
+        }
+        files.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut contents = Vec::with_capacity(files.len());
+        let mut basis = crc32fast::Hasher::new();
+        for (relative, path, is_link) in &files {
+            basis.update(relative.as_bytes());
+            basis.update(&[0]);
+            let content = if *is_link {
+                PortFile::Link(std::fs::read_link(path).ok()?.into_os_string().into_encoded_bytes())
+            } else {
+                let file = self.check_file(path)?;
+                PortFile::File(file.crc, file.len)
+            };
+            match &content {
+                PortFile::Link(target) => basis.update(target),
+                PortFile::File(crc, len) => {
+                    basis.update(&crc.to_le_bytes());
+                    basis.update(&len.to_le_bytes());
+                }
+            }
+            contents.push(content);
+        }
+        let basis = basis.finalize();
+        let stored = self.stored.get(root);
+        let stored_port = match stored {
+            Some(Signature { signed: Signed::Dir { port, .. }, .. }) => *port,
+            _ => None,
+        };
+        let crc = match stored_port {
+            Some((crc, stored_basis)) if stored_basis == basis => crc,
+            _ => {
+                let mut hasher = crc32fast::Hasher::new();
+                for ((relative, _, _), content) in files.iter().zip(&contents) {
+                    hasher.update(relative.as_bytes());
+                    hasher.update(&[0]);
+                    match content {
+                        PortFile::Link(target) => hasher.update(target),
+                        PortFile::File(crc, len) => hasher.combine(&crc32fast::Hasher::new_with_initial_len(*crc, *len)),
+                    }
+                }
+                hasher.finalize()
+            }
+        };
+        // The port directory's row: its listing as it is now (stored when it
+        // held, else just read) with the port CRC and its basis.
+        let relisted = top.fresh.is_some();
+        let listing = match (top.fresh, stored) {
+            (Some(fresh), _) => fresh,
+            (None, Some(Signature { signed: Signed::Dir { listing, .. }, .. })) => Some(listing.clone()),
+            (None, _) => None,
+        };
+        if let (Some(stat), Some(listing)) = (top.stat, listing) {
+            if stored_port != Some((crc, basis)) || relisted {
+                self.record(root, stat, Signed::Dir { listing, port: Some((crc, basis)) });
+            }
+        }
+        Some(crc)
+    }
+}
+
+/// A directory's counted entries, its signature, and, when it was listed
+/// rather than taken from its signature, the listing's encoding (None inside
+/// when it cannot be stored).
+struct DirListing {
+    entries: Vec<(char, String)>,
+    stat: Option<StatSig>,
+    fresh: Option<Option<String>>,
+}
+
+/// What a file of a port contributes to the port CRC.
+enum PortFile {
+    /// A regular file: its content CRC and length.
+    File(u32, u64),
+    /// A symlink: its target.
+    Link(Vec<u8>),
+}
+
+/// Nanoseconds since the Unix epoch.
+fn now_ns() -> i64 {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since_epoch.as_nanos()).unwrap_or(i64::MAX)
 }
 
 fn memoised(map: &Mutex<HashMap<PathBuf, Option<u32>>>, key: &Path, compute: impl FnOnce() -> Option<u32>) -> Option<u32> {
