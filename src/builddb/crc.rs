@@ -159,7 +159,7 @@ impl StatSig {
     /// git's racily clean rule: changed so close to `recorded_ns` that a later
     /// change may have left the same signature.
     pub fn is_racy(&self, recorded_ns: i64) -> bool {
-        self.mtime_ns.max(self.ctime_ns) > recorded_ns.saturating_sub(RACY_WINDOW_NS)
+        self.mtime_ns.max(self.ctime_ns) >= recorded_ns.saturating_sub(RACY_WINDOW_NS)
     }
 }
 
@@ -578,5 +578,154 @@ mod tests {
         assert_eq!(memo.file(&path), first, "memoised for the run");
         assert_eq!(memo.file(&dir.path().join("missing")), None);
         assert!(memo.dir(dir.path()).is_some());
+    }
+
+    /// A memo over `previous`'s signatures, as the next command sees them.
+    fn next(previous: &CrcMemo) -> CrcMemo {
+        CrcMemo::with_signatures(previous.take_changed().into_iter().map(|(p, s)| (PathBuf::from(p), s)).collect())
+    }
+
+    /// Signatures recorded as if taken well after the files' last change
+    /// (a fresh test file is racily clean for [`RACY_WINDOW_NS`]).
+    fn aged(memo: &CrcMemo) -> CrcMemo {
+        let mut changed = memo.take_changed();
+        for (_, signature) in &mut changed {
+            signature.recorded_ns += 10 * RACY_WINDOW_NS;
+        }
+        let again = CrcMemo::with_signatures(HashMap::new());
+        *again.changed.lock().unwrap() = changed;
+        again
+    }
+
+    fn counts(memo: &CrcMemo) -> (usize, usize, usize, usize) {
+        let c = memo.counts();
+        (c.files_trusted, c.files_read, c.dirs_trusted, c.dirs_listed)
+    }
+
+    #[test]
+    fn signatures_give_the_content_crcs_without_reading() {
+        let dir = port();
+        let makefile = dir.path().join("Makefile");
+        let first = CrcMemo::default();
+        let crc = first.dir(dir.path()).unwrap();
+        assert_eq!(crc, port_crc(dir.path()).unwrap(), "the same port CRC as reading everything");
+        assert_eq!(first.file(&makefile), Some(file_crc(&makefile).unwrap()));
+        assert_eq!(counts(&first), (0, 4, 0, 2));
+        let second = next(&aged(&first));
+        assert_eq!(second.dir(dir.path()), Some(crc));
+        assert_eq!(second.file(&makefile), Some(file_crc(&makefile).unwrap()));
+        assert_eq!(counts(&second), (4, 0, 2, 0), "nothing read, nothing listed");
+        assert!(second.take_changed().is_empty(), "nothing to write back");
+    }
+
+    #[test]
+    fn a_fresh_signature_is_racily_clean_and_not_trusted() {
+        let dir = port();
+        let first = CrcMemo::default();
+        first.dir(dir.path());
+        let second = next(&first);
+        second.dir(dir.path());
+        assert_eq!(counts(&second), (0, 3, 0, 2), "changed within the window: read again");
+        assert_eq!(second.take_changed().len(), 5, "and recorded again");
+    }
+
+    #[test]
+    fn a_change_within_the_same_tick_is_caught_by_the_racy_rule() {
+        let dir = port();
+        let makefile = dir.path().join("Makefile");
+        let first = CrcMemo::default();
+        let before = first.dir(dir.path()).unwrap();
+        let mut stored: HashMap<PathBuf, Signature> =
+            first.take_changed().into_iter().map(|(p, s)| (PathBuf::from(p), s)).collect();
+        std::fs::write(&makefile, "PORTNAME=y\n").unwrap();
+        // What a change within the timestamp granularity leaves: the same signature.
+        let now = StatSig::of(&std::fs::metadata(&makefile).unwrap());
+        stored.get_mut(&makefile).unwrap().stat = now;
+        let racy = CrcMemo::with_signatures(stored.clone());
+        assert_ne!(racy.dir(dir.path()), Some(before), "read again and found changed");
+        assert_eq!(racy.dir(dir.path()), port_crc(dir.path()).ok());
+        // The same entry recorded long after the file's times would be trusted:
+        // the racy rule is what catches it.
+        let signature = stored.get_mut(&makefile).unwrap();
+        signature.recorded_ns = now.ctime_ns.max(now.mtime_ns) + 10 * RACY_WINDOW_NS;
+        let Signed::File { crc: old_crc } = signature.signed else { panic!("a file signature") };
+        assert_ne!(Some(old_crc), file_crc(&makefile).ok());
+        assert_eq!(CrcMemo::with_signatures(stored).file(&makefile), Some(old_crc), "trusted, so not read");
+    }
+
+    #[test]
+    fn every_field_of_the_signature_counts() {
+        let stat = StatSig { size: 10, mtime_ns: 1_000, ctime_ns: 2_000, inode: 7, device: 3 };
+        let signature = Signature { stat, recorded_ns: 100 * RACY_WINDOW_NS, signed: Signed::File { crc: 1 } };
+        assert!(signature.trusted(&stat));
+        for other in [
+            StatSig { size: 11, ..stat },
+            StatSig { mtime_ns: 1_001, ..stat },
+            StatSig { ctime_ns: 2_001, ..stat },
+            StatSig { inode: 8, ..stat },
+            StatSig { device: 4, ..stat },
+        ] {
+            assert!(!signature.trusted(&other), "{other:?}");
+        }
+        let racy = Signature { recorded_ns: stat.ctime_ns + RACY_WINDOW_NS, ..signature.clone() };
+        assert!(!racy.trusted(&stat), "ctime within the window");
+        let future_mtime = StatSig { mtime_ns: 200 * RACY_WINDOW_NS, ..stat };
+        assert!(!Signature { stat: future_mtime, ..signature }.trusted(&future_mtime), "mtime after the recording");
+    }
+
+    #[test]
+    fn content_changes_behind_an_old_mtime_and_new_inodes_are_read() {
+        let dir = port();
+        let makefile = dir.path().join("Makefile");
+        let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        let first = CrcMemo::default();
+        set_mtime(&makefile, old);
+        let before = first.dir(dir.path()).unwrap();
+        let stored = aged(&first);
+        // Same size, mtime set back: the ctime differs.
+        std::fs::write(&makefile, "PORTNAME=y\n").unwrap();
+        set_mtime(&makefile, old);
+        let second = next(&stored);
+        assert_ne!(second.dir(dir.path()), Some(before));
+        assert_eq!(second.dir(dir.path()), port_crc(dir.path()).ok());
+        assert_eq!(counts(&second).1, 1, "only that file read");
+        // Replaced by a rename.
+        let third = aged(&second);
+        let replacement = dir.path().join("files/new");
+        std::fs::write(&replacement, "PORTNAME=z\n").unwrap();
+        set_mtime(&replacement, old);
+        std::fs::rename(&replacement, &makefile).unwrap();
+        let fourth = next(&third);
+        assert_eq!(fourth.dir(dir.path()), port_crc(dir.path()).ok());
+        assert_ne!(fourth.dir(dir.path()), second.dir(dir.path()));
+    }
+
+    #[test]
+    fn added_and_removed_files_change_the_port_crc() {
+        let dir = port();
+        let first = CrcMemo::default();
+        let before = first.dir(dir.path()).unwrap();
+        let stored = aged(&first);
+        std::fs::write(dir.path().join("files/patch-b"), "--- b\n").unwrap();
+        let second = next(&stored);
+        let with_patch = second.dir(dir.path()).unwrap();
+        assert_ne!(with_patch, before);
+        assert_eq!(Some(with_patch), port_crc(dir.path()).ok());
+        let stored = aged(&second);
+        std::fs::remove_file(dir.path().join("distinfo")).unwrap();
+        let third = next(&stored);
+        assert_eq!(third.dir(dir.path()), port_crc(dir.path()).ok());
+        assert_ne!(third.dir(dir.path()), Some(with_patch));
+    }
+
+    #[test]
+    fn listings_round_trip() {
+        let entries = vec![('d', "files".to_string()), ('f', "Makefile".to_string()), ('l', "ünï".to_string())];
+        assert_eq!(Listing::decode(&Listing::encode(&entries)), entries);
+        assert!(Listing::decode("").is_empty());
+    }
+
+    fn set_mtime(path: &Path, time: std::time::SystemTime) {
+        std::fs::File::options().write(true).open(path).unwrap().set_modified(time).unwrap();
     }
 }
