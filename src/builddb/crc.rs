@@ -163,6 +163,9 @@ impl StatSig {
     }
 }
 
+/// Stored signatures by path (paths that are not UTF-8 have none).
+pub type Signatures = HashMap<String, Signature>;
+
 /// A stored signature of one path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Signature {
@@ -264,9 +267,10 @@ pub struct CrcCounts {
 /// documentation). A file that cannot be read has no CRC (`None`), which
 /// never equals a stored value and so always counts as a change.
 pub struct CrcMemo {
-    files: Mutex<HashMap<PathBuf, Option<(u32, u64)>>>,
-    dirs: Mutex<HashMap<PathBuf, Option<u32>>>,
-    stored: HashMap<PathBuf, Signature>,
+    // Keyed by the paths' bytes: hashing a `Path` walks its components.
+    files: Mutex<HashMap<Box<[u8]>, Option<(u32, u64)>>>,
+    dirs: Mutex<HashMap<Box<[u8]>, Option<u32>>>,
+    stored: Signatures,
     /// Taken before any `stat` of this command: the recording time of every
     /// signature it takes.
     started_ns: i64,
@@ -291,7 +295,7 @@ struct FileCrc {
 
 impl CrcMemo {
     /// A memo that trusts these stored signatures (by path) while they hold.
-    pub fn with_signatures(stored: HashMap<PathBuf, Signature>) -> Self {
+    pub fn with_signatures(stored: Signatures) -> Self {
         CrcMemo {
             files: Mutex::default(),
             dirs: Mutex::default(),
@@ -306,12 +310,17 @@ impl CrcMemo {
     }
 
     pub fn file(&self, path: &Path) -> Option<u32> {
-        if let Some(value) = self.files.lock().expect("crc memo lock").get(path) {
+        let key = path.as_os_str().as_encoded_bytes();
+        if let Some(value) = self.files.lock().expect("crc memo lock").get(key) {
             return value.map(|(crc, _)| crc);
         }
         let value = self.check_file(path).map(|f| (f.crc, f.len));
-        self.files.lock().expect("crc memo lock").insert(path.to_path_buf(), value);
+        self.files.lock().expect("crc memo lock").insert(key.into(), value);
         value.map(|(crc, _)| crc)
+    }
+
+    fn stored(&self, path: &Path) -> Option<&Signature> {
+        self.stored.get(path.to_str()?)
     }
 
     pub fn dir(&self, path: &Path) -> Option<u32> {
@@ -336,14 +345,14 @@ impl CrcMemo {
     fn record(&self, path: &Path, stat: StatSig, signed: Signed) {
         let Some(key) = path.to_str() else { return };
         let signature = Signature { stat, recorded_ns: self.started_ns, signed };
-        if self.stored.get(path) != Some(&signature) {
+        if self.stored.get(key) != Some(&signature) {
             self.changed.lock().expect("crc memo lock").push((key.to_string(), signature));
         }
     }
 
     /// A file's CRC from its stored signature when that holds, else read.
     fn check_file(&self, path: &Path) -> Option<FileCrc> {
-        if let Some(stored @ Signature { signed: Signed::File { crc }, .. }) = self.stored.get(path) {
+        if let Some(stored @ Signature { signed: Signed::File { crc }, .. }) = self.stored(path) {
             if let Ok(meta) = std::fs::metadata(path) {
                 if meta.is_file() && stored.trusted(&StatSig::of(&meta)) {
                     self.files_trusted.fetch_add(1, Ordering::Relaxed);
@@ -373,7 +382,7 @@ impl CrcMemo {
     fn listing(&self, dir: &Path, is_port: bool) -> std::io::Result<DirListing> {
         let stat = std::fs::metadata(dir).ok().map(|meta| StatSig::of(&meta));
         if let (Some(stat), Some(stored @ Signature { signed: Signed::Dir { listing, .. }, .. })) =
-            (stat, self.stored.get(dir))
+            (stat, self.stored(dir))
         {
             if stored.trusted(&stat) {
                 self.dirs_trusted.fetch_add(1, Ordering::Relaxed);
@@ -430,7 +439,7 @@ impl CrcMemo {
             contents.push(content);
         }
         let basis = basis.finalize();
-        let stored = self.stored.get(root);
+        let stored = self.stored(root);
         let stored_port = match stored {
             Some(Signature { signed: Signed::Dir { port, .. }, .. }) => *port,
             _ => None,
@@ -490,12 +499,13 @@ fn now_ns() -> i64 {
     i64::try_from(since_epoch.as_nanos()).unwrap_or(i64::MAX)
 }
 
-fn memoised(map: &Mutex<HashMap<PathBuf, Option<u32>>>, key: &Path, compute: impl FnOnce() -> Option<u32>) -> Option<u32> {
+fn memoised(map: &Mutex<HashMap<Box<[u8]>, Option<u32>>>, key: &Path, compute: impl FnOnce() -> Option<u32>) -> Option<u32> {
+    let key = key.as_os_str().as_encoded_bytes();
     if let Some(value) = map.lock().expect("crc memo lock").get(key) {
         return *value;
     }
     let value = compute();
-    map.lock().expect("crc memo lock").insert(key.to_path_buf(), value);
+    map.lock().expect("crc memo lock").insert(key.into(), value);
     value
 }
 
@@ -582,7 +592,7 @@ mod tests {
 
     /// A memo over `previous`'s signatures, as the next command sees them.
     fn next(previous: &CrcMemo) -> CrcMemo {
-        CrcMemo::with_signatures(previous.take_changed().into_iter().map(|(p, s)| (PathBuf::from(p), s)).collect())
+        CrcMemo::with_signatures(previous.take_changed().into_iter().collect())
     }
 
     /// Signatures recorded as if taken well after the files' last change
@@ -635,18 +645,18 @@ mod tests {
         let makefile = dir.path().join("Makefile");
         let first = CrcMemo::default();
         let before = first.dir(dir.path()).unwrap();
-        let mut stored: HashMap<PathBuf, Signature> =
-            first.take_changed().into_iter().map(|(p, s)| (PathBuf::from(p), s)).collect();
+        let mut stored: Signatures = first.take_changed().into_iter().collect();
         std::fs::write(&makefile, "PORTNAME=y\n").unwrap();
         // What a change within the timestamp granularity leaves: the same signature.
         let now = StatSig::of(&std::fs::metadata(&makefile).unwrap());
-        stored.get_mut(&makefile).unwrap().stat = now;
+        let key = makefile.to_str().unwrap();
+        stored.get_mut(key).unwrap().stat = now;
         let racy = CrcMemo::with_signatures(stored.clone());
         assert_ne!(racy.dir(dir.path()), Some(before), "read again and found changed");
         assert_eq!(racy.dir(dir.path()), port_crc(dir.path()).ok());
         // The same entry recorded long after the file's times would be trusted:
         // the racy rule is what catches it.
-        let signature = stored.get_mut(&makefile).unwrap();
+        let signature = stored.get_mut(key).unwrap();
         signature.recorded_ns = now.ctime_ns.max(now.mtime_ns) + 10 * RACY_WINDOW_NS;
         let Signed::File { crc: old_crc } = signature.signed else { panic!("a file signature") };
         assert_ne!(Some(old_crc), file_crc(&makefile).ok());

@@ -3,13 +3,11 @@
 //! paths whose signature changed, in one transaction. Like the scan cache,
 //! they only save time: a table that fails to load means every file is read.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use rusqlite::params;
 
-use super::crc::{Signature, Signed, StatSig};
+use super::crc::{Signature, Signatures, Signed, StatSig};
 use super::store::BuildDb;
 
 const FILE: i64 = 0;
@@ -17,14 +15,14 @@ const DIR: i64 = 1;
 
 impl BuildDb {
     /// Every stored signature, by path.
-    pub fn signatures_load(&self) -> Result<HashMap<PathBuf, Signature>> {
-        let read = || -> rusqlite::Result<HashMap<PathBuf, Signature>> {
+    pub fn signatures_load(&self) -> Result<Signatures> {
+        let read = || -> rusqlite::Result<Signatures> {
             let mut statement = self.conn.prepare(
                 "SELECT path, kind, size, mtime_ns, ctime_ns, inode, device, crc, basis, listing, recorded_ns
                  FROM signatures",
             )?;
             let mut rows = statement.query([])?;
-            let mut signatures = HashMap::new();
+            let mut signatures = Signatures::new();
             while let Some(row) = rows.next()? {
                 let stat = StatSig {
                     size: row.get::<_, i64>(2)? as u64,
@@ -45,7 +43,7 @@ impl BuildDb {
                     _ => continue,
                 };
                 let path: String = row.get(0)?;
-                signatures.insert(PathBuf::from(path), Signature { stat, recorded_ns: row.get(10)?, signed });
+                signatures.insert(path, Signature { stat, recorded_ns: row.get(10)?, signed });
             }
             Ok(signatures)
         };

@@ -26,10 +26,13 @@ pub fn run(config: &Config, global: &GlobalArgs, ports: &[String]) -> Result<Exi
     }
     out.flush()?;
     stage.done("print");
+    // The process ends here: freeing the tree, plan and keys piece by piece
+    // (millions of allocations on a big tree) would only delay the exit.
+    let counts = (prepared.scan_stats, prepared.crc_counts);
+    std::mem::forget(prepared);
     if global.verbose > 0 {
-        let (hits, scans) = prepared.scan_stats;
+        let ((hits, scans), c) = counts;
         eprintln!("scan: {hits} port directories from the cache, {scans} scanned with {}", config.make_program);
-        let c = prepared.crc_counts;
         eprintln!(
             "files: {} unchanged by their stat signature, {} read; directories: {} unchanged, {} listed",
             c.files_trusted, c.files_read, c.dirs_trusted, c.dirs_listed

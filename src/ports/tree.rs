@@ -55,13 +55,16 @@ pub enum Scope<'a> {
 impl PortTree {
     /// Scans (through `scan`, which may consult a cache) and resolves.
     pub fn load(scanner: &Scanner, scope: Scope, scan: &dyn Fn(&[Origin]) -> Vec<super::scan::DirScan>) -> Result<PortTree> {
-        let (mut pending, problems): (Vec<Origin>, Vec<String>) = match scope {
-            Scope::Everything => {
-                let listing = scanner.list_ports()?;
-                (listing.origins, listing.problems)
-            }
-            Scope::Ports(ports) => (ports.iter().map(|o| o.with_flavor(None)).collect(), vec![]),
-        };
+        // The listing already checked its origins (symlinks, Makefile): the
+        // first wave of a whole tree is not checked again.
+        let (mut pending, problems, mut listed): (Vec<Origin>, Vec<String>, Option<HashMap<Origin, String>>) =
+            match scope {
+                Scope::Everything => {
+                    let listing = scanner.list_ports()?;
+                    (listing.origins, listing.problems, Some(listing.refused.into_iter().collect()))
+                }
+                Scope::Ports(ports) => (ports.iter().map(|o| o.with_flavor(None)).collect(), vec![], None),
+            };
         let mut seen: BTreeSet<Origin> = BTreeSet::new();
         let mut nodes = Vec::new();
         let mut missing = BTreeSet::new();
@@ -72,10 +75,14 @@ impl PortTree {
             let checked: Vec<(Origin, Result<bool, String>)> = std::mem::take(&mut pending)
                 .into_par_iter()
                 .map(|dir| {
-                    let present = scanner.escape(&dir).map(|_| scanner.port_dir(&dir).join("Makefile").is_file());
+                    let present = match &listed {
+                        Some(refused) => refused.get(&dir).map_or(Ok(true), |reason| Err(reason.clone())),
+                        None => scanner.escape(&dir).map(|_| scanner.port_dir(&dir).join("Makefile").is_file()),
+                    };
                     (dir, present)
                 })
                 .collect();
+            listed = None;
             let mut present = Vec::new();
             for (dir, check) in checked {
                 match check {
@@ -97,7 +104,13 @@ impl PortTree {
                                 continue;
                             }
                             let (specs, _) = meta.dep_specs();
-                            next.extend(specs.into_iter().map(|s| s.origin.with_flavor(None)));
+                            for spec in specs {
+                                let mut dir = spec.origin;
+                                dir.flavor = None;
+                                if !seen.contains(&dir) {
+                                    next.insert(dir);
+                                }
+                            }
                             nodes.push(Node { origin: meta.origin.clone(), meta: Some(meta), errors: vec![] });
                         }
                     }
@@ -131,7 +144,7 @@ impl PortTree {
         let mut tree =
             PortTree { nodes, graph, not_buildable: BTreeMap::new(), problems: vec![], index, defaults, ports_dir };
         for id in 0..tree.nodes.len() {
-            let Some(meta) = tree.nodes[id].meta.clone() else { continue };
+            let Some(meta) = &tree.nodes[id].meta else { continue };
             let (specs, mut errors) = meta.dep_specs();
             for spec in &specs {
                 match tree.resolve_spec(spec, scanner, missing) {
@@ -153,17 +166,26 @@ impl PortTree {
     }
 
     fn resolve_spec(&self, spec: &DepSpec, scanner: &Scanner, missing: &BTreeSet<Origin>) -> Result<NodeId, String> {
-        let dir = spec.origin.with_flavor(None);
-        if missing.contains(&dir) || !self.defaults.contains_key(&dir) {
-            return Err(format!("no such port {dir} (no Makefile in {})", scanner.port_dir(&dir).display()));
-        }
+        // Unflavored (most entries): the origin is its directory, no copy.
+        let unflavored;
+        let dir = match spec.origin.flavor {
+            None => &spec.origin,
+            Some(_) => {
+                unflavored = spec.origin.with_flavor(None);
+                &unflavored
+            }
+        };
+        let default = match self.defaults.get(dir) {
+            Some(&default) if !missing.contains(dir) => default,
+            _ => return Err(format!("no such port {dir} (no Makefile in {})", scanner.port_dir(dir).display())),
+        };
         let Some(flavor) = &spec.origin.flavor else {
-            return Ok(self.defaults[&dir]);
+            return Ok(default);
         };
         if let Some(&id) = self.index.get(&spec.origin) {
             return Ok(id);
         }
-        let flavors = self.nodes[self.defaults[&dir]].meta.as_ref().map(|m| m.flavors.join(" "));
+        let flavors = self.nodes[default].meta.as_ref().map(|m| m.flavors.join(" "));
         match flavors {
             Some(list) if !list.is_empty() => Err(format!("unknown flavor '{flavor}' of {dir} (FLAVORS: {list})")),
             Some(_) => Err(format!("unknown flavor '{flavor}': {dir} has no FLAVORS")),
