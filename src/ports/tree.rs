@@ -8,14 +8,14 @@
 //! variable and the entry. Problems are collected per node, never dropped, and
 //! then spread to everything that depends on a problem port.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 
 use anyhow::Result;
 use rayon::prelude::*;
 
 use super::scan::{check_package_names, PortMeta, Scanner};
-use super::{DepSpec, Origin};
+use super::{DepKind, DepSpec, Origin};
 use crate::graph::{Graph, NodeId};
 
 /// One node: a scanned port, or a port directory whose scan failed.
@@ -52,6 +52,23 @@ pub enum Scope<'a> {
     Ports(&'a [Origin]),
 }
 
+/// The `cat/port` of a dependency entry (`what:origin[:target]`) as a slice
+/// of it, the way `Origin::parse` finds it, without parsing the entry (None
+/// when it has no origin part). Only a shortcut: an entry whose directory is
+/// not known is parsed in full.
+fn entry_dir(entry: &str) -> Option<&str> {
+    let origin = entry.split(':').nth(1)?.trim();
+    let origin = origin.strip_prefix("${PORTSDIR}/").unwrap_or(origin);
+    let path = origin.split_once('@').map_or(origin, |(path, _)| path).trim_end_matches('/');
+    if !path.starts_with('/') {
+        return Some(path);
+    }
+    let mut slashes = path.rmatch_indices('/').map(|(at, _)| at);
+    slashes.next()?;
+    let start = slashes.next()?;
+    Some(&path[start + 1..])
+}
+
 impl PortTree {
     /// Scans (through `scan`, which may consult a cache) and resolves.
     pub fn load(scanner: &Scanner, scope: Scope, scan: &dyn Fn(&[Origin]) -> Vec<super::scan::DirScan>) -> Result<PortTree> {
@@ -65,11 +82,12 @@ impl PortTree {
                 }
                 Scope::Ports(ports) => (ports.iter().map(|o| o.with_flavor(None)).collect(), vec![], None),
             };
-        let mut seen: BTreeSet<Origin> = BTreeSet::new();
+        // Port directories (`cat/port`) already taken.
+        let mut seen: HashSet<String> = HashSet::new();
         let mut nodes = Vec::new();
         let mut missing = BTreeSet::new();
         while !pending.is_empty() {
-            pending.retain(|dir| seen.insert(dir.clone()));
+            pending.retain(|dir| seen.insert(dir.dir()));
             // A port directory that leads out of the tree through a symlink
             // is refused by name and never scanned.
             let checked: Vec<(Origin, Result<bool, String>)> = std::mem::take(&mut pending)
@@ -103,12 +121,20 @@ impl PortTree {
                                 nodes.push(Node { origin: meta.origin.clone(), meta: None, errors: vec![e] });
                                 continue;
                             }
-                            let (specs, _) = meta.dep_specs();
-                            for spec in specs {
-                                let mut dir = spec.origin;
-                                dir.flavor = None;
-                                if !seen.contains(&dir) {
-                                    next.insert(dir);
+                            // Only entries naming a directory not yet taken
+                            // are parsed here (`resolve` parses every one).
+                            for (kind, value) in DepKind::ALL.iter().zip(&meta.depends) {
+                                for entry in value.split_whitespace() {
+                                    if entry_dir(entry).is_some_and(|dir| seen.contains(dir)) {
+                                        continue;
+                                    }
+                                    if let Ok(spec) = DepSpec::parse(*kind, entry) {
+                                        let mut dir = spec.origin;
+                                        dir.flavor = None;
+                                        if !seen.contains(&dir.dir()) {
+                                            next.insert(dir);
+                                        }
+                                    }
                                 }
                             }
                             nodes.push(Node { origin: meta.origin.clone(), meta: Some(meta), errors: vec![] });
@@ -117,7 +143,7 @@ impl PortTree {
                     Err(error) => nodes.push(Node { origin: dir.clone(), meta: None, errors: vec![error.message] }),
                 }
             }
-            pending = next.into_iter().filter(|d| !seen.contains(d)).collect();
+            pending = next.into_iter().collect();
         }
         nodes.sort_by(|a, b| a.origin.cmp(&b.origin));
         let mut tree = PortTree::resolve(nodes, scanner, &missing);
@@ -143,15 +169,48 @@ impl PortTree {
         let ports_dir = scanner.ports_dir.clone();
         let mut tree =
             PortTree { nodes, graph, not_buildable: BTreeMap::new(), problems: vec![], index, defaults, ports_dir };
-        for id in 0..tree.nodes.len() {
-            let Some(meta) = &tree.nodes[id].meta else { continue };
-            let (specs, mut errors) = meta.dep_specs();
-            for spec in &specs {
-                match tree.resolve_spec(spec, scanner, missing) {
-                    Ok(dep) => tree.graph.add_edge(id, dep, spec.kind),
-                    Err(e) => errors.push(format!("{}: entry '{}': {e}", spec.kind, spec.text)),
+        // Entries repeat across a tree (a hub's entry is in half of its
+        // ports), and what an entry resolves to does not depend on who has
+        // it: each distinct entry is parsed and resolved once.
+        enum Resolved {
+            Node(NodeId),
+            Unresolved(String),
+            Malformed(String),
+        }
+        let mut edges = Vec::new();
+        let mut node_errors = Vec::new();
+        {
+            let mut known: HashMap<&str, Resolved> = HashMap::new();
+            for (id, node) in tree.nodes.iter().enumerate() {
+                let Some(meta) = &node.meta else { continue };
+                // Malformed entries first, then unresolvable ones, as `dep_specs` orders them.
+                let (mut malformed, mut unresolved) = (Vec::new(), Vec::new());
+                for (kind, value) in DepKind::ALL.iter().zip(&meta.depends) {
+                    for entry in value.split_whitespace() {
+                        let resolved = known.entry(entry).or_insert_with(|| match DepSpec::parse(*kind, entry) {
+                            Ok(spec) => match tree.resolve_spec(&spec, scanner, missing) {
+                                Ok(dep) => Resolved::Node(dep),
+                                Err(e) => Resolved::Unresolved(e),
+                            },
+                            Err(e) => Resolved::Malformed(e),
+                        });
+                        match resolved {
+                            Resolved::Node(dep) => edges.push((id, *dep, *kind)),
+                            Resolved::Unresolved(e) => unresolved.push(format!("{kind}: entry '{entry}': {e}")),
+                            Resolved::Malformed(e) => malformed.push(format!("{kind}: malformed entry {e}")),
+                        }
+                    }
+                }
+                if !malformed.is_empty() || !unresolved.is_empty() {
+                    malformed.append(&mut unresolved);
+                    node_errors.push((id, malformed));
                 }
             }
+        }
+        for (id, dep, kind) in edges {
+            tree.graph.add_edge(id, dep, kind);
+        }
+        for (id, errors) in node_errors {
             tree.nodes[id].errors.extend(errors);
         }
         tree.duplicate_pkgnames();
