@@ -333,6 +333,13 @@ impl CrcMemo {
         std::mem::take(&mut *self.changed.lock().expect("crc memo lock"))
     }
 
+    /// Frees the stored signatures once every path they could vouch for
+    /// was looked at (after the scan): later lookups are memo hits, and
+    /// their memory is better spent on the graph and the plan.
+    pub fn release_stored(&mut self) {
+        self.stored = Signatures::new();
+    }
+
     pub fn counts(&self) -> CrcCounts {
         CrcCounts {
             files_trusted: self.files_trusted.load(Ordering::Relaxed),

@@ -39,7 +39,7 @@ pub fn prepare_forcing(config: &Config, db: &BuildDb, origins: &[Origin], forced
         warn(&format!("stat signatures unreadable, reading every file: {e:#}"));
         Default::default()
     });
-    let memo = CrcMemo::with_signatures(signatures);
+    let mut memo = CrcMemo::with_signatures(signatures);
     stage.done("load the scan cache and the stat signatures");
     let config_crc = config_crc(config);
     let stored = db.scan_cache_load().unwrap_or_else(|e| {
@@ -56,6 +56,10 @@ pub fn prepare_forcing(config: &Config, db: &BuildDb, origins: &[Origin], forced
     if let Err(e) = db.scan_cache_store(&cached.take_fresh()) {
         warn(&format!("cannot update the scan cache: {e:#}"));
     }
+    let scan_stats = cached.stats();
+    drop(cached);
+    // The keys need the CRCs of the scanned ports only, all memoised now.
+    memo.release_stored();
     stage.done("store the scan cache");
     let keys = compute_keys(&tree, &memo, config_crc);
     stage.done("effective keys");
@@ -82,7 +86,7 @@ pub fn prepare_forcing(config: &Config, db: &BuildDb, origins: &[Origin], forced
         needs_build(current, states.get(&tree.nodes[node].origin.to_string()), present)
     })?;
     stage.done("plan");
-    Ok(Prepared { tree, keys, plan, scan_stats: cached.stats(), crc_counts: memo.counts() })
+    Ok(Prepared { tree, keys, plan, scan_stats, crc_counts: memo.counts() })
 }
 
 /// The file names in `All/` that are regular files (or symlinks to one):
