@@ -314,7 +314,7 @@ impl CrcMemo {
         if let Some(value) = self.files.lock().expect("crc memo lock").get(key) {
             return value.map(|(crc, _)| crc);
         }
-        let value = self.check_file(path).map(|f| (f.crc, f.len));
+        let value = self.check_file(path, None).map(|f| (f.crc, f.len));
         self.files.lock().expect("crc memo lock").insert(key.into(), value);
         value.map(|(crc, _)| crc)
     }
@@ -358,10 +358,15 @@ impl CrcMemo {
     }
 
     /// A file's CRC from its stored signature when that holds, else read.
-    fn check_file(&self, path: &Path) -> Option<FileCrc> {
+    /// `at`: the file's directory, open, and its name there.
+    fn check_file(&self, path: &Path, at: Option<(&DirHandle, &str)>) -> Option<FileCrc> {
         if let Some(stored @ Signature { signed: Signed::File { crc }, .. }) = self.stored(path) {
-            if let Ok(meta) = std::fs::metadata(path) {
-                if meta.is_file() && stored.trusted(&StatSig::of(&meta)) {
+            let now = match at {
+                Some((dir, name)) => dir.stat_at(name),
+                None => std::fs::metadata(path).ok().map(|meta| (meta.is_file(), StatSig::of(&meta))),
+            };
+            if let Some((is_file, now)) = now {
+                if is_file && stored.trusted(&now) {
                     self.files_trusted.fetch_add(1, Ordering::Relaxed);
                     return Some(FileCrc { crc: *crc, len: stored.stat.size });
                 }
@@ -386,8 +391,11 @@ impl CrcMemo {
     /// The counted entries of a directory, from its stored listing when its
     /// signature holds, else listed (and recorded, except a port directory's
     /// own row, which [`Self::port_crc`] writes with the port CRC).
-    fn listing(&self, dir: &Path, is_port: bool) -> std::io::Result<DirListing> {
-        let stat = std::fs::metadata(dir).ok().map(|meta| StatSig::of(&meta));
+    fn listing(&self, dir: &Path, is_port: bool, handle: Option<&DirHandle>) -> std::io::Result<DirListing> {
+        let stat = match handle {
+            Some(handle) => handle.stat(),
+            None => std::fs::metadata(dir).ok().map(|meta| StatSig::of(&meta)),
+        };
         if let (Some(stat), Some(stored @ Signature { signed: Signed::Dir { listing, .. }, .. })) =
             (stat, self.stored(dir))
         {
@@ -409,7 +417,10 @@ impl CrcMemo {
     /// files' CRCs, unless the basis it was stored with (every file's path,
     /// CRC and length) is the same now, in which case it is the stored one.
     fn port_crc(&self, root: &Path) -> Option<u32> {
-        let top = self.listing(root, true).ok()?;
+        // The port directory opened once (`O_PATH`): its files are `stat`ed
+        // by name, not by a walk of their whole path each.
+        let handle = DirHandle::open(root);
+        let top = self.listing(root, true, handle.as_ref()).ok()?;
         let mut files = Vec::new();
         let mut pending = vec![(String::new(), root.to_path_buf(), top.entries)];
         while let Some((prefix, path, entries)) = pending.pop() {
@@ -417,7 +428,7 @@ impl CrcMemo {
                 let relative = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
                 let full = path.join(&name);
                 if kind == 'd' {
-                    let sub = self.listing(&full, false).ok()?;
+                    let sub = self.listing(&full, false, None).ok()?;
                     pending.push((relative, full, sub.entries));
                 } else {
                     files.push((relative, full, kind == 'l'));
@@ -433,7 +444,8 @@ impl CrcMemo {
             let content = if *is_link {
                 PortFile::Link(std::fs::read_link(path).ok()?.into_os_string().into_encoded_bytes())
             } else {
-                let file = self.check_file(path)?;
+                let at = if relative.contains('/') { None } else { handle.as_ref().map(|h| (h, relative.as_str())) };
+                let file = self.check_file(path, at)?;
                 PortFile::File(file.crc, file.len)
             };
             match &content {
@@ -480,6 +492,45 @@ impl CrcMemo {
             }
         }
         Some(crc)
+    }
+}
+
+/// A directory opened with `O_PATH`, to `stat` it and its entries by name.
+struct DirHandle(std::fs::File);
+
+impl DirHandle {
+    fn open(dir: &Path) -> Option<DirHandle> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC;
+        std::fs::OpenOptions::new().read(true).custom_flags(flags).open(dir).ok().map(DirHandle)
+    }
+
+    fn stat(&self) -> Option<StatSig> {
+        self.0.metadata().ok().map(|meta| StatSig::of(&meta))
+    }
+
+    /// (is a regular file, signature) of the entry `name`, symlinks
+    /// followed as `std::fs::metadata` does.
+    fn stat_at(&self, name: &str) -> Option<(bool, StatSig)> {
+        use std::os::fd::AsRawFd;
+        let name = std::ffi::CString::new(name).ok()?;
+        let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: a valid descriptor, a NUL-terminated name and a buffer of
+        // the size fstatat writes.
+        let rc = unsafe { libc::fstatat(self.0.as_raw_fd(), name.as_ptr(), stat.as_mut_ptr(), 0) };
+        if rc != 0 {
+            return None;
+        }
+        // SAFETY: fstatat succeeded, so it filled the buffer.
+        let stat = unsafe { stat.assume_init() };
+        let sig = StatSig {
+            size: stat.st_size as u64,
+            mtime_ns: stat.st_mtime.saturating_mul(1_000_000_000).saturating_add(stat.st_mtime_nsec),
+            ctime_ns: stat.st_ctime.saturating_mul(1_000_000_000).saturating_add(stat.st_ctime_nsec),
+            inode: stat.st_ino,
+            device: stat.st_dev,
+        };
+        Some((stat.st_mode & libc::S_IFMT == libc::S_IFREG, sig))
     }
 }
 

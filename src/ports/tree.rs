@@ -83,7 +83,7 @@ impl PortTree {
                 Scope::Ports(ports) => (ports.iter().map(|o| o.with_flavor(None)).collect(), vec![], None),
             };
         // Port directories (`cat/port`) already taken.
-        let mut seen: HashSet<String> = HashSet::new();
+        let mut seen: HashSet<String> = HashSet::with_capacity(pending.len());
         let mut nodes = Vec::new();
         let mut missing = BTreeSet::new();
         while !pending.is_empty() {
@@ -153,8 +153,8 @@ impl PortTree {
 
     fn resolve(nodes: Vec<Node>, scanner: &Scanner, missing: &BTreeSet<Origin>) -> PortTree {
         let mut graph = Graph::with_capacity(nodes.len());
-        let mut index = HashMap::new();
-        let mut defaults = HashMap::new();
+        let mut index = HashMap::with_capacity(nodes.len());
+        let mut defaults = HashMap::with_capacity(nodes.len());
         for node in &nodes {
             let id = graph.add_node(node.origin.to_string());
             index.insert(node.origin.clone(), id);
@@ -177,10 +177,10 @@ impl PortTree {
             Unresolved(String),
             Malformed(String),
         }
-        let mut edges = Vec::new();
+        let mut edges = Vec::with_capacity(tree.nodes.len() * 4);
         let mut node_errors = Vec::new();
         {
-            let mut known: HashMap<&str, Resolved> = HashMap::new();
+            let mut known: HashMap<&str, Resolved> = HashMap::with_capacity(tree.nodes.len() * 2);
             for (id, node) in tree.nodes.iter().enumerate() {
                 let Some(meta) = &node.meta else { continue };
                 // Malformed entries first, then unresolvable ones, as `dep_specs` orders them.
@@ -321,5 +321,27 @@ impl PortTree {
 
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_dir_finds_the_directory_origin_parse_finds() {
+        for entry in [
+            "pkgconf:devel/pkgconf",
+            "libx.so:devel/libx@lite",
+            "x:${PORTSDIR}/misc/hello",
+            "x:/usr/ports/misc/hello/",
+            "x:misc/hello:build",
+            "py>=1.0:lang/py@py311:stage",
+        ] {
+            let spec = DepSpec::parse(DepKind::Build, entry).unwrap();
+            assert_eq!(entry_dir(entry), Some(spec.origin.dir().as_str()), "{entry}");
+        }
+        assert_eq!(entry_dir("no-origin"), None);
+        assert_eq!(entry_dir("x:/hello"), None);
     }
 }
