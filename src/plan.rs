@@ -109,10 +109,16 @@ impl Plan {
         for (node, verdict) in &verdicts {
             to_build[*node] = matches!(verdict, Verdict::Build(_));
         }
-        let weights = vec![1.0; tree.len()];
-        let priority = tree.graph.priorities(&weights);
-        let dependents = tree.graph.transitive_dependents_counts();
-        let order = tree.graph.schedule_order(&to_build, &priority, &dependents);
+        // The order's inputs cost more than the rest of the plan on a big
+        // tree: not computed when nothing is to be built (a warm status).
+        let order = if to_build.contains(&true) {
+            let weights = vec![1.0; tree.len()];
+            let priority = tree.graph.priorities(&weights);
+            let dependents = tree.graph.transitive_dependents_counts();
+            tree.graph.schedule_order(&to_build, &priority, &dependents)
+        } else {
+            Vec::new()
+        };
         let entry = |node: NodeId| PlanEntry {
             node,
             origin: tree.nodes[node].origin.clone(),

@@ -331,3 +331,135 @@ fn readers_in_other_processes_are_not_blocked_by_a_writer() {
         serde_json::from_str(&env.run_ok(&["--json", "history", "misc/p1", "--limit", "100"])).unwrap();
     assert_eq!(builds.as_array().unwrap().len(), 20);
 }
+
+/// (files read, directories listed) of a `-v status`, from its "files:" line.
+fn reads(env: &Env) -> (usize, usize) {
+    let output = env.run(&["-v", "status"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let err = stderr(&output);
+    let line = err.lines().find(|l| l.starts_with("files: ")).unwrap_or_else(|| panic!("no files line: {err}"));
+    let numbers: Vec<usize> = line.split_whitespace().filter_map(|w| w.trim_end_matches(';').parse().ok()).collect();
+    (numbers[1], numbers[3])
+}
+
+fn mtime(path: &Path) -> std::time::SystemTime {
+    std::fs::metadata(path).unwrap().modified().unwrap()
+}
+
+fn set_mtime(path: &Path, time: std::time::SystemTime) {
+    std::fs::File::options().write(true).open(path).unwrap().set_modified(time).unwrap();
+}
+
+/// Every file of a fresh copy is racily clean (changed less than the racy
+/// window before its signature was taken) and is read again; once that has
+/// passed, one status records signatures that hold.
+fn settle(env: &Env) {
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    reads(env);
+}
+
+#[test]
+fn an_unchanged_tree_is_checked_without_reading_a_file() {
+    let env = Env::testdata();
+    mark_all_built(&env);
+    settle(&env);
+    assert_eq!(reads(&env), (0, 0), "no file read, no directory listed");
+    assert_eq!(to_build(&env), BTreeMap::new());
+    assert_eq!(reads(&env), (0, 0));
+}
+
+#[test]
+fn stat_signatures_miss_no_change() {
+    let env = Env::testdata();
+    mark_all_built(&env);
+    settle(&env);
+
+    // Same size, mtime set back: only the ctime tells.
+    let makefile = env.ports().join("misc/hello/Makefile");
+    let before = mtime(&makefile);
+    let text = std::fs::read_to_string(&makefile).unwrap();
+    let same_size = text.replacen("2.1", "2.2", 1);
+    assert_eq!(same_size.len(), text.len());
+    assert_ne!(same_size, text);
+    std::fs::write(&makefile, &same_size).unwrap();
+    set_mtime(&makefile, before);
+    assert_eq!(mtime(&makefile), before);
+    assert_eq!(reads(&env).0, 1, "the one file whose ctime changed");
+    let built = to_build(&env);
+    assert_eq!(built.get("misc/hello").map(String::as_str), Some("changed"), "{built:?}");
+    std::fs::write(&makefile, &text).unwrap();
+    set_mtime(&makefile, before);
+    assert_eq!(to_build(&env), BTreeMap::new(), "back to the built content");
+
+    // Replaced by a rename: a new inode, even with the old size and mtime.
+    let descr = env.ports().join("misc/chain-top/pkg-descr");
+    let old = std::fs::read(&descr).unwrap();
+    let old_mtime = mtime(&descr);
+    let mut new = old.clone();
+    new[0] ^= 0x20;
+    let replacement = env.path().join("pkg-descr.new");
+    std::fs::write(&replacement, &new).unwrap();
+    set_mtime(&replacement, old_mtime);
+    std::fs::rename(&replacement, &descr).unwrap();
+    assert_eq!(to_build(&env), map(&[("misc/chain-top", "changed")]));
+    std::fs::write(&descr, &old).unwrap();
+    assert_eq!(to_build(&env), BTreeMap::new());
+
+    // A new file and a removed one change the port directory's listing.
+    settle(&env);
+    let message = env.ports().join("misc/chain-top/pkg-message");
+    std::fs::write(&message, "hello\n").unwrap();
+    assert_eq!(to_build(&env), map(&[("misc/chain-top", "changed")]));
+    std::fs::remove_file(&message).unwrap();
+    assert_eq!(to_build(&env), BTreeMap::new());
+    let patch = env.ports().join("misc/hello/files/patch-extra");
+    std::fs::create_dir_all(patch.parent().unwrap()).unwrap();
+    std::fs::write(&patch, "--- a\n+++ b\n").unwrap();
+    let built = to_build(&env);
+    assert_eq!(built.get("misc/hello").map(String::as_str), Some("changed"), "{built:?}");
+    std::fs::remove_file(&patch).unwrap();
+    assert_eq!(to_build(&env), BTreeMap::new());
+
+    // A makefile outside the port, read through its signature: its users.
+    settle(&env);
+    let dirs = 17;
+    assert_eq!(scan_stats(&env), (dirs, 0));
+    append(&env.ports().join("Mk/Uses/warnings.mk"), "# edit\n");
+    assert_eq!(scan_stats(&env), (dirs - 3, 3), "the shared include's three users");
+}
+
+/// git's racily clean entries: a file changed within the timestamp
+/// granularity of the moment its signature was taken may change again
+/// without a new signature. Simulated by giving the stored signature the
+/// file's new stat (what a change within the same tick leaves) while its
+/// CRC stays the old content's.
+#[test]
+fn a_racily_clean_file_is_read_again() {
+    let env = Env::testdata();
+    mark_all_built(&env);
+    let makefile = env.ports().join("misc/hello/Makefile");
+    // Signed just now: the copy's files are younger than the racy window.
+    reads(&env);
+    let text = std::fs::read_to_string(&makefile).unwrap();
+    std::fs::write(&makefile, text.replacen("2.1", "2.2", 1)).unwrap();
+    let db = rusqlite::Connection::open(env.base().join("builddb.sqlite")).unwrap();
+    let meta = std::fs::metadata(&makefile).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    let updated = db
+        .execute(
+            "UPDATE signatures SET size = ?2, mtime_ns = ?3, ctime_ns = ?4, inode = ?5, device = ?6 WHERE path = ?1",
+            rusqlite::params![
+                makefile.to_str().unwrap(),
+                meta.size() as i64,
+                meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+                meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+                meta.ino() as i64,
+                meta.dev() as i64
+            ],
+        )
+        .unwrap();
+    assert_eq!(updated, 1);
+    drop(db);
+    let built = to_build(&env);
+    assert_eq!(built.get("misc/hello").map(String::as_str), Some("changed"), "{built:?}");
+}

@@ -81,7 +81,8 @@ pub fn compute_keys(tree: &PortTree, memo: &CrcMemo, config_crc: u32) -> Vec<Opt
         for edge in tree.graph.dependencies(node) {
             match &keys[edge.to] {
                 Some(dep) => {
-                    dep_keys.insert(tree.nodes[edge.to].origin.to_string(), dep.effective_key);
+                    // The graph's label is the origin as text: no formatting per edge.
+                    dep_keys.insert(tree.graph.label(edge.to).to_string(), dep.effective_key);
                 }
                 None => complete = false,
             }
@@ -112,17 +113,10 @@ fn own_crcs(tree: &PortTree, memo: &CrcMemo, node: NodeId) -> Option<(u32, u32)>
 }
 
 fn effective_key(port: u32, makefiles: u32, flavor: &str, config: u32, deps: &BTreeMap<String, u32>) -> u32 {
-    let mut parts: Vec<Vec<u8>> = vec![
-        port.to_le_bytes().to_vec(),
-        makefiles.to_le_bytes().to_vec(),
-        flavor.as_bytes().to_vec(),
-        config.to_le_bytes().to_vec(),
-    ];
-    for (origin, key) in deps {
-        parts.push(origin.as_bytes().to_vec());
-        parts.push(key.to_le_bytes().to_vec());
-    }
-    crc_of_parts(parts.iter().map(Vec::as_slice))
+    let head = [&port.to_le_bytes()[..], &makefiles.to_le_bytes(), flavor.as_bytes(), &config.to_le_bytes()];
+    let dep_keys: Vec<[u8; 4]> = deps.values().map(|key| key.to_le_bytes()).collect();
+    let deps = deps.keys().zip(&dep_keys).flat_map(|(origin, key)| [origin.as_bytes(), &key[..]]);
+    crc_of_parts(head.into_iter().chain(deps))
 }
 
 /// Why a port must be built, or None when its package is current.

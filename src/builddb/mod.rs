@@ -42,6 +42,7 @@ mod records;
 mod runs;
 mod scan_cache;
 mod schema;
+mod signatures;
 mod store;
 
 #[cfg(test)]

@@ -35,6 +35,9 @@ impl BuildDb {
 
     /// Inserts or replaces these entries, all in one transaction.
     pub fn scan_cache_store(&self, entries: &[(String, ScanCacheEntry)]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
         let tx = self.write_tx()?;
         {
             let mut statement = tx

@@ -101,8 +101,30 @@ ALTER TABLE builds ADD COLUMN cpu_ms INTEGER;
 ALTER TABLE builds ADD COLUMN peak_memory INTEGER;
 ";
 
+/// Stat signatures (git's index): per path, what `stat` said when the file's
+/// content CRC (or the directory's listing) was taken, so that a warm check
+/// reads only what changed (`builddb::crc`). `crc` is a file's content CRC or
+/// a port directory's port CRC, `basis` the CRC of the file CRCs that port
+/// CRC was made from; `listing` a directory's counted entries. Inode and
+/// device are stored as the bits of the unsigned values.
+const SCHEMA_V3: &str = "
+CREATE TABLE signatures (
+    path         TEXT PRIMARY KEY,
+    kind         INTEGER NOT NULL CHECK (kind IN (0, 1)),  -- 0 file, 1 directory
+    size         INTEGER NOT NULL,
+    mtime_ns     INTEGER NOT NULL,
+    ctime_ns     INTEGER NOT NULL,
+    inode        INTEGER NOT NULL,
+    device       INTEGER NOT NULL,
+    crc          INTEGER,
+    basis        INTEGER,
+    listing      TEXT,
+    recorded_ns  INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
 /// Every schema step, oldest first. Append to change the schema.
-pub(crate) const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
+pub(crate) const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::builddb::crc::CrcMemo;
+use crate::builddb::crc::{CrcCounts, CrcMemo};
 use crate::builddb::keys::{compute_keys, config_crc, needs_build, KeyInputs};
 use crate::builddb::BuildDb;
 use crate::config::Config;
@@ -20,6 +20,8 @@ pub struct Prepared {
     pub plan: Plan,
     /// (scan cache hits, bmake scans).
     pub scan_stats: (usize, usize),
+    /// Files and directories trusted by their stat signature, or read.
+    pub crc_counts: CrcCounts,
 }
 
 /// Scans, resolves and plans. Scan-cache write failures are warnings: the
@@ -31,8 +33,14 @@ pub fn prepare(config: &Config, db: &BuildDb, origins: &[Origin]) -> Result<Prep
 /// [`prepare`], with the `forced` ports planned for a build even when up to
 /// date (`portsynth force`).
 pub fn prepare_forcing(config: &Config, db: &BuildDb, origins: &[Origin], forced: &[Origin]) -> Result<Prepared> {
+    let stage = Stages::new();
     let scanner = super::scanner(config)?;
-    let memo = CrcMemo::default();
+    let signatures = db.signatures_load().unwrap_or_else(|e| {
+        warn(&format!("stat signatures unreadable, reading every file: {e:#}"));
+        Default::default()
+    });
+    let mut memo = CrcMemo::with_signatures(signatures);
+    stage.done("load the scan cache and the stat signatures");
     let config_crc = config_crc(config);
     let stored = db.scan_cache_load().unwrap_or_else(|e| {
         warn(&format!("scan cache unreadable, scanning everything: {e:#}"));
@@ -41,13 +49,24 @@ pub fn prepare_forcing(config: &Config, db: &BuildDb, origins: &[Origin], forced
     let cached = CachedScanner::new(&scanner, &memo, config_crc, stored);
     let scope = if origins.is_empty() { Scope::Everything } else { Scope::Ports(origins) };
     let tree = PortTree::load(&scanner, scope, &|dirs| cached.scan_dirs(dirs))?;
+    stage.done("list, validate, decode, resolve (PortTree::load)");
     for problem in &tree.problems {
         warn(problem);
     }
     if let Err(e) = db.scan_cache_store(&cached.take_fresh()) {
         warn(&format!("cannot update the scan cache: {e:#}"));
     }
+    let scan_stats = cached.stats();
+    drop(cached);
+    // The keys need the CRCs of the scanned ports only, all memoised now.
+    memo.release_stored();
+    stage.done("store the scan cache");
     let keys = compute_keys(&tree, &memo, config_crc);
+    stage.done("effective keys");
+    if let Err(e) = db.signatures_store(&memo.take_changed()) {
+        warn(&format!("cannot update the stat signatures: {e:#}"));
+    }
+    stage.done("store the stat signatures");
     let states = db.port_states().unwrap_or_else(|e| {
         warn(&format!("cannot read stored port states, treating every port as new: {e:#}"));
         Default::default()
@@ -66,7 +85,8 @@ pub fn prepare_forcing(config: &Config, db: &BuildDb, origins: &[Origin], forced
         let present = packages.contains(&config.framework.framework().package_file(&meta.pkgname));
         needs_build(current, states.get(&tree.nodes[node].origin.to_string()), present)
     })?;
-    Ok(Prepared { tree, keys, plan, scan_stats: cached.stats() })
+    stage.done("plan");
+    Ok(Prepared { tree, keys, plan, scan_stats, crc_counts: memo.counts() })
 }
 
 /// The file names in `All/` that are regular files (or symlinks to one):
@@ -83,6 +103,30 @@ fn packages_present(all_dir: &Path) -> HashSet<String> {
         })
         .filter_map(|entry| entry.file_name().into_string().ok())
         .collect()
+}
+
+/// Stage timestamps on stderr when `PORTSYNTH_STAGE_TIMES` is set: how the
+/// stage breakdowns of docs/PERFORMANCE.md are measured.
+pub struct Stages(Option<std::cell::Cell<std::time::Instant>>);
+
+impl Stages {
+    pub fn new() -> Stages {
+        Stages(std::env::var_os("PORTSYNTH_STAGE_TIMES").map(|_| std::cell::Cell::new(std::time::Instant::now())))
+    }
+
+    pub fn done(&self, what: &str) {
+        if let Some(last) = &self.0 {
+            let now = std::time::Instant::now();
+            eprintln!("stage: {:7.1} ms  {what}", (now - last.get()).as_secs_f64() * 1000.0);
+            last.set(now);
+        }
+    }
+}
+
+impl Default for Stages {
+    fn default() -> Self {
+        Stages::new()
+    }
 }
 
 pub fn warn(message: &str) {

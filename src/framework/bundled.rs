@@ -5,9 +5,11 @@
 //! `what:origin[:target]`; packages are `All/<PKGNAME>.pkg`, zstd tars with
 //! a `+MANIFEST`, installed below `/usr/local`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use super::{Framework, Kind, NodeDeps};
+use crate::graph::NodeId;
+use crate::ports::DepSpec;
 use crate::ports::scan::{check_package_names, DirScan, Listing, PortMeta, ScanError, Scanner};
 use crate::ports::PortTree;
 use crate::ports::{DepKind, Origin};
@@ -69,30 +71,64 @@ impl Framework for Bundled {
         Ok(metas)
     }
 
-    fn dependency_dirs(&self, meta: &PortMeta) -> Vec<Origin> {
-        meta.dep_specs().0.into_iter().map(|s| s.origin.with_flavor(None)).collect()
+    /// Only entries naming a directory not yet taken are parsed.
+    fn dependency_dirs(&self, meta: &PortMeta, taken: &dyn Fn(&str) -> bool) -> Vec<Origin> {
+        let mut dirs = Vec::new();
+        for (kind, value) in DepKind::ALL.iter().zip(&meta.depends) {
+            for entry in value.split_whitespace() {
+                if entry_dir(entry).is_some_and(taken) {
+                    continue;
+                }
+                if let Ok(spec) = DepSpec::parse(*kind, entry) {
+                    dirs.push(spec.origin.with_flavor(None));
+                }
+            }
+        }
+        dirs
     }
 
     /// Each `what:origin[:target]` entry names a node: an unflavored
     /// origin of a flavored port means its first flavor; a malformed entry,
     /// a missing port or an unknown flavor is an error naming the variable
     /// and the entry.
+    ///
+    /// Entries repeat across a tree (a hub's entry is in half of its
+    /// ports), and what an entry resolves to does not depend on who has it:
+    /// each distinct entry is parsed and resolved once.
     fn resolve(&self, tree: &PortTree, scanner: &Scanner, missing: &BTreeSet<Origin>) -> Vec<NodeDeps> {
-        tree.nodes
-            .iter()
-            .map(|node| {
-                let Some(meta) = &node.meta else { return NodeDeps::default() };
-                let (specs, mut errors) = meta.dep_specs();
-                let mut edges = Vec::new();
-                for spec in &specs {
-                    match tree.resolve_spec(spec, scanner, missing) {
-                        Ok(dep) => edges.push((dep, spec.kind)),
-                        Err(e) => errors.push(format!("{}: entry '{}': {e}", spec.kind, spec.text)),
+        enum Resolved {
+            Node(NodeId),
+            Unresolved(String),
+            Malformed(String),
+        }
+        let mut known: HashMap<&str, Resolved> = HashMap::with_capacity(tree.nodes.len() * 2);
+        let mut all = Vec::with_capacity(tree.nodes.len());
+        for node in &tree.nodes {
+            let mut deps = NodeDeps::default();
+            if let Some(meta) = &node.meta {
+                // Malformed entries first, then unresolvable ones, as `dep_specs` orders them.
+                let mut unresolved = Vec::new();
+                for (kind, value) in DepKind::ALL.iter().zip(&meta.depends) {
+                    for entry in value.split_whitespace() {
+                        let resolved = known.entry(entry).or_insert_with(|| match DepSpec::parse(*kind, entry) {
+                            Ok(spec) => match tree.resolve_spec(&spec, scanner, missing) {
+                                Ok(dep) => Resolved::Node(dep),
+                                Err(e) => Resolved::Unresolved(e),
+                            },
+                            Err(e) => Resolved::Malformed(e),
+                        });
+                        match resolved {
+                            Resolved::Node(dep) => deps.edges.push((*dep, *kind)),
+                            Resolved::Unresolved(e) => unresolved.push(format!("{kind}: entry '{entry}': {e}")),
+                            Resolved::Malformed(e) => deps.errors.push(format!("{kind}: malformed entry {e}")),
+                        }
                     }
                 }
-                NodeDeps { edges, errors }
-            })
-            .collect()
+                deps.errors.append(&mut unresolved);
+            }
+            all.push(deps);
+        }
+        all
     }
 
     fn make_args(&self, target: &str) -> Vec<String> {
@@ -124,6 +160,23 @@ impl Framework for Bundled {
     fn package_file(&self, pkgname: &str) -> String {
         format!("{pkgname}.pkg")
     }
+}
+
+/// The `cat/port` of a dependency entry (`what:origin[:target]`) as a slice
+/// of it, the way `Origin::parse` finds it, without parsing the entry (None
+/// when it has no origin part). Only a shortcut: an entry whose directory is
+/// not known is parsed in full.
+fn entry_dir(entry: &str) -> Option<&str> {
+    let origin = entry.split(':').nth(1)?.trim();
+    let origin = origin.strip_prefix("${PORTSDIR}/").unwrap_or(origin);
+    let path = origin.split_once('@').map_or(origin, |(path, _)| path).trim_end_matches('/');
+    if !path.starts_with('/') {
+        return Some(path);
+    }
+    let mut slashes = path.rmatch_indices('/').map(|(at, _)| at);
+    slashes.next()?;
+    let start = slashes.next()?;
+    Some(&path[start + 1..])
 }
 
 /// One bmake call: all of [`QUERY_VARS`] at once.
@@ -194,6 +247,24 @@ fn parse_query(origin: Origin, port_dir: &std::path::Path, lines: &[&str]) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entry_dir_finds_the_directory_origin_parse_finds() {
+        for entry in [
+            "pkgconf:devel/pkgconf",
+            "libx.so:devel/libx@lite",
+            "x:${PORTSDIR}/misc/hello",
+            "x:/usr/ports/misc/hello/",
+            "x:misc/hello:build",
+            "py>=1.0:lang/py@py311:stage",
+        ] {
+            let spec = DepSpec::parse(DepKind::Build, entry).unwrap();
+            assert_eq!(entry_dir(entry), Some(spec.origin.dir().as_str()), "{entry}");
+        }
+        assert_eq!(entry_dir("no-origin"), None);
+        assert_eq!(entry_dir("x:/hello"), None);
+    }
+
 
     #[test]
     fn query_output_with_a_bad_pkgname_is_an_error() {

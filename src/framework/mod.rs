@@ -111,7 +111,9 @@ pub trait Framework: Sync {
 
     /// The port directories `meta`'s dependencies name: scanned next, so
     /// that a partial scan holds the whole dependency closure.
-    fn dependency_dirs(&self, meta: &PortMeta) -> Vec<Origin>;
+    /// `taken(dir)` says a directory (`cat/port`) is known already: a
+    /// framework may skip the entries naming one.
+    fn dependency_dirs(&self, meta: &PortMeta, taken: &dyn Fn(&str) -> bool) -> Vec<Origin>;
 
     /// Every node's dependencies resolved to nodes, or the errors that make
     /// it not buildable (indexed like `tree.nodes`; nodes without metadata

@@ -24,7 +24,9 @@ pub struct CachedScanner<'a> {
     scanner: &'a Scanner,
     memo: &'a CrcMemo,
     config_crc: u32,
-    stored: HashMap<String, ScanCacheEntry>,
+    /// Taken out as each directory is looked at, so that the stored JSON
+    /// is freed as soon as it is decoded.
+    stored: Mutex<HashMap<String, ScanCacheEntry>>,
     fresh: Mutex<Vec<(String, ScanCacheEntry)>>,
     hits: AtomicUsize,
     misses: AtomicUsize,
@@ -36,7 +38,7 @@ impl<'a> CachedScanner<'a> {
             scanner,
             memo,
             config_crc,
-            stored,
+            stored: Mutex::new(stored),
             fresh: Mutex::default(),
             hits: AtomicUsize::new(0),
             misses: AtomicUsize::new(0),
@@ -50,8 +52,9 @@ impl<'a> CachedScanner<'a> {
     fn scan_dir(&self, dir: &Origin) -> DirScan {
         let key = dir.dir();
         let dir_crc = self.dir_crc(dir);
-        if let (Some(crc), Some(entry)) = (dir_crc, self.stored.get(&key)) {
-            if let Some(metas) = self.reuse(crc, entry) {
+        let stored = self.stored.lock().expect("scan cache lock").remove(&key);
+        if let (Some(crc), Some(entry)) = (dir_crc, stored) {
+            if let Some(metas) = self.reuse(crc, &entry) {
                 self.hits.fetch_add(1, Ordering::Relaxed);
                 return Ok(metas);
             }

@@ -55,7 +55,7 @@ impl Origin {
     }
 
     pub fn with_flavor(&self, flavor: Option<&str>) -> Origin {
-        Origin { flavor: flavor.map(str::to_string), ..self.clone() }
+        Origin { category: self.category.clone(), name: self.name.clone(), flavor: flavor.map(str::to_string) }
     }
 
     /// The per-port log file stem: `cat___port[@flavor]`.

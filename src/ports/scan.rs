@@ -89,6 +89,10 @@ pub struct Scanner {
 pub struct Listing {
     pub origins: Vec<Origin>,
     pub problems: Vec<String>,
+    /// Origins (also in `origins`) that lead out of the tree, with the
+    /// reason; every other origin was checked as `PortTree::load` would
+    /// (no escaping symlink, a `Makefile`), so it need not check again.
+    pub refused: Vec<(Origin, String)>,
 }
 
 /// The result of scanning one port directory: every flavor, or the error.
@@ -149,30 +153,34 @@ impl Scanner {
                 }
             }
         }
-        let checked: Vec<(Origin, Option<String>)> = candidates
+        let checked: Vec<(Origin, Option<String>, Option<String>)> = candidates
             .into_par_iter()
             .filter_map(|(origin, category_link, port_link)| {
                 if !category_link && !port_link {
-                    return self.port_dir(&origin).join("Makefile").is_file().then_some((origin, None));
+                    return self.port_dir(&origin).join("Makefile").is_file().then_some((origin, None, None));
                 }
                 match self.escape(&origin) {
                     // Outside the tree: listed, so that it is refused by name.
-                    Err(_) => Some((origin, None)),
+                    Err(reason) => Some((origin, None, Some(reason))),
                     Ok(_) if !self.port_dir(&origin).join("Makefile").is_file() => None,
                     Ok(Some(target)) if port_link => {
                         let note = format!("{origin} is a symlink to {target} inside the ports tree; scanned as {origin}");
-                        Some((origin, Some(note)))
+                        Some((origin, Some(note), None))
                     }
-                    Ok(_) => Some((origin, None)),
+                    Ok(_) => Some((origin, None, None)),
                 }
             })
             .collect();
         let mut origins = Vec::with_capacity(checked.len());
-        for (origin, note) in checked {
+        let mut refused = Vec::new();
+        for (origin, note, refusal) in checked {
             problems.extend(note);
+            if let Some(reason) = refusal {
+                refused.push((origin.clone(), reason));
+            }
             origins.push(origin);
         }
-        Ok(Listing { origins, problems })
+        Ok(Listing { origins, problems, refused })
     }
 
     /// Whether a port directory leaves the tree through a symlink (of its

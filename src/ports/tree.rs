@@ -8,7 +8,7 @@
 //! variable and the entry. Problems are collected per node, never dropped, and
 //! then spread to everything that depends on a problem port.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -52,30 +52,39 @@ pub enum Scope<'a> {
     Ports(&'a [Origin]),
 }
 
+
 impl PortTree {
     /// Scans (through `scan`, which may consult a cache) and resolves.
     pub fn load(scanner: &Scanner, scope: Scope, scan: &dyn Fn(&[Origin]) -> Vec<super::scan::DirScan>) -> Result<PortTree> {
-        let (mut pending, problems): (Vec<Origin>, Vec<String>) = match scope {
-            Scope::Everything => {
-                let listing = scanner.list_ports()?;
-                (listing.origins, listing.problems)
-            }
-            Scope::Ports(ports) => (ports.iter().map(|o| o.with_flavor(None)).collect(), vec![]),
-        };
-        let mut seen: BTreeSet<Origin> = BTreeSet::new();
+        // The listing already checked its origins (symlinks, Makefile): the
+        // first wave of a whole tree is not checked again.
+        let (mut pending, problems, mut listed): (Vec<Origin>, Vec<String>, Option<HashMap<Origin, String>>) =
+            match scope {
+                Scope::Everything => {
+                    let listing = scanner.list_ports()?;
+                    (listing.origins, listing.problems, Some(listing.refused.into_iter().collect()))
+                }
+                Scope::Ports(ports) => (ports.iter().map(|o| o.with_flavor(None)).collect(), vec![], None),
+            };
+        // Port directories (`cat/port`) already taken.
+        let mut seen: HashSet<String> = HashSet::with_capacity(pending.len());
         let mut nodes = Vec::new();
         let mut missing = BTreeSet::new();
         while !pending.is_empty() {
-            pending.retain(|dir| seen.insert(dir.clone()));
+            pending.retain(|dir| seen.insert(dir.dir()));
             // A port directory that leads out of the tree through a symlink
             // is refused by name and never scanned.
             let checked: Vec<(Origin, Result<bool, String>)> = std::mem::take(&mut pending)
                 .into_par_iter()
                 .map(|dir| {
-                    let present = scanner.escape(&dir).map(|_| scanner.port_dir(&dir).join("Makefile").is_file());
+                    let present = match &listed {
+                        Some(refused) => refused.get(&dir).map_or(Ok(true), |reason| Err(reason.clone())),
+                        None => scanner.escape(&dir).map(|_| scanner.port_dir(&dir).join("Makefile").is_file()),
+                    };
                     (dir, present)
                 })
                 .collect();
+            listed = None;
             let mut present = Vec::new();
             for (dir, check) in checked {
                 match check {
@@ -97,14 +106,20 @@ impl PortTree {
                                 nodes.push(Node { origin: meta.origin.clone(), meta: None, errors: vec![e] });
                                 continue;
                             }
-                            next.extend(scanner.framework.framework().dependency_dirs(&meta));
+                            // Only directories not yet taken are worth parsing for.
+                            let taken = |dir: &str| seen.contains(dir);
+                            for dir in scanner.framework.framework().dependency_dirs(&meta, &taken) {
+                                if !seen.contains(&dir.dir()) {
+                                    next.insert(dir);
+                                }
+                            }
                             nodes.push(Node { origin: meta.origin.clone(), meta: Some(meta), errors: vec![] });
                         }
                     }
                     Err(error) => nodes.push(Node { origin: dir.clone(), meta: None, errors: vec![error.message] }),
                 }
             }
-            pending = next.into_iter().filter(|d| !seen.contains(d)).collect();
+            pending = next.into_iter().collect();
         }
         nodes.sort_by(|a, b| a.origin.cmp(&b.origin));
         let mut tree = PortTree::resolve(nodes, scanner, &missing);
@@ -114,8 +129,8 @@ impl PortTree {
 
     fn resolve(nodes: Vec<Node>, scanner: &Scanner, missing: &BTreeSet<Origin>) -> PortTree {
         let mut graph = Graph::with_capacity(nodes.len());
-        let mut index = HashMap::new();
-        let mut defaults = HashMap::new();
+        let mut index = HashMap::with_capacity(nodes.len());
+        let mut defaults = HashMap::with_capacity(nodes.len());
         for node in &nodes {
             let id = graph.add_node(node.origin.to_string());
             index.insert(node.origin.clone(), id);
@@ -149,17 +164,26 @@ impl PortTree {
     }
 
     pub(crate) fn resolve_spec(&self, spec: &DepSpec, scanner: &Scanner, missing: &BTreeSet<Origin>) -> Result<NodeId, String> {
-        let dir = spec.origin.with_flavor(None);
-        if missing.contains(&dir) || !self.defaults.contains_key(&dir) {
-            return Err(format!("no such port {dir} (no Makefile in {})", scanner.port_dir(&dir).display()));
-        }
+        // Unflavored (most entries): the origin is its directory, no copy.
+        let unflavored;
+        let dir = match spec.origin.flavor {
+            None => &spec.origin,
+            Some(_) => {
+                unflavored = spec.origin.with_flavor(None);
+                &unflavored
+            }
+        };
+        let default = match self.defaults.get(dir) {
+            Some(&default) if !missing.contains(dir) => default,
+            _ => return Err(format!("no such port {dir} (no Makefile in {})", scanner.port_dir(dir).display())),
+        };
         let Some(flavor) = &spec.origin.flavor else {
-            return Ok(self.defaults[&dir]);
+            return Ok(default);
         };
         if let Some(&id) = self.index.get(&spec.origin) {
             return Ok(id);
         }
-        let flavors = self.nodes[self.defaults[&dir]].meta.as_ref().map(|m| m.flavors.join(" "));
+        let flavors = self.nodes[default].meta.as_ref().map(|m| m.flavors.join(" "));
         match flavors {
             Some(list) if !list.is_empty() => Err(format!("unknown flavor '{flavor}' of {dir} (FLAVORS: {list})")),
             Some(_) => Err(format!("unknown flavor '{flavor}': {dir} has no FLAVORS")),
@@ -238,3 +262,4 @@ impl PortTree {
         self.nodes.is_empty()
     }
 }
+

@@ -97,7 +97,7 @@ impl Framework for Pkgsrc {
             .collect()
     }
 
-    fn dependency_dirs(&self, meta: &PortMeta) -> Vec<Origin> {
+    fn dependency_dirs(&self, meta: &PortMeta, _taken: &dyn Fn(&str) -> bool) -> Vec<Origin> {
         entries(meta).filter_map(|(_, pkgpath)| pkgpath.ok()).collect()
     }
 
@@ -253,7 +253,7 @@ mod tests {
             makefiles: vec![],
         };
         assert_eq!(
-            Pkgsrc.dependency_dirs(&meta),
+            Pkgsrc.dependency_dirs(&meta, &|_| false),
             [Origin::parse("pkgtools/digest").unwrap(), Origin::parse("devel/nbpatch").unwrap()]
         );
         assert_eq!(normalised(Path::new("/t/misc/figlet/../../mk/bsd.pkg.mk")), Path::new("/t/mk/bsd.pkg.mk"));
