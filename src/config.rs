@@ -76,6 +76,9 @@ pub struct Config {
     /// or a file with one port per line): `everything`, `status` and
     /// `fetch-only` without ports, as pbulk's and bob's limited bulk builds.
     pub pkgpaths: Option<Vec<crate::ports::Origin>>,
+    /// pkgsrc: extra mk.conf lines, read after the kit's mk.conf by every
+    /// make run (part of every key).
+    pub mk_conf: Option<String>,
     /// Environment of `bootstrap-kit`'s run of a pkgsrc tree's bootstrap
     /// (part of the kit's cache key).
     pub bootstrap_env: BTreeMap<String, String>,
@@ -122,6 +125,7 @@ struct RawSettings {
     framework: Option<Spanned<String>>,
     bootstrap_kit: Option<Spanned<PathBuf>>,
     pkgpaths: Option<Spanned<toml::Value>>,
+    mk_conf: Option<Spanned<String>>,
     bootstrap_env: Option<BTreeMap<String, Spanned<String>>>,
     bootstrap_timeout: Option<Spanned<i64>>,
     profile: Option<BTreeMap<String, Spanned<RawSettings>>>,
@@ -171,7 +175,7 @@ impl RawSettings {
             database_path, workers, make_jobs, make_program, build_user, tmpfs_size,
             phase_timeouts, silent_timeout, make_conf, fetch_jobs, fetch_retries, fetch_retry_delay,
             memory_limit, max_processes, max_log_size, scan_timeout, package_size_limit, setuid_ports,
-            fetch_local_hosts, framework, bootstrap_kit, pkgpaths, bootstrap_env, bootstrap_timeout
+            fetch_local_hosts, framework, bootstrap_kit, pkgpaths, mk_conf, bootstrap_env, bootstrap_timeout
         );
         self
     }
@@ -381,6 +385,12 @@ fn validate(raw: RawSettings, at: &Locator, profile: Option<String>) -> Result<C
         package_size_limit,
         setuid_ports: raw.setuid_ports.unwrap_or_default().into_iter().map(Spanned::into_inner).collect(),
         fetch_local_hosts: raw.fetch_local_hosts.unwrap_or_default().into_iter().map(Spanned::into_inner).collect(),
+        mk_conf: match raw.mk_conf {
+            Some(lines) if framework != crate::framework::Kind::Pkgsrc => {
+                return Err(at.error("mk_conf", &lines, "mk.conf lines are for pkgsrc trees; use [make_conf] here"))
+            }
+            other => other.map(Spanned::into_inner),
+        },
         pkgpaths: pkgpaths(at, &base_dir, raw.pkgpaths)?,
         framework,
         bootstrap_kit: match raw.bootstrap_kit {

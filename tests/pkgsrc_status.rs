@@ -19,9 +19,13 @@ struct Env {
 impl Env {
     /// A config over `tree` with its own build base.
     fn new(tree: PathBuf) -> Env {
+        Env::with(tree, "")
+    }
+
+    fn with(tree: PathBuf, extra: &str) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let text = format!(
-            "ports_dir = \"{}\"\nbuild_base = \"{}\"\nbootstrap_kit = \"{}\"\n",
+            "{extra}ports_dir = \"{}\"\nbuild_base = \"{}\"\nbootstrap_kit = \"{}\"\n",
             tree.display(),
             dir.path().join("base").display(),
             kit().display()
@@ -120,4 +124,15 @@ fn replace_file(path: &Path, text: &str) {
     let temporary = path.with_extension("new");
     std::fs::write(&temporary, text).unwrap();
     std::fs::rename(&temporary, path).unwrap();
+}
+
+#[test]
+fn mk_conf_lines_are_read_after_the_kits_mk_conf_by_every_scan() {
+    let mk_conf = "mk_conf = \"\"\"\n.if ${PKGPATH} == \"misc/figlet\"\nPKG_FAIL_REASON+= \"not wanted on this host\"\n.endif\n\"\"\"\n";
+    let env = Env::with(tree(), mk_conf);
+    let plan = env.plan(&["misc/figlet"]);
+    let figlet = entry(&plan, "misc/figlet");
+    assert_eq!(figlet["verdict"], "ignored", "{figlet}");
+    assert!(figlet["reason"].as_str().unwrap().contains("not wanted on this host"), "{figlet}");
+    assert_eq!(entry(&plan, "pkgtools/digest")["verdict"], "build");
 }

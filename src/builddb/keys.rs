@@ -54,6 +54,10 @@ pub fn config_crc(config: &Config) -> u32 {
         parts.push(name.clone().into_bytes());
         parts.push(value.clone().into_bytes());
     }
+    if let Some(lines) = &config.mk_conf {
+        parts.push(b"mk_conf".to_vec());
+        parts.push(lines.clone().into_bytes());
+    }
     // A new kit is new mk files, a new bmake and a new mk.conf for every port.
     if let Some(kit) = &config.bootstrap_kit {
         parts.push(b"bootstrap_kit".to_vec());

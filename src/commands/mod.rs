@@ -135,6 +135,14 @@ pub fn scanner(config: &Config) -> Result<Scanner> {
         Some(kit) if config.make_program == crate::config::DEFAULT_MAKE_PROGRAM => kit.bmake().to_string_lossy().into_owned(),
         _ => config.make_program.clone(),
     };
+    // pkgsrc: the config's mk_conf lines after the kit's own mk.conf.
+    let mk_conf = match (&kit, &config.mk_conf) {
+        (Some(kit), Some(lines)) => Some((
+            std::path::PathBuf::from(MK_CONF),
+            format!(".include \"{}\"\n{lines}\n", kit.prefix.join("etc/mk.conf").display()),
+        )),
+        _ => None,
+    };
     let settings = ScanSettings {
         helper: crate::sandbox::scan_pool::helper_binary()?,
         root: config.build_base.join(SCAN_ROOT),
@@ -143,16 +151,24 @@ pub fn scanner(config: &Config) -> Result<Scanner> {
         build_user: config.build_user.clone(),
         make_program: make_program.clone(),
         timeout: config.scan_timeout,
-        kit: kit.map(|k| (k.host, k.prefix)),
+        kit: kit.as_ref().map(|k| (k.host.clone(), k.prefix.clone())),
+        files: mk_conf.iter().cloned().collect(),
     };
+    let mut make_env: Vec<(String, String)> = config.make_conf.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    if let Some((path, _)) = &mk_conf {
+        make_env.push(("MAKECONF".into(), path.to_string_lossy().into_owned()));
+    }
     Ok(Scanner {
         framework: config.framework,
         ports_dir,
         make_program,
-        make_env: config.make_conf.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        make_env,
         sandbox: Some(std::sync::Arc::new(ScanPool::new(settings))),
     })
 }
+
+/// The `MAKECONF` of a pkgsrc scan sandbox with `mk_conf` set.
+pub const MK_CONF: &str = "/.portsynth/mk.conf";
 
 /// Below `build_base`: unpacked bootstrap kits, one directory per kit.
 pub const KITS: &str = "kits";

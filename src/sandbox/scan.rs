@@ -65,6 +65,10 @@ pub struct ScanSpec {
     /// at its prefix (pkgsrc).
     #[serde(default)]
     pub kit: Option<(PathBuf, PathBuf)>,
+    /// Files PID 1 writes into the sandbox root (root-owned, read-only to
+    /// the queries), e.g. a pkgsrc `MAKECONF` with the config's `mk_conf`.
+    #[serde(default)]
+    pub files: Vec<(PathBuf, String)>,
 }
 
 /// One query: run `make_program args…` in `dir` with exactly `env`
@@ -153,6 +157,25 @@ fn reply(output: &mut impl Write, reply: &ScanReply) -> Result<()> {
     Ok(())
 }
 
+/// A file of the (pivoted) root, written by PID 1: mode 0644, its
+/// directories 0755, all root's, so no query can change it.
+fn write_root_file(path: &Path, text: &str) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if !path.is_absolute() || path.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+        bail!("{} is not a plain absolute path", path.display());
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new().recursive(true).mode(0o755).create(dir).with_context(|| format!("mkdir {}", dir.display()))?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))
+}
+
 /// PID 1: build the root, then answer requests until stdin closes.
 fn pid1(spec: &ScanSpec, input: &mut impl BufRead, output: &mut impl Write) -> Result<()> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).context("PR_SET_PDEATHSIG in PID 1")?;
@@ -170,6 +193,9 @@ fn pid1(spec: &ScanSpec, input: &mut impl BufRead, output: &mut impl Write) -> R
         kit,
     };
     mounts::setup_scan_root(&Real, &layout, &system).context("building the scan sandbox root")?;
+    for (path, text) in &spec.files {
+        write_root_file(path, text)?;
+    }
     let user = User::from_name(&spec.build_user)?
         .with_context(|| format!("build user '{}' does not exist in the sandbox's /etc/passwd", spec.build_user))?;
     if user.uid.is_root() {

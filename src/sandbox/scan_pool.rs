@@ -48,6 +48,8 @@ pub struct ScanSettings {
     pub timeout: Duration,
     /// An unpacked bootstrap kit (host directory, prefix) for every sandbox.
     pub kit: Option<(PathBuf, PathBuf)>,
+    /// Files written into every sandbox root (see `ScanSpec::files`).
+    pub files: Vec<(PathBuf, String)>,
 }
 
 /// What one query printed and how it ended.
@@ -184,6 +186,7 @@ impl Sandbox {
             make_program: settings.make_program.clone(),
             timeout_secs: settings.timeout.as_secs(),
             kit: settings.kit.clone(),
+            files: settings.files.clone(),
         };
         let result = sandbox.send(&serde_json::to_vec(&spec)?).and_then(|_| sandbox.receive(START_TIMEOUT));
         match result {
