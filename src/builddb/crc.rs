@@ -195,6 +195,9 @@ impl Signature {
     }
 }
 
+/// A directory's counted entries: (kind, name).
+type Entries = Vec<(char, String)>;
+
 /// A directory's entries that count for a port CRC, encoded for storage as
 /// `<kind><name>` items (kind `f` file, `l` symlink, `d` directory) joined by
 /// `/`, which no file name contains.
@@ -203,7 +206,7 @@ struct Listing;
 impl Listing {
     /// The counted entries of `dir`, and their encoding (None when a name is
     /// not UTF-8: such a directory is listed every time).
-    fn read(dir: &Path) -> std::io::Result<(Vec<(char, String)>, Option<String>)> {
+    fn read(dir: &Path) -> std::io::Result<(Entries, Option<String>)> {
         let mut entries = Vec::new();
         let mut storable = true;
         for entry in std::fs::read_dir(dir)? {
@@ -268,7 +271,7 @@ pub struct CrcCounts {
 /// never equals a stored value and so always counts as a change.
 pub struct CrcMemo {
     // Keyed by the paths' bytes: hashing a `Path` walks its components.
-    files: Mutex<HashMap<Box<[u8]>, Option<(u32, u64)>>>,
+    files: Mutex<HashMap<Box<[u8]>, Option<FileEntry>>>,
     dirs: Mutex<HashMap<Box<[u8]>, Option<u32>>>,
     stored: Signatures,
     /// Taken before any `stat` of this command: the recording time of every
@@ -286,6 +289,9 @@ impl Default for CrcMemo {
         CrcMemo::with_signatures(HashMap::new())
     }
 }
+
+/// A file's content CRC and length, as memoised.
+type FileEntry = (u32, u64);
 
 /// A file's content CRC and length.
 struct FileCrc {

@@ -576,6 +576,30 @@ fn the_scan_cache_round_trips_updates_and_removes() {
     assert_eq!(db.scan_cache_remove(Vec::<String>::new()).unwrap(), 0);
 }
 
+#[test]
+fn stat_signatures_round_trip_and_replace() {
+    use super::crc::{Signature, Signed, StatSig};
+    let (_dir, db) = temp_db();
+    assert!(db.signatures_load().unwrap().is_empty());
+    // Inode and device use all 64 bits; SQLite stores them as their bits.
+    let stat = StatSig { size: 12, mtime_ns: 1_700_000_000_123_456_789, ctime_ns: 1_700_000_001_000_000_001, inode: u64::MAX - 1, device: 1 << 63 };
+    let file = Signature { stat, recorded_ns: 1_800_000_000_000_000_000, signed: Signed::File { crc: u32::MAX } };
+    let port = Signature { signed: Signed::Dir { listing: "dfiles/fMakefile".into(), port: Some((7, u32::MAX)) }, ..file.clone() };
+    let sub = Signature { signed: Signed::Dir { listing: String::new(), port: None }, ..file.clone() };
+    db.signatures_store(&[("/t/a/b/Makefile".into(), file.clone()), ("/t/a/b".into(), port.clone()), ("/t/a/b/files".into(), sub.clone())])
+        .unwrap();
+    let loaded = db.signatures_load().unwrap();
+    assert_eq!(loaded.len(), 3);
+    assert_eq!(loaded["/t/a/b/Makefile"], file);
+    assert_eq!(loaded["/t/a/b"], port);
+    assert_eq!(loaded["/t/a/b/files"], sub);
+    let changed = Signature { signed: Signed::File { crc: 5 }, ..file };
+    db.signatures_store(&[("/t/a/b/Makefile".into(), changed.clone())]).unwrap();
+    let loaded = db.signatures_load().unwrap();
+    assert_eq!((loaded.len(), &loaded["/t/a/b/Makefile"]), (3, &changed));
+    db.signatures_store(&[]).unwrap();
+}
+
 // --- reset -----------------------------------------------------------------
 
 #[test]
