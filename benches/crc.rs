@@ -14,11 +14,17 @@ fn typical_port(dir: &std::path::Path) -> u64 {
         std::fs::write(path, text).unwrap();
     };
     write("Makefile", "PORTNAME=\texample\nUSES=\tcmake pkgconfig\n".repeat(45));
-    write("distinfo", "TIMESTAMP = 1700000000\nSHA256 (example-1.0.tar.gz) = 00ff\nSIZE (example-1.0.tar.gz) = 123456\n".into());
+    write(
+        "distinfo",
+        "TIMESTAMP = 1700000000\nSHA256 (example-1.0.tar.gz) = 00ff\nSIZE (example-1.0.tar.gz) = 123456\n".into(),
+    );
     write("pkg-descr", "Example is a library for parsing widgets.\n".repeat(8));
     write("pkg-plist", (0..60).map(|i| format!("include/example/header{i}.h\n")).collect());
     for i in 0..4 {
-        write(&format!("files/patch-src_file{i}.c"), "--- src/file.c.orig\n+++ src/file.c\n@@ -1 +1 @@\n-a\n+b\n".repeat(30));
+        write(
+            &format!("files/patch-src_file{i}.c"),
+            "--- src/file.c.orig\n+++ src/file.c\n@@ -1 +1 @@\n-a\n+b\n".repeat(30),
+        );
     }
     bytes
 }

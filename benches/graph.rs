@@ -55,8 +55,11 @@ fn bench(c: &mut Criterion) {
 
     // The ETA: a whole remaining build simulated with the coordinator's own
     // priorities, 8 workers.
-    let work = Workload { priority: Some(&priority), dependents: Some(&dependents), ..Workload::all(&g, &syn.durations) };
-    group.bench_function("eta_simulation_w8", |b| b.iter(|| black_box(simulate(&work, Slots::fixed(8), Policy::CriticalPath))));
+    let work =
+        Workload { priority: Some(&priority), dependents: Some(&dependents), ..Workload::all(&g, &syn.durations) };
+    group.bench_function("eta_simulation_w8", |b| {
+        b.iter(|| black_box(simulate(&work, Slots::fixed(8), Policy::CriticalPath)))
+    });
     group.finish();
     let _: &Graph = &g;
 }

@@ -105,7 +105,12 @@ fn main() {
                 assert_eq!(s.unscheduled, 0, "{name}: a loop in a generated DAG");
                 let ratio = s.makespan / bound;
                 line.push_str(&format!(" {ratio:>10.4}"));
-                println!("FIG5 {name} {w} {} {:.3} {ratio:.4} {:.1}ms", policy.name(), s.makespan, took.as_secs_f64() * 1e3);
+                println!(
+                    "FIG5 {name} {w} {} {:.3} {ratio:.4} {:.1}ms",
+                    policy.name(),
+                    s.makespan,
+                    took.as_secs_f64() * 1e3
+                );
                 results.push((policy, s.makespan));
             }
             // Our policy on a first run: no history, every port expected to

@@ -19,6 +19,7 @@ done
 scripts/make-distfiles
 scripts/make-distfiles --check
 
+cargo fmt --check || { echo "test.sh: the code is not cargo fmt clean (run cargo fmt)" >&2; exit 1; }
 cargo build --release --locked
 cargo test --release --locked -- --test-threads="$(nproc)"
 cargo bench --locked --no-run

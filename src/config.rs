@@ -133,7 +133,11 @@ struct RawSettings {
 
 /// `pkgpaths`: a list of ports, or the name of a file with one port per
 /// line (`#` comments).
-fn pkgpaths(at: &Locator, base_dir: &Path, raw: Option<Spanned<toml::Value>>) -> Result<Option<Vec<crate::ports::Origin>>> {
+fn pkgpaths(
+    at: &Locator,
+    base_dir: &Path,
+    raw: Option<Spanned<toml::Value>>,
+) -> Result<Option<Vec<crate::ports::Origin>>> {
     let parse = |text: &str| crate::ports::Origin::parse(text);
     let Some(raw) = raw else { return Ok(None) };
     match raw.get_ref() {
@@ -153,12 +157,15 @@ fn pkgpaths(at: &Locator, base_dir: &Path, raw: Option<Spanned<toml::Value>>) ->
             for (number, line) in text.lines().enumerate() {
                 let line = line.split('#').next().unwrap_or("").trim();
                 if !line.is_empty() {
-                    origins.push(parse(line).map_err(|e| anyhow::anyhow!("{} line {}: {e}", path.display(), number + 1))?);
+                    origins
+                        .push(parse(line).map_err(|e| anyhow::anyhow!("{} line {}: {e}", path.display(), number + 1))?);
                 }
             }
             Ok(Some(origins))
         }
-        other => Err(at.error("pkgpaths", &raw, format!("must be a list of ports or a file name, not {}", other.type_str()))),
+        other => {
+            Err(at.error("pkgpaths", &raw, format!("must be a list of ports or a file name, not {}", other.type_str())))
+        }
     }
 }
 
@@ -171,11 +178,39 @@ macro_rules! overlay {
 impl RawSettings {
     fn overlay(mut self, top: RawSettings) -> RawSettings {
         overlay!(
-            self, top, ports_dir, system_path, build_base, packages_dir, distfiles_dir, logs_dir,
-            database_path, workers, make_jobs, make_program, build_user, tmpfs_size,
-            phase_timeouts, silent_timeout, make_conf, fetch_jobs, fetch_retries, fetch_retry_delay,
-            memory_limit, max_processes, max_log_size, scan_timeout, package_size_limit, setuid_ports,
-            fetch_local_hosts, framework, bootstrap_kit, pkgpaths, mk_conf, bootstrap_env, bootstrap_timeout
+            self,
+            top,
+            ports_dir,
+            system_path,
+            build_base,
+            packages_dir,
+            distfiles_dir,
+            logs_dir,
+            database_path,
+            workers,
+            make_jobs,
+            make_program,
+            build_user,
+            tmpfs_size,
+            phase_timeouts,
+            silent_timeout,
+            make_conf,
+            fetch_jobs,
+            fetch_retries,
+            fetch_retry_delay,
+            memory_limit,
+            max_processes,
+            max_log_size,
+            scan_timeout,
+            package_size_limit,
+            setuid_ports,
+            fetch_local_hosts,
+            framework,
+            bootstrap_kit,
+            pkgpaths,
+            mk_conf,
+            bootstrap_env,
+            bootstrap_timeout
         );
         self
     }
@@ -200,8 +235,7 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf> {
 
 /// Reads, parses and validates a config file.
 pub fn load(file: &Path, profile: Option<&str>) -> Result<Config> {
-    let text = std::fs::read_to_string(file)
-        .with_context(|| format!("cannot read config file {}", file.display()))?;
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read config file {}", file.display()))?;
     let file = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
     parse(&text, &file, profile)
 }
@@ -209,8 +243,8 @@ pub fn load(file: &Path, profile: Option<&str>) -> Result<Config> {
 /// Parses config text as if it came from `file` (relative paths are relative
 /// to the file's directory).
 pub fn parse(text: &str, file: &Path, profile: Option<&str>) -> Result<Config> {
-    let mut raw: RawSettings = toml::from_str(text)
-        .map_err(|e| anyhow::anyhow!("config {}: {}", file.display(), e.to_string().trim_end()))?;
+    let mut raw: RawSettings =
+        toml::from_str(text).map_err(|e| anyhow::anyhow!("config {}: {}", file.display(), e.to_string().trim_end()))?;
     let profiles = raw.profile.take().unwrap_or_default();
     let at = Locator { text, file };
     for (name, section) in &profiles {
@@ -357,9 +391,7 @@ fn validate(raw: RawSettings, at: &Locator, profile: Option<String>) -> Result<C
         build_user: non_empty(at, "build_user", raw.build_user)?.unwrap_or_else(|| "nobody".into()),
         tmpfs_size,
         phase_timeouts: phase_timeouts(at, raw.phase_timeouts)?,
-        silent_timeout: Duration::from_secs(
-            positive(at, "silent_timeout", raw.silent_timeout)?.unwrap_or(7200) as u64,
-        ),
+        silent_timeout: Duration::from_secs(positive(at, "silent_timeout", raw.silent_timeout)?.unwrap_or(7200) as u64),
         make_conf: make_conf(at, raw.make_conf)?,
         fetch_jobs: at_most_jobs(at, "fetch_jobs", raw.fetch_jobs)?.unwrap_or_else(|| default_fetch_jobs(cpus)),
         fetch_retries: match raw.fetch_retries {
@@ -371,7 +403,11 @@ fn validate(raw: RawSettings, at: &Locator, profile: Option<String>) -> Result<C
         },
         fetch_retry_delay: match raw.fetch_retry_delay {
             Some(v) if !(0.0..=3600.0).contains(v.get_ref()) => {
-                return Err(at.error("fetch_retry_delay", &v, format!("must be between 0 and 3600 seconds, not {}", v.get_ref())))
+                return Err(at.error(
+                    "fetch_retry_delay",
+                    &v,
+                    format!("must be between 0 and 3600 seconds, not {}", v.get_ref()),
+                ))
             }
             Some(v) => Duration::from_secs_f64(*v.get_ref()),
             None => DEFAULT_FETCH_RETRY_DELAY,
@@ -395,14 +431,19 @@ fn validate(raw: RawSettings, at: &Locator, profile: Option<String>) -> Result<C
         framework,
         bootstrap_kit: match raw.bootstrap_kit {
             Some(kit) if !base_dir.join(kit.get_ref()).is_file() => {
-                return Err(at.error("bootstrap_kit", &kit, format!("{} is not a file", base_dir.join(kit.get_ref()).display())))
+                return Err(at.error(
+                    "bootstrap_kit",
+                    &kit,
+                    format!("{} is not a file", base_dir.join(kit.get_ref()).display()),
+                ))
             }
             Some(kit) => Some(base_dir.join(kit.into_inner())),
             None => None,
         },
         bootstrap_env: bootstrap_env(at, raw.bootstrap_env)?,
         bootstrap_timeout: Duration::from_secs(
-            positive(at, "bootstrap_timeout", raw.bootstrap_timeout)?.map_or(DEFAULT_BOOTSTRAP_TIMEOUT_SECS, |n| n as u64),
+            positive(at, "bootstrap_timeout", raw.bootstrap_timeout)?
+                .map_or(DEFAULT_BOOTSTRAP_TIMEOUT_SECS, |n| n as u64),
         ),
     };
     let paths = [
@@ -526,10 +567,44 @@ fn resolve_existing(path: &Path) -> PathBuf {
 /// Directories a build base must not be (nor contain): the host's system
 /// directories, and the same under `system_path`.
 const SYSTEM_DIRS: &[&str] = &[
-    "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32", "/libexec", "/media", "/mnt",
-    "/opt", "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/usr/bin", "/usr/include",
-    "/usr/lib", "/usr/lib32", "/usr/lib64", "/usr/libexec", "/usr/local", "/usr/sbin", "/usr/share", "/var",
-    "/var/cache", "/var/db", "/var/lib", "/var/log", "/var/mail", "/var/spool", "/var/tmp",
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/home",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/libexec",
+    "/media",
+    "/mnt",
+    "/opt",
+    "/proc",
+    "/root",
+    "/run",
+    "/sbin",
+    "/srv",
+    "/sys",
+    "/tmp",
+    "/usr",
+    "/usr/bin",
+    "/usr/include",
+    "/usr/lib",
+    "/usr/lib32",
+    "/usr/lib64",
+    "/usr/libexec",
+    "/usr/local",
+    "/usr/sbin",
+    "/usr/share",
+    "/var",
+    "/var/cache",
+    "/var/db",
+    "/var/lib",
+    "/var/log",
+    "/var/mail",
+    "/var/spool",
+    "/var/tmp",
 ];
 
 /// The overlap rules: nothing is `/`; the build base is no system directory
@@ -557,7 +632,8 @@ fn check_dirs(at: &Locator, dirs: &[DirSetting], system_path: &Path) -> Result<(
     }
     // The exact match first: with a merged /usr, /bin resolves into /usr.
     let exact = systems.iter().find(|s| **s == base.lexical || resolve_existing(s) == base.resolved);
-    let above = systems.iter().find(|s| s.starts_with(&base.lexical) || resolve_existing(s).starts_with(&base.resolved));
+    let above =
+        systems.iter().find(|s| s.starts_with(&base.lexical) || resolve_existing(s).starts_with(&base.resolved));
     if let Some(system) = exact.or(above) {
         let what = if exact.is_some() { "is" } else { "contains" };
         return Err(fail(
@@ -624,11 +700,9 @@ fn check_build_user(at: &Locator, span: Option<Range<usize>>, user: &str, system
     });
     match uid.as_deref().map(str::parse::<u32>) {
         None => Err(at.error_at("build_user", span, format!("no user '{user}' in {}", passwd.display()))),
-        Some(Err(_)) => Err(at.error_at(
-            "build_user",
-            span,
-            format!("'{user}' has no valid uid in {}", passwd.display()),
-        )),
+        Some(Err(_)) => {
+            Err(at.error_at("build_user", span, format!("'{user}' has no valid uid in {}", passwd.display())))
+        }
         Some(Ok(0)) => Err(at.error_at(
             "build_user",
             span,
@@ -669,7 +743,11 @@ pub fn default_memory_limit(ram: u64, workers: usize) -> u64 {
 fn size_at_most(at: &Locator, key: &str, value: &Spanned<String>, ram: u64) -> Result<u64> {
     let size = parse_size(value.get_ref()).map_err(|e| at.error(key, value, e))?;
     if size > ram {
-        return Err(at.error(key, value, format!("{} is more than this machine's memory ({} MiB)", value.get_ref(), ram >> 20)));
+        return Err(at.error(
+            key,
+            value,
+            format!("{} is more than this machine's memory ({} MiB)", value.get_ref(), ram >> 20),
+        ));
     }
     Ok(size)
 }
@@ -703,8 +781,7 @@ fn phase_timeouts(
     at: &Locator,
     raw: Option<BTreeMap<Spanned<String>, Spanned<i64>>>,
 ) -> Result<BTreeMap<Phase, Duration>> {
-    let mut timeouts: BTreeMap<Phase, Duration> =
-        Phase::ALL.into_iter().map(|p| (p, p.default_timeout())).collect();
+    let mut timeouts: BTreeMap<Phase, Duration> = Phase::ALL.into_iter().map(|p| (p, p.default_timeout())).collect();
     for (name, secs) in raw.unwrap_or_default() {
         let phase = Phase::from_name(name.get_ref()).ok_or_else(|| {
             let known: Vec<&str> = Phase::ALL.iter().map(|p| p.name()).collect();
@@ -986,8 +1063,11 @@ check-plist = 5
 CFLAGS = "-O1"
 "#;
         std::fs::create_dir_all(dir.path().join("sysroot/etc")).unwrap();
-        std::fs::write(dir.path().join("sysroot/etc/passwd"), "root:x:0:0::/root:/bin/sh\nbuilder:x:1001:1001::/:/bin/sh\n")
-            .unwrap();
+        std::fs::write(
+            dir.path().join("sysroot/etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\nbuilder:x:1001:1001::/:/bin/sh\n",
+        )
+        .unwrap();
         let c = parse_in(dir.path(), text, None).unwrap();
         assert_eq!(c.system_path, dir.path().join("sysroot"));
         assert_eq!(c.build_base, dir.path().join("b"));
@@ -1052,7 +1132,11 @@ CFLAGS = "-O1"
             ("ports_dir = \"ports\"\n[phase_timeouts]\nbuild = -1\n", "phase_timeouts.build", 3),
             ("ports_dir = \"ports\"\nbuild_user = \" \"\n", "build_user", 2),
             ("ports_dir = \"ports\"\n[make_conf]\n\"BAD NAME\" = \"x\"\n", "make_conf.BAD NAME", 3),
-            ("ports_dir = \"ports\"\n[bootstrap_env]\n\"USE_BUILTIN.openssl\" = \"no\"\n", "bootstrap_env.USE_BUILTIN.openssl", 3),
+            (
+                "ports_dir = \"ports\"\n[bootstrap_env]\n\"USE_BUILTIN.openssl\" = \"no\"\n",
+                "bootstrap_env.USE_BUILTIN.openssl",
+                3,
+            ),
             ("ports_dir = \"ports\"\nbootstrap_timeout = 0\n", "bootstrap_timeout", 2),
         ] {
             let err = error_in(dir.path(), text);
@@ -1102,9 +1186,24 @@ CFLAGS = "-O1"
             .iter()
             .flat_map(|key| {
                 [
-                    (format!("ports_dir = \"ports\"\n{key} = \"ports\"\n"), *key, 2, format!("is the same as ports_dir {ports} (line 1)")),
-                    (format!("ports_dir = \"ports\"\n{key} = \"ports/x\"\n"), *key, 2, format!("is inside ports_dir {ports} (line 1)")),
-                    (format!("ports_dir = \"ports\"\n\n{key} = \".\"\n"), *key, 3, format!("contains ports_dir {ports} (line 1)")),
+                    (
+                        format!("ports_dir = \"ports\"\n{key} = \"ports\"\n"),
+                        *key,
+                        2,
+                        format!("is the same as ports_dir {ports} (line 1)"),
+                    ),
+                    (
+                        format!("ports_dir = \"ports\"\n{key} = \"ports/x\"\n"),
+                        *key,
+                        2,
+                        format!("is inside ports_dir {ports} (line 1)"),
+                    ),
+                    (
+                        format!("ports_dir = \"ports\"\n\n{key} = \".\"\n"),
+                        *key,
+                        3,
+                        format!("contains ports_dir {ports} (line 1)"),
+                    ),
                 ]
             })
             .collect();
@@ -1112,20 +1211,26 @@ CFLAGS = "-O1"
             cases.iter().map(|(t, k, l, n)| (t.as_str(), *k, *l, n.as_str())).collect();
         error_lines(dir.path(), &cases);
         // A default under build_base is reported at build_base's line.
-        error_lines(dir.path(), &[(
-            "ports_dir = \"ports\"\nbuild_base = \"ports/base\"\n",
-            "distfiles_dir",
-            2,
-            "ports/base/distfiles (the default, under build_base) is inside ports_dir",
-        )]);
+        error_lines(
+            dir.path(),
+            &[(
+                "ports_dir = \"ports\"\nbuild_base = \"ports/base\"\n",
+                "distfiles_dir",
+                2,
+                "ports/base/distfiles (the default, under build_base) is inside ports_dir",
+            )],
+        );
         // A symlink does not hide the overlap.
         std::os::unix::fs::symlink(dir.path().join("ports"), dir.path().join("alias")).unwrap();
-        error_lines(dir.path(), &[(
-            "ports_dir = \"ports\"\ndistfiles_dir = \"alias/distfiles\"\n",
-            "distfiles_dir",
-            2,
-            "is inside ports_dir",
-        )]);
+        error_lines(
+            dir.path(),
+            &[(
+                "ports_dir = \"ports\"\ndistfiles_dir = \"alias/distfiles\"\n",
+                "distfiles_dir",
+                2,
+                "is inside ports_dir",
+            )],
+        );
     }
 
     #[test]
@@ -1133,7 +1238,12 @@ CFLAGS = "-O1"
         let dir = tree();
         let mut cases = vec![];
         for key in ["build_base", "packages_dir", "distfiles_dir", "logs_dir", "database_path"] {
-            cases.push((format!("ports_dir = \"ports\"\n{key} = \"/\"\n"), key, 2, "is the root directory /".to_string()));
+            cases.push((
+                format!("ports_dir = \"ports\"\n{key} = \"/\"\n"),
+                key,
+                2,
+                "is the root directory /".to_string(),
+            ));
         }
         for system in ["/usr", "/etc", "/var", "/tmp", "/home", "/lib64", "/usr/local", "/root", "/proc"] {
             cases.push((
@@ -1177,18 +1287,24 @@ CFLAGS = "-O1"
     fn the_build_user_must_exist_and_not_be_root() {
         let dir = tree();
         std::fs::create_dir_all(dir.path().join("sys/etc")).unwrap();
-        std::fs::write(dir.path().join("sys/etc/passwd"), "root:x:0:0::/root:/bin/sh\ntoor:x:0:0::/:/bin/sh\nbuilder:x:1001:1001::/:/bin/sh\n")
-            .unwrap();
+        std::fs::write(
+            dir.path().join("sys/etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\ntoor:x:0:0::/:/bin/sh\nbuilder:x:1001:1001::/:/bin/sh\n",
+        )
+        .unwrap();
         let passwd = dir.path().join("sys/etc/passwd").display().to_string();
         let ok = parse_in(dir.path(), "ports_dir = \"ports\"\nsystem_path = \"sys\"\nbuild_user = \"builder\"\n", None);
         assert_eq!(ok.unwrap().build_user, "builder");
         let missing = format!("no user 'ghost' in {passwd}");
         let root = format!("'toor' has uid 0 in {passwd}");
-        error_lines(dir.path(), &[
-            ("ports_dir = \"ports\"\nsystem_path = \"sys\"\nbuild_user = \"root\"\n", "build_user", 3, "uid 0"),
-            ("ports_dir = \"ports\"\nsystem_path = \"sys\"\nbuild_user = \"toor\"\n", "build_user", 3, &root),
-            ("ports_dir = \"ports\"\nsystem_path = \"sys\"\n\nbuild_user = \"ghost\"\n", "build_user", 4, &missing),
-        ]);
+        error_lines(
+            dir.path(),
+            &[
+                ("ports_dir = \"ports\"\nsystem_path = \"sys\"\nbuild_user = \"root\"\n", "build_user", 3, "uid 0"),
+                ("ports_dir = \"ports\"\nsystem_path = \"sys\"\nbuild_user = \"toor\"\n", "build_user", 3, &root),
+                ("ports_dir = \"ports\"\nsystem_path = \"sys\"\n\nbuild_user = \"ghost\"\n", "build_user", 4, &missing),
+            ],
+        );
         // The default user, looked up in a passwd without it: key and file named.
         let err = error_in(dir.path(), "ports_dir = \"ports\"\nsystem_path = \"sys\"\n");
         assert!(err.contains("build_user (not set, the default)") && err.contains("no user 'nobody'"), "{err}");

@@ -75,8 +75,8 @@ impl Cycle {
     /// `a -[BUILD_DEPENDS]-> b -[RUN_DEPENDS]-> a`, starting and ending at the
     /// alphabetically first label in the loop.
     pub fn display(&self, g: &Graph) -> String {
-        let Some(start) = (0..self.path.len())
-            .min_by(|&a, &b| g.label(self.path[a].0).cmp(g.label(self.path[b].0)).then(a.cmp(&b)))
+        let Some(start) =
+            (0..self.path.len()).min_by(|&a, &b| g.label(self.path[a].0).cmp(g.label(self.path[b].0)).then(a.cmp(&b)))
         else {
             return String::new();
         };
@@ -299,12 +299,7 @@ impl Graph {
     /// then the alphabetically first label goes next. Nodes held back by a
     /// dependency loop inside the subset never become ready and are left out,
     /// so a result shorter than the subset means a loop.
-    pub fn schedule_order(
-        &self,
-        subset: &[bool],
-        priority: &[f64],
-        tiebreak_dependents: &[u32],
-    ) -> Vec<NodeId> {
+    pub fn schedule_order(&self, subset: &[bool], priority: &[f64], tiebreak_dependents: &[u32]) -> Vec<NodeId> {
         assert_eq!(subset.len(), self.len(), "one subset flag per node");
         assert_eq!(priority.len(), self.len(), "one priority per node");
         assert_eq!(tiebreak_dependents.len(), self.len(), "one dependent count per node");
@@ -333,10 +328,8 @@ impl Graph {
     /// runs once per build start, on the coordinator).
     pub fn dependency_order(&self, nodes: &[NodeId]) -> Vec<NodeId> {
         let members: HashSet<NodeId> = nodes.iter().copied().collect();
-        let mut missing: HashMap<NodeId, usize> = members
-            .iter()
-            .map(|&n| (n, self.deps[n].iter().filter(|e| members.contains(&e.to)).count()))
-            .collect();
+        let mut missing: HashMap<NodeId, usize> =
+            members.iter().map(|&n| (n, self.deps[n].iter().filter(|e| members.contains(&e.to)).count())).collect();
         let entry = |n: NodeId| Reverse((self.labels[n].as_str(), n));
         let mut ready: BinaryHeap<Reverse<(&str, NodeId)>> =
             missing.iter().filter(|(_, &m)| m == 0).map(|(&n, _)| entry(n)).collect();
@@ -380,12 +373,7 @@ impl Graph {
     /// Breadth-first search from `start` back to itself without leaving its
     /// component; edges are tried in label order, then kind order, so the loop
     /// found is the same on every run.
-    fn shortest_loop_within(
-        &self,
-        start: NodeId,
-        components: &Components,
-        rank: &[usize],
-    ) -> Cycle {
+    fn shortest_loop_within(&self, start: NodeId, components: &Components, rank: &[usize]) -> Cycle {
         let component = components.of[start];
         let mut reached_by: HashMap<NodeId, (NodeId, DepKind)> = HashMap::new();
         let mut queue = VecDeque::from([start]);
@@ -412,8 +400,7 @@ impl Graph {
     fn components(&self) -> Components {
         let n = self.len();
         let mut walk = TarjanWalk::new(n);
-        let mut components =
-            Components { members: Vec::with_capacity(n), starts: vec![0], of: vec![0; n] };
+        let mut components = Components { members: Vec::with_capacity(n), starts: vec![0], of: vec![0; n] };
         for root in 0..n {
             if walk.seen(root) {
                 continue;
@@ -751,8 +738,7 @@ impl<'g> DependentCounter<'g> {
     /// The popcount of the only non-empty row feeding row `c` (inherited or
     /// merged; 0 if none), or `None` if several do.
     fn single_source_ones(&self, c: usize) -> Option<u32> {
-        let inherited =
-            if self.plan.inherits[c] { self.extents[self.plan.slot[c]].ones } else { 0 };
+        let inherited = if self.plan.inherits[c] { self.extents[self.plan.slot[c]].ones } else { 0 };
         let mut sources = usize::from(inherited > 0);
         let mut ones = inherited;
         for &d in self.plan.merges(c) {
@@ -781,24 +767,15 @@ impl<'g> DependentCounter<'g> {
         }
         for i in self.components.starts[c]..self.components.starts[c + 1] {
             let column = self.column[self.components.members[i]];
-            if let Some(bit) = column.checked_sub(block_start).filter(|&bit| bit < self.words * 64)
-            {
+            if let Some(bit) = column.checked_sub(block_start).filter(|&bit| bit < self.words * 64) {
                 self.set_bit(slot, bit);
             }
         }
     }
 
-    fn own_columns_in_block(
-        &self,
-        c: usize,
-        block_start: usize,
-    ) -> impl Iterator<Item = usize> + '_ {
+    fn own_columns_in_block(&self, c: usize, block_start: usize) -> impl Iterator<Item = usize> + '_ {
         let block = block_start..block_start + self.words * 64;
-        self.components
-            .members(c)
-            .iter()
-            .map(|&m| self.column[m])
-            .filter(move |column| block.contains(column))
+        self.components.members(c).iter().map(|&m| self.column[m]).filter(move |column| block.contains(column))
     }
 
     fn merge_row(&mut self, target: usize, source: usize) {
@@ -1138,10 +1115,7 @@ mod tests {
         );
         let cycles = g.find_cycles();
         assert_eq!(cycles.len(), 1);
-        assert_eq!(
-            cycles[0].display(&g),
-            "s/a -[BUILD_DEPENDS]-> s/b -[BUILD_DEPENDS]-> s/c -[RUN_DEPENDS]-> s/a"
-        );
+        assert_eq!(cycles[0].display(&g), "s/a -[BUILD_DEPENDS]-> s/b -[BUILD_DEPENDS]-> s/c -[RUN_DEPENDS]-> s/a");
     }
 
     #[test]
@@ -1285,11 +1259,7 @@ mod tests {
     fn dependent_counts_span_several_blocks() {
         let g = random_dag(9000, 2, 42);
         let counts = g.transitive_dependents_counts();
-        assert_eq!(
-            DependentCounter::new(&g, Some(4096 / 64)).count(),
-            counts,
-            "three 4096-column blocks"
-        );
+        assert_eq!(DependentCounter::new(&g, Some(4096 / 64)).count(), counts, "three 4096-column blocks");
         for n in (0..g.len()).step_by(37).chain([0, 4095, 4096, 8191, 8192, 8999]) {
             assert_eq!(counts[n], brute_force_dependents(&g, n), "node {n}");
         }
@@ -1298,10 +1268,7 @@ mod tests {
     #[test]
     fn dependent_counts_on_cyclic_graphs_count_loop_members() {
         // leaf <- a <-> b <- top
-        let g = graph_of(
-            &["x/leaf", "x/a", "x/b", "x/top"],
-            &[(1, 0, Build), (1, 2, Run), (2, 1, Run), (3, 2, Build)],
-        );
+        let g = graph_of(&["x/leaf", "x/a", "x/b", "x/top"], &[(1, 0, Build), (1, 2, Run), (2, 1, Run), (3, 2, Build)]);
         assert_eq!(g.transitive_dependents_counts(), vec![3, 2, 2, 0]);
         let mut rng = Lcg(5);
         let mut g = Graph::new();
@@ -1347,10 +1314,7 @@ mod tests {
         let counts = g.transitive_dependents_counts();
         let everything = vec![true; g.len()];
         let order = g.schedule_order(&everything, &priority, &counts);
-        assert_eq!(
-            labels_of(&g, &order),
-            vec!["z/long1", "z/long2", "z/long3", "a/short1", "a/short2", "a/top"]
-        );
+        assert_eq!(labels_of(&g, &order), vec!["z/long1", "z/long2", "z/long3", "a/short1", "a/short2", "a/top"]);
 
         // Equal priorities: more dependents first, then by label.
         let flat = vec![1.0; g.len()];
@@ -1359,11 +1323,8 @@ mod tests {
 
         let big = random_dag(2000, 3, 3);
         let weights: Vec<f64> = (0..big.len()).map(|n| (n % 7) as f64 + 1.0).collect();
-        let order = big.schedule_order(
-            &vec![true; big.len()],
-            &big.priorities(&weights),
-            &big.transitive_dependents_counts(),
-        );
+        let order =
+            big.schedule_order(&vec![true; big.len()], &big.priorities(&weights), &big.transitive_dependents_counts());
         assert_eq!(order.len(), big.len());
         assert_respects_edges(&big, &order);
     }
@@ -1371,8 +1332,7 @@ mod tests {
     #[test]
     fn schedule_only_counts_edges_inside_the_subset() {
         // top -> mid -> leaf, but leaf is already built (not in the subset).
-        let g =
-            graph_of(&["x/leaf", "x/mid", "x/top", "x/unrelated"], &[(1, 0, Build), (2, 1, Run)]);
+        let g = graph_of(&["x/leaf", "x/mid", "x/top", "x/unrelated"], &[(1, 0, Build), (2, 1, Run)]);
         let subset = [false, true, true, true];
         let order = g.schedule_order(&subset, &[0.0, 2.0, 1.0, 0.5], &[0, 1, 0, 0]);
         assert_eq!(order, vec![1, 2, 3]);

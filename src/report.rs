@@ -73,7 +73,11 @@ impl RunLogs {
 
     fn result(&self, list: List, origin: &str, line: String) {
         self.write(list, Some(origin), &line);
-        self.write(List::Results, Some(&format!("{list:?} {origin}")), &format!("{:<8} {line}", format!("{list:?}").to_lowercase()));
+        self.write(
+            List::Results,
+            Some(&format!("{list:?} {origin}")),
+            &format!("{:<8} {line}", format!("{list:?}").to_lowercase()),
+        );
     }
 
     pub fn success(&self, origin: &str, pkgname: &str, seconds: f64) {
@@ -81,7 +85,11 @@ impl RunLogs {
     }
 
     pub fn failure(&self, origin: &str, pkgname: &str, phase: &str, reason: &str, log: &Path) {
-        self.result(List::Failure, origin, format!("{origin} {pkgname} phase={phase} {reason} (log: {})", log.display()));
+        self.result(
+            List::Failure,
+            origin,
+            format!("{origin} {pkgname} phase={phase} {reason} (log: {})", log.display()),
+        );
     }
 
     pub fn ignored(&self, origin: &str, pkgname: &str, reason: &str) {
@@ -140,7 +148,10 @@ mod tests {
         logs.debug("database write failed");
         let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
         assert_eq!(read("01_success_list.log"), "misc/hello hello-2.1 1.2s\n");
-        assert_eq!(read("02_failure_list.log"), "misc/fails fails-1.0 phase=build make exited 2 (log: /l/misc___fails.log)\n");
+        assert_eq!(
+            read("02_failure_list.log"),
+            "misc/fails fails-1.0 phase=build make exited 2 (log: /l/misc___fails.log)\n"
+        );
         assert_eq!(read("04_skipped_list.log"), "misc/needs-fails needs-fails-1.0 skipped: misc/fails failed\n");
         assert_eq!(read("00_last_results.log").lines().count(), 4);
         assert!(read("00_last_results.log").starts_with("success  misc/hello"));

@@ -217,10 +217,8 @@ pub fn lower_bound_energy(work: &Workload<'_>, workers: usize) -> f64 {
         let mut best: f64 = 0.0;
         let candidates = points.iter().step_by(step).chain(points.last());
         for &t in candidates {
-            let late: f64 = (0..n)
-                .filter(|&v| weight[v] > 0.0)
-                .map(|v| weight[v].min(release[v] + weight[v] - t).max(0.0))
-                .sum();
+            let late: f64 =
+                (0..n).filter(|&v| weight[v] > 0.0).map(|v| weight[v].min(release[v] + weight[v] - t).max(0.0)).sum();
             best = best.max(t + late / w);
         }
         best
@@ -241,8 +239,9 @@ pub fn simulate(work: &Workload<'_>, slots: Slots, policy: Policy) -> Schedule {
     let in_scope: Vec<bool> = (0..n).map(|v| pending[v] || running_now[v]).collect();
     let mut queue = Queue::new(work, &in_scope, policy);
 
-    let mut missing: Vec<usize> =
-        (0..n).map(|v| if pending[v] { g.dependencies(v).iter().filter(|e| in_scope[e.to]).count() } else { 0 }).collect();
+    let mut missing: Vec<usize> = (0..n)
+        .map(|v| if pending[v] { g.dependencies(v).iter().filter(|e| in_scope[e.to]).count() } else { 0 })
+        .collect();
     let mut schedule = Schedule { makespan: 0.0, start: vec![None; n], order: Vec::new(), unscheduled: 0 };
     let mut events: BinaryHeap<Reverse<Event>> = BinaryHeap::new();
     let total_slots = slots.workers.max(work.running.len()).max(1);
@@ -725,10 +724,8 @@ mod tests {
         // r/1..3 are built; m/many needs all three, a/few one. Two running
         // ports hold slots 0 and 1; with W=3 the free slot is 2, which picks
         // by dependency count: m/many.
-        let g = graph(
-            &["r/1", "r/2", "r/3", "m/many", "a/few", "x/busy1", "x/busy2"],
-            &[(3, 0), (3, 1), (3, 2), (4, 0)],
-        );
+        let g =
+            graph(&["r/1", "r/2", "r/3", "m/many", "a/few", "x/busy1", "x/busy2"], &[(3, 0), (3, 1), (3, 2), (4, 0)]);
         let d = [1.0, 1.0, 1.0, 5.0, 5.0, 100.0, 100.0];
         let pending = [false, false, false, true, true, false, false];
         let running = [(5, 100.0), (6, 100.0)];
@@ -809,8 +806,11 @@ mod tests {
         let flat = [60.0; 4];
         let informed = simulate(&Workload::all(&g, &d), Slots::fixed(1), Policy::CriticalPath);
         assert_eq!(informed.order[0], 0, "the long port first");
-        let blind =
-            simulate(&Workload { expected: Some(&flat), ..Workload::all(&g, &d) }, Slots::fixed(1), Policy::CriticalPath);
+        let blind = simulate(
+            &Workload { expected: Some(&flat), ..Workload::all(&g, &d) },
+            Slots::fixed(1),
+            Policy::CriticalPath,
+        );
         assert_eq!(blind.order[0], 1, "the two-port chain first");
         assert!(close(blind.makespan, 13.0) && close(informed.makespan, 13.0));
     }

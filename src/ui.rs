@@ -76,7 +76,9 @@ impl Ui {
 
     pub fn run_started(&self, run_id: &str, command: &str, counts: &crate::plan::Counts) {
         let mut value = json!({"event": "run_start", "run": run_id, "command": command});
-        if let (Some(object), Ok(serde_json::Value::Object(counts))) = (value.as_object_mut(), serde_json::to_value(counts)) {
+        if let (Some(object), Ok(serde_json::Value::Object(counts))) =
+            (value.as_object_mut(), serde_json::to_value(counts))
+        {
             object.extend(counts);
         }
         self.event(value, || format!("run {run_id}: {command}, {} ports to build", counts.to_build));
@@ -97,7 +99,10 @@ impl Ui {
 
     /// A slot's line under the header: origin, phase, elapsed, log lines.
     pub fn slot_status(&self, slot: u32, origin: &str, phase: &str, elapsed: Duration, lines: u64) {
-        self.slot_message(slot, format!("SL{slot:02} {origin:<32} {phase:<12} {:>5}s {lines:>7} lines", elapsed.as_secs()));
+        self.slot_message(
+            slot,
+            format!("SL{slot:02} {origin:<32} {phase:<12} {:>5}s {lines:>7} lines", elapsed.as_secs()),
+        );
     }
 
     fn slot_message(&self, slot: u32, message: String) {
@@ -120,11 +125,15 @@ impl Ui {
     }
 
     pub fn skipped(&self, origin: &str, reason: &str) {
-        self.event(json!({"event": "skip", "origin": origin, "reason": reason}), || format!("skipped {origin}: {reason}"));
+        self.event(json!({"event": "skip", "origin": origin, "reason": reason}), || {
+            format!("skipped {origin}: {reason}")
+        });
     }
 
     pub fn ignored(&self, origin: &str, reason: &str) {
-        self.event(json!({"event": "ignored", "origin": origin, "reason": reason}), || format!("ignored {origin}: {reason}"));
+        self.event(json!({"event": "ignored", "origin": origin, "reason": reason}), || {
+            format!("ignored {origin}: {reason}")
+        });
     }
 
     pub fn notice(&self, message: &str) {
@@ -189,11 +198,14 @@ pub struct FetchTotals {
 impl Ui {
     pub fn fetch_run_started(&self, run_id: &str, command: &str, ports: usize, distfiles: usize, jobs: usize) {
         let value = json!({"event": "run_start", "run": run_id, "command": command, "ports": ports, "distfiles": distfiles, "jobs": jobs});
-        self.event(value, || format!("run {run_id}: {command}, {ports} ports with {distfiles} distfiles to check, {jobs} at a time"));
+        self.event(value, || {
+            format!("run {run_id}: {command}, {ports} ports with {distfiles} distfiles to check, {jobs} at a time")
+        });
     }
 
     pub fn fetch_started(&self, slot: u32, origin: &str, attempt: u32, distfiles: &[String]) {
-        let value = json!({"event": "fetch_start", "slot": slot, "origin": origin, "attempt": attempt, "distfiles": distfiles});
+        let value =
+            json!({"event": "fetch_start", "slot": slot, "origin": origin, "attempt": attempt, "distfiles": distfiles});
         self.event(value, || match attempt {
             1 => format!("[SL{slot:02}] fetch   {origin} ({})", distfiles.join(" ")),
             n => format!("[SL{slot:02}] fetch   {origin} ({}), attempt {n}", distfiles.join(" ")),
@@ -201,7 +213,15 @@ impl Ui {
         self.slot_status(slot, origin, "fetch", Duration::ZERO, 0);
     }
 
-    pub fn fetch_retry(&self, slot: u32, origin: &str, failed_attempt: u32, attempts: u32, delay: Duration, reason: &str) {
+    pub fn fetch_retry(
+        &self,
+        slot: u32,
+        origin: &str,
+        failed_attempt: u32,
+        attempts: u32,
+        delay: Duration,
+        reason: &str,
+    ) {
         let seconds = delay.as_secs_f64();
         let value = json!({"event": "fetch_retry", "slot": slot, "origin": origin, "attempt": failed_attempt, "attempts": attempts, "delay_seconds": seconds, "reason": reason});
         self.event(value, || {
@@ -222,7 +242,11 @@ impl Ui {
         }
         self.event(value, || match end.reason {
             Some(reason) => {
-                format!("[SL{slot:02}] {status:<7} {origin} ({:.1}s): {reason} log: {}", end.seconds, end.log.unwrap_or("-"))
+                format!(
+                    "[SL{slot:02}] {status:<7} {origin} ({:.1}s): {reason} log: {}",
+                    end.seconds,
+                    end.log.unwrap_or("-")
+                )
             }
             None => format!("[SL{slot:02}] {status:<7} {origin} ({:.1}s)", end.seconds),
         });

@@ -80,7 +80,11 @@ fn assert_host_clean(mounts_before: &BTreeSet<String>, marker: &str) {
         if left.is_empty() && &now == mounts_before {
             return;
         }
-        assert!(Instant::now() < deadline, "left behind: processes {left:?}, mounts {:?}", now.symmetric_difference(mounts_before).collect::<Vec<_>>());
+        assert!(
+            Instant::now() < deadline,
+            "left behind: processes {left:?}, mounts {:?}",
+            now.symmetric_difference(mounts_before).collect::<Vec<_>>()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -130,7 +134,10 @@ fn a_build_cannot_type_into_the_operators_terminal() {
     assert!(!screen.contains("PWNED"), "{screen}");
     let log = std::fs::read_to_string(env.base().join("logs/hostile___tty.log")).unwrap();
     for attempt in ["open /dev/tty", "TIOCSTI on fd 0", "TIOCSTI on fd 1", "TIOCSTI on fd 2", "TIOCSTI on an own pty"] {
-        let line = log.lines().find(|l| l.starts_with(&format!("ATTEMPT {attempt}:"))).unwrap_or_else(|| panic!("{attempt} not tried: {log}"));
+        let line = log
+            .lines()
+            .find(|l| l.starts_with(&format!("ATTEMPT {attempt}:")))
+            .unwrap_or_else(|| panic!("{attempt} not tried: {log}"));
         assert!(!line.ends_with("succeeded"), "{line}");
     }
     // The build's session is led by a sandbox process (a session led from
@@ -173,7 +180,10 @@ fn privileged_hooks_of_fetch_and_checksum_reach_nothing_of_the_host() {
         "abstract socket",
         "environment",
     ] {
-        let line = log.lines().find(|l| l.starts_with(&format!("ATTEMPT {attempt}:"))).unwrap_or_else(|| panic!("{attempt} not tried: {log}"));
+        let line = log
+            .lines()
+            .find(|l| l.starts_with(&format!("ATTEMPT {attempt}:")))
+            .unwrap_or_else(|| panic!("{attempt} not tried: {log}"));
         assert!(line.contains(": failed"), "{line}");
     }
     assert!(log.contains("ATTEMPT uid: 65534"), "hooks run as the build user: {log}");

@@ -30,7 +30,11 @@ enum Reply {
     Status(u16),
     /// Announce `body.len()` bytes, send the first `sent`, wait for the
     /// gate to open, then close the connection.
-    Cut { body: Vec<u8>, sent: usize, gate: Arc<Gate> },
+    Cut {
+        body: Vec<u8>,
+        sent: usize,
+        gate: Arc<Gate>,
+    },
 }
 
 /// A one-shot latch the test opens.
@@ -248,7 +252,10 @@ fn events(output: &Output) -> Vec<Value> {
 }
 
 fn run_end(output: &Output) -> Value {
-    events(output).into_iter().find(|e| e["event"] == "run_end").unwrap_or_else(|| panic!("no run_end: {}", dump(output)))
+    events(output)
+        .into_iter()
+        .find(|e| e["event"] == "run_end")
+        .unwrap_or_else(|| panic!("no run_end: {}", dump(output)))
 }
 
 fn dump(output: &Output) -> String {
@@ -262,7 +269,12 @@ fn fetch(env: &Env, ports: &[&str]) -> Output {
 }
 
 fn spawn_fetch(env: &Env) -> Child {
-    env.command(&["--json", "fetch-only"]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+    env.command(&["--json", "fetch-only"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
 }
 
 /// Waits (bounded, generously) for `condition`; the test is about the
@@ -402,7 +414,8 @@ fn builds_fetching_a_shared_distfile_take_the_same_lock() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let build_log = |stem: &str| std::fs::read_to_string(env.base().join(format!("logs/{stem}.log"))).unwrap_or_default();
+    let build_log =
+        |stem: &str| std::fs::read_to_string(env.base().join(format!("logs/{stem}.log"))).unwrap_or_default();
     wait_for("both builds to wait for the lock in their fetch phase", || {
         ["misc___left", "misc___right"].iter().all(|stem| build_log(stem).contains("Waiting for both-1.0.tar.gz"))
     });
@@ -426,7 +439,11 @@ fn a_flaky_mirror_is_retried_and_a_dead_one_is_reported_with_url_and_error() {
     let ports = [
         Port { origin: "misc/flaky", files: &[("flaky-1.0.tar.gz", b"flaky but fine")], extra: "" },
         Port { origin: "misc/dead", files: &[("dead-1.0.tar.gz", b"never served")], extra: "" },
-        Port { origin: "misc/after", files: &[("after-1.0.tar.gz", b"after")], extra: "BUILD_DEPENDS=\tdead:misc/dead" },
+        Port {
+            origin: "misc/after",
+            files: &[("after-1.0.tar.gz", b"after")],
+            extra: "BUILD_DEPENDS=\tdead:misc/dead",
+        },
     ];
     let tree = Tree::new(&mirror, &ports, &config("fetch_retries = 3\n"));
     let env = &tree.env;
@@ -527,7 +544,8 @@ fn ctrl_c_twice_kills_a_hanging_download_and_leaves_nothing_in_the_cache() {
     let body: Vec<u8> = (0..64 * 1024).map(|i| (i * 13 % 251) as u8).collect();
     let gate = Arc::new(Gate::default());
     let (served, hang) = (body.clone(), gate.clone());
-    let mirror = Mirror::start(move |_, _| Reply::Cut { body: served.clone(), sent: served.len() / 2, gate: hang.clone() });
+    let mirror =
+        Mirror::start(move |_, _| Reply::Cut { body: served.clone(), sent: served.len() / 2, gate: hang.clone() });
     let ports = [Port { origin: "misc/hangs", files: &[("hangs-1.0.tar.gz", &body)], extra: "" }];
     let tree = Tree::new(&mirror, &ports, &config(""));
     let env = &tree.env;
@@ -564,13 +582,18 @@ fn ctrl_c_twice_kills_a_hanging_download_and_leaves_nothing_in_the_cache() {
     assert_eq!(end["status"], "interrupted", "{end}");
     let notices = seen.iter().filter(|e| e["event"] == "notice").count();
     assert_eq!(notices, 2, "both interrupts are announced: {seen:?}");
-    assert!(cache_listing(env).iter().all(|f| f != "hangs-1.0.tar.gz"), "no file under the final name: {:?}", cache_listing(env));
+    assert!(
+        cache_listing(env).iter().all(|f| f != "hangs-1.0.tar.gz"),
+        "no file under the final name: {:?}",
+        cache_listing(env)
+    );
     assert!(mounts_under(&env.base()).is_empty(), "no mount left: {:?}", mounts_under(&env.base()));
 }
 
 #[test]
 fn purge_distfiles_removes_exactly_the_unreferenced_files() {
-    let served: HashMap<&str, &[u8]> = [("keep-1.0.tar.gz", b"keep".as_slice()), ("sub/inner-2.0.tgz", b"inner")].into();
+    let served: HashMap<&str, &[u8]> =
+        [("keep-1.0.tar.gz", b"keep".as_slice()), ("sub/inner-2.0.tgz", b"inner")].into();
     let served: HashMap<String, Vec<u8>> = served.into_iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect();
     let mirror = Mirror::start(move |path, _| match served.get(path) {
         Some(body) => Reply::File(body.clone()),
@@ -606,12 +629,14 @@ fn purge_distfiles_removes_exactly_the_unreferenced_files() {
     assert_eq!(cache_listing(env).len(), 6, "no confirmation, no deletion");
 
     let listed: Value = serde_json::from_slice(&env.run_ok_output(&["--json", "purge-distfiles"]).stdout).unwrap();
-    let names: Vec<&str> = listed["unreferenced"].as_array().unwrap().iter().map(|f| f["file"].as_str().unwrap()).collect();
+    let names: Vec<&str> =
+        listed["unreferenced"].as_array().unwrap().iter().map(|f| f["file"].as_str().unwrap()).collect();
     assert_eq!(names, junk);
     assert_eq!(listed["bytes"], 400);
     assert_eq!(listed["deleted"], false);
 
-    let purged: Value = serde_json::from_slice(&env.run_ok_output(&["--json", "-y", "purge-distfiles"]).stdout).unwrap();
+    let purged: Value =
+        serde_json::from_slice(&env.run_ok_output(&["--json", "-y", "purge-distfiles"]).stdout).unwrap();
     assert_eq!(purged["removed"], 4, "{purged}");
     assert_eq!(purged["lock_files_removed"], 1, "{purged}");
     assert_eq!(cache_listing(env), ["keep-1.0.tar.gz", "sub/inner-2.0.tgz"]);

@@ -33,7 +33,13 @@ fn mark_all_built(env: &Env) {
         let build = db
             .start_build(
                 &run,
-                &NewBuild { origin: &origin, pkgname: &meta.pkgname, version: &meta.pkgversion, slot: Some(1), log_path: None },
+                &NewBuild {
+                    origin: &origin,
+                    pkgname: &meta.pkgname,
+                    version: &meta.pkgversion,
+                    slot: Some(1),
+                    log_path: None,
+                },
             )
             .unwrap();
         let state = keys.to_state(&meta.pkgname, &meta.pkgversion, &file.to_string_lossy());
@@ -290,8 +296,7 @@ fn history_lists_runs_and_builds() {
     assert_eq!(runs.as_array().unwrap().len(), 1);
     assert_eq!(runs[0]["status"], "completed");
     assert_eq!(runs[0]["counts"]["built"], 16);
-    let builds: serde_json::Value =
-        serde_json::from_str(&env.run_ok(&["--json", "history", "misc/hello"])).unwrap();
+    let builds: serde_json::Value = serde_json::from_str(&env.run_ok(&["--json", "history", "misc/hello"])).unwrap();
     assert_eq!(builds.as_array().unwrap().len(), 1);
     assert_eq!(builds[0]["status"], "success");
     let text = env.run_ok(&["history", "--limit", "5"]);
@@ -311,7 +316,10 @@ fn readers_in_other_processes_are_not_blocked_by_a_writer() {
             for i in 0..400 {
                 let origin = format!("misc/p{}", i % 20);
                 let build = db
-                    .start_build(&run, &NewBuild { origin: &origin, pkgname: "p", version: "1", slot: None, log_path: None })
+                    .start_build(
+                        &run,
+                        &NewBuild { origin: &origin, pkgname: "p", version: "1", slot: None, log_path: None },
+                    )
                     .unwrap();
                 db.finish_build(&build, portsynth::builddb::BuildStatus::Failed, Some("build"), Some("test")).unwrap();
             }

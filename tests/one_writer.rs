@@ -192,7 +192,9 @@ fn a_second_writer_fails_naming_the_running_build_and_changes_nothing() {
     assert!(env.base().join("distfiles/unreferenced-1.0.tar.gz").is_file());
     let db = rusqlite::Connection::open(env.base().join("builddb.sqlite")).unwrap();
     let status: String = db
-        .query_row("SELECT status FROM builds WHERE origin = 'misc/gated' ORDER BY rowid DESC LIMIT 1", [], |r| r.get(0))
+        .query_row("SELECT status FROM builds WHERE origin = 'misc/gated' ORDER BY rowid DESC LIMIT 1", [], |r| {
+            r.get(0)
+        })
         .unwrap();
     assert_eq!(status, "success");
     // The lock is free again.

@@ -5,9 +5,9 @@
 
 mod common;
 
-use std::sync::Mutex;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
 
 use common::pkgsrc::{kit_command, shared, tree, write_config, CACHE};
 
@@ -58,20 +58,30 @@ fn the_real_tree_bootstraps_into_a_verified_cached_kit() {
     assert!(!before.0 || Path::new("/usr/pkg").is_dir(), "host /usr/pkg");
     let out = kit_command(&config, &["--mk-fragment", fragment.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}\n{}", std::fs::read_to_string(base.join("logs/bootstrap-kit.log")).unwrap_or_default());
+    assert!(
+        out.status.success(),
+        "{stderr}\n{}",
+        std::fs::read_to_string(base.join("logs/bootstrap-kit.log")).unwrap_or_default()
+    );
     let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let kit = PathBuf::from(result["kit"].as_str().unwrap());
     let key = result["key"].as_str().unwrap();
     assert_eq!(kit, base.join(format!("kits/bootstrap-kit-{key}.tgz")));
     assert_eq!(host_state(), before, "no /usr/pkg, mount or sandbox left on the host");
-    assert!(!tree.join("pkgtools/pkg_install/work").exists() && !tree.join("devel/bmake/work").exists(), "the tree is untouched");
+    assert!(
+        !tree.join("pkgtools/pkg_install/work").exists() && !tree.join("devel/bmake/work").exists(),
+        "the tree is untouched"
+    );
 
     // Every entry below ./usr/pkg; the tools and the mk.conf with the fragment.
     let entries = entries(&kit);
     assert!(entries.len() > 100, "{} entries", entries.len());
     for (name, kind) in &entries {
         assert!(name == "./usr/pkg" || name == "./usr/pkg/" || name.starts_with("./usr/pkg/"), "{name}");
-        assert!(matches!(kind, tar::EntryType::Regular | tar::EntryType::Directory | tar::EntryType::Link), "{name}: {kind:?}");
+        assert!(
+            matches!(kind, tar::EntryType::Regular | tar::EntryType::Directory | tar::EntryType::Link),
+            "{name}: {kind:?}"
+        );
     }
     for wanted in ["./usr/pkg/bin/bmake", "./usr/pkg/sbin/pkg_add", "./usr/pkg/etc/mk.conf"] {
         assert!(entries.iter().any(|(n, _)| n == wanted), "no {wanted}");
@@ -84,7 +94,12 @@ fn the_real_tree_bootstraps_into_a_verified_cached_kit() {
     assert!(status.success());
     let pkg = root.path().join("usr/pkg");
     let mk_conf = std::fs::read_to_string(pkg.join("etc/mk.conf")).unwrap();
-    for line in ["LOCALBASE=\t\t/usr/pkg", "PKG_DBDIR=\t\t/usr/pkg/pkgdb", "UNPRIVILEGED=\t\tyes", "TOOLS_PLATFORM.sh?=\t\t/bin/bash"] {
+    for line in [
+        "LOCALBASE=\t\t/usr/pkg",
+        "PKG_DBDIR=\t\t/usr/pkg/pkgdb",
+        "UNPRIVILEGED=\t\tyes",
+        "TOOLS_PLATFORM.sh?=\t\t/bin/bash",
+    ] {
         assert!(mk_conf.contains(line), "mk.conf lacks {line:?}:\n{mk_conf}");
     }
     assert!(mk_conf.contains(&std::fs::read_to_string(&fragment).unwrap()), "mk.conf lacks the fragment");
@@ -105,7 +120,8 @@ fn the_real_tree_bootstraps_into_a_verified_cached_kit() {
     // Same inputs: the cached kit, at once; --output gets a copy.
     let copy = dir.path().join("out/kit.tgz");
     let started = std::time::Instant::now();
-    let again = kit_command(&config, &["--mk-fragment", fragment.to_str().unwrap(), "--output", copy.to_str().unwrap()]);
+    let again =
+        kit_command(&config, &["--mk-fragment", fragment.to_str().unwrap(), "--output", copy.to_str().unwrap()]);
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
     assert!(started.elapsed().as_secs() < 10, "{:?}", started.elapsed());
     let again: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();

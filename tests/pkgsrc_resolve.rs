@@ -103,21 +103,18 @@ fn resolution_equals_pbulk_resolve_on_a_real_closure() {
     let records = pbulk::records(&entries).unwrap();
     let res = resolve::resolve(&records, Scope::Tree);
     assert_eq!(res.errors().count(), 0);
-    let at = |name: &str| records.iter().position(|r| r.pkgname.starts_with(name)).unwrap_or_else(|| panic!("no {name}"));
-    let deps = |i: usize| -> Vec<&str> {
-        res.records[i].depends.iter().map(|&d| records[d].pkg_location.as_str()).collect()
-    };
+    let at =
+        |name: &str| records.iter().position(|r| r.pkgname.starts_with(name)).unwrap_or_else(|| panic!("no {name}"));
+    let deps =
+        |i: usize| -> Vec<&str> { res.records[i].depends.iter().map(|&d| records[d].pkg_location.as_str()).collect() };
     assert!(deps(at("pkg_rolling-replace-")).contains(&"pkgtools/pkg_chk"));
     assert!(deps(at("pkg_rolling-replace-")).contains(&"pkgtools/pkg_tarup"));
     assert!(deps(at("bmake-")).contains(&"pkgtools/bootstrap-mk-files"));
     assert!(deps(at("metacam-")).contains(&"devel/libgetopt"));
     assert!(deps(at("libgetopt-")).contains(&"devel/libtool-base"));
     assert!(deps(at("libtool-base-")).contains(&"pkgtools/digest"));
-    let variants: BTreeSet<&str> = records
-        .iter()
-        .filter(|r| r.pkg_location == "textproc/py-libxml2")
-        .map(|r| r.pkgname.as_str())
-        .collect();
+    let variants: BTreeSet<&str> =
+        records.iter().filter(|r| r.pkg_location == "textproc/py-libxml2").map(|r| r.pkgname.as_str()).collect();
     assert!(variants.len() >= 2, "MULTI_VERSION variants of textproc/py-libxml2: {variants:?}");
     for (i, r) in records.iter().enumerate().filter(|(_, r)| r.pkg_location == "textproc/py-libxml2") {
         let version = &r.pkgname[2..4];
@@ -185,7 +182,9 @@ fn unresolvable_dependencies_match_pbulk_resolve() {
     assert_eq!(our_missing, pbulk_missing);
     let stderr = String::from_utf8_lossy(&ours.stderr);
     assert!(
-        stderr.contains("no package at ../../pkgtools/digest matches digest>=20010302 (nothing was scanned at pkgtools/digest)"),
+        stderr.contains(
+            "no package at ../../pkgtools/digest matches digest>=20010302 (nothing was scanned at pkgtools/digest)"
+        ),
         "{stderr}"
     );
     // what depends on an unresolved record is not buildable either

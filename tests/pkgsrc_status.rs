@@ -35,7 +35,12 @@ impl Env {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        let output = Command::new(common::bin()).arg("--config").arg(self.dir.path().join("portsynth.toml")).args(args).output().unwrap();
+        let output = Command::new(common::bin())
+            .arg("--config")
+            .arg(self.dir.path().join("portsynth.toml"))
+            .args(args)
+            .output()
+            .unwrap();
         assert!(output.status.success(), "portsynth {args:?}: {}", String::from_utf8_lossy(&output.stderr));
         output
     }
@@ -58,11 +63,21 @@ impl Env {
 }
 
 fn entry<'a>(plan: &'a Value, origin: &str) -> &'a Value {
-    plan["entries"].as_array().unwrap().iter().find(|e| e["origin"] == origin).unwrap_or_else(|| panic!("no {origin} in {plan}"))
+    plan["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["origin"] == origin)
+        .unwrap_or_else(|| panic!("no {origin} in {plan}"))
 }
 
 fn depends(plan: &Value, origin: &str) -> Vec<String> {
-    entry(plan, origin)["depends"].as_array().unwrap().iter().map(|d| d["origin"].as_str().unwrap().to_string()).collect()
+    entry(plan, origin)["depends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["origin"].as_str().unwrap().to_string())
+        .collect()
 }
 
 #[test]
@@ -81,7 +96,10 @@ fn status_of_a_real_pkgsrc_tree_plans_with_pbulks_resolution_and_caches_the_scan
         assert_eq!(entry(&plan, origin)["verdict"], "build", "{origin}");
     }
     let figlet = depends(&plan, "misc/figlet");
-    assert!(figlet.contains(&"pkgtools/digest".to_string()) && figlet.contains(&"devel/nbpatch".to_string()), "{figlet:?}");
+    assert!(
+        figlet.contains(&"pkgtools/digest".to_string()) && figlet.contains(&"devel/nbpatch".to_string()),
+        "{figlet:?}"
+    );
     // MULTI_VERSION: each variant resolves its own python.
     assert!(depends(&plan, "textproc/py-libxml2@py27-libxml2").contains(&"lang/python27".to_string()));
     let py33 = depends(&plan, "textproc/py-libxml2@py33-libxml2");
@@ -115,7 +133,10 @@ fn a_buildlink3_edit_rescans_exactly_the_packages_that_read_it() {
     // the pythons and the rest of the closure do not.
     assert!((1..=3).contains(&rescanned), "rescanned {rescanned}, from the cache {cached}");
     assert!(cached > rescanned * 3, "rescanned {rescanned}, from the cache {cached}");
-    assert!(!std::fs::read_to_string(original.join("textproc/libxml2/buildlink3.mk")).unwrap().contains("# edited"), "the shared tree is untouched");
+    assert!(
+        !std::fs::read_to_string(original.join("textproc/libxml2/buildlink3.mk")).unwrap().contains("# edited"),
+        "the shared tree is untouched"
+    );
 }
 
 /// Writes a new file and renames it over `path` (a hard-linked original

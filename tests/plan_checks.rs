@@ -86,7 +86,11 @@ fn hostile_names_and_links_are_refused_by_name_and_the_rest_plans() {
             "PKGNAME \"../../slash-prefix-1.0\" is not a plain file name: contains '/'".into(),
         ),
         ("evil/dotdot", "not-buildable", "PKGNAME \"..\" is not a plain file name: a directory reference".into()),
-        ("evil/spaced", "not-buildable", "PKGNAME \"spaced out-1.0\" is not a plain file name: contains whitespace".into()),
+        (
+            "evil/spaced",
+            "not-buildable",
+            "PKGNAME \"spaced out-1.0\" is not a plain file name: contains whitespace".into(),
+        ),
         (
             "evil/pkgfile",
             "not-buildable",
@@ -127,7 +131,10 @@ fn hostile_names_and_links_are_refused_by_name_and_the_rest_plans() {
     let problems: Vec<String> =
         plan["problems"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_string()).collect();
     let has = |needle: &str| problems.iter().any(|p| p.contains(needle));
-    assert!(has(&format!("{}/misc/caf\u{FFFD}: the directory name is not UTF-8", env.ports().display())), "{problems:?}");
+    assert!(
+        has(&format!("{}/misc/caf\u{FFFD}: the directory name is not UTF-8", env.ports().display())),
+        "{problems:?}"
+    );
     assert!(has(&format!("{}/b\u{FFFD}d: the directory name is not UTF-8", env.ports().display())), "{problems:?}");
     assert!(has("misc/inside-link is a symlink to Shared/inside-target inside the ports tree"), "{problems:?}");
     assert_eq!(problems.len(), 3, "{problems:?}");
@@ -157,6 +164,7 @@ fn the_text_status_shows_the_problems_and_requested_links_are_checked_too() {
     let output = env.run(&["-y", "build", "misc/plain", "evil/spaced"]);
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     assert!(env.base().join("packages/All/plain-1.0.pkg").is_file(), "{}", stderr(&output));
-    let all: Vec<_> = std::fs::read_dir(env.base().join("packages/All")).unwrap().flatten().map(|e| e.file_name()).collect();
+    let all: Vec<_> =
+        std::fs::read_dir(env.base().join("packages/All")).unwrap().flatten().map(|e| e.file_name()).collect();
     assert_eq!(all.len(), 1, "{all:?}");
 }

@@ -302,10 +302,11 @@ fn inside_the_sandbox_only_the_sandbox_is_visible() {
     assert!(ps.iter().any(|l| l.starts_with("1 ")), "PID 1 is ours: {ps:?}");
     assert!(ps.len() < 10, "{ps:?}");
     let dev: BTreeSet<String> = section("DEV").into_iter().collect();
-    let allowed: BTreeSet<String> = ["null", "zero", "full", "random", "urandom", "pts", "ptmx", "shm", "fd", "stdin", "stdout", "stderr"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let allowed: BTreeSet<String> =
+        ["null", "zero", "full", "random", "urandom", "pts", "ptmx", "shm", "fd", "stdin", "stdout", "stderr"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
     assert_eq!(dev, allowed);
     assert!(log.contains("ID 65534 65534"), "runs as nobody: {log}");
     for cap in ["CapPrm", "CapEff", "CapAmb", "CapBnd"] {
@@ -313,14 +314,32 @@ fn inside_the_sandbox_only_the_sandbox_is_visible() {
     }
     assert!(log.contains("NoNewPrivs:\t1") && log.contains("Seccomp:\t2"), "no_new_privs and a seccomp filter: {log}");
     let mounts = section("MOUNTS");
-    let allowed_prefixes = ["/", "/usr", "/etc", "/xports", "/packages", "/distfiles", "/outbox", "/construction", "/tmp", "/usr/local", "/dev", "/proc"];
+    let allowed_prefixes = [
+        "/",
+        "/usr",
+        "/etc",
+        "/xports",
+        "/packages",
+        "/distfiles",
+        "/outbox",
+        "/construction",
+        "/tmp",
+        "/usr/local",
+        "/dev",
+        "/proc",
+    ];
     for mount in &mounts {
         assert!(
-            allowed_prefixes.iter().any(|p| mount == p || (mount.starts_with(&format!("{p}/")) && ["/dev", "/proc"].contains(p))),
+            allowed_prefixes
+                .iter()
+                .any(|p| mount == p || (mount.starts_with(&format!("{p}/")) && ["/dev", "/proc"].contains(p))),
             "unexpected mount {mount} in {mounts:?}"
         );
     }
-    assert!(!mounts.iter().any(|m| m.starts_with("/sys") || m.starts_with("/work") || m.starts_with("/root")), "{mounts:?}");
+    assert!(
+        !mounts.iter().any(|m| m.starts_with("/sys") || m.starts_with("/work") || m.starts_with("/root")),
+        "{mounts:?}"
+    );
     assert!(log.contains("HOST portsynth-sl01"), "{log}");
 }
 

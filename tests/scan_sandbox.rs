@@ -75,7 +75,12 @@ fn assert_no_process_with(needle: &str, when: &str) {
 /// Mount points of our namespace (the host's) that mention `dir`.
 fn mounts_mentioning(dir: &Path) -> Vec<String> {
     let dir = dir.to_string_lossy().into_owned();
-    std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().filter(|l| l.contains(&dir)).map(str::to_string).collect()
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&dir))
+        .map(str::to_string)
+        .collect()
 }
 
 fn uid_of(user: &str) -> String {
@@ -133,9 +138,8 @@ fn a_hanging_scan_times_out_alone_and_leaves_nothing_behind() {
     assert!(output.status.success(), "{}", common::stderr(&output));
     assert!(elapsed < Duration::from_secs(30), "status took {elapsed:?}");
     let plan: Value = serde_json::from_slice(&output.stdout).unwrap();
-    let entry = |origin: &str| {
-        plan["entries"].as_array().unwrap().iter().find(|e| e["origin"] == origin).cloned().unwrap()
-    };
+    let entry =
+        |origin: &str| plan["entries"].as_array().unwrap().iter().find(|e| e["origin"] == origin).cloned().unwrap();
     assert_eq!(entry("hostile/scan-hang")["verdict"], "not-buildable");
     assert_eq!(entry("hostile/scan-hang")["reason"], "scan timed out after 2 s");
     assert_eq!(entry("misc/plain")["verdict"], "build");
@@ -228,7 +232,11 @@ fn a_dead_scan_sandbox_fails_its_port_and_the_next_port_gets_a_new_one() {
         copy_tree(&env.ports().join("misc/plain"), &copy);
         // A package name of its own: two ports producing one are not buildable.
         let makefile = std::fs::read_to_string(copy.join("Makefile")).unwrap();
-        std::fs::write(copy.join("Makefile"), makefile.replace("PORTVERSION=\t1.0", &format!("PORTVERSION=\t1.{}", i + 1))).unwrap();
+        std::fs::write(
+            copy.join("Makefile"),
+            makefile.replace("PORTVERSION=\t1.0", &format!("PORTVERSION=\t1.{}", i + 1)),
+        )
+        .unwrap();
     }
     let mut child = env
         .command(&["--json", "status"])

@@ -342,11 +342,19 @@ fn a_generated_tree_of_3000_ports_scans_without_errors() {
 #[test]
 fn pkgpaths_limit_what_a_bare_status_means_and_named_ports_still_win() {
     let env = Env::testdata();
-    std::fs::write(env.path().join("bulk.list"), "# the bulk set\ndevel/libgreet\n\nmisc/hello  # and its dependencies\n").unwrap();
+    std::fs::write(
+        env.path().join("bulk.list"),
+        "# the bulk set\ndevel/libgreet\n\nmisc/hello  # and its dependencies\n",
+    )
+    .unwrap();
     env.write_config("pkgpaths = \"bulk.list\"\n");
     let plan = env.status_json(&[]);
     let origins: BTreeSet<String> = verdicts(&plan).into_keys().collect();
-    assert_eq!(origins, ["devel/libgreet", "misc/hello"].map(String::from).into(), "the list and the closure, nothing else");
+    assert_eq!(
+        origins,
+        ["devel/libgreet", "misc/hello"].map(String::from).into(),
+        "the list and the closure, nothing else"
+    );
     let named = env.status_json(&["misc/calc"]);
     assert!(verdicts(&named).contains_key("misc/calc"), "ports named on the command line win over pkgpaths");
     env.write_config("pkgpaths = [\"devel/libgreet\", \"no-slash\"]\n");

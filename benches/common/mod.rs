@@ -42,9 +42,37 @@ impl Rng {
 }
 
 const CATEGORIES: &[&str] = &[
-    "devel", "devel", "devel", "devel", "www", "www", "textproc", "textproc", "sysutils", "sysutils", "net",
-    "graphics", "security", "misc", "databases", "math", "multimedia", "audio", "x11", "science", "lang", "games",
-    "mail", "net-mgmt", "print", "x11-toolkits", "editors", "archivers", "converters", "deskutils", "dns",
+    "devel",
+    "devel",
+    "devel",
+    "devel",
+    "www",
+    "www",
+    "textproc",
+    "textproc",
+    "sysutils",
+    "sysutils",
+    "net",
+    "graphics",
+    "security",
+    "misc",
+    "databases",
+    "math",
+    "multimedia",
+    "audio",
+    "x11",
+    "science",
+    "lang",
+    "games",
+    "mail",
+    "net-mgmt",
+    "print",
+    "x11-toolkits",
+    "editors",
+    "archivers",
+    "converters",
+    "deskutils",
+    "dns",
 ];
 
 /// A dependency graph with labels `category/pNNNNN`, build durations in
@@ -165,11 +193,16 @@ pub fn from_manifest(path: &Path) -> Result<Synthetic, String> {
     let mut durations = Vec::new();
     for p in ports {
         let origin = p["origin"].as_str().ok_or("port without origin")?.to_string();
-        let flavors: Vec<String> =
-            p["flavors"].as_array().map(|f| f.iter().filter_map(|x| x.as_str().map(str::to_string)).collect()).unwrap_or_default();
+        let flavors: Vec<String> = p["flavors"]
+            .as_array()
+            .map(|f| f.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+            .unwrap_or_default();
         first_flavor.insert(origin.clone(), flavors.first().cloned());
-        let names: Vec<String> =
-            if flavors.is_empty() { vec![origin.clone()] } else { flavors.iter().map(|f| format!("{origin}@{f}")).collect() };
+        let names: Vec<String> = if flavors.is_empty() {
+            vec![origin.clone()]
+        } else {
+            flavors.iter().map(|f| format!("{origin}@{f}")).collect()
+        };
         for name in names {
             index.insert(name.clone(), labels.len());
             labels.push(name);
@@ -254,7 +287,13 @@ pub fn tree_on_disk(syn: &Synthetic, root: &Path) -> PortTree {
         };
         by_dir.insert(origin.dir(), meta);
     }
-    let scanner = Scanner { framework: portsynth::framework::Kind::Bundled, ports_dir: root.to_path_buf(), make_program: "bmake".into(), make_env: vec![], sandbox: None };
+    let scanner = Scanner {
+        framework: portsynth::framework::Kind::Bundled,
+        ports_dir: root.to_path_buf(),
+        make_program: "bmake".into(),
+        make_env: vec![],
+        sandbox: None,
+    };
     PortTree::load(&scanner, Scope::Everything, &|dirs| {
         dirs.iter().map(|d| Ok(vec![by_dir[&d.dir()].clone()])).collect()
     })

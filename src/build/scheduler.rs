@@ -180,7 +180,14 @@ pub fn execute(run: Run<'_>) -> Result<Outcome> {
     })
 }
 
-fn worker(config: &Config, helper: &std::path::Path, slot: u32, jobs: Receiver<Job>, reports: Sender<Report>, cancel: &Cancel) {
+fn worker(
+    config: &Config,
+    helper: &std::path::Path,
+    slot: u32,
+    jobs: Receiver<Job>,
+    reports: Sender<Report>,
+    cancel: &Cancel,
+) {
     for job in jobs {
         let progress = |progress: Progress| {
             let _ = reports.send(Report::Progress { slot, progress });
@@ -360,7 +367,10 @@ impl<'r, 'a> Coordinator<'r, 'a> {
                 .into_iter()
                 .filter_map(|dep| {
                     let meta = tree.nodes[dep].meta.as_ref()?;
-                    Some(Dependency { file: run.config.framework.framework().package_file(&meta.pkgname), origin: tree.nodes[dep].origin.clone() })
+                    Some(Dependency {
+                        file: run.config.framework.framework().package_file(&meta.pkgname),
+                        origin: tree.nodes[dep].origin.clone(),
+                    })
                 })
                 .collect(),
         };
@@ -427,7 +437,10 @@ impl<'r, 'a> Coordinator<'r, 'a> {
             peak_memory: None,
         });
         if let (Some(build), true) = (&running.build, outcome.cpu_time.is_some() || outcome.peak_memory.is_some()) {
-            self.db_write("recording resource usage", self.run.db.record_usage(build, outcome.cpu_time, outcome.peak_memory));
+            self.db_write(
+                "recording resource usage",
+                self.run.db.record_usage(build, outcome.cpu_time, outcome.peak_memory),
+            );
         }
         let outcome = match outcome.status {
             OutcomeStatus::Success => self.succeeded(node, running.build.as_ref(), outcome),
@@ -470,7 +483,11 @@ impl<'r, 'a> Coordinator<'r, 'a> {
         let meta = run.tree.nodes[node].meta.as_ref().expect("built ports have metadata");
         let origin = run.tree.nodes[node].origin.to_string();
         let Some(package) = outcome.package.clone() else {
-            return BuildOutcome { status: OutcomeStatus::Failed, reason: Some("no package delivered".into()), ..outcome };
+            return BuildOutcome {
+                status: OutcomeStatus::Failed,
+                reason: Some("no package delivered".into()),
+                ..outcome
+            };
         };
         let entry = match package_entry(&package, &meta.pkgname, &meta.pkgversion) {
             Ok(entry) => entry,

@@ -74,11 +74,19 @@ impl BuildDb {
     }
 
     /// Records what the build's cgroup measured (CPU time, peak memory).
-    pub fn record_usage(&self, build: &BuildId, cpu: Option<std::time::Duration>, peak_memory: Option<u64>) -> Result<()> {
+    pub fn record_usage(
+        &self,
+        build: &BuildId,
+        cpu: Option<std::time::Duration>,
+        peak_memory: Option<u64>,
+    ) -> Result<()> {
         let cpu_ms = cpu.map(|c| c.as_millis().min(i64::MAX as u128) as i64);
         let peak = peak_memory.map(|p| p.min(i64::MAX as u64) as i64);
         self.conn
-            .execute("UPDATE builds SET cpu_ms = ?2, peak_memory = ?3 WHERE id = ?1", params![build.as_str(), cpu_ms, peak])
+            .execute(
+                "UPDATE builds SET cpu_ms = ?2, peak_memory = ?3 WHERE id = ?1",
+                params![build.as_str(), cpu_ms, peak],
+            )
             .with_context(|| self.at(format_args!("recording the resource usage of build {build}")))?;
         Ok(())
     }

@@ -478,7 +478,9 @@ impl CrcMemo {
                     hasher.update(&[0]);
                     match content {
                         PortFile::Link(target) => hasher.update(target),
-                        PortFile::File(crc, len) => hasher.combine(&crc32fast::Hasher::new_with_initial_len(*crc, *len)),
+                        PortFile::File(crc, len) => {
+                            hasher.combine(&crc32fast::Hasher::new_with_initial_len(*crc, *len))
+                        }
                     }
                 }
                 hasher.finalize()
@@ -563,7 +565,11 @@ fn now_ns() -> i64 {
     i64::try_from(since_epoch.as_nanos()).unwrap_or(i64::MAX)
 }
 
-fn memoised(map: &Mutex<HashMap<Box<[u8]>, Option<u32>>>, key: &Path, compute: impl FnOnce() -> Option<u32>) -> Option<u32> {
+fn memoised(
+    map: &Mutex<HashMap<Box<[u8]>, Option<u32>>>,
+    key: &Path,
+    compute: impl FnOnce() -> Option<u32>,
+) -> Option<u32> {
     let key = key.as_os_str().as_encoded_bytes();
     if let Some(value) = map.lock().expect("crc memo lock").get(key) {
         return *value;

@@ -71,10 +71,8 @@ pub fn config_crc(config: &Config) -> u32 {
 pub fn compute_keys(tree: &PortTree, memo: &CrcMemo, config_crc: u32) -> Vec<Option<KeyInputs>> {
     let buildable: Vec<bool> =
         (0..tree.len()).map(|n| tree.nodes[n].meta.is_some() && !tree.not_buildable.contains_key(&n)).collect();
-    let own: Vec<Option<(u32, u32)>> = (0..tree.len())
-        .into_par_iter()
-        .map(|n| if buildable[n] { own_crcs(tree, memo, n) } else { None })
-        .collect();
+    let own: Vec<Option<(u32, u32)>> =
+        (0..tree.len()).into_par_iter().map(|n| if buildable[n] { own_crcs(tree, memo, n) } else { None }).collect();
     let zeros = vec![0.0; tree.len()];
     let no_ties = vec![0; tree.len()];
     let mut keys: Vec<Option<KeyInputs>> = vec![None; tree.len()];

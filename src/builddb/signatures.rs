@@ -3,7 +3,6 @@
 //! paths whose signature changed, in one transaction. Like the scan cache,
 //! they only save time: a table that fails to load means every file is read.
 
-
 use anyhow::{Context, Result};
 use rusqlite::params;
 

@@ -202,7 +202,9 @@ fn an_older_schema_migrates_forward_and_keeps_its_data() {
 
     // A binary that knows only the real steps now refuses the file.
     let (found, known) = (newer.len() as u32, SCHEMA_VERSION);
-    assert!(matches!(open_error(&path).problem, DbOpenProblem::TooNew { found: f, known: k } if (f, k) == (found, known)));
+    assert!(
+        matches!(open_error(&path).problem, DbOpenProblem::TooNew { found: f, known: k } if (f, k) == (found, known))
+    );
 }
 
 #[test]
@@ -582,12 +584,25 @@ fn stat_signatures_round_trip_and_replace() {
     let (_dir, db) = temp_db();
     assert!(db.signatures_load().unwrap().is_empty());
     // Inode and device use all 64 bits; SQLite stores them as their bits.
-    let stat = StatSig { size: 12, mtime_ns: 1_700_000_000_123_456_789, ctime_ns: 1_700_000_001_000_000_001, inode: u64::MAX - 1, device: 1 << 63 };
+    let stat = StatSig {
+        size: 12,
+        mtime_ns: 1_700_000_000_123_456_789,
+        ctime_ns: 1_700_000_001_000_000_001,
+        inode: u64::MAX - 1,
+        device: 1 << 63,
+    };
     let file = Signature { stat, recorded_ns: 1_800_000_000_000_000_000, signed: Signed::File { crc: u32::MAX } };
-    let port = Signature { signed: Signed::Dir { listing: "dfiles/fMakefile".into(), port: Some((7, u32::MAX)) }, ..file.clone() };
+    let port = Signature {
+        signed: Signed::Dir { listing: "dfiles/fMakefile".into(), port: Some((7, u32::MAX)) },
+        ..file.clone()
+    };
     let sub = Signature { signed: Signed::Dir { listing: String::new(), port: None }, ..file.clone() };
-    db.signatures_store(&[("/t/a/b/Makefile".into(), file.clone()), ("/t/a/b".into(), port.clone()), ("/t/a/b/files".into(), sub.clone())])
-        .unwrap();
+    db.signatures_store(&[
+        ("/t/a/b/Makefile".into(), file.clone()),
+        ("/t/a/b".into(), port.clone()),
+        ("/t/a/b/files".into(), sub.clone()),
+    ])
+    .unwrap();
     let loaded = db.signatures_load().unwrap();
     assert_eq!(loaded.len(), 3);
     assert_eq!(loaded["/t/a/b/Makefile"], file);

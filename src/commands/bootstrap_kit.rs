@@ -37,7 +37,12 @@ pub fn run(config: &Config, global: &GlobalArgs, args: &BootstrapKitArgs) -> Res
         println!("{value}");
     } else {
         let how = if outcome.cached { "cached" } else { "built" };
-        println!("{} ({how}, {} entries, {:.1} s)", outcome.kit.display(), outcome.entries, started.elapsed().as_secs_f64());
+        println!(
+            "{} ({how}, {} entries, {:.1} s)",
+            outcome.kit.display(),
+            outcome.entries,
+            started.elapsed().as_secs_f64()
+        );
         if let Some(output) = &outcome.output {
             println!("copied to {}", output.display());
         }

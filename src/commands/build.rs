@@ -24,8 +24,8 @@ use crate::builddb::{BuildDb, RunCounts, RunStatus};
 use crate::cli::GlobalArgs;
 use crate::config::Config;
 use crate::ports::PortTree;
-use crate::report::{self, RunLogs};
 use crate::repo::index;
+use crate::report::{self, RunLogs};
 use crate::sandbox::runner::default_helper;
 use crate::ui::Ui;
 
@@ -101,7 +101,10 @@ pub fn run(config: &Config, global: &GlobalArgs, mode: Mode, ports: &[String]) -
         let whole_tree = (mode == Mode::Everything && config.pkgpaths.is_none()).then_some(&prepared.tree);
         refresh_repository(config, &db, whole_tree, &logs, &ui);
     }
-    ui.run_finished(summary_json(run_id.as_str(), status, &outcome), &summary_text(run_id.as_str(), status, &outcome, config));
+    ui.run_finished(
+        summary_json(run_id.as_str(), status, &outcome),
+        &summary_text(run_id.as_str(), status, &outcome, config),
+    );
     drop(interrupts);
     Ok(ExitCode::from(exit_code(&outcome)))
 }
@@ -145,12 +148,15 @@ pub fn rebuild_repository(config: &Config, global: &GlobalArgs, prune: bool) -> 
 /// the rows go even if removing some file failed half-way.
 fn prune_packages(db: &BuildDb, files: &[std::path::PathBuf]) -> Result<usize> {
     let removed = index::prune(files);
-    let names: Vec<String> =
-        files.iter().filter(|f| !f.exists()).filter_map(|f| f.file_name()).map(|n| n.to_string_lossy().into_owned()).collect();
+    let names: Vec<String> = files
+        .iter()
+        .filter(|f| !f.exists())
+        .filter_map(|f| f.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .collect();
     db.forget_packages(&names)?;
     removed
 }
-
 
 fn confirmed(mode: Mode, global: &GlobalArgs) -> Result<bool> {
     if global.yes || mode == Mode::JustBuild || !std::io::stdin().is_terminal() {

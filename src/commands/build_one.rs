@@ -48,11 +48,17 @@ pub fn run(config: &Config, global: &GlobalArgs, args: &BuildOneArgs) -> Result<
         keep_work_on_failure: false,
     };
     let quiet = global.quiet || global.json;
-    let outcome = build_one(config, &default_helper()?, &request, &|event| {
-        if let (Progress::Phase(phase), false) = (event, quiet) {
-            eprintln!("[SL{:02}] {} {}", request.slot, request.origin, phase);
-        }
-    }, None)?;
+    let outcome = build_one(
+        config,
+        &default_helper()?,
+        &request,
+        &|event| {
+            if let (Progress::Phase(phase), false) = (event, quiet) {
+                eprintln!("[SL{:02}] {} {}", request.slot, request.origin, phase);
+            }
+        },
+        None,
+    )?;
     if global.json {
         println!("{}", serde_json::to_string(&outcome)?);
     } else {

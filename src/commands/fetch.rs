@@ -61,7 +61,8 @@ pub fn run(config: &Config, global: &GlobalArgs, args: &FetchOnlyArgs) -> Result
     recover_dangling_runs(&db);
     let prepared = prepare(config, &db, &origins)?;
     let scope = classify(&prepared.tree, prepared.plan.entries.iter().map(|e| e.node));
-    let command = std::iter::once("fetch-only".to_string()).chain(args.ports.iter().cloned()).collect::<Vec<_>>().join(" ");
+    let command =
+        std::iter::once("fetch-only".to_string()).chain(args.ports.iter().cloned()).collect::<Vec<_>>().join(" ");
     let logs = RunLogs::create(&config.logs_dir)?;
     let run_id = db.start_run(&command, global.profile.as_deref())?;
     let ui = Ui::new(global.json, global.quiet, jobs);
@@ -92,7 +93,6 @@ pub fn run(config: &Config, global: &GlobalArgs, args: &FetchOnlyArgs) -> Result
     ui.run_finished(summary.json(), &summary.text(config));
     Ok(ExitCode::from(exit_code(&outcome, &scope)))
 }
-
 
 fn classify(tree: &PortTree, nodes: impl Iterator<Item = NodeId>) -> Scope {
     let mut scope = Scope::default();
@@ -201,7 +201,9 @@ impl Summary<'_> {
             self.scope.ignored.len(),
             self.scope.without_distfiles,
         );
-        for (count, what) in [(self.scope.unknown.len(), "not scanned"), (t.interrupted, "interrupted"), (t.not_started, "not started")] {
+        for (count, what) in
+            [(self.scope.unknown.len(), "not scanned"), (t.interrupted, "interrupted"), (t.not_started, "not started")]
+        {
             if count > 0 {
                 text.push_str(&format!(", {count} {what}"));
             }

@@ -25,8 +25,11 @@ pub fn run(config: &Config, global: &GlobalArgs, args: &HistoryArgs) -> Result<E
             if global.json {
                 return json(&mut out, &runs);
             }
-            writeln!(out, "{:<36}  {:<19}  {:>9}  {:<11}  {:>5} {:>6} {:>7} {:>7} {:>10}  command",
-                "run", "started (UTC)", "duration", "status", "built", "failed", "ignored", "skipped", "up-to-date")?;
+            writeln!(
+                out,
+                "{:<36}  {:<19}  {:>9}  {:<11}  {:>5} {:>6} {:>7} {:>7} {:>10}  command",
+                "run", "started (UTC)", "duration", "status", "built", "failed", "ignored", "skipped", "up-to-date"
+            )?;
             for run in runs {
                 let c = run.counts;
                 writeln!(
@@ -51,7 +54,11 @@ pub fn run(config: &Config, global: &GlobalArgs, args: &HistoryArgs) -> Result<E
             if global.json {
                 return json(&mut out, &builds);
             }
-            writeln!(out, "{:<36}  {:<19}  {:>9}  {:<11}  {:<12}  reason", "build", "started (UTC)", "duration", "status", "phase")?;
+            writeln!(
+                out,
+                "{:<36}  {:<19}  {:>9}  {:<11}  {:<12}  reason",
+                "build", "started (UTC)", "duration", "status", "phase"
+            )?;
             for build in builds {
                 writeln!(
                     out,

@@ -132,7 +132,9 @@ pub fn scanner(config: &Config) -> Result<Scanner> {
     };
     // The default make program of a pkgsrc tree is its kit's bmake.
     let make_program = match &kit {
-        Some(kit) if config.make_program == crate::config::DEFAULT_MAKE_PROGRAM => kit.bmake().to_string_lossy().into_owned(),
+        Some(kit) if config.make_program == crate::config::DEFAULT_MAKE_PROGRAM => {
+            kit.bmake().to_string_lossy().into_owned()
+        }
         _ => config.make_program.clone(),
     };
     // pkgsrc: the config's mk_conf lines after the kit's own mk.conf.
@@ -188,7 +190,5 @@ pub fn bulk_origins(config: &Config, args: &[String]) -> Result<Vec<Origin>> {
 
 /// Parses the origins given on the command line; a bad one is a usage error.
 pub fn parse_origins(args: &[String]) -> Result<Vec<Origin>> {
-    args.iter()
-        .map(|a| Origin::parse(a).map_err(|e| anyhow::anyhow!("bad port argument '{a}': {e}")))
-        .collect()
+    args.iter().map(|a| Origin::parse(a).map_err(|e| anyhow::anyhow!("bad port argument '{a}': {e}"))).collect()
 }

@@ -126,7 +126,10 @@ mod tests {
         ];
         let text = snapshot(&run, &builds, 61_000);
         let lines: Vec<&str> = text.lines().collect();
-        assert!(lines[0].contains("everything") && lines[0].contains("running") && lines[0].ends_with("1m01s"), "{text}");
+        assert!(
+            lines[0].contains("everything") && lines[0].contains("running") && lines[0].ends_with("1m01s"),
+            "{text}"
+        );
         assert_eq!(lines[1], "built 1  failed 1  interrupted 0  ignored 0  skipped 0  running 2");
         assert!(lines[2].starts_with("  SL01  c/one") && lines[2].contains("starting"), "{text}");
         assert!(lines[3].starts_with("  SL02  b/two") && lines[3].contains("build"), "{text}");

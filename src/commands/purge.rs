@@ -52,12 +52,7 @@ fn list(config: &Config, files: &[Unreferenced], total: u64) {
     for file in files {
         eprintln!("{:>10}  {}", human(file.size), file.file);
     }
-    eprintln!(
-        "{} unreferenced file(s) in {}, {} in total",
-        files.len(),
-        config.distfiles_dir.display(),
-        human(total)
-    );
+    eprintln!("{} unreferenced file(s) in {}, {} in total", files.len(), config.distfiles_dir.display(), human(total));
 }
 
 fn report(global: &GlobalArgs, files: &[Unreferenced], total: u64, deleted: bool, purged: &Purged) {

@@ -29,10 +29,7 @@ pub fn run(config: &Config, global: &GlobalArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     check_is_build_database(path)?;
-    let question = format!(
-        "Remove the build database {}? Every port will be rebuilt on the next run.",
-        path.display()
-    );
+    let question = format!("Remove the build database {}? Every port will be rebuilt on the next run.", path.display());
     if !global.yes && !confirm(&question)? {
         bail!("not removing {} (answer yes, or pass -y)", path.display());
     }

@@ -39,7 +39,10 @@ pub enum State {
     Present,
     Missing,
     /// The file exists but differs from distinfo.
-    Mismatch { expected: Expected, actual: Expected },
+    Mismatch {
+        expected: Expected,
+        actual: Expected,
+    },
     /// The file exists but distinfo cannot vouch for it.
     Unverifiable,
 }
@@ -93,9 +96,7 @@ pub fn parse(text: &str) -> HashMap<String, Expected> {
             _ => {}
         }
     }
-    sha.into_iter()
-        .filter_map(|(key, sha256)| size.get(&key).map(|&size| (key, Expected { sha256, size })))
-        .collect()
+    sha.into_iter().filter_map(|(key, sha256)| size.get(&key).map(|&size| (key, Expected { sha256, size }))).collect()
 }
 
 impl Distfile {
@@ -115,11 +116,8 @@ impl Distfile {
         };
         let Some(expected) = &self.expected else { return Ok(State::Unverifiable) };
         let actual_size = metadata.len();
-        let actual_sha = if actual_size == expected.size {
-            crate::repo::fsutil::sha256_file(&path)?
-        } else {
-            String::new()
-        };
+        let actual_sha =
+            if actual_size == expected.size { crate::repo::fsutil::sha256_file(&path)? } else { String::new() };
         if actual_size == expected.size && actual_sha == expected.sha256 {
             return Ok(State::Present);
         }

@@ -122,10 +122,23 @@ struct Attempt {
 enum Report {
     Notice(String),
     /// Every distfile is in the cache and intact: nothing started.
-    Present { slot: u32, node: NodeId },
-    Started { slot: u32, node: NodeId },
-    Progress { slot: u32, progress: Progress },
-    Finished { slot: u32, node: NodeId, attempt: Attempt },
+    Present {
+        slot: u32,
+        node: NodeId,
+    },
+    Started {
+        slot: u32,
+        node: NodeId,
+    },
+    Progress {
+        slot: u32,
+        progress: Progress,
+    },
+    Finished {
+        slot: u32,
+        node: NodeId,
+        attempt: Attempt,
+    },
 }
 
 /// Fetches every target (or until stopped) with `run.jobs` slots.

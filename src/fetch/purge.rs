@@ -69,7 +69,8 @@ pub fn unreferenced(dir: &Path, referenced: &HashSet<String>) -> Result<Vec<Unre
 /// relative to the cache; `.locks/` at the top is skipped.
 fn walk(dir: &Path, rel: &str, dev: u64, visit: &mut dyn FnMut(&str, &std::fs::Metadata)) -> Result<()> {
     let entries = std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
-    let mut entries: Vec<_> = entries.collect::<std::io::Result<_>>().with_context(|| format!("cannot read {}", dir.display()))?;
+    let mut entries: Vec<_> =
+        entries.collect::<std::io::Result<_>>().with_context(|| format!("cannot read {}", dir.display()))?;
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
         let name = entry.file_name().to_string_lossy().into_owned();

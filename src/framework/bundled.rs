@@ -9,8 +9,8 @@ use std::collections::{BTreeSet, HashMap};
 
 use super::{Framework, Kind, NodeDeps};
 use crate::graph::NodeId;
-use crate::ports::DepSpec;
 use crate::ports::scan::{check_package_names, DirScan, Listing, PortMeta, ScanError, Scanner};
+use crate::ports::DepSpec;
 use crate::ports::PortTree;
 use crate::ports::{DepKind, Origin};
 
@@ -265,7 +265,6 @@ mod tests {
         assert_eq!(entry_dir("x:/hello"), None);
     }
 
-
     #[test]
     fn query_output_with_a_bad_pkgname_is_an_error() {
         let origin = Origin::parse("evil/x").unwrap();
@@ -281,7 +280,8 @@ mod tests {
     fn make_targets_and_the_environment_are_the_frameworks() {
         assert_eq!(Bundled.make_args("build"), ["-m", "/xports/Mk", "build"]);
         let env = Bundled.build_environment(Some("full"), 3);
-        for pair in [("PORTSDIR", "/xports"), ("DISTDIR", "/distfiles"), ("MAKE_JOBS_NUMBER", "3"), ("FLAVOR", "full")] {
+        for pair in [("PORTSDIR", "/xports"), ("DISTDIR", "/distfiles"), ("MAKE_JOBS_NUMBER", "3"), ("FLAVOR", "full")]
+        {
             assert!(env.contains(&(pair.0.to_string(), pair.1.to_string())), "{pair:?} in {env:?}");
         }
         assert!(!Bundled.build_environment(None, 1).iter().any(|(k, _)| k == "FLAVOR"));

@@ -33,7 +33,12 @@ pub struct CachedScanner<'a> {
 }
 
 impl<'a> CachedScanner<'a> {
-    pub fn new(scanner: &'a Scanner, memo: &'a CrcMemo, config_crc: u32, stored: HashMap<String, ScanCacheEntry>) -> Self {
+    pub fn new(
+        scanner: &'a Scanner,
+        memo: &'a CrcMemo,
+        config_crc: u32,
+        stored: HashMap<String, ScanCacheEntry>,
+    ) -> Self {
         CachedScanner {
             scanner,
             memo,

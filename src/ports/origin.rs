@@ -40,11 +40,9 @@ impl Origin {
             parts = parts.split_off(parts.len() - 2);
         }
         match parts.as_slice() {
-            [category, name] if is_name(category) && is_name(name) => Ok(Origin {
-                category: category.to_string(),
-                name: name.to_string(),
-                flavor,
-            }),
+            [category, name] if is_name(category) && is_name(name) => {
+                Ok(Origin { category: category.to_string(), name: name.to_string(), flavor })
+            }
             _ => Err(format!("origin '{text}' is not of the form category/port[@flavor]")),
         }
     }
@@ -73,10 +71,7 @@ impl Origin {
 }
 
 fn is_name(s: &str) -> bool {
-    !s.is_empty()
-        && s != "."
-        && s != ".."
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.+".contains(c))
+    !s.is_empty() && s != "." && s != ".." && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.+".contains(c))
 }
 
 impl fmt::Display for Origin {
@@ -119,14 +114,8 @@ pub enum DepKind {
 }
 
 impl DepKind {
-    pub const ALL: [DepKind; 6] = [
-        DepKind::Fetch,
-        DepKind::Extract,
-        DepKind::Patch,
-        DepKind::Build,
-        DepKind::Lib,
-        DepKind::Run,
-    ];
+    pub const ALL: [DepKind; 6] =
+        [DepKind::Fetch, DepKind::Extract, DepKind::Patch, DepKind::Build, DepKind::Lib, DepKind::Run];
 
     /// The make variable holding this kind, e.g. `BUILD_DEPENDS`.
     pub fn variable(self) -> &'static str {
@@ -216,9 +205,7 @@ impl DepSpec {
     pub fn parse(kind: DepKind, text: &str) -> Result<DepSpec, String> {
         let mut parts = text.splitn(3, ':');
         let what = parts.next().unwrap_or_default();
-        let origin = parts
-            .next()
-            .ok_or_else(|| format!("'{text}' is not of the form what:origin[:target]"))?;
+        let origin = parts.next().ok_or_else(|| format!("'{text}' is not of the form what:origin[:target]"))?;
         let target = match parts.next() {
             Some("") => return Err(format!("'{text}' has an empty target")),
             Some(t) if t.contains(':') => return Err(format!("'{text}' has too many ':' fields")),
@@ -295,12 +282,7 @@ mod tests {
                 "devel/libgreet",
                 None,
             ),
-            (
-                "minilang-full:lang/minilang@full",
-                Program("minilang-full".into()),
-                "lang/minilang@full",
-                None,
-            ),
+            ("minilang-full:lang/minilang@full", Program("minilang-full".into()), "lang/minilang@full", None),
             ("gmake:${PORTSDIR}/devel/gmake:build", Program("gmake".into()), "devel/gmake", Some("build")),
         ];
         for (text, req, orig, target) in cases {
@@ -333,8 +315,7 @@ mod tests {
 
     #[test]
     fn parse_list_keeps_good_entries_and_reports_every_bad_one() {
-        let (specs, errors) =
-            DepSpec::parse_list(DepKind::Lib, " libgreet.so:devel/libgreet  bogus  x:misc/y  foo: ");
+        let (specs, errors) = DepSpec::parse_list(DepKind::Lib, " libgreet.so:devel/libgreet  bogus  x:misc/y  foo: ");
         assert_eq!(specs.len(), 2);
         assert_eq!(errors.len(), 2, "{errors:?}");
         assert!(errors[0].contains("bogus"));

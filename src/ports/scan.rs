@@ -164,7 +164,8 @@ impl Scanner {
                     Err(reason) => Some((origin, None, Some(reason))),
                     Ok(_) if !self.port_dir(&origin).join("Makefile").is_file() => None,
                     Ok(Some(target)) if port_link => {
-                        let note = format!("{origin} is a symlink to {target} inside the ports tree; scanned as {origin}");
+                        let note =
+                            format!("{origin} is a symlink to {target} inside the ports tree; scanned as {origin}");
                         Some((origin, Some(note), None))
                     }
                     Ok(_) => Some((origin, None, None)),
@@ -203,7 +204,9 @@ impl Scanner {
         };
         let shown = link.strip_prefix(&self.ports_dir).unwrap_or(&link).display().to_string();
         let path = port_dir.as_ref().unwrap_or(&category_dir);
-        let target = path.canonicalize().map_err(|e| format!("{shown} is a symlink to {}, which does not resolve ({e})", link_text(&link)))?;
+        let target = path
+            .canonicalize()
+            .map_err(|e| format!("{shown} is a symlink to {}, which does not resolve ({e})", link_text(&link)))?;
         let root = self.ports_dir.canonicalize().unwrap_or_else(|_| self.ports_dir.clone());
         match target.strip_prefix(&root) {
             Ok(inside) => Ok(Some(inside.display().to_string())),

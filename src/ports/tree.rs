@@ -52,10 +52,13 @@ pub enum Scope<'a> {
     Ports(&'a [Origin]),
 }
 
-
 impl PortTree {
     /// Scans (through `scan`, which may consult a cache) and resolves.
-    pub fn load(scanner: &Scanner, scope: Scope, scan: &dyn Fn(&[Origin]) -> Vec<super::scan::DirScan>) -> Result<PortTree> {
+    pub fn load(
+        scanner: &Scanner,
+        scope: Scope,
+        scan: &dyn Fn(&[Origin]) -> Vec<super::scan::DirScan>,
+    ) -> Result<PortTree> {
         // The listing already checked its origins (symlinks, Makefile): the
         // first wave of a whole tree is not checked again.
         let (mut pending, problems, mut listed): (Vec<Origin>, Vec<String>, Option<HashMap<Origin, String>>) =
@@ -163,7 +166,12 @@ impl PortTree {
         tree
     }
 
-    pub(crate) fn resolve_spec(&self, spec: &DepSpec, scanner: &Scanner, missing: &BTreeSet<Origin>) -> Result<NodeId, String> {
+    pub(crate) fn resolve_spec(
+        &self,
+        spec: &DepSpec,
+        scanner: &Scanner,
+        missing: &BTreeSet<Origin>,
+    ) -> Result<NodeId, String> {
         // Unflavored (most entries): the origin is its directory, no copy.
         let unflavored;
         let dir = match spec.origin.flavor {
@@ -262,4 +270,3 @@ impl PortTree {
         self.nodes.is_empty()
     }
 }
-

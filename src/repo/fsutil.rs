@@ -23,9 +23,7 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let n = file
-            .read(&mut buf)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+        let n = file.read(&mut buf).with_context(|| format!("cannot read {}", path.display()))?;
         if n == 0 {
             return Ok(format!("{:x}", hasher.finalize()));
         }
@@ -48,9 +46,7 @@ pub fn open_untrusted(path: &Path, max_size: u64, limit: &str, owner: Option<u32
             Some(libc::ELOOP) => anyhow!("{}: is a symlink; refusing to follow it", path.display()),
             _ => anyhow::Error::new(err).context(format!("{}: cannot open package", path.display())),
         })?;
-    let meta = file
-        .metadata()
-        .with_context(|| format!("{}: cannot stat package", path.display()))?;
+    let meta = file.metadata().with_context(|| format!("{}: cannot stat package", path.display()))?;
     let kind = meta.file_type();
     if !kind.is_file() {
         let what = if kind.is_fifo() {
@@ -67,11 +63,7 @@ pub fn open_untrusted(path: &Path, max_size: u64, limit: &str, owner: Option<u32
         bail!("{}: is {what}, not a regular file", path.display());
     }
     if let Some(uid) = owner.filter(|uid| *uid != meta.uid()) {
-        bail!(
-            "{}: is owned by uid {}, not by the build user (uid {uid})",
-            path.display(),
-            meta.uid()
-        );
+        bail!("{}: is owned by uid {}, not by the build user (uid {uid})", path.display(), meta.uid());
     }
     if meta.len() > max_size {
         bail!("{}: {} bytes is larger than {limit}", path.display(), meta.len());
@@ -130,9 +122,7 @@ pub fn place_open_file(src: &mut File, name: &OsStr, max_size: u64, dest_dir: &P
         output
             .set_permissions(fs::Permissions::from_mode(0o644))
             .with_context(|| format!("cannot chmod {}", tmp.display()))?;
-        output
-            .sync_all()
-            .with_context(|| format!("cannot fsync {}", tmp.display()))
+        output.sync_all().with_context(|| format!("cannot fsync {}", tmp.display()))
     })();
     if let Err(err) = copied.and_then(|()| rename(&tmp, &dest)) {
         let _ = fs::remove_file(&tmp);
@@ -151,9 +141,7 @@ pub fn place_open_file(src: &mut File, name: &OsStr, max_size: u64, dest_dir: &P
 /// The temporary name is per process, so one process must not place two
 /// files of the same name into the same directory at the same time.
 pub fn place_atomically(src: &Path, dest_dir: &Path) -> Result<PathBuf> {
-    let name = src
-        .file_name()
-        .ok_or_else(|| anyhow!("{}: has no file name", src.display()))?;
+    let name = src.file_name().ok_or_else(|| anyhow!("{}: has no file name", src.display()))?;
     let dest = dest_dir.join(name);
     let tmp = dest_dir.join(temp_name(name));
     if let Err(err) = copy_synced(src, &tmp).and_then(|()| rename(&tmp, &dest)) {
@@ -170,9 +158,7 @@ pub fn place_atomically(src: &Path, dest_dir: &Path) -> Result<PathBuf> {
 /// On any error before the rename the temporary is removed. The new file is
 /// created with mode 0644 (less the umask).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| anyhow!("{}: has no file name", path.display()))?;
+    let name = path.file_name().ok_or_else(|| anyhow!("{}: has no file name", path.display()))?;
     let dir = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
@@ -194,12 +180,8 @@ fn write_synced(tmp: &Path, bytes: &[u8]) -> Result<()> {
         .mode(0o644)
         .open(tmp)
         .with_context(|| format!("cannot create {}", tmp.display()))?;
-    output
-        .write_all(bytes)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    output
-        .sync_all()
-        .with_context(|| format!("cannot fsync {}", tmp.display()))
+    output.write_all(bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    output.sync_all().with_context(|| format!("cannot fsync {}", tmp.display()))
 }
 
 fn temp_name(name: &std::ffi::OsStr) -> OsString {
@@ -230,20 +212,13 @@ fn copy_synced(src: &Path, tmp: &Path) -> Result<()> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(src)
         .with_context(|| format!("cannot open {}", src.display()))?;
-    let perms = input
-        .metadata()
-        .with_context(|| format!("cannot stat {}", src.display()))?
-        .permissions();
+    let perms = input.metadata().with_context(|| format!("cannot stat {}", src.display()))?.permissions();
     let mut output = create_temp(tmp)?;
     std::io::copy(&mut input, &mut output)
         .with_context(|| format!("cannot copy {} to {}", src.display(), tmp.display()))?;
-    output
-        .set_permissions(perms)
-        .with_context(|| format!("cannot chmod {}", tmp.display()))?;
+    output.set_permissions(perms).with_context(|| format!("cannot chmod {}", tmp.display()))?;
     output.flush()?;
-    output
-        .sync_all()
-        .with_context(|| format!("cannot fsync {}", tmp.display()))
+    output.sync_all().with_context(|| format!("cannot fsync {}", tmp.display()))
 }
 
 fn rename(from: &Path, to: &Path) -> Result<()> {
@@ -252,9 +227,7 @@ fn rename(from: &Path, to: &Path) -> Result<()> {
 
 /// Makes a rename in `dir` durable.
 fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("cannot fsync directory {}", dir.display()))
+    File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("cannot fsync directory {}", dir.display()))
 }
 
 #[cfg(test)]
@@ -302,10 +275,7 @@ mod tests {
 
         let missing = dir.path().join("nodir").join("index.json");
         let err = format!("{:#}", write_atomically(&missing, b"x").unwrap_err());
-        assert!(
-            err.contains("cannot create") && err.contains("nodir/.index.json.tmp."),
-            "{err}"
-        );
+        assert!(err.contains("cannot create") && err.contains("nodir/.index.json.tmp."), "{err}");
         assert_eq!(names(dir.path()), ["index.json"]);
     }
 
@@ -316,10 +286,7 @@ mod tests {
         fs::write(&src, b"package bytes").unwrap();
         let missing = dir.path().join("All");
         let err = format!("{:#}", place_atomically(&src, &missing).unwrap_err());
-        assert!(
-            err.contains("cannot create") && err.contains("All/.hello-2.1.pkg.tmp."),
-            "{err}"
-        );
+        assert!(err.contains("cannot create") && err.contains("All/.hello-2.1.pkg.tmp."), "{err}");
         assert!(!missing.exists());
         assert_eq!(names(dir.path()), ["hello-2.1.pkg"]);
     }
@@ -335,10 +302,7 @@ mod tests {
         assert!(err.contains("cannot copy") && err.contains("notafile.pkg"), "{err}");
         assert!(names(&all).is_empty(), "left behind: {:?}", names(&all));
 
-        let err = format!(
-            "{:#}",
-            place_atomically(&dir.path().join("gone.pkg"), &all).unwrap_err()
-        );
+        let err = format!("{:#}", place_atomically(&dir.path().join("gone.pkg"), &all).unwrap_err());
         assert!(err.contains("cannot open") && err.contains("gone.pkg"), "{err}");
         assert!(names(&all).is_empty());
     }

@@ -112,9 +112,11 @@ fn a_well_formed_package_is_delivered_and_installed() {
 #[test]
 fn prefix_root_is_refused_before_anything_is_written() {
     let area = Area::new();
-    let mut spec = Spec::new("evil", "1.0")
-        .file("/distfiles/evil-suid", b"\x7fELF", 0o4755)
-        .file("/etc/passwd", b"root::0:0::/:/bin/sh\n", 0o644);
+    let mut spec = Spec::new("evil", "1.0").file("/distfiles/evil-suid", b"\x7fELF", 0o4755).file(
+        "/etc/passwd",
+        b"root::0:0::/:/bin/sh\n",
+        0o644,
+    );
     spec.origin = "hostile/evil".into();
     spec.prefix = "/".into();
     let pkg = spec.write(&area.incoming());
@@ -199,7 +201,8 @@ fn hard_links_devices_and_fifos_are_refused() {
 fn setuid_setgid_and_sticky_need_setuid_ports() {
     let area = Area::new();
     let mut policy = policy_for("hostile/suid");
-    for (mode, what) in [(0o4755, "setuid (mode 4755)"), (0o2755, "setgid (mode 2755)"), (0o1755, "sticky (mode 1755)")] {
+    for (mode, what) in [(0o4755, "setuid (mode 4755)"), (0o2755, "setgid (mode 2755)"), (0o1755, "sticky (mode 1755)")]
+    {
         let mut spec = Spec::new("suid", "1.0").file("/usr/local/bin/su", b"\x7fELF", mode);
         spec.origin = "hostile/suid".into();
         let pkg = spec.write(&area.incoming());
@@ -255,8 +258,18 @@ fn the_manifest_must_name_the_expected_port_and_flavor() {
     let mut spec = evil();
     spec.flavor = "big".into();
     let pkg = spec.write(&area.incoming());
-    area.assert_refused(&pkg, "evil-1.0", &policy_for("hostile/evil@small"), "built by hostile/evil@big, expected a package of hostile/evil@small");
-    area.assert_refused(&pkg, "evil-1.0", &policy_for("hostile/evil"), "built by hostile/evil@big, expected a package of hostile/evil");
+    area.assert_refused(
+        &pkg,
+        "evil-1.0",
+        &policy_for("hostile/evil@small"),
+        "built by hostile/evil@big, expected a package of hostile/evil@small",
+    );
+    area.assert_refused(
+        &pkg,
+        "evil-1.0",
+        &policy_for("hostile/evil"),
+        "built by hostile/evil@big, expected a package of hostile/evil",
+    );
     verify(&pkg, "evil-1.0", &policy_for("hostile/evil@big")).unwrap();
 }
 
@@ -266,7 +279,7 @@ fn a_decompression_bomb_stops_at_the_limit() {
     let mut policy = policy_for("hostile/evil");
     policy.max_expanded_size = 4 << 20;
     let manifest = evil().manifest_json(); // lists usr/local/bin/evil
-    // One entry of 1 GiB of zeros: refused on its declared size.
+                                           // One entry of 1 GiB of zeros: refused on its declared size.
     let pkg = area.incoming().join("evil-1.0.pkg");
     write_bomb(&pkg, &manifest, "usr/local/bin/evil", 1 << 30, 0);
     assert!(fs::metadata(&pkg).unwrap().len() < 1 << 20, "the bomb is small on disk");

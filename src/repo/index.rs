@@ -127,11 +127,7 @@ pub fn rebuild(packages_dir: &Path, recorded: &RecordedDigests) -> Result<IndexS
 /// is not in `produced`, sorted. A missing `All/` has none.
 pub fn obsolete(packages_dir: &Path, produced: &HashSet<String>) -> Result<Vec<PathBuf>> {
     let files = package_files(&packages_dir.join(ALL_DIR))?;
-    Ok(files
-        .into_iter()
-        .filter(|pkg| !produced.contains(&pkg.name))
-        .map(|pkg| pkg.path)
-        .collect())
+    Ok(files.into_iter().filter(|pkg| !produced.contains(&pkg.name)).map(|pkg| pkg.path).collect())
 }
 
 /// Removes `files` (each with a plain `remove_file`, never recursively).
@@ -162,10 +158,7 @@ fn package_files(all_dir: &Path) -> Result<Vec<PackageFile>> {
             continue;
         };
         if is_package_name(&name) && is_regular_file(&dirent)? {
-            files.push(PackageFile {
-                path: dirent.path(),
-                name,
-            });
+            files.push(PackageFile { path: dirent.path(), name });
         }
     }
     files.sort_by(|a, b| a.name.cmp(&b.name));
@@ -177,9 +170,7 @@ fn is_package_name(name: &str) -> bool {
 }
 
 fn is_regular_file(dirent: &fs::DirEntry) -> Result<bool> {
-    let kind = dirent
-        .file_type()
-        .with_context(|| format!("cannot stat {}", dirent.path().display()))?;
+    let kind = dirent.file_type().with_context(|| format!("cannot stat {}", dirent.path().display()))?;
     Ok(kind.is_file())
 }
 
@@ -216,10 +207,7 @@ fn modified_ms(metadata: &fs::Metadata) -> Option<i64> {
 
 /// `SHA256SUMS` in sha256sum(1) format: `<sha256>  All/<file>` per line.
 fn sha256sums(entries: &[IndexEntry]) -> String {
-    entries
-        .iter()
-        .map(|entry| format!("{}  {}\n", entry.sha256, entry.file))
-        .collect()
+    entries.iter().map(|entry| format!("{}  {}\n", entry.sha256, entry.file)).collect()
 }
 
 fn packagesite_json(packages: Vec<IndexEntry>) -> Result<Vec<u8>> {
@@ -264,10 +252,7 @@ mod tests {
     fn indexed_files(dir: &Path) -> Vec<String> {
         let site = packagesite(dir);
         let packages = site["packages"].as_array().unwrap();
-        packages
-            .iter()
-            .map(|p| p["file"].as_str().unwrap().to_string())
-            .collect()
+        packages.iter().map(|p| p["file"].as_str().unwrap().to_string()).collect()
     }
 
     #[test]
@@ -304,13 +289,7 @@ mod tests {
     fn index_lists_every_package_with_size_and_sha256() {
         let (dir, all) = repo_with(&[libfoo(), hello()]);
         let summary = rebuild(dir.path(), &RecordedDigests::new()).unwrap();
-        assert_eq!(
-            summary,
-            IndexSummary {
-                packages: 2,
-                unreadable: vec![]
-            }
-        );
+        assert_eq!(summary, IndexSummary { packages: 2, unreadable: vec![] });
 
         let site = packagesite(dir.path());
         let packages = site["packages"].as_array().unwrap();
@@ -333,11 +312,7 @@ mod tests {
     fn index_records_dependencies() {
         let (dir, all) = repo_with(&[]);
         let mut manifest = hello().manifest();
-        manifest.deps.push(ManifestDep {
-            name: "libfoo".into(),
-            version: "1.0".into(),
-            origin: "misc/libfoo".into(),
-        });
+        manifest.deps.push(ManifestDep { name: "libfoo".into(), version: "1.0".into(), origin: "misc/libfoo".into() });
         let mut entries = hello().entries();
         entries[0] = crate::repo::testpkg::entry(
             "+MANIFEST",
@@ -403,13 +378,7 @@ mod tests {
         fs::create_dir(all.join("sub.pkg")).unwrap();
 
         let summary = rebuild(dir.path(), &RecordedDigests::new()).unwrap();
-        assert_eq!(
-            summary,
-            IndexSummary {
-                packages: 1,
-                unreadable: vec![]
-            }
-        );
+        assert_eq!(summary, IndexSummary { packages: 1, unreadable: vec![] });
         assert_eq!(names(dir.path()), [ALL_DIR, SHA256SUMS, PACKAGESITE]);
         rebuild(dir.path(), &RecordedDigests::new()).unwrap();
         assert_eq!(names(dir.path()), [ALL_DIR, SHA256SUMS, PACKAGESITE]);

@@ -35,11 +35,7 @@ impl Stager {
         if !meta.is_dir() {
             bail!("install root {} is not a directory", root.display());
         }
-        Ok(Stager {
-            root: root.to_path_buf(),
-            staged: Vec::new(),
-            created: Vec::new(),
-        })
+        Ok(Stager { root: root.to_path_buf(), staged: Vec::new(), created: Vec::new() })
     }
 
     /// Stages a file with contents `data` (mode 0644) at `rel`.

@@ -75,10 +75,7 @@ impl Manifest {
 
     /// Listed files as archive paths (relative to `/`) mapped to sha256.
     pub(crate) fn expected_entries(&self) -> HashMap<String, String> {
-        self.files
-            .iter()
-            .map(|f| (f.path.trim_start_matches('/').to_string(), f.sha256.clone()))
-            .collect()
+        self.files.iter().map(|f| (f.path.trim_start_matches('/').to_string(), f.sha256.clone())).collect()
     }
 
     fn check(&self) -> Result<(), String> {
@@ -142,10 +139,7 @@ fn clean_abs(path: &str) -> Option<Vec<&str>> {
         return Some(Vec::new());
     }
     let comps: Vec<&str> = rest.split('/').collect();
-    comps
-        .iter()
-        .all(|c| !c.is_empty() && *c != "." && *c != "..")
-        .then_some(comps)
+    comps.iter().all(|c| !c.is_empty() && *c != "." && *c != "..").then_some(comps)
 }
 
 fn is_sha256_hex(s: &str) -> bool {
@@ -165,13 +159,7 @@ mod tests {
             comment: String::new(),
             prefix: prefix.into(),
             deps: vec![],
-            files: paths
-                .iter()
-                .map(|p| ManifestFile {
-                    path: p.to_string(),
-                    sha256: "ab".repeat(32),
-                })
-                .collect(),
+            files: paths.iter().map(|p| ManifestFile { path: p.to_string(), sha256: "ab".repeat(32) }).collect(),
         }
     }
 
@@ -182,9 +170,7 @@ mod tests {
 
     #[test]
     fn accepts_clean_paths_below_prefix() {
-        manifest("/usr/local", &["/usr/local/bin/hello", "/usr/local/lib/x"])
-            .check()
-            .unwrap();
+        manifest("/usr/local", &["/usr/local/bin/hello", "/usr/local/lib/x"]).check().unwrap();
         manifest("/", &["/etc/x"]).check().unwrap();
     }
 
@@ -193,28 +179,12 @@ mod tests {
         let cases: &[(&str, &[&str], &str)] = &[
             ("usr/local", &[], "prefix \"usr/local\" is not a clean"),
             ("/usr/../etc", &[], "is not a clean absolute path"),
-            (
-                "/usr/local",
-                &["/usr/local/../../etc/passwd"],
-                "not a clean absolute path",
-            ),
+            ("/usr/local", &["/usr/local/../../etc/passwd"], "not a clean absolute path"),
             ("/usr/local", &["usr/local/bin/x"], "not a clean absolute path"),
-            (
-                "/usr/local",
-                &["/etc/passwd"],
-                "/etc/passwd is outside prefix /usr/local",
-            ),
+            ("/usr/local", &["/etc/passwd"], "/etc/passwd is outside prefix /usr/local"),
             ("/usr/local", &["/usr/local"], "is outside prefix"),
-            (
-                "/usr/local",
-                &["/usr/local/a", "/usr/local/a"],
-                "/usr/local/a is listed twice",
-            ),
-            (
-                "/usr/local",
-                &["/usr/local/a", "/usr/local/a/b"],
-                "listed below file /usr/local/a",
-            ),
+            ("/usr/local", &["/usr/local/a", "/usr/local/a"], "/usr/local/a is listed twice"),
+            ("/usr/local", &["/usr/local/a", "/usr/local/a/b"], "listed below file /usr/local/a"),
         ];
         for (prefix, paths, want) in cases {
             let err = manifest(prefix, paths).check().unwrap_err();

@@ -66,9 +66,9 @@ pub mod policy;
 mod install;
 
 #[cfg(test)]
-mod testpkg;
-#[cfg(test)]
 mod hostile_tests;
+#[cfg(test)]
+mod testpkg;
 #[cfg(test)]
 mod tests;
 

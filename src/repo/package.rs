@@ -60,9 +60,7 @@ pub fn verify(pkg: &Path, expected_pkgname: &str, policy: &PackagePolicy) -> Res
 /// Nothing reaches `all_dir` unless the whole package checked out.
 pub fn deliver(pkg: &Path, expected_pkgname: &str, policy: &PackagePolicy, all_dir: &Path) -> Result<PathBuf> {
     let ((_manifest, _raw), mut file) = check_archive(pkg, Some(expected_pkgname), policy, &mut Discard)?;
-    let name = pkg
-        .file_name()
-        .ok_or_else(|| anyhow!("{}: has no file name", pkg.display()))?;
+    let name = pkg.file_name().ok_or_else(|| anyhow!("{}: has no file name", pkg.display()))?;
     std::fs::create_dir_all(all_dir).with_context(|| format!("cannot create {}", all_dir.display()))?;
     place_open_file(&mut file, name, policy.max_file_size, all_dir)
         .with_context(|| format!("{}: cannot place into {}", pkg.display(), all_dir.display()))
@@ -77,12 +75,8 @@ pub fn install(pkg: &Path, root: &Path, policy: &PackagePolicy) -> Result<Manife
     let mut stager = Stager::new(root).with_context(|| format!("{}: cannot install", pkg.display()))?;
     let (manifest, raw) = check_archive(pkg, None, policy, &mut stager)?.0;
     let record = pkgdb_entry(&manifest);
-    stager
-        .stage_bytes(&record, &raw)
-        .with_context(|| format!("{}: cannot record /{record}", pkg.display()))?;
-    stager
-        .commit()
-        .with_context(|| format!("{}: cannot install", pkg.display()))?;
+    stager.stage_bytes(&record, &raw).with_context(|| format!("{}: cannot record /{record}", pkg.display()))?;
+    stager.commit().with_context(|| format!("{}: cannot install", pkg.display()))?;
     Ok(manifest)
 }
 
@@ -200,8 +194,7 @@ fn open_archive<'a>(pkg: &'a Path, policy: &'a PackagePolicy) -> Result<(PkgArch
     if file.read_exact(&mut magic).is_err() || magic != ZSTD_MAGIC {
         bail!("{}: not a package: not zstd-compressed", pkg.display());
     }
-    file.seek(SeekFrom::Start(0))
-        .with_context(|| format!("{}: cannot read package", pkg.display()))?;
+    file.seek(SeekFrom::Start(0)).with_context(|| format!("{}: cannot read package", pkg.display()))?;
     let source = Source { pkg, policy, overrun: Rc::default(), expanded: Rc::default() };
     let reader = file.try_clone().with_context(|| format!("{}: cannot read package", pkg.display()))?;
     let compressed = Metered {
@@ -239,10 +232,7 @@ struct Member<'a, R: Read> {
 
 /// The next member, GNU long name (`L`) and long link (`K`) records applied
 /// to it; pax headers are refused (the framework writes GNU tar).
-fn next_entry<'a, R: Read>(
-    source: &Source<'_>,
-    entries: &mut tar::Entries<'a, R>,
-) -> Result<Option<Member<'a, R>>> {
+fn next_entry<'a, R: Read>(source: &Source<'_>, entries: &mut tar::Entries<'a, R>) -> Result<Option<Member<'a, R>>> {
     let (mut long_name, mut long_link) = (None, None);
     loop {
         let mut entry = match entries.next() {
@@ -272,16 +262,10 @@ fn next_entry<'a, R: Read>(
         }
         let size = entry.header().entry_size().map_err(|e| source.corrupt(e))?;
         if size > MAX_LONG_NAME {
-            bail!(
-                "{}: a long name of {size} bytes is longer than {MAX_LONG_NAME}",
-                source.pkg.display()
-            );
+            bail!("{}: a long name of {size} bytes is longer than {MAX_LONG_NAME}", source.pkg.display());
         }
         let mut name = Vec::new();
-        (&mut entry)
-            .take(MAX_LONG_NAME)
-            .read_to_end(&mut name)
-            .map_err(|e| source.corrupt(e))?;
+        (&mut entry).take(MAX_LONG_NAME).read_to_end(&mut name).map_err(|e| source.corrupt(e))?;
         while name.last() == Some(&0) {
             name.pop();
         }
@@ -294,38 +278,23 @@ fn next_entry<'a, R: Read>(
 fn first_manifest<R: Read>(source: &Source<'_>, entries: &mut tar::Entries<'_, R>) -> Result<(Manifest, Vec<u8>)> {
     let pkg = source.pkg;
     let mut entry = match entries.next() {
-        None => bail!(
-            "{}: not a package: empty archive, expected {MANIFEST_ENTRY} first",
-            pkg.display()
-        ),
+        None => bail!("{}: not a package: empty archive, expected {MANIFEST_ENTRY} first", pkg.display()),
         Some(entry) => entry.map_err(|e| source.corrupt(e))?,
     };
     let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
     if name != MANIFEST_ENTRY {
-        bail!(
-            "{}: not a package: first entry is {name}, expected {MANIFEST_ENTRY}",
-            pkg.display()
-        );
+        bail!("{}: not a package: first entry is {name}, expected {MANIFEST_ENTRY}", pkg.display());
     }
     if entry.header().entry_type() != EntryType::Regular {
-        bail!(
-            "{}: not a package: {MANIFEST_ENTRY} is not a regular file",
-            pkg.display()
-        );
+        bail!("{}: not a package: {MANIFEST_ENTRY} is not a regular file", pkg.display());
     }
     let size = entry.header().entry_size().map_err(|e| source.corrupt(e))?;
     if size > MAX_MANIFEST_BYTES {
-        bail!(
-            "{}: {MANIFEST_ENTRY} is larger than {MAX_MANIFEST_BYTES} bytes",
-            pkg.display()
-        );
+        bail!("{}: {MANIFEST_ENTRY} is larger than {MAX_MANIFEST_BYTES} bytes", pkg.display());
     }
     source.charge(size)?;
     let mut raw = Vec::new();
-    (&mut entry)
-        .take(MAX_MANIFEST_BYTES + 1)
-        .read_to_end(&mut raw)
-        .map_err(|e| source.corrupt(e))?;
+    (&mut entry).take(MAX_MANIFEST_BYTES + 1).read_to_end(&mut raw).map_err(|e| source.corrupt(e))?;
     Ok((Manifest::parse(pkg, &raw)?, raw))
 }
 
@@ -333,12 +302,7 @@ fn first_manifest<R: Read>(source: &Source<'_>, entries: &mut tar::Entries<'_, R
 /// the origin.
 fn check_manifest(pkg: &Path, manifest: &Manifest, policy: &PackagePolicy) -> Result<()> {
     if manifest.prefix != policy.prefix {
-        bail!(
-            "{}: prefix {} is not the framework's LOCALBASE {}",
-            pkg.display(),
-            manifest.prefix,
-            policy.prefix
-        );
+        bail!("{}: prefix {} is not the framework's LOCALBASE {}", pkg.display(), manifest.prefix, policy.prefix);
     }
     if let Some(want) = &policy.expected_origin {
         let got = manifest.full_origin();
@@ -413,11 +377,7 @@ impl<'a> Checker<'a> {
     }
 
     fn outside(&self, entry: &str) -> anyhow::Error {
-        anyhow!(
-            "{}: entry {entry} is outside the prefix {}",
-            self.pkg.display(),
-            self.manifest.prefix
-        )
+        anyhow!("{}: entry {entry} is outside the prefix {}", self.pkg.display(), self.manifest.prefix)
     }
 
     fn entry<R: Read>(&mut self, member: &mut Member<'_, R>, sink: &mut dyn Sink) -> Result<()> {
@@ -430,7 +390,13 @@ impl<'a> Checker<'a> {
         self.source.charge(size)?;
         if !matches!(kind, EntryType::Regular | EntryType::Directory | EntryType::Symlink) {
             let link = member.link.as_deref().map(String::from_utf8_lossy);
-            return Err(self.bad(&shown, format!("{}; only regular files, directories and symlinks may be packed", kind_name(kind, link.as_deref()))));
+            return Err(self.bad(
+                &shown,
+                format!(
+                    "{}; only regular files, directories and symlinks may be packed",
+                    kind_name(kind, link.as_deref())
+                ),
+            ));
         }
         self.check_mode(&rel, kind, mode)?;
         if kind == EntryType::Directory {
@@ -485,9 +451,7 @@ impl<'a> Checker<'a> {
     }
 
     fn regular<R: Read>(&self, rel: &str, shown: &str, mode: u32, data: &mut R, sink: &mut dyn Sink) -> Result<String> {
-        let out = sink
-            .regular(rel, mode)
-            .with_context(|| format!("{}: entry {shown}", self.pkg.display()))?;
+        let out = sink.regular(rel, mode).with_context(|| format!("{}: entry {shown}", self.pkg.display()))?;
         copy_hashed(self.source, shown, data, out)
     }
 
@@ -496,15 +460,10 @@ impl<'a> Checker<'a> {
         if let Err(why) = link_stays_inside(rel, target, self.prefix) {
             return Err(self.bad(
                 shown,
-                format!(
-                    "symlink to {} {why} the prefix {}",
-                    String::from_utf8_lossy(target),
-                    self.manifest.prefix
-                ),
+                format!("symlink to {} {why} the prefix {}", String::from_utf8_lossy(target), self.manifest.prefix),
             ));
         }
-        sink.symlink(rel, target)
-            .with_context(|| format!("{}: entry {shown}", self.pkg.display()))?;
+        sink.symlink(rel, target).with_context(|| format!("{}: entry {shown}", self.pkg.display()))?;
         Ok(sha256_hex(target))
     }
 
@@ -521,23 +480,13 @@ impl<'a> Checker<'a> {
         if rel == self.prefix || !under_prefix(rel, self.prefix) {
             return Ok(());
         }
-        sink.directory(rel, mode)
-            .with_context(|| format!("{}: entry {shown}", self.pkg.display()))
+        sink.directory(rel, mode).with_context(|| format!("{}: entry {shown}", self.pkg.display()))
     }
 
     /// Every listed file was in the archive.
     fn all_present(&self) -> Result<()> {
-        match self
-            .manifest
-            .files
-            .iter()
-            .find(|f| !self.seen.contains(f.path.trim_start_matches('/')))
-        {
-            Some(f) => bail!(
-                "{}: {} is listed in +MANIFEST but missing from the archive",
-                self.pkg.display(),
-                f.path
-            ),
+        match self.manifest.files.iter().find(|f| !self.seen.contains(f.path.trim_start_matches('/'))) {
+            Some(f) => bail!("{}: {} is listed in +MANIFEST but missing from the archive", self.pkg.display(), f.path),
             None => Ok(()),
         }
     }
@@ -571,11 +520,9 @@ fn copy_hashed(source: &Source<'_>, shown: &str, from: &mut impl Read, mut to: i
             Err(e) => return Err(source.corrupt(e)),
         };
         hasher.update(&buf[..n]);
-        to.write_all(&buf[..n])
-            .with_context(|| format!("{}: entry {shown}: cannot write", pkg.display()))?;
+        to.write_all(&buf[..n]).with_context(|| format!("{}: entry {shown}: cannot write", pkg.display()))?;
     }
-    to.flush()
-        .with_context(|| format!("{}: entry {shown}: cannot write", pkg.display()))?;
+    to.flush().with_context(|| format!("{}: entry {shown}: cannot write", pkg.display()))?;
     Ok(format!("{:x}", hasher.finalize()))
 }
 

@@ -32,10 +32,7 @@ pub(crate) struct Entry {
 }
 
 pub(crate) fn entry(path: &str, body: Body) -> Entry {
-    Entry {
-        path: path.to_string(),
-        body,
-    }
+    Entry { path: path.to_string(), body }
 }
 
 /// Writes `entries`, in order, as a zstd-compressed tar at `dest`.
@@ -134,10 +131,7 @@ impl Spec {
     }
 
     pub(crate) fn manifest(&self) -> Manifest {
-        let files = self.files.iter().map(|(path, body)| ManifestFile {
-            path: path.clone(),
-            sha256: digest(body),
-        });
+        let files = self.files.iter().map(|(path, body)| ManifestFile { path: path.clone(), sha256: digest(body) });
         Manifest {
             name: self.name.clone(),
             version: self.version.clone(),
@@ -160,11 +154,7 @@ impl Spec {
     /// `+MANIFEST`, then every file relative to `/`.
     pub(crate) fn entries(&self) -> Vec<Entry> {
         let mut entries = vec![entry(MANIFEST_ENTRY, Body::File(self.manifest_json(), 0o644))];
-        entries.extend(
-            self.files
-                .iter()
-                .map(|(path, body)| entry(path.trim_start_matches('/'), body.clone())),
-        );
+        entries.extend(self.files.iter().map(|(path, body)| entry(path.trim_start_matches('/'), body.clone())));
         entries
     }
 

@@ -30,11 +30,7 @@ fn hello() -> Spec {
 /// it names `pkg` and says `want`.
 fn assert_err(result: Result<Manifest>, pkg: &Path, want: &str) -> String {
     let err = format!("{:#}", result.expect_err("must fail"));
-    assert!(
-        err.contains(&pkg.display().to_string()),
-        "error does not name {}: {err}",
-        pkg.display()
-    );
+    assert!(err.contains(&pkg.display().to_string()), "error does not name {}: {err}", pkg.display());
     assert!(err.contains(want), "expected {want:?} in: {err}");
     err
 }
@@ -100,14 +96,8 @@ fn install_extracts_files_modes_symlinks_and_records_the_manifest() {
     let mode = |p: &str| fs::symlink_metadata(local.join(p)).unwrap().permissions().mode() & 0o7777;
     assert_eq!(mode("bin/hello"), 0o755);
     assert_eq!(mode("share/doc/hello/README"), 0o444);
-    assert_eq!(
-        fs::read_link(local.join("lib/libhello.so")).unwrap(),
-        Path::new("libhello.so.1")
-    );
-    assert_eq!(
-        fs::read(local.join(".pkgdb/hello/+MANIFEST")).unwrap(),
-        spec.manifest_json()
-    );
+    assert_eq!(fs::read_link(local.join("lib/libhello.so")).unwrap(), Path::new("libhello.so.1"));
+    assert_eq!(fs::read(local.join(".pkgdb/hello/+MANIFEST")).unwrap(), spec.manifest_json());
     assert_eq!(
         files_below(&root),
         [
@@ -169,11 +159,7 @@ fn uncompressed_or_empty_file_is_not_zstd() {
     header.set_cksum();
     builder.append_data(&mut header, "+MANIFEST", &b"{}"[..]).unwrap();
     fs::write(&plain, builder.into_inner().unwrap()).unwrap();
-    assert_err(
-        verify(&plain, "x-1", &policy()),
-        &plain,
-        "plain.pkg: not a package: not zstd-compressed",
-    );
+    assert_err(verify(&plain, "x-1", &policy()), &plain, "plain.pkg: not a package: not zstd-compressed");
 
     let empty = dir.path().join("empty.pkg");
     fs::write(&empty, b"").unwrap();
@@ -208,11 +194,7 @@ fn truncated_package_is_corrupt() {
 fn wrong_pkgname_names_both() {
     let dir = tempfile::tempdir().unwrap();
     let pkg = hello().write(dir.path());
-    assert_err(
-        verify(&pkg, "hello-2.2", &policy()),
-        &pkg,
-        "package is hello-2.1, expected hello-2.2",
-    );
+    assert_err(verify(&pkg, "hello-2.2", &policy()), &pkg, "package is hello-2.1, expected hello-2.2");
 }
 
 #[test]
@@ -245,17 +227,10 @@ fn symlink_target_is_checked() {
     let dir = tempfile::tempdir().unwrap();
     let spec = hello();
     let mut entries = spec.entries();
-    let link = entries
-        .iter_mut()
-        .find(|e| e.path == "usr/local/lib/libhello.so")
-        .unwrap();
+    let link = entries.iter_mut().find(|e| e.path == "usr/local/lib/libhello.so").unwrap();
     link.body = Body::Symlink("libhello.so.2".into());
     let pkg = spec.write_entries(dir.path(), &entries);
-    assert_err(
-        verify(&pkg, "hello-2.1", &policy()),
-        &pkg,
-        "entry usr/local/lib/libhello.so: sha256 ",
-    );
+    assert_err(verify(&pkg, "hello-2.1", &policy()), &pkg, "entry usr/local/lib/libhello.so: sha256 ");
 }
 
 #[test]
@@ -265,11 +240,7 @@ fn unlisted_extra_file_is_refused() {
     let mut entries = spec.entries();
     entries.push(entry("usr/local/bin/extra", Body::File(b"x".to_vec(), 0o755)));
     let pkg = spec.write_entries(dir.path(), &entries);
-    assert_err(
-        verify(&pkg, "hello-2.1", &policy()),
-        &pkg,
-        "entry usr/local/bin/extra: not listed in +MANIFEST",
-    );
+    assert_err(verify(&pkg, "hello-2.1", &policy()), &pkg, "entry usr/local/bin/extra: not listed in +MANIFEST");
 }
 
 #[test]
@@ -293,11 +264,7 @@ fn absolute_entry_is_refused() {
     let mut entries = spec.entries();
     entries.push(entry("/usr/local/bin/hello2", Body::File(b"x".to_vec(), 0o755)));
     let pkg = spec.write_entries(dir.path(), &entries);
-    assert_err(
-        verify(&pkg, "hello-2.1", &policy()),
-        &pkg,
-        "entry /usr/local/bin/hello2: unsafe path (absolute)",
-    );
+    assert_err(verify(&pkg, "hello-2.1", &policy()), &pkg, "entry /usr/local/bin/hello2: unsafe path (absolute)");
 }
 
 #[test]
@@ -305,16 +272,9 @@ fn entry_outside_prefix_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let spec = hello();
     let mut entries = spec.entries();
-    entries.push(entry(
-        "etc/passwd",
-        Body::File(b"root::0:0::/:/bin/sh\n".to_vec(), 0o644),
-    ));
+    entries.push(entry("etc/passwd", Body::File(b"root::0:0::/:/bin/sh\n".to_vec(), 0o644)));
     let pkg = spec.write_entries(dir.path(), &entries);
-    assert_err(
-        verify(&pkg, "hello-2.1", &policy()),
-        &pkg,
-        "entry etc/passwd is outside the prefix /usr/local",
-    );
+    assert_err(verify(&pkg, "hello-2.1", &policy()), &pkg, "entry etc/passwd is outside the prefix /usr/local");
 }
 
 #[test]
@@ -334,11 +294,7 @@ fn empty_archive_has_no_manifest() {
     let dir = tempfile::tempdir().unwrap();
     let pkg = dir.path().join("empty-1.pkg");
     write_archive(&pkg, &[]);
-    assert_err(
-        read_manifest(&pkg),
-        &pkg,
-        "not a package: empty archive, expected +MANIFEST first",
-    );
+    assert_err(read_manifest(&pkg), &pkg, "not a package: empty archive, expected +MANIFEST first");
 }
 
 #[test]
@@ -346,11 +302,7 @@ fn invalid_manifest_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let spec = Spec::new("evil", "1").file("/etc/cron.d/evil", b"x", 0o644);
     let pkg = spec.write(dir.path());
-    assert_err(
-        read_manifest(&pkg),
-        &pkg,
-        "invalid +MANIFEST: /etc/cron.d/evil is outside prefix /usr/local",
-    );
+    assert_err(read_manifest(&pkg), &pkg, "invalid +MANIFEST: /etc/cron.d/evil is outside prefix /usr/local");
 
     let pkg = dir.path().join("json-1.pkg");
     write_archive(&pkg, &[entry("+MANIFEST", Body::File(b"{not json".to_vec(), 0o644))]);
@@ -364,11 +316,7 @@ fn duplicate_and_odd_entries_are_refused() {
     let mut entries = spec.entries();
     entries.push(entries[1].clone());
     let pkg = spec.write_entries(dir.path(), &entries);
-    assert_err(
-        verify(&pkg, "hello-2.1", &policy()),
-        &pkg,
-        "entry usr/local/bin/hello: appears twice in the archive",
-    );
+    assert_err(verify(&pkg, "hello-2.1", &policy()), &pkg, "entry usr/local/bin/hello: appears twice in the archive");
 
     let sub = dir.path().join("sub");
     fs::create_dir(&sub).unwrap();
@@ -411,11 +359,7 @@ fn install_refuses_to_write_through_a_symlinked_parent() {
     fs::create_dir(&elsewhere).unwrap();
     fs::create_dir(root.join("usr")).unwrap();
     std::os::unix::fs::symlink(&elsewhere, root.join("usr/local")).unwrap();
-    assert_err(
-        install(&pkg, &root, &policy()),
-        &pkg,
-        "usr/local is a symlink; refusing to install through it",
-    );
+    assert_err(install(&pkg, &root, &policy()), &pkg, "usr/local is a symlink; refusing to install through it");
     assert!(files_below(&elsewhere).is_empty());
 }
 
@@ -428,11 +372,7 @@ fn failed_install_leaves_no_file_and_no_record() {
     entries[last].body = Body::File(b"tampered".to_vec(), 0o444);
     let pkg = spec.write_entries(dir.path(), &entries);
     let root = new_root(dir.path());
-    assert_err(
-        install(&pkg, &root, &policy()),
-        &pkg,
-        "entry usr/local/share/doc/hello/README: sha256",
-    );
+    assert_err(install(&pkg, &root, &policy()), &pkg, "entry usr/local/share/doc/hello/README: sha256");
     assert!(files_below(&root).is_empty(), "left behind: {:?}", files_below(&root));
 }
 
@@ -445,10 +385,7 @@ fn failed_commit_cleans_up_temporaries() {
     fs::create_dir_all(&blocker).unwrap();
     assert_err(install(&pkg, &root, &policy()), &pkg, "cannot install");
     let left = files_below(&root);
-    assert!(
-        left.iter().all(|f| !f.contains(".pkgtmp.")),
-        "temporaries left: {left:?}"
-    );
+    assert!(left.iter().all(|f| !f.contains(".pkgtmp.")), "temporaries left: {left:?}");
     assert!(!root.join("usr/local/.pkgdb/hello/+MANIFEST").exists());
 }
 
@@ -458,9 +395,7 @@ fn failed_commit_cleans_up_temporaries() {
 fn real_package_from_the_bmake_framework() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let ports = repo.join("ports-testdata");
-    let status = Command::new(repo.join("scripts/make-distfiles"))
-        .status()
-        .expect("run make-distfiles");
+    let status = Command::new(repo.join("scripts/make-distfiles")).status().expect("run make-distfiles");
     assert!(status.success(), "make-distfiles failed");
 
     let tmp = tempfile::tempdir().unwrap();
@@ -480,35 +415,21 @@ fn real_package_from_the_bmake_framework() {
         .env_remove("MAKELEVEL")
         .output()
         .expect("run bmake");
-    assert!(
-        output.status.success(),
-        "bmake package failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "bmake package failed:\n{}", String::from_utf8_lossy(&output.stderr));
 
     let pkg = packages.join("All/libgreet-1.2.pkg");
     let mut libgreet = policy();
     libgreet.expected_origin = Some("devel/libgreet".into());
     let manifest = verify(&pkg, "libgreet-1.2", &libgreet).unwrap();
-    assert_eq!(
-        (manifest.origin.as_str(), manifest.prefix.as_str()),
-        ("devel/libgreet", "/usr/local")
-    );
+    assert_eq!((manifest.origin.as_str(), manifest.prefix.as_str()), ("devel/libgreet", "/usr/local"));
     assert!(manifest.files.iter().any(|f| f.path == "/usr/local/lib/libgreet.so"));
 
     let root = new_root(tmp.path());
     assert_eq!(install(&pkg, &root, &libgreet).unwrap(), manifest);
     assert!(root.join("usr/local/lib/libgreet.so.1").is_file());
-    assert_eq!(
-        fs::read_link(root.join("usr/local/lib/libgreet.so")).unwrap(),
-        Path::new("libgreet.so.1")
-    );
+    assert_eq!(fs::read_link(root.join("usr/local/lib/libgreet.so")).unwrap(), Path::new("libgreet.so.1"));
     let record = root.join("usr/local/.pkgdb/libgreet/+MANIFEST");
     let recorded: Manifest = serde_json::from_slice(&fs::read(&record).unwrap()).unwrap();
     assert_eq!(recorded, manifest);
-    assert_err(
-        verify(&pkg, "libgreet-1.3", &policy()),
-        &pkg,
-        "package is libgreet-1.2, expected libgreet-1.3",
-    );
+    assert_err(verify(&pkg, "libgreet-1.3", &policy()), &pkg, "package is libgreet-1.2, expected libgreet-1.3");
 }

@@ -22,7 +22,9 @@ use std::collections::BTreeMap;
 use std::io;
 
 use anyhow::{Context, Result};
-use seccompiler::{BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule};
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
+};
 
 /// System calls a build never needs; see the module comment.
 const DENIED: &[i64] = &[

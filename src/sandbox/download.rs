@@ -130,7 +130,8 @@ impl Fetcher<'_> {
             return Ok(());
         }
         let (Some(size), Some(sha256)) = (wanted.size, wanted.sha256.as_deref()) else {
-            let why = format!("no SIZE and SHA256 in distinfo for {}: portsynth keeps only verified distfiles", wanted.key);
+            let why =
+                format!("no SIZE and SHA256 in distinfo for {}: portsynth keeps only verified distfiles", wanted.key);
             self.err(&why);
             bail!(why);
         };
@@ -274,7 +275,11 @@ impl Fetcher<'_> {
             bail!("the file is larger than its SIZE {size} in distinfo (stopped after {} bytes)", size + SIZE_SLACK);
         }
         if !status.success() {
-            let why = messages.iter().rev().find(|l| !l.trim().is_empty()).map_or(format!("curl {status}"), |l| l.to_string());
+            let why = messages
+                .iter()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .map_or(format!("curl {status}"), |l| l.to_string());
             bail!(why);
         }
         let mut answer = result.last().map(|l| l.split_whitespace().skip(1)).into_iter().flatten();
@@ -427,7 +432,17 @@ mod tests {
     #[test]
     fn local_addresses_are_recognised() {
         let own: Vec<IpAddr> = vec!["192.0.2.7".parse().unwrap()];
-        for local in ["127.0.0.1", "127.8.9.1", "0.0.0.0", "169.254.1.1", "::1", "::", "fe80::1", "::ffff:127.0.0.1", "192.0.2.7"] {
+        for local in [
+            "127.0.0.1",
+            "127.8.9.1",
+            "0.0.0.0",
+            "169.254.1.1",
+            "::1",
+            "::",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "192.0.2.7",
+        ] {
             assert!(is_local(&local.parse().unwrap(), &own), "{local}");
         }
         for outside in ["192.0.2.8", "10.0.0.1", "2001:db8::1", "8.8.8.8"] {

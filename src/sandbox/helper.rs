@@ -201,7 +201,8 @@ fn make_output(spec: &HelperSpec, target: &str, env: &[(String, String)], confin
     let read = child.stdout.take().expect("piped").take(download::MAX_LIST).read_to_end(&mut output);
     finish(spec, target, child)?;
     read.with_context(|| format!("reading the output of {} {target}", spec.make_program))?;
-    String::from_utf8(output).with_context(|| format!("{} {target} printed something that is not UTF-8", spec.make_program))
+    String::from_utf8(output)
+        .with_context(|| format!("{} {target} printed something that is not UTF-8", spec.make_program))
 }
 
 fn finish(spec: &HelperSpec, target: &str, child: std::process::Child) -> Result<()> {
@@ -275,8 +276,14 @@ fn deliver_package(spec: &HelperSpec, user: &User, events: &mut std::fs::File) -
     let file = spec.framework.framework().package_file(&spec.pkgname);
     let built = Path::new(HelperSpec::PACKAGES).join("All").join(&file);
     let limit = format!("tmpfs_size ({})", crate::config::format_size(spec.tmpfs_size));
-    crate::repo::fsutil::copy_untrusted(&built, user.uid.as_raw(), spec.tmpfs_size, &limit, &Path::new("/outbox").join(&file))
-        .with_context(|| format!("{} cannot be delivered", built.display()))?;
+    crate::repo::fsutil::copy_untrusted(
+        &built,
+        user.uid.as_raw(),
+        spec.tmpfs_size,
+        &limit,
+        &Path::new("/outbox").join(&file),
+    )
+    .with_context(|| format!("{} cannot be delivered", built.display()))?;
     send(events, &Event::Packaged { file });
     Ok(())
 }

@@ -97,11 +97,17 @@ impl KitSpec {
 
     /// The bootstrap's whole environment: fixed, plus `bootstrap_env`.
     pub fn environment(&self) -> Vec<(String, String)> {
-        let mut env: Vec<(String, String)> =
-            [("PATH", KIT_PATH), ("HOME", "/work"), ("TERM", "dumb"), ("LANG", "C"), ("SHELL", "/bin/sh"), ("TMPDIR", "/tmp")]
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
+        let mut env: Vec<(String, String)> = [
+            ("PATH", KIT_PATH),
+            ("HOME", "/work"),
+            ("TERM", "dumb"),
+            ("LANG", "C"),
+            ("SHELL", "/bin/sh"),
+            ("TMPDIR", "/tmp"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
         env.extend(self.env.iter().cloned());
         env
     }
@@ -112,11 +118,19 @@ impl KitSpec {
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum KitResult {
     /// The kit is in the outbox.
-    Done { size: u64 },
-    SetupFailed { reason: String },
+    Done {
+        size: u64,
+    },
+    SetupFailed {
+        reason: String,
+    },
     /// The bootstrap ended without a kit.
-    Failed { reason: String },
-    TimedOut { seconds: u64 },
+    Failed {
+        reason: String,
+    },
+    TimedOut {
+        seconds: u64,
+    },
 }
 
 /// Entry point of the hidden subcommand. Never returns.
@@ -213,7 +227,8 @@ fn pid1(spec: &KitSpec) -> Result<KitResult> {
     let confinement = Confinement::new(user.uid.as_raw(), user.gid.as_raw())?;
     let null = std::fs::File::open("/dev/null").context("/dev/null")?;
     nix::unistd::dup2_stdin(&null)?;
-    let log = std::os::fd::AsFd::as_fd(&std::io::stderr()).try_clone_to_owned().context("duplicating the log descriptor")?;
+    let log =
+        std::os::fd::AsFd::as_fd(&std::io::stderr()).try_clone_to_owned().context("duplicating the log descriptor")?;
     let args = KitSpec::arguments();
     let env = spec.environment();
     eprintln!("===> bootstrap as {} in /{KIT_TREE}/bootstrap: {}", spec.build_user, args.join(" "));
@@ -247,8 +262,12 @@ fn pid1(spec: &KitSpec) -> Result<KitResult> {
     kill_leftovers();
     match status {
         WaitStatus::Exited(_, 0) => {}
-        WaitStatus::Exited(_, code) => return Ok(KitResult::Failed { reason: format!("the bootstrap exited with status {code}") }),
-        WaitStatus::Signaled(_, signal, _) => return Ok(KitResult::Failed { reason: format!("the bootstrap was killed by {signal}") }),
+        WaitStatus::Exited(_, code) => {
+            return Ok(KitResult::Failed { reason: format!("the bootstrap exited with status {code}") })
+        }
+        WaitStatus::Signaled(_, signal, _) => {
+            return Ok(KitResult::Failed { reason: format!("the bootstrap was killed by {signal}") })
+        }
         other => return Ok(KitResult::Failed { reason: format!("the bootstrap ended unexpectedly: {other:?}") }),
     }
     eprintln!("===> bootstrap done; delivering the kit");
@@ -256,7 +275,13 @@ fn pid1(spec: &KitSpec) -> Result<KitResult> {
     let built = Path::new("/work").join(KIT_FILE);
     let outbox = Path::new("/outbox");
     mounts::set_writable(&Real, outbox, true)?;
-    let copied = crate::repo::fsutil::copy_untrusted(&built, user.uid.as_raw(), spec.max_kit_size, &limit, &outbox.join(KIT_FILE));
+    let copied = crate::repo::fsutil::copy_untrusted(
+        &built,
+        user.uid.as_raw(),
+        spec.max_kit_size,
+        &limit,
+        &outbox.join(KIT_FILE),
+    );
     mounts::set_writable(&Real, outbox, false)?;
     Ok(match copied {
         Ok(size) => KitResult::Done { size },
@@ -302,7 +327,10 @@ mod tests {
     fn the_bootstrap_is_unprivileged_for_usr_pkg_with_everything_below_it() {
         let args = KitSpec::arguments();
         let joined = args.join(" ");
-        assert!(joined.starts_with("./bootstrap --prefix /usr/pkg --pkgdbdir /usr/pkg/pkgdb --varbase /usr/pkg/var "), "{joined}");
+        assert!(
+            joined.starts_with("./bootstrap --prefix /usr/pkg --pkgdbdir /usr/pkg/pkgdb --varbase /usr/pkg/var "),
+            "{joined}"
+        );
         assert!(args.contains(&"--unprivileged".to_string()));
         assert!(joined.contains("--gzip-binary-kit /work/kit.tgz --mk-fragment /work/mk.conf.fragment"), "{joined}");
     }

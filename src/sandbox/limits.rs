@@ -158,7 +158,8 @@ fn cgroup_roots() -> Vec<std::path::PathBuf> {
         .filter_map(|line| {
             let (mount, fstype) = line.split_once(" - ")?;
             let fstype = fstype.split(' ').next()?;
-            (fstype == "cgroup" || fstype == "cgroup2").then(|| mount.split(' ').nth(4).map(std::path::PathBuf::from))?
+            (fstype == "cgroup" || fstype == "cgroup2")
+                .then(|| mount.split(' ').nth(4).map(std::path::PathBuf::from))?
         })
         .collect()
 }
@@ -181,7 +182,10 @@ pub fn limit_reason(usage: &Usage, limits: Limits) -> Option<String> {
         ));
     }
     (usage.refused_forks > 0).then(|| {
-        format!("process limit of {} reached (max_processes): {} fork(s) refused", limits.processes, usage.refused_forks)
+        format!(
+            "process limit of {} reached (max_processes): {} fork(s) refused",
+            limits.processes, usage.refused_forks
+        )
     })
 }
 
@@ -199,7 +203,10 @@ mod tests {
     fn the_reason_names_the_limit_that_fired() {
         let limits = Limits { memory: 512 << 20, processes: 64 };
         let oom = Usage { oom_kills: 2, ..Usage::default() };
-        assert_eq!(limit_reason(&oom, limits).unwrap(), "memory limit of 512M reached (memory_limit): the kernel killed 2 process(es)");
+        assert_eq!(
+            limit_reason(&oom, limits).unwrap(),
+            "memory limit of 512M reached (memory_limit): the kernel killed 2 process(es)"
+        );
         let forks = Usage { refused_forks: 9, ..Usage::default() };
         assert!(limit_reason(&forks, limits).unwrap().contains("process limit of 64 reached (max_processes)"));
         assert_eq!(limit_reason(&Usage::default(), limits), None);
@@ -209,7 +216,8 @@ mod tests {
     fn stale_cgroups_of_dead_processes_are_removed_and_live_ones_kept() {
         // A pid that cannot exist (above pid_max) and our own, living one.
         let dead = SandboxCgroup::create(&format!("{}-SL99-0", i32::MAX), Limits { memory: 64 << 20, processes: 8 });
-        let alive = SandboxCgroup::create(&SandboxCgroup::unique_name(98), Limits { memory: 64 << 20, processes: 8 }).unwrap();
+        let alive =
+            SandboxCgroup::create(&SandboxCgroup::unique_name(98), Limits { memory: 64 << 20, processes: 8 }).unwrap();
         let dead = dead.unwrap();
         let dead_path = dead.cgroup.path().to_string();
         std::mem::forget(dead);

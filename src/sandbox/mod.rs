@@ -94,10 +94,11 @@ impl HelperSpec {
         let framework = self.framework.framework();
         let localbase = framework.localbase();
         let path = format!("{localbase}/sbin:{localbase}/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-        let mut env: Vec<(String, String)> = [("PATH", path.as_str()), ("HOME", "/tmp"), ("TERM", "dumb"), ("LANG", "C"), ("SHELL", "/bin/sh")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let mut env: Vec<(String, String)> =
+            [("PATH", path.as_str()), ("HOME", "/tmp"), ("TERM", "dumb"), ("LANG", "C"), ("SHELL", "/bin/sh")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
         env.extend(framework.build_environment(self.flavor.as_deref(), self.make_jobs));
         env.extend(self.make_env.iter().cloned());
         env

@@ -20,8 +20,14 @@ use nix::mount::MsFlags;
 
 /// The system calls the root setup needs.
 pub trait Syscall {
-    fn mount(&self, source: Option<&Path>, target: &Path, fstype: Option<&str>, flags: MsFlags, data: Option<&str>)
-        -> Result<()>;
+    fn mount(
+        &self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> Result<()>;
     fn mkdir(&self, path: &Path, mode: u32) -> Result<()>;
     fn symlink(&self, target: &Path, link: &Path) -> Result<()>;
     fn touch(&self, path: &Path) -> Result<()>;
@@ -192,9 +198,10 @@ pub fn setup_scan_root(sys: &dyn Syscall, layout: &ScanLayout, system: &[(&str, 
         }
     }
     tmpfs(sys, &at("tmp"), "mode=1777,size=64m")?;
-    let inside = layout.ports_dir.strip_prefix("/").map_err(|_| {
-        anyhow::anyhow!("the ports tree {} is not an absolute path", layout.ports_dir.display())
-    })?;
+    let inside = layout
+        .ports_dir
+        .strip_prefix("/")
+        .map_err(|_| anyhow::anyhow!("the ports tree {} is not an absolute path", layout.ports_dir.display()))?;
     let mut dir = root.clone();
     let components: Vec<_> = inside.components().collect();
     for component in &components[..components.len().saturating_sub(1)] {
@@ -203,7 +210,10 @@ pub fn setup_scan_root(sys: &dyn Syscall, layout: &ScanLayout, system: &[(&str, 
     }
     bind(sys, &layout.ports_dir, &root.join(inside), true)?;
     if let Some(kit) = &layout.kit {
-        let inside = kit.prefix.strip_prefix("/").map_err(|_| anyhow::anyhow!("kit prefix {} is not absolute", kit.prefix.display()))?;
+        let inside = kit
+            .prefix
+            .strip_prefix("/")
+            .map_err(|_| anyhow::anyhow!("kit prefix {} is not absolute", kit.prefix.display()))?;
         let mut dir = root.clone();
         let components: Vec<_> = inside.components().collect();
         for component in &components[..components.len().saturating_sub(1)] {
@@ -335,7 +345,12 @@ pub(super) fn setup_dev(sys: &dyn Syscall, dev: &Path) -> Result<()> {
     )?;
     sys.symlink(Path::new("pts/ptmx"), &dev.join("ptmx"))?;
     tmpfs(sys, &dev.join("shm"), "mode=1777,size=64m")?;
-    for (link, target) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
         sys.symlink(Path::new(target), &dev.join(link))?;
     }
     Ok(())
@@ -363,7 +378,11 @@ impl Syscall for Real {
         data: Option<&str>,
     ) -> Result<()> {
         nix::mount::mount(source, target, fstype, flags, data).map_err(|e| {
-            anyhow::anyhow!("mount {} on {} ({flags:?}): {e}", source.map_or("-".into(), |s| s.display().to_string()), target.display())
+            anyhow::anyhow!(
+                "mount {} on {} ({flags:?}): {e}",
+                source.map_or("-".into(), |s| s.display().to_string()),
+                target.display()
+            )
         })
     }
 
@@ -386,7 +405,8 @@ impl Syscall for Real {
     }
 
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> Result<()> {
-        nix::unistd::pivot_root(new_root, put_old).map_err(|e| anyhow::anyhow!("pivot_root {}: {e}", new_root.display()))
+        nix::unistd::pivot_root(new_root, put_old)
+            .map_err(|e| anyhow::anyhow!("pivot_root {}: {e}", new_root.display()))
     }
 
     fn chdir(&self, path: &Path) -> Result<()> {
@@ -461,7 +481,12 @@ mod tests {
 
     fn calls() -> Vec<String> {
         let recorder = Recorder::default();
-        let system = [("usr", SystemEntry::Bind), ("bin", SystemEntry::Link("usr/bin".into())), ("lib32", SystemEntry::Absent), ("etc", SystemEntry::Bind)];
+        let system = [
+            ("usr", SystemEntry::Bind),
+            ("bin", SystemEntry::Link("usr/bin".into())),
+            ("lib32", SystemEntry::Absent),
+            ("etc", SystemEntry::Bind),
+        ];
         setup_root(&recorder, &layout(), &system).unwrap();
         recorder.0.into_inner()
     }
@@ -539,7 +564,8 @@ mod tests {
 
     fn scan_calls(ports: &str) -> Vec<String> {
         let recorder = Recorder::default();
-        let system = [("usr", SystemEntry::Bind), ("bin", SystemEntry::Link("usr/bin".into())), ("etc", SystemEntry::Bind)];
+        let system =
+            [("usr", SystemEntry::Bind), ("bin", SystemEntry::Link("usr/bin".into())), ("etc", SystemEntry::Bind)];
         let layout = ScanLayout { root: "/b/scan".into(), system_path: "/".into(), ports_dir: ports.into(), kit: None };
         setup_scan_root(&recorder, &layout, &system).unwrap();
         recorder.0.into_inner()
@@ -559,7 +585,9 @@ mod tests {
     #[test]
     fn scan_root_binds_the_tree_read_only_at_its_host_path() {
         let calls = scan_calls("/home/me/ports");
-        for (source, target) in [("/usr", "/b/scan/usr"), ("/etc", "/b/scan/etc"), ("/home/me/ports", "/b/scan/home/me/ports")] {
+        for (source, target) in
+            [("/usr", "/b/scan/usr"), ("/etc", "/b/scan/etc"), ("/home/me/ports", "/b/scan/home/me/ports")]
+        {
             let bind = position(&calls, &format!("mount Some({source:?}) {target} None MS_BIND None"));
             let remount = &calls[bind + 1];
             assert!(remount.starts_with(&format!("mount None {target} None")), "{remount}");
@@ -591,13 +619,15 @@ mod tests {
 
     #[test]
     fn scan_root_refuses_a_relative_tree() {
-        let layout = ScanLayout { root: "/b/scan".into(), system_path: "/".into(), ports_dir: "ports".into(), kit: None };
+        let layout =
+            ScanLayout { root: "/b/scan".into(), system_path: "/".into(), ports_dir: "ports".into(), kit: None };
         assert!(setup_scan_root(&Recorder::default(), &layout, &[]).is_err());
     }
 
     fn kit_calls() -> Vec<String> {
         let recorder = Recorder::default();
-        let system = [("usr", SystemEntry::Bind), ("bin", SystemEntry::Link("usr/bin".into())), ("etc", SystemEntry::Bind)];
+        let system =
+            [("usr", SystemEntry::Bind), ("bin", SystemEntry::Link("usr/bin".into())), ("etc", SystemEntry::Bind)];
         let layout = KitLayout {
             root: "/b/kit".into(),
             system_path: "/".into(),
@@ -622,14 +652,20 @@ mod tests {
         let calls = kit_calls();
         assert_eq!(calls[0], "mount None / None MS_REC|MS_PRIVATE None");
         let usr = position(&calls, "mount Some(\"tmpfs\") /b/kit/usr Some(\"tmpfs\")");
-        for (source, target) in
-            [("/usr/bin", "/b/kit/usr/bin"), ("/etc", "/b/kit/etc"), ("/src/pkgsrc", "/b/kit/usr/pkgsrc"), ("/b/kits/.outbox", "/b/kit/outbox")]
-        {
+        for (source, target) in [
+            ("/usr/bin", "/b/kit/usr/bin"),
+            ("/etc", "/b/kit/etc"),
+            ("/src/pkgsrc", "/b/kit/usr/pkgsrc"),
+            ("/b/kits/.outbox", "/b/kit/outbox"),
+        ] {
             let bind = position(&calls, &format!("mount Some({source:?}) {target} None MS_BIND None"));
             assert!(usr < bind);
             let remount = &calls[bind + 1];
             for flag in ["MS_RDONLY", "MS_REMOUNT", "MS_BIND", "MS_NOSUID", "MS_NODEV"] {
-                assert!(remount.starts_with(&format!("mount None {target} None")) && remount.contains(flag), "{remount}");
+                assert!(
+                    remount.starts_with(&format!("mount None {target} None")) && remount.contains(flag),
+                    "{remount}"
+                );
             }
         }
         assert!(calls.contains(&"symlink /b/kit/usr/lib64 -> lib".to_string()));

@@ -21,13 +21,13 @@ use anyhow::{Context, Result};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use serde::Serialize;
 
-use super::helper::{EXIT_OK, EXIT_PHASE_FAILED};
 use super::abnormal::AbnormalOutput;
+use super::helper::{EXIT_OK, EXIT_PHASE_FAILED};
 use super::limits::{self, Limits, SandboxCgroup};
 use super::{DependencyInstall, Event, HelperSpec, EVENT_FD};
 use crate::config::Config;
-use crate::repo::PackagePolicy;
 use crate::ports::{Origin, Phase};
+use crate::repo::PackagePolicy;
 
 /// One port to build in one slot.
 #[derive(Debug, Clone)]
@@ -161,7 +161,12 @@ pub fn build_one(
         OutcomeStatus::Success => match deliver(config, &slot, request) {
             Ok(path) => Some(path),
             Err(e) => {
-                outcome = Ended { status: OutcomeStatus::Failed, failed_phase: Some(Phase::Package), reason: Some(format!("{e:#}")), ..outcome };
+                outcome = Ended {
+                    status: OutcomeStatus::Failed,
+                    failed_phase: Some(Phase::Package),
+                    reason: Some(format!("{e:#}")),
+                    ..outcome
+                };
                 None
             }
         },
@@ -207,7 +212,10 @@ fn spec_for(config: &Config, request: &SandboxRequest, slot: &Slot) -> HelperSpe
         dependencies: request
             .dependencies
             .iter()
-            .map(|dep| DependencyInstall { file: dep.file.clone(), policy: PackagePolicy::for_port(config, &dep.origin) })
+            .map(|dep| DependencyInstall {
+                file: dep.file.clone(),
+                policy: PackagePolicy::for_port(config, &dep.origin),
+            })
             .collect(),
         keep_work: request.keep_work_on_failure,
         build_user: config.build_user.clone(),
@@ -420,8 +428,18 @@ fn pump(
     while output.is_some() || events.is_some() {
         let limit = watch.current.map_or(Duration::from_secs(600), |p| config.phase_timeout(p));
         let deadlines = [
-            (phase_started + limit, format!("phase {} ran longer than its limit of {} s (phase_timeouts)", phase_name(watch.current), limit.as_secs())),
-            (last_output + config.silent_timeout, format!("no output for {} s (silent_timeout)", config.silent_timeout.as_secs())),
+            (
+                phase_started + limit,
+                format!(
+                    "phase {} ran longer than its limit of {} s (phase_timeouts)",
+                    phase_name(watch.current),
+                    limit.as_secs()
+                ),
+            ),
+            (
+                last_output + config.silent_timeout,
+                format!("no output for {} s (silent_timeout)", config.silent_timeout.as_secs()),
+            ),
         ];
         let (deadline, reason) = deadlines.into_iter().min_by_key(|(d, _)| *d).expect("two deadlines");
         let now = Instant::now();
@@ -590,7 +608,10 @@ impl Log {
     fn close_tail(&mut self) -> Result<()> {
         let head = self.cap - self.tail_size();
         let omitted = self.seen.saturating_sub(head + self.tail.len() as u64);
-        self.line(&format!("\n*** {omitted} bytes of output left out (max_log_size); the last {} follow ***", self.tail.len()))?;
+        self.line(&format!(
+            "\n*** {omitted} bytes of output left out (max_log_size); the last {} follow ***",
+            self.tail.len()
+        ))?;
         let (a, b) = self.tail.as_slices();
         self.file.write_all(a)?;
         self.file.write_all(b)?;
@@ -651,7 +672,11 @@ impl Log {
         match outcome.status {
             OutcomeStatus::Success => text.push_str("Result:   success\n"),
             OutcomeStatus::Failed | OutcomeStatus::Interrupted => {
-                text.push_str(if outcome.status == OutcomeStatus::Failed { "Result:   FAILED\n" } else { "Result:   INTERRUPTED\n" });
+                text.push_str(if outcome.status == OutcomeStatus::Failed {
+                    "Result:   FAILED\n"
+                } else {
+                    "Result:   INTERRUPTED\n"
+                });
                 text.push_str(&format!("Phase:    {}\n", phase_name(outcome.failed_phase)));
                 text.push_str(&format!("Reason:   {}\n", outcome.reason.as_deref().unwrap_or("")));
             }

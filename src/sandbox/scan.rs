@@ -87,12 +87,23 @@ pub struct ScanRequest {
 #[serde(tag = "reply", rename_all = "snake_case")]
 pub enum ScanReply {
     Ready,
-    SetupFailed { reason: String },
+    SetupFailed {
+        reason: String,
+    },
     /// bmake ended; `code` or `signal` says how.
-    Done { code: Option<i32>, signal: Option<i32>, stdout: String, stderr: String },
-    TimedOut { seconds: u64 },
+    Done {
+        code: Option<i32>,
+        signal: Option<i32>,
+        stdout: String,
+        stderr: String,
+    },
+    TimedOut {
+        seconds: u64,
+    },
     /// bmake could not even be started.
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
 }
 
 /// Entry point of the hidden subcommand. Never returns.
@@ -165,7 +176,11 @@ fn write_root_file(path: &Path, text: &str) -> Result<()> {
         bail!("{} is not a plain absolute path", path.display());
     }
     if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new().recursive(true).mode(0o755).create(dir).with_context(|| format!("mkdir {}", dir.display()))?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .with_context(|| format!("mkdir {}", dir.display()))?;
     }
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -529,7 +544,11 @@ mod tests {
         assert!(capture.fd.is_none(), "EOF closes the pipe");
         assert_eq!(capture.data.len(), MAX_OUTPUT);
         let text = capture.text();
-        assert!(text.ends_with(&format!("[{} more bytes not kept]", written - MAX_OUTPUT)), "{}", &text[text.len() - 40..]);
+        assert!(
+            text.ends_with(&format!("[{} more bytes not kept]", written - MAX_OUTPUT)),
+            "{}",
+            &text[text.len() - 40..]
+        );
     }
 
     #[test]

@@ -82,16 +82,11 @@ impl ScanPool {
     /// The environment of every sandboxed query: fixed, like the build's,
     /// plus `PORTSDIR` and the config's make variables.
     pub fn environment(&self, make_env: &[(String, String)]) -> Vec<(String, String)> {
-        let mut env: Vec<(String, String)> = [
-            ("PATH", SCAN_PATH),
-            ("HOME", "/tmp"),
-            ("TERM", "dumb"),
-            ("LANG", "C"),
-            ("SHELL", "/bin/sh"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+        let mut env: Vec<(String, String)> =
+            [("PATH", SCAN_PATH), ("HOME", "/tmp"), ("TERM", "dumb"), ("LANG", "C"), ("SHELL", "/bin/sh")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
         env.push(("PORTSDIR".into(), self.settings.ports_dir.to_string_lossy().into_owned()));
         env.extend(make_env.iter().cloned());
         env
@@ -167,9 +162,8 @@ impl Sandbox {
         unsafe {
             command.pre_exec(|| nix::unistd::setsid().map(drop).map_err(std::io::Error::from));
         }
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("cannot run {} scan-helper", settings.helper.display()))?;
+        let mut child =
+            command.spawn().with_context(|| format!("cannot run {} scan-helper", settings.helper.display()))?;
         let mut sandbox = Sandbox {
             stdin: child.stdin.take(),
             stdout: child.stdout.take().expect("piped"),

@@ -61,12 +61,8 @@ impl Env {
     /// A tree made by `scripts/gen-tree`.
     pub fn generated(args: &[&str]) -> Env {
         let env = Env { dir: tempfile::tempdir().unwrap() };
-        let status = Command::new(repo().join("scripts/gen-tree"))
-            .args(args)
-            .arg("--out")
-            .arg(env.ports())
-            .status()
-            .unwrap();
+        let status =
+            Command::new(repo().join("scripts/gen-tree")).args(args).arg("--out").arg(env.ports()).status().unwrap();
         assert!(status.success(), "gen-tree {args:?} failed");
         env.write_config("");
         env

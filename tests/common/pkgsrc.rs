@@ -21,26 +21,27 @@ pub fn tree() -> PathBuf {
     let cache = Path::new(CACHE);
     std::fs::create_dir_all(cache).unwrap();
     let lock = std::fs::File::create(cache.join("tree.lock")).unwrap();
-    nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).map(|lock| {
-        let tree = cache.join("tree/pkgsrc");
-        if !cache.join("tree.done").exists() {
-            let _ = std::fs::remove_dir_all(cache.join("tree"));
-            std::fs::create_dir_all(cache.join("tree")).unwrap();
-            let status = Command::new("sh")
-                .arg("-c")
-                .arg("zstd -dc \"$1\" | tar -x -C \"$2\"")
-                .arg("sh")
-                .arg(shared().join("pkgsrc-2014.tar.zst"))
-                .arg(cache.join("tree"))
-                .status()
-                .unwrap();
-            assert!(status.success(), "unpacking the tree");
-            std::fs::write(cache.join("tree.done"), "").unwrap();
-        }
-        drop(lock);
-        tree
-    })
-    .unwrap_or_else(|_| panic!("cannot lock {CACHE}/tree.lock"))
+    nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map(|lock| {
+            let tree = cache.join("tree/pkgsrc");
+            if !cache.join("tree.done").exists() {
+                let _ = std::fs::remove_dir_all(cache.join("tree"));
+                std::fs::create_dir_all(cache.join("tree")).unwrap();
+                let status = Command::new("sh")
+                    .arg("-c")
+                    .arg("zstd -dc \"$1\" | tar -x -C \"$2\"")
+                    .arg("sh")
+                    .arg(shared().join("pkgsrc-2014.tar.zst"))
+                    .arg(cache.join("tree"))
+                    .status()
+                    .unwrap();
+                assert!(status.success(), "unpacking the tree");
+                std::fs::write(cache.join("tree.done"), "").unwrap();
+            }
+            drop(lock);
+            tree
+        })
+        .unwrap_or_else(|_| panic!("cannot lock {CACHE}/tree.lock"))
 }
 
 pub const RECIPE: &str = r#"
@@ -56,7 +57,11 @@ pub fn write_config(dir: &Path, ports_dir: &Path, build_base: &Path, extra: &str
     let file = dir.join("portsynth.toml");
     std::fs::write(
         &file,
-        format!("ports_dir = \"{}\"\nbuild_base = \"{}\"\n{extra}\n{RECIPE}", ports_dir.display(), build_base.display()),
+        format!(
+            "ports_dir = \"{}\"\nbuild_base = \"{}\"\n{extra}\n{RECIPE}",
+            ports_dir.display(),
+            build_base.display()
+        ),
     )
     .unwrap();
     file
@@ -65,7 +70,6 @@ pub fn write_config(dir: &Path, ports_dir: &Path, build_base: &Path, extra: &str
 pub fn kit_command(config: &Path, args: &[&str]) -> Output {
     Command::new(bin()).arg("--config").arg(config).arg("--json").arg("bootstrap-kit").args(args).output().unwrap()
 }
-
 
 /// The kit of the shared tree (built by `bootstrap-kit` the first time,
 /// in about 3.5 minutes; afterwards taken from the cache).

@@ -99,7 +99,8 @@ pub fn make(config: &Config, request: &KitRequest, say: &mut dyn FnMut(&str)) ->
         bail!("{} is not a pkgsrc tree: no bootstrap/bootstrap", tree.display());
     }
     let fragment = match &request.fragment {
-        Some(file) => std::fs::read_to_string(file).with_context(|| format!("cannot read the mk.conf fragment {}", file.display()))?,
+        Some(file) => std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read the mk.conf fragment {}", file.display()))?,
         None => String::new(),
     };
     let key = inputs_key(&tree, &fragment, config)?;
@@ -109,11 +110,16 @@ pub fn make(config: &Config, request: &KitRequest, say: &mut dyn FnMut(&str)) ->
     let log = config.logs_dir.join(LOG_NAME);
     let max = config.tmpfs_size;
     let (entries, cached) = if kit.is_file() {
-        let entries = verify(&mut open_kit(&kit)?, max).with_context(|| format!("the cached kit {} is unusable; remove it", kit.display()))?;
+        let entries = verify(&mut open_kit(&kit)?, max)
+            .with_context(|| format!("the cached kit {} is unusable; remove it", kit.display()))?;
         say(&format!("bootstrap kit for these inputs exists: {} (key {key}); nothing to build", kit.display()));
         (entries, true)
     } else {
-        say(&format!("building the bootstrap kit of {} in a sandbox (key {key}); log: {}", tree.display(), log.display()));
+        say(&format!(
+            "building the bootstrap kit of {} in a sandbox (key {key}); log: {}",
+            tree.display(),
+            log.display()
+        ));
         (build(config, &tree, &fragment, &key, &kits, &log)?, false)
     };
     let output = match &request.output {
@@ -145,7 +151,10 @@ fn build(config: &Config, tree: &Path, fragment: &str, key: &str, kits: &Path, l
     std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
     let outbox = kits.join(format!(".outbox-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&outbox);
-    std::fs::DirBuilder::new().mode(0o700).create(&outbox).with_context(|| format!("cannot create {}", outbox.display()))?;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&outbox)
+        .with_context(|| format!("cannot create {}", outbox.display()))?;
     let result = (|| {
         let spec = KitSpec {
             parent_pid: std::process::id(),
@@ -238,11 +247,17 @@ fn run_sandbox(config: &Config, spec: &KitSpec, key: &str, log_path: &Path) -> R
     let see = || format!("see {}{}", log_path.display(), log_tail(log_path));
     let reason = match (result, status) {
         (Some(KitResult::Done { .. }), Some(status)) if status.success() => return Ok(()),
-        (_, None) => format!("the kit sandbox did not end within bootstrap_timeout + {} s and was killed", GRACE.as_secs()),
-        (Some(KitResult::TimedOut { seconds }), _) => format!("the bootstrap did not finish within {seconds} s (bootstrap_timeout)"),
+        (_, None) => {
+            format!("the kit sandbox did not end within bootstrap_timeout + {} s and was killed", GRACE.as_secs())
+        }
+        (Some(KitResult::TimedOut { seconds }), _) => {
+            format!("the bootstrap did not finish within {seconds} s (bootstrap_timeout)")
+        }
         (Some(KitResult::Failed { reason }), _) => reason,
         (Some(KitResult::SetupFailed { reason }), _) => format!("the kit sandbox could not be set up: {reason}"),
-        (Some(KitResult::Done { .. }) | None, Some(status)) => format!("the kit sandbox ended with {status} and no result"),
+        (Some(KitResult::Done { .. }) | None, Some(status)) => {
+            format!("the kit sandbox ended with {status} and no result")
+        }
     };
     let reason = match limits::limit_reason(&usage, limits) {
         Some(limit) => format!("{reason}; {limit}"),
@@ -278,7 +293,8 @@ pub fn input_dirs(tree: &Path) -> Vec<String> {
         let Ok(entries) = std::fs::read_dir(tree.join(&dir)) else { continue };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if !(name.starts_with("Makefile") || name.ends_with(".mk")) || !entry.file_type().is_ok_and(|t| t.is_file()) {
+            if !(name.starts_with("Makefile") || name.ends_with(".mk")) || !entry.file_type().is_ok_and(|t| t.is_file())
+            {
                 continue;
             }
             let Ok(text) = std::fs::read_to_string(entry.path()) else { continue };
@@ -336,12 +352,7 @@ pub fn inputs_key(tree: &Path, fragment: &str, config: &Config) -> Result<String
 /// Every entry below `dir` in name order, without following links: name,
 /// kind, executable bit and contents (a link's target). A package's
 /// `work` directory (an in-tree build's) is left out.
-fn hash_dir(
-    hash: &mut Sha256,
-    dir: &Path,
-    rel: &Path,
-    field: &mut dyn FnMut(&mut Sha256, &str, &[u8]),
-) -> Result<()> {
+fn hash_dir(hash: &mut Sha256, dir: &Path, rel: &Path, field: &mut dyn FnMut(&mut Sha256, &str, &[u8])) -> Result<()> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<std::io::Result<_>>()?;
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {

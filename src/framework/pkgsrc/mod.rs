@@ -48,7 +48,9 @@ impl Framework for Pkgsrc {
                     Ok(_) => listing
                         .problems
                         .push(format!("{} lists {name}, which has no Makefile; skipped", makefile.display())),
-                    Err(e) => listing.problems.push(format!("{}: SUBDIR entry {name}: {e}; skipped", makefile.display())),
+                    Err(e) => {
+                        listing.problems.push(format!("{}: SUBDIR entry {name}: {e}; skipped", makefile.display()))
+                    }
                 }
             }
         }
@@ -82,11 +84,8 @@ impl Framework for Pkgsrc {
             return Err(fail("pbulk-index printed no record".into()));
         }
         let port_dir = scanner.port_dir(&dir);
-        let flavors: Vec<String> = if records.len() > 1 {
-            records.iter().map(|r| r.pkgname.pkgbase().to_string()).collect()
-        } else {
-            vec![]
-        };
+        let flavors: Vec<String> =
+            if records.len() > 1 { records.iter().map(|r| r.pkgname.pkgbase().to_string()).collect() } else { vec![] };
         records
             .iter()
             .enumerate()
@@ -232,7 +231,11 @@ mod tests {
     fn subdir_lists_are_read_without_comments() {
         let dir = tempfile::tempdir().unwrap();
         let makefile = dir.path().join("Makefile");
-        std::fs::write(&makefile, "# $NetBSD$\nCOMMENT= x\nSUBDIR+=\tfiglet\n#SUBDIR+=\tbroken\nSUBDIR+= a b # two\nSUBDIR=c\n").unwrap();
+        std::fs::write(
+            &makefile,
+            "# $NetBSD$\nCOMMENT= x\nSUBDIR+=\tfiglet\n#SUBDIR+=\tbroken\nSUBDIR+= a b # two\nSUBDIR=c\n",
+        )
+        .unwrap();
         assert_eq!(subdirs(&makefile).unwrap(), ["figlet", "a", "b", "c"]);
         assert!(format!("{:#}", subdirs(&dir.path().join("none")).unwrap_err()).contains("none"));
     }

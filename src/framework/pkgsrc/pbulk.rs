@@ -98,12 +98,14 @@ pub fn parse(input: &[u8]) -> Result<Vec<Entry<'_>>, FormatError> {
     let mut entries = Vec::new();
     let mut at = 0;
     while let Some(name) = pkgname_at(input, at) {
-        let pkgname = std::str::from_utf8(name)
-            .map_err(|_| FormatError::NotUtf8 { pkgname: String::from_utf8_lossy(name).into_owned(), field: "PKGNAME" })?;
+        let pkgname = std::str::from_utf8(name).map_err(|_| FormatError::NotUtf8 {
+            pkgname: String::from_utf8_lossy(name).into_owned(),
+            field: "PKGNAME",
+        })?;
         let end = item_end(input, at).ok_or_else(|| FormatError::Unterminated { pkgname: pkgname.to_string() })?;
         let text = &input[at..end];
-        let location =
-            find_content(text, "PKG_LOCATION=").ok_or_else(|| FormatError::NoLocation { pkgname: pkgname.to_string() })?;
+        let location = find_content(text, "PKG_LOCATION=")
+            .ok_or_else(|| FormatError::NoLocation { pkgname: pkgname.to_string() })?;
         let pkg_location = utf8(location, pkgname, "PKG_LOCATION")?;
         entries.push(Entry { text, pkgname, pkg_location });
         at = end;

@@ -57,7 +57,8 @@ pub fn unpack(kit: &Path, kits_dir: &Path) -> Result<UnpackedKit> {
 }
 
 fn file_crc(path: &Path) -> Result<u32> {
-    let mut file = std::fs::File::open(path).with_context(|| format!("cannot read the bootstrap kit {}", path.display()))?;
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("cannot read the bootstrap kit {}", path.display()))?;
     let mut hasher = crc32fast::Hasher::new();
     let mut buffer = vec![0u8; 1 << 16];
     loop {
@@ -82,13 +83,16 @@ fn extract(kit: &Path, into: &Path) -> Result<()> {
         if kind.is_hard_link() {
             // pkg_install hard-links files in the pkgdb: fine within the kit.
             let target = entry.link_name()?.map(|t| t.into_owned()).unwrap_or_default();
-            let inside = target.components().all(|c| matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir));
+            let inside = target
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir));
             if !inside {
                 bail!("{}: hard link to {} leaves the kit", path.display(), target.display());
             }
             // bootstrap's kit tar lists some pkgdb files twice, the second
             // time as a link to themselves.
-            let plain = |p: &Path| p.components().filter(|c| !matches!(c, std::path::Component::CurDir)).collect::<PathBuf>();
+            let plain =
+                |p: &Path| p.components().filter(|c| !matches!(c, std::path::Component::CurDir)).collect::<PathBuf>();
             if plain(&target) == plain(&path) {
                 continue;
             }
@@ -114,7 +118,12 @@ fn find_prefix(root: &Path, relative: &Path, depth: usize) -> Option<PathBuf> {
     if depth >= 6 {
         return None;
     }
-    let mut names: Vec<_> = std::fs::read_dir(&here).ok()?.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.file_name()).collect();
+    let mut names: Vec<_> = std::fs::read_dir(&here)
+        .ok()?
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name())
+        .collect();
     names.sort();
     names.into_iter().find_map(|name| find_prefix(root, &relative.join(name), depth + 1))
 }
@@ -149,7 +158,11 @@ mod tests {
 
     #[test]
     fn a_kit_is_unpacked_once_and_its_prefix_found() {
-        let (dir, path) = kit(&[("./usr/pkg/bin/bmake", 0o755, b"#!"), ("./usr/pkg/share/mk/", 0o755, b""), ("./usr/pkg/etc/mk.conf", 0o644, b"X=1\n")]);
+        let (dir, path) = kit(&[
+            ("./usr/pkg/bin/bmake", 0o755, b"#!"),
+            ("./usr/pkg/share/mk/", 0o755, b""),
+            ("./usr/pkg/etc/mk.conf", 0o644, b"X=1\n"),
+        ]);
         let kits = dir.path().join("kits");
         let unpacked = unpack(&path, &kits).unwrap();
         assert_eq!(unpacked.prefix, Path::new("/usr/pkg"));

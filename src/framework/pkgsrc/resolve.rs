@@ -138,7 +138,9 @@ pub enum Status {
     /// On a dependency cycle (the records of the cycle, in order).
     Cycle(Vec<usize>),
     /// The dependency `via` (a record index) is not buildable (pbulk: indirect-prefailed).
-    Indirect { via: usize },
+    Indirect {
+        via: usize,
+    },
 }
 
 /// The resolution of one record.
@@ -272,7 +274,9 @@ fn resolve_record(index: &mut Index<'_>, record: &Record, scope: Scope) -> Resol
         for name in depends {
             match index.by_name.get(name.as_str()) {
                 Some(&i) => out.depends.push(i),
-                None => out.errors.push(ResolveError::UnknownDepends { pkgname: pkgname.clone(), depends: name.clone() }),
+                None => {
+                    out.errors.push(ResolveError::UnknownDepends { pkgname: pkgname.clone(), depends: name.clone() })
+                }
             }
         }
         return out;
@@ -394,7 +398,8 @@ fn propagate(records: &[Record], resolved: &[Resolved]) -> Vec<Status> {
             stack.pop();
             mark[node] = 2;
             if status[node].is_none() {
-                let via = resolved[node].depends.iter().copied().find(|&d| !matches!(status[d], Some(Status::Buildable)));
+                let via =
+                    resolved[node].depends.iter().copied().find(|&d| !matches!(status[d], Some(Status::Buildable)));
                 status[node] = Some(match via {
                     Some(via) => Status::Indirect { via },
                     None => Status::Buildable,
@@ -438,7 +443,8 @@ mod tests {
 
     #[test]
     fn dewey_ranges() {
-        let c = [("bar-1.9", "devel/dep"), ("bar-2.0", "devel/dep"), ("bar-2.5", "devel/dep"), ("bar-3.0", "devel/dep")];
+        let c =
+            [("bar-1.9", "devel/dep"), ("bar-2.0", "devel/dep"), ("bar-2.5", "devel/dep"), ("bar-3.0", "devel/dep")];
         assert_eq!(best_of("bar>=2.0", &c).as_deref(), Some("bar-3.0"));
         assert_eq!(best_of("bar>=2.0<3", &c).as_deref(), Some("bar-2.5"));
         assert_eq!(best_of("bar<2", &c).as_deref(), Some("bar-1.9"));
