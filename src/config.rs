@@ -79,6 +79,9 @@ pub struct Config {
     /// pkgsrc: extra mk.conf lines, read after the kit's mk.conf by every
     /// make run (part of every key).
     pub mk_conf: Option<String>,
+    /// Ramp the workers up and shrink them under load (`throttle`, default
+    /// true); false: all `workers` from the start, whatever the load.
+    pub throttle: bool,
     /// Environment of `bootstrap-kit`'s run of a pkgsrc tree's bootstrap
     /// (part of the kit's cache key).
     pub bootstrap_env: BTreeMap<String, String>,
@@ -126,6 +129,7 @@ struct RawSettings {
     bootstrap_kit: Option<Spanned<PathBuf>>,
     pkgpaths: Option<Spanned<toml::Value>>,
     mk_conf: Option<Spanned<String>>,
+    throttle: Option<Spanned<bool>>,
     bootstrap_env: Option<BTreeMap<String, Spanned<String>>>,
     bootstrap_timeout: Option<Spanned<i64>>,
     profile: Option<BTreeMap<String, Spanned<RawSettings>>>,
@@ -180,6 +184,7 @@ impl RawSettings {
         overlay!(
             self,
             top,
+            throttle,
             ports_dir,
             system_path,
             build_base,
@@ -427,6 +432,7 @@ fn validate(raw: RawSettings, at: &Locator, profile: Option<String>) -> Result<C
             }
             other => other.map(Spanned::into_inner),
         },
+        throttle: raw.throttle.map_or(true, Spanned::into_inner),
         pkgpaths: pkgpaths(at, &base_dir, raw.pkgpaths)?,
         framework,
         bootstrap_kit: match raw.bootstrap_kit {
@@ -1002,6 +1008,7 @@ mod tests {
         assert_eq!(config.max_log_size, DEFAULT_MAX_LOG_SIZE);
         assert_eq!(config.scan_timeout, Duration::from_secs(DEFAULT_SCAN_TIMEOUT_SECS));
         assert_eq!(config.package_size_limit, config.tmpfs_size);
+        assert!(config.throttle);
         assert_eq!(config.phase_timeout(Phase::Build), Duration::from_secs(86400));
         assert_eq!(config.silent_timeout, Duration::from_secs(7200));
         assert_eq!(config.fetch_jobs, default_fetch_jobs(std::thread::available_parallelism().map_or(1, |n| n.get())));
@@ -1056,6 +1063,7 @@ scan_timeout = 7
 package_size_limit = "2M"
 setuid_ports = ["sysutils/sudo"]
 fetch_local_hosts = ["127.0.0.1", "mirror.lan"]
+throttle = false
 [phase_timeouts]
 build = 120
 check-plist = 5
@@ -1088,6 +1096,7 @@ CFLAGS = "-O1"
         assert_eq!((c.scan_timeout, c.package_size_limit), (Duration::from_secs(7), 2 << 20));
         assert_eq!(c.setuid_ports, ["sysutils/sudo"]);
         assert_eq!(c.fetch_local_hosts, ["127.0.0.1", "mirror.lan"]);
+        assert!(!c.throttle);
     }
 
     #[test]

@@ -404,7 +404,11 @@ fn builds_fetching_a_shared_distfile_take_the_same_lock() {
         Port { origin: "misc/left", files: &shared, extra: copy },
         Port { origin: "misc/right", files: &shared, extra: copy },
     ];
-    let tree = Tree::new(&mirror, &ports, &config("workers = 2\n"));
+    let tree = Tree::new(
+        &mirror,
+        &ports,
+        &config("workers = 2\n# Both builds must run at once, whatever the load.\nthrottle = false\n"),
+    );
     let env = &tree.env;
     let held = DistfileLock::acquire(&distfiles(env), "both-1.0.tar.gz").unwrap();
     let child = env

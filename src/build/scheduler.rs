@@ -266,7 +266,7 @@ impl<'r, 'a> Coordinator<'r, 'a> {
             ready,
             idle_slots: (1..=workers as u32).collect(),
             running: HashMap::new(),
-            limit: throttle::RAMP_START.min(workers),
+            limit: if run.config.throttle { throttle::RAMP_START.min(workers) } else { workers },
             pressure: Pressure { load1: 0.0, cpus: 1, swap_used: 0.0 },
             eta: None,
             stop: Stop::None,
@@ -585,7 +585,8 @@ impl<'r, 'a> Coordinator<'r, 'a> {
     fn refresh_limit(&mut self) {
         let pressure = Pressure::read();
         let workers = self.run.workers.max(1);
-        self.limit = throttle::limit(workers, self.started.elapsed(), pressure);
+        self.limit =
+            if self.run.config.throttle { throttle::limit(workers, self.started.elapsed(), pressure) } else { workers };
         self.pressure = pressure;
         if self.run.ui.shows_totals() {
             // Simulating the rest of the run costs milliseconds on a big
