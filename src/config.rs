@@ -432,7 +432,7 @@ fn validate(raw: RawSettings, at: &Locator, profile: Option<String>) -> Result<C
             }
             other => other.map(Spanned::into_inner),
         },
-        throttle: raw.throttle.map_or(true, Spanned::into_inner),
+        throttle: raw.throttle.is_none_or(Spanned::into_inner),
         pkgpaths: pkgpaths(at, &base_dir, raw.pkgpaths)?,
         framework,
         bootstrap_kit: match raw.bootstrap_kit {
