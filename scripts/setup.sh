@@ -15,7 +15,12 @@ missing=()
 for program in "${!NEEDS[@]}"; do
     command -v "$program" >/dev/null 2>&1 || missing+=("${NEEDS[$program]}")
 done
-dpkg -s libc6-dev >/dev/null 2>&1 || missing+=(libc6-dev)
+# Libraries and tools the real pkgsrc tree's bootstrap and packages use from
+# the host (../shared/pkgsrc/README.md): they are pkgsrc's "builtin" ones.
+for package in libc6-dev build-essential g++ bzip2 xz-utils groff-base zlib1g-dev libbz2-dev \
+    libncurses-dev liblzma-dev libssl-dev bsdutils; do
+    dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "setup.sh: missing packages (${missing[*]}); run as root to install them" >&2
