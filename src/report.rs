@@ -118,7 +118,7 @@ impl RunLogs {
     }
 
     pub fn debug(&self, message: &str) {
-        let now = crate::commands::history::utc_time(crate::builddb::now_ms());
+        let now = utc_time(crate::builddb::now_ms());
         self.write(List::Debug, None, &format!("{now} {message}"));
     }
 }
@@ -131,9 +131,36 @@ pub fn write_obsolete(dir: &Path, files: &[PathBuf]) -> Result<()> {
     crate::repo::fsutil::write_atomically(&dir.join(OBSOLETE), text.as_bytes())
 }
 
+/// UTC time of a ms timestamp as `YYYY-MM-DD HH:MM:SS`.
+pub fn utc_time(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem / 60 % 60, rem % 60)
+}
+
+/// Howard Hinnant's days-to-civil algorithm.
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn utc_times_format() {
+        assert_eq!(utc_time(0), "1970-01-01 00:00:00");
+        assert_eq!(utc_time(1_795_000_000_000), "2026-11-18 11:06:40");
+    }
 
     #[test]
     fn lists_hold_one_line_per_port_and_outcome() {

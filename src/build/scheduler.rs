@@ -29,6 +29,7 @@ use anyhow::{anyhow, Context, Result};
 use crossbeam_channel::{select, unbounded, Receiver, Sender};
 use serde::Serialize;
 
+use super::interrupts::{Interrupt, Stop};
 use super::throttle::{self, Pressure};
 use crate::builddb::keys::KeyInputs;
 use crate::builddb::{BuildDb, BuildId, BuildStatus, NewBuild, PackageEntry, RunId};
@@ -45,59 +46,6 @@ pub const DEFAULT_DURATION: Duration = Duration::from_secs(60);
 
 /// How often the throttle and the header are refreshed.
 const TICK: Duration = Duration::from_secs(1);
-
-/// What the operator asked for by signal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Stop {
-    /// Not asked: the run ends when the plan is done.
-    None,
-    /// First Ctrl-C: no new builds; the running ones finish.
-    Draining,
-    /// Second Ctrl-C or SIGTERM: running builds are killed.
-    Killing,
-}
-
-impl Stop {
-    /// Where an interrupt leads from here, if it changes anything: the
-    /// first SIGINT drains, a second one or SIGTERM kills.
-    pub fn after(self, interrupt: Interrupt) -> Option<Stop> {
-        let next = match (interrupt, self) {
-            (Interrupt::Int, Stop::None) => Stop::Draining,
-            _ => Stop::Killing,
-        };
-        (next > self).then_some(next)
-    }
-
-    /// Moves to where `interrupt` leads, tells the operator what happens to
-    /// the `running` jobs (`work`: singular and plural noun) and, when
-    /// killing, fires `cancel`.
-    pub fn apply(&mut self, interrupt: Interrupt, work: (&str, &str), running: usize, ui: &Ui, cancel: &Cancel) {
-        let Some(next) = self.after(interrupt) else { return };
-        *self = next;
-        let (one, many) = work;
-        let (noun, verb) = if running == 1 { (one, "finishes") } else { (many, "finish") };
-        match next {
-            Stop::Draining => ui.notice(&format!(
-                "interrupt: no new {many} start; {running} running {noun} {verb} (Ctrl-C again to kill them)"
-            )),
-            Stop::Killing => {
-                ui.notice(&format!("interrupt: killing {running} running {noun}"));
-                cancel.fire();
-            }
-            Stop::None => {}
-        }
-    }
-}
-
-/// A signal the run reacts to, as delivered by the signal thread.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Interrupt {
-    /// SIGINT: the first drains, the second kills.
-    Int,
-    /// SIGTERM: kill at once.
-    Term,
-}
 
 /// Everything a run needs; the plan is fixed before the run starts.
 pub struct Run<'a> {
@@ -708,15 +656,6 @@ fn package_entry(package: &std::path::Path, pkgname: &str, version: &str) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn interrupts_drain_first_then_kill() {
-        assert_eq!(Stop::None.after(Interrupt::Int), Some(Stop::Draining));
-        assert_eq!(Stop::Draining.after(Interrupt::Int), Some(Stop::Killing));
-        assert_eq!(Stop::None.after(Interrupt::Term), Some(Stop::Killing));
-        assert_eq!(Stop::Killing.after(Interrupt::Int), None);
-        assert_eq!(Stop::Killing.after(Interrupt::Term), None);
-    }
 
     #[test]
     fn median_of_past_durations() {

@@ -18,8 +18,9 @@ use super::prepare::{prepare, prepare_forcing, recover_dangling_runs, warn, Prep
 use super::reset_db::confirm;
 use super::status::print_plan;
 use crate::build::interrupts::Interrupts;
+use crate::build::interrupts::Stop;
 use crate::build::lock::BuildLock;
-use crate::build::scheduler::{self, Outcome, Stop};
+use crate::build::scheduler::{self, Outcome};
 use crate::builddb::{BuildDb, RunCounts, RunStatus};
 use crate::cli::GlobalArgs;
 use crate::config::Config;

@@ -21,8 +21,8 @@ use serde_json::json;
 
 use super::prepare::{prepare, recover_dangling_runs, warn};
 use crate::build::interrupts::Interrupts;
+use crate::build::interrupts::Stop;
 use crate::build::lock::BuildLock;
-use crate::build::scheduler::Stop;
 use crate::builddb::{BuildDb, RunCounts, RunStatus};
 use crate::cli::{FetchOnlyArgs, GlobalArgs};
 use crate::config::Config;

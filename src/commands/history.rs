@@ -36,7 +36,7 @@ pub fn run(config: &Config, global: &GlobalArgs, args: &HistoryArgs) -> Result<E
                     out,
                     "{:<36}  {:<19}  {:>9}  {:<11}  {:>5} {:>6} {:>7} {:>7} {:>10}  {}",
                     run.id.as_str(),
-                    utc_time(run.started_ms),
+                    crate::report::utc_time(run.started_ms),
                     run.ended_ms.map_or("-".into(), |end| duration(end - run.started_ms)),
                     run.status.as_str(),
                     c.built,
@@ -64,7 +64,7 @@ pub fn run(config: &Config, global: &GlobalArgs, args: &HistoryArgs) -> Result<E
                     out,
                     "{:<36}  {:<19}  {:>9}  {:<11}  {:<12}  {}",
                     build.id.as_str(),
-                    utc_time(build.started_ms),
+                    crate::report::utc_time(build.started_ms),
                     build.duration_ms.map_or("-".into(), |ms| duration(ms as i64)),
                     build.status.as_str(),
                     build.last_phase.as_deref().unwrap_or("-"),
@@ -93,35 +93,12 @@ pub fn duration(ms: i64) -> String {
     }
 }
 
-/// UTC time of a ms timestamp as `YYYY-MM-DD HH:MM:SS`.
-pub fn utc_time(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem / 60 % 60, rem % 60)
-}
-
-/// Howard Hinnant's days-to-civil algorithm.
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn times_and_durations_format() {
-        assert_eq!(utc_time(0), "1970-01-01 00:00:00");
-        assert_eq!(utc_time(1_795_000_000_000), "2026-11-18 11:06:40");
         assert_eq!(duration(850), "850ms");
         assert_eq!(duration(1500), "1.5s");
         assert_eq!(duration(65_000), "1m05s");

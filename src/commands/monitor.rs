@@ -9,10 +9,11 @@ use std::time::Duration;
 use anyhow::Result;
 use serde_json::json;
 
-use super::history::{duration, utc_time};
+use super::history::duration;
 use crate::builddb::{BuildDb, BuildRecord, BuildStatus, RunRecord, RunStatus};
 use crate::cli::{GlobalArgs, MonitorArgs};
 use crate::config::Config;
+use crate::report::utc_time;
 
 const REFRESH: Duration = Duration::from_secs(1);
 

@@ -27,7 +27,7 @@ use serde::Serialize;
 use super::distinfo::{Distfile, State};
 use super::lock::DistfileLock;
 use super::{attempt_log, failure};
-use crate::build::scheduler::{Interrupt, Stop};
+use crate::build::interrupts::{Interrupt, Stop};
 use crate::config::Config;
 use crate::graph::NodeId;
 use crate::ports::{Phase, PortTree};

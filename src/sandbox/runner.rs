@@ -626,7 +626,7 @@ impl Log {
             request.origin,
             request.pkgname,
             request.slot,
-            crate::commands::history::utc_time(unix_ms()),
+            crate::report::utc_time(unix_ms()),
             request.phases.iter().map(|p| p.name()).collect::<Vec<_>>().join(" "),
         );
         for (key, value) in spec.make_environment() {
