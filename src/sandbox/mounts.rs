@@ -104,15 +104,7 @@ pub fn setup_root(sys: &dyn Syscall, layout: &Layout, system: &[(&str, SystemEnt
         tmpfs(sys, &at(dir), &format!("mode={mode},{size}"))?;
     }
     tmpfs(sys, &at("usr/local"), &format!("mode=0755,{size}"))?;
-    setup_dev(sys, &at("dev"))?;
-    sys.mkdir(&at("proc"), 0o555)?;
-    sys.mount(Some(Path::new("proc")), &at("proc"), Some("proc"), NOSUID_NODEV | MsFlags::MS_NOEXEC, None)?;
-    sys.mkdir(&at(".oldroot"), 0o700)?;
-    sys.pivot_root(root, &at(".oldroot"))?;
-    sys.chdir(Path::new("/"))?;
-    sys.umount_detach(Path::new("/.oldroot"))?;
-    sys.rmdir(Path::new("/.oldroot"))?;
-    Ok(())
+    finish_root(sys, root)
 }
 
 /// Where a scan sandbox's root goes and what it shows.
@@ -198,39 +190,11 @@ pub fn setup_scan_root(sys: &dyn Syscall, layout: &ScanLayout, system: &[(&str, 
         }
     }
     tmpfs(sys, &at("tmp"), "mode=1777,size=64m")?;
-    let inside = layout
-        .ports_dir
-        .strip_prefix("/")
-        .map_err(|_| anyhow::anyhow!("the ports tree {} is not an absolute path", layout.ports_dir.display()))?;
-    let mut dir = root.clone();
-    let components: Vec<_> = inside.components().collect();
-    for component in &components[..components.len().saturating_sub(1)] {
-        dir.push(component);
-        sys.mkdir(&dir, 0o755)?;
-    }
-    bind(sys, &layout.ports_dir, &root.join(inside), true)?;
+    bind_at(sys, root, &layout.ports_dir, &layout.ports_dir)?;
     if let Some(kit) = &layout.kit {
-        let inside = kit
-            .prefix
-            .strip_prefix("/")
-            .map_err(|_| anyhow::anyhow!("kit prefix {} is not absolute", kit.prefix.display()))?;
-        let mut dir = root.clone();
-        let components: Vec<_> = inside.components().collect();
-        for component in &components[..components.len().saturating_sub(1)] {
-            dir.push(component);
-            sys.mkdir(&dir, 0o755)?;
-        }
-        bind(sys, &kit.host, &root.join(inside), true)?;
+        bind_at(sys, root, &kit.host, &kit.prefix)?;
     }
-    setup_dev(sys, &at("dev"))?;
-    sys.mkdir(&at("proc"), 0o555)?;
-    sys.mount(Some(Path::new("proc")), &at("proc"), Some("proc"), NOSUID_NODEV | MsFlags::MS_NOEXEC, None)?;
-    sys.mkdir(&at(".oldroot"), 0o700)?;
-    sys.pivot_root(root, &at(".oldroot"))?;
-    sys.chdir(Path::new("/"))?;
-    sys.umount_detach(Path::new("/.oldroot"))?;
-    sys.rmdir(Path::new("/.oldroot"))?;
-    Ok(())
+    finish_root(sys, root)
 }
 
 /// Where a bootstrap-kit sandbox's root goes and what it shows (see
@@ -297,6 +261,13 @@ pub fn setup_kit_root(sys: &dyn Syscall, layout: &KitLayout, system: &[(&str, Sy
     tmpfs(sys, &at("work"), &format!("mode=0700,{owned},{size}"))?;
     tmpfs(sys, &at("tmp"), &format!("mode=1777,{size}"))?;
     bind(sys, &layout.outbox, &at("outbox"), true)?;
+    finish_root(sys, root)
+}
+
+/// The end of every root: `/dev`, a fresh `/proc`, `pivot_root` and a lazy
+/// unmount of the old root.
+fn finish_root(sys: &dyn Syscall, root: &Path) -> Result<()> {
+    let at = |p: &str| root.join(p);
     setup_dev(sys, &at("dev"))?;
     sys.mkdir(&at("proc"), 0o555)?;
     sys.mount(Some(Path::new("proc")), &at("proc"), Some("proc"), NOSUID_NODEV | MsFlags::MS_NOEXEC, None)?;
@@ -304,8 +275,21 @@ pub fn setup_kit_root(sys: &dyn Syscall, layout: &KitLayout, system: &[(&str, Sy
     sys.pivot_root(root, &at(".oldroot"))?;
     sys.chdir(Path::new("/"))?;
     sys.umount_detach(Path::new("/.oldroot"))?;
-    sys.rmdir(Path::new("/.oldroot"))?;
-    Ok(())
+    sys.rmdir(Path::new("/.oldroot"))
+}
+
+/// Binds `source` read-only at the absolute path `target` inside `root`,
+/// creating the parents of the mount point in the root's tmpfs.
+fn bind_at(sys: &dyn Syscall, root: &Path, source: &Path, target: &Path) -> Result<()> {
+    let inside =
+        target.strip_prefix("/").map_err(|_| anyhow::anyhow!("{} is not an absolute path", target.display()))?;
+    let mut dir = root.to_path_buf();
+    let components: Vec<_> = inside.components().collect();
+    for component in &components[..components.len().saturating_sub(1)] {
+        dir.push(component);
+        sys.mkdir(&dir, 0o755)?;
+    }
+    bind(sys, source, &root.join(inside), true)
 }
 
 /// Bind `source` at `target`, then make it read-only if asked: the flags of
