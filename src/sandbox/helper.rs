@@ -17,7 +17,7 @@ use anyhow::{bail, Context, Result};
 use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{ForkResult, Pid, User};
+use nix::unistd::{Pid, User};
 
 use super::confine::Confinement;
 use super::download::{self, Fetcher};
@@ -44,41 +44,21 @@ pub fn main() -> ! {
 
 fn run() -> Result<i32> {
     let spec: HelperSpec = serde_json::from_reader(std::io::stdin().lock()).context("reading the sandbox spec")?;
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).context("PR_SET_PDEATHSIG")?;
-    if nix::unistd::getppid().as_raw() as u32 != spec.parent_pid {
-        bail!("portsynth (pid {}) is gone", spec.parent_pid);
-    }
     // SAFETY: fd 3 was set up by the runner for this process alone.
     let events = unsafe { OwnedFd::from_raw_fd(EVENT_FD) };
     nix::fcntl::fcntl(&events, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))?;
     let mut events = std::fs::File::from(events);
-    nix::sched::unshare(
-        CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS,
-    )
-    .context("unshare")?;
-    // SAFETY: this process is single-threaded (a fresh exec that started no threads).
-    match unsafe { nix::unistd::fork() }.context("fork")? {
-        ForkResult::Child => {
-            let code = match pid1(&spec, &mut events) {
-                Ok(code) => code,
-                Err(error) => {
-                    let reason = format!("{error:#}");
-                    eprintln!("portsynth sandbox: {reason}");
-                    send(&mut events, &Event::SetupFailed { reason });
-                    EXIT_SETUP_FAILED
-                }
-            };
-            std::process::exit(code)
+    let namespaces =
+        CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS;
+    super::start_pid1(spec.parent_pid, namespaces, move || match pid1(&spec, &mut events) {
+        Ok(code) => code,
+        Err(error) => {
+            let reason = format!("{error:#}");
+            eprintln!("portsynth sandbox: {reason}");
+            send(&mut events, &Event::SetupFailed { reason });
+            EXIT_SETUP_FAILED
         }
-        ForkResult::Parent { child } => {
-            drop(events);
-            Ok(match waitpid(child, None)? {
-                WaitStatus::Exited(_, code) => code,
-                WaitStatus::Signaled(_, signal, _) => 128 + signal as i32,
-                _ => EXIT_SETUP_FAILED,
-            })
-        }
-    }
+    })
 }
 
 fn send(events: &mut std::fs::File, event: &Event) {

@@ -31,10 +31,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{ForkResult, Pid, User};
+use nix::unistd::{Pid, User};
 use serde::{Deserialize, Serialize};
 
 use super::confine::Confinement;
@@ -159,35 +158,19 @@ fn run() -> Result<i32> {
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line).context("reading the kit sandbox spec")?;
     let spec: KitSpec = serde_json::from_str(&line).context("reading the kit sandbox spec")?;
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).context("PR_SET_PDEATHSIG")?;
-    if nix::unistd::getppid().as_raw() as u32 != spec.parent_pid {
-        bail!("portsynth (pid {}) is gone", spec.parent_pid);
-    }
-    nix::sched::unshare(
-        CloneFlags::CLONE_NEWNS
-            | CloneFlags::CLONE_NEWPID
-            | CloneFlags::CLONE_NEWIPC
-            | CloneFlags::CLONE_NEWUTS
-            | CloneFlags::CLONE_NEWNET,
-    )
-    .context("unshare")?;
-    // SAFETY: this process is single-threaded (a fresh exec that started no threads).
-    match unsafe { nix::unistd::fork() }.context("fork")? {
-        ForkResult::Child => {
-            let outcome = pid1(&spec).unwrap_or_else(|e| {
-                let reason = format!("{e:#}");
-                eprintln!("portsynth kit sandbox: {reason}");
-                KitResult::SetupFailed { reason }
-            });
-            result(&outcome);
-            std::process::exit(if matches!(outcome, KitResult::Done { .. }) { 0 } else { 1 })
+    super::start_pid1(spec.parent_pid, super::ISOLATED, move || {
+        let outcome = pid1(&spec).unwrap_or_else(|e| {
+            let reason = format!("{e:#}");
+            eprintln!("portsynth kit sandbox: {reason}");
+            KitResult::SetupFailed { reason }
+        });
+        result(&outcome);
+        if matches!(outcome, KitResult::Done { .. }) {
+            0
+        } else {
+            1
         }
-        ForkResult::Parent { child } => Ok(match waitpid(child, None)? {
-            WaitStatus::Exited(_, code) => code,
-            WaitStatus::Signaled(_, signal, _) => 128 + signal as i32,
-            _ => 2,
-        }),
-    }
+    })
 }
 
 /// PID 1: the root, the confined bootstrap, the delivery.

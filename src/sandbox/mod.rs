@@ -29,9 +29,48 @@ pub mod runner;
 pub mod scan;
 pub mod scan_pool;
 
+use anyhow::{bail, Context, Result};
+use nix::sched::CloneFlags;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::ForkResult;
 use serde::{Deserialize, Serialize};
 
 use crate::ports::Phase;
+
+/// The namespaces of a sandbox without any network (scan, kit).
+pub(crate) const ISOLATED: CloneFlags = CloneFlags::CLONE_NEWNS
+    .union(CloneFlags::CLONE_NEWPID)
+    .union(CloneFlags::CLONE_NEWIPC)
+    .union(CloneFlags::CLONE_NEWUTS)
+    .union(CloneFlags::CLONE_NEWNET);
+
+/// How every re-exec'd helper (build, scan, kit) starts its sandbox: die
+/// with the process that started it (PDEATHSIG, then a check that it is
+/// still there, for the race), unshare `namespaces`, and fork PID 1 of the
+/// new PID namespace, which runs `pid1` and exits with what it returns.
+/// Returns PID 1's exit status (128 + signal when killed, 2 otherwise
+/// unknown) as this process's exit code. Must run single-threaded.
+pub(crate) fn start_pid1(parent_pid: u32, namespaces: CloneFlags, pid1: impl FnOnce() -> i32) -> Result<i32> {
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).context("PR_SET_PDEATHSIG")?;
+    if nix::unistd::getppid().as_raw() as u32 != parent_pid {
+        bail!("portsynth (pid {parent_pid}) is gone");
+    }
+    nix::sched::unshare(namespaces).context("unshare")?;
+    // SAFETY: the helpers are fresh execs that started no threads.
+    match unsafe { nix::unistd::fork() }.context("fork")? {
+        ForkResult::Child => std::process::exit(pid1()),
+        ForkResult::Parent { child } => {
+            // What PID 1 owns (e.g. the event pipe) closes here, in the parent.
+            drop(pid1);
+            Ok(match waitpid(child, None)? {
+                WaitStatus::Exited(_, code) => code,
+                WaitStatus::Signaled(_, signal, _) => 128 + signal as i32,
+                _ => 2,
+            })
+        }
+    }
+}
 
 /// Everything the helper needs, sent as JSON on its stdin.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -31,10 +31,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
-use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{ForkResult, Pid, User};
+use nix::unistd::{Pid, User};
 use serde::{Deserialize, Serialize};
 
 use super::confine::Confinement;
@@ -125,39 +124,18 @@ fn run() -> Result<i32> {
     let mut line = String::new();
     input.read_line(&mut line).context("reading the scan sandbox spec")?;
     let spec: ScanSpec = serde_json::from_str(&line).context("reading the scan sandbox spec")?;
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).context("PR_SET_PDEATHSIG")?;
-    if nix::unistd::getppid().as_raw() as u32 != spec.parent_pid {
-        bail!("portsynth (pid {}) is gone", spec.parent_pid);
-    }
-    nix::sched::unshare(
-        CloneFlags::CLONE_NEWNS
-            | CloneFlags::CLONE_NEWPID
-            | CloneFlags::CLONE_NEWIPC
-            | CloneFlags::CLONE_NEWUTS
-            | CloneFlags::CLONE_NEWNET,
-    )
-    .context("unshare")?;
-    // SAFETY: this process is single-threaded (a fresh exec that started no threads).
-    match unsafe { nix::unistd::fork() }.context("fork")? {
-        ForkResult::Child => {
-            let mut output = std::io::stdout().lock();
-            let code = match pid1(&spec, &mut input, &mut output) {
-                Ok(()) => 0,
-                Err(error) => {
-                    let reason = format!("{error:#}");
-                    eprintln!("portsynth scan sandbox: {reason}");
-                    let _ = reply(&mut output, &ScanReply::SetupFailed { reason });
-                    2
-                }
-            };
-            std::process::exit(code)
+    super::start_pid1(spec.parent_pid, super::ISOLATED, move || {
+        let mut output = std::io::stdout().lock();
+        match pid1(&spec, &mut input, &mut output) {
+            Ok(()) => 0,
+            Err(error) => {
+                let reason = format!("{error:#}");
+                eprintln!("portsynth scan sandbox: {reason}");
+                let _ = reply(&mut output, &ScanReply::SetupFailed { reason });
+                2
+            }
         }
-        ForkResult::Parent { child } => Ok(match waitpid(child, None)? {
-            WaitStatus::Exited(_, code) => code,
-            WaitStatus::Signaled(_, signal, _) => 128 + signal as i32,
-            _ => 2,
-        }),
-    }
+    })
 }
 
 fn reply(output: &mut impl Write, reply: &ScanReply) -> Result<()> {
