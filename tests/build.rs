@@ -19,7 +19,7 @@ use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::Env;
+use common::{processes_with, Env};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
@@ -635,23 +635,6 @@ fn mounts_under(dir: &Path) -> Vec<String> {
         .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
         .filter(|m| m == &dir || m.starts_with(&format!("{dir}/")))
         .collect()
-}
-
-/// Processes whose command line contains `needle`.
-fn processes_with(needle: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.chars().all(|c| c.is_ascii_digit()) || name == std::process::id().to_string() {
-            continue;
-        }
-        let cmdline = String::from_utf8_lossy(&std::fs::read(entry.path().join("cmdline")).unwrap_or_default())
-            .replace('\0', " ");
-        if cmdline.contains(needle) {
-            found.push(format!("{name}: {cmdline}"));
-        }
-    }
-    found
 }
 
 /// No mount under the build base and no process of the tagged ports left

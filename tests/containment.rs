@@ -15,7 +15,7 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::Env;
+use common::{mounts, processes_with, Env};
 use portsynth::ports::{Origin, Phase};
 use portsynth::sandbox::runner::{build_one, BuildOutcome, OutcomeStatus, SandboxRequest};
 
@@ -48,27 +48,6 @@ fn build(env: &Env, port: &str) -> BuildOutcome {
 
 fn log_of(outcome: &BuildOutcome) -> String {
     String::from_utf8_lossy(&std::fs::read(&outcome.log_path).unwrap()).into_owned()
-}
-
-fn mounts() -> BTreeSet<String> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .map(|l| l.split(' ').skip(3).take(2).collect::<Vec<_>>().join(" "))
-        .collect()
-}
-
-/// Processes whose command line contains `marker`.
-fn processes_with(marker: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if cmdline.contains(marker) && entry.file_name() != std::process::id().to_string().as_str() {
-            found.push(cmdline);
-        }
-    }
-    found
 }
 
 /// Waits (bounded) until no sandbox process and no new mount is left.

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{stderr, Env};
+use common::{mounts, stderr, Env};
 use portsynth::builddb::BuildDb;
 use portsynth::commands::prepare::prepare;
 use portsynth::config::Config;
@@ -81,14 +81,6 @@ fn foreign_processes() -> BTreeSet<String> {
         }
     }
     found
-}
-
-fn mounts() -> BTreeSet<String> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .map(|l| l.split(' ').skip(3).take(2).collect::<Vec<_>>().join(" "))
-        .collect()
 }
 
 /// Waits (bounded) for the kernel to finish tearing namespaces down.

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{copy_tree, repo, Env};
+use common::{copy_tree, processes_with, repo, Env};
 use serde_json::Value;
 
 /// The scan-time hostile tree plus the real framework, with `extra` config.
@@ -39,23 +39,6 @@ fn plan_of(env: &Env) -> BTreeMap<String, (String, String)> {
             (origin, (e["verdict"].as_str().unwrap().to_string(), e["reason"].as_str().unwrap_or("").to_string()))
         })
         .collect()
-}
-
-/// Processes whose command line contains `needle`.
-fn processes_with(needle: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.chars().all(|c| c.is_ascii_digit()) || name == std::process::id().to_string() {
-            continue;
-        }
-        let cmdline = String::from_utf8_lossy(&std::fs::read(entry.path().join("cmdline")).unwrap_or_default())
-            .replace('\0', " ");
-        if cmdline.contains(needle) {
-            found.push(format!("{name}: {cmdline}"));
-        }
-    }
-    found
 }
 
 /// Waits (bounded: a namespace is torn down asynchronously) until no
