@@ -61,7 +61,7 @@ pub fn config_crc(config: &Config) -> u32 {
     // A new kit is new mk files, a new bmake and a new mk.conf for every port.
     if let Some(kit) = &config.bootstrap_kit {
         parts.push(b"bootstrap_kit".to_vec());
-        parts.push(std::fs::read(kit).map(|bytes| crc32fast::hash(&bytes)).unwrap_or(0).to_le_bytes().to_vec());
+        parts.push(super::crc::file_crc(kit).unwrap_or(0).to_le_bytes().to_vec());
     }
     crc_of_parts(parts.iter().map(Vec::as_slice))
 }

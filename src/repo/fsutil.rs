@@ -20,15 +20,15 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
 /// Lower-case hex sha256 of the contents of `path`.
 pub fn sha256_file(path: &Path) -> Result<String> {
     let mut file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let (_, hex) = sha256_of(&mut file).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(hex)
+}
+
+/// Bytes read and lowercase hex SHA256 of everything `reader` yields.
+pub fn sha256_of(reader: &mut impl Read) -> std::io::Result<(u64, String)> {
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = file.read(&mut buf).with_context(|| format!("cannot read {}", path.display()))?;
-        if n == 0 {
-            return Ok(format!("{:x}", hasher.finalize()));
-        }
-        hasher.update(&buf[..n]);
-    }
+    let size = std::io::copy(reader, &mut hasher)?;
+    Ok((size, format!("{:x}", hasher.finalize())))
 }
 
 /// Opens `path` for reading as an untrusted file: a symlink is refused

@@ -31,7 +31,6 @@ use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
-use sha2::{Digest, Sha256};
 
 use super::confine::Confinement;
 use crate::fetch::lock::DistfileLock;
@@ -308,9 +307,7 @@ fn digest(path: &Path) -> Result<(u64, String)> {
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
         .with_context(|| format!("cannot read {}", path.display()))?;
-    let mut hasher = Sha256::new();
-    let size = std::io::copy(&mut file, &mut hasher)?;
-    Ok((size, format!("{:x}", hasher.finalize())))
+    crate::repo::fsutil::sha256_of(&mut file).with_context(|| format!("cannot read {}", path.display()))
 }
 
 /// The parts of a URL the address check needs.

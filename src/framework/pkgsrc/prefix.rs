@@ -10,7 +10,6 @@
 //! (the tar crate refuses others; hard links only to entries inside), and
 //! device nodes, fifos and setuid/setgid bits are refused.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -35,7 +34,8 @@ impl UnpackedKit {
 
 /// Unpacks `kit` below `kits_dir` unless it already is.
 pub fn unpack(kit: &Path, kits_dir: &Path) -> Result<UnpackedKit> {
-    let crc = file_crc(kit)?;
+    let crc = crate::builddb::crc::file_crc(kit)
+        .with_context(|| format!("cannot read the bootstrap kit {}", kit.display()))?;
     let dir = kits_dir.join(format!("{crc:08x}"));
     if !dir.join(".complete").is_file() {
         std::fs::create_dir_all(kits_dir).with_context(|| format!("cannot create {}", kits_dir.display()))?;
@@ -54,20 +54,6 @@ pub fn unpack(kit: &Path, kits_dir: &Path) -> Result<UnpackedKit> {
     let relative = find_prefix(&dir, Path::new(""), 0)
         .with_context(|| format!("the bootstrap kit {} holds no PREFIX/bin/bmake", kit.display()))?;
     Ok(UnpackedKit { host: dir.join(&relative), prefix: Path::new("/").join(relative), crc })
-}
-
-fn file_crc(path: &Path) -> Result<u32> {
-    let mut file =
-        std::fs::File::open(path).with_context(|| format!("cannot read the bootstrap kit {}", path.display()))?;
-    let mut hasher = crc32fast::Hasher::new();
-    let mut buffer = vec![0u8; 1 << 16];
-    loop {
-        let n = file.read(&mut buffer)?;
-        if n == 0 {
-            return Ok(hasher.finalize());
-        }
-        hasher.update(&buffer[..n]);
-    }
 }
 
 fn extract(kit: &Path, into: &Path) -> Result<()> {
