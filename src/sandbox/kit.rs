@@ -185,16 +185,7 @@ fn pid1(spec: &KitSpec) -> Result<KitResult> {
     let system: Vec<(&str, SystemEntry)> =
         SYSTEM_DIRS.iter().map(|d| (*d, classify_system_dir(&spec.system_path.join(d)))).collect();
     let usr_dir = spec.system_path.join("usr");
-    let mut usr: Vec<(String, SystemEntry)> = std::fs::read_dir(&usr_dir)
-        .with_context(|| format!("cannot list {}", usr_dir.display()))?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().into_string().ok())
-        .map(|name| {
-            let entry = classify_system_dir(&usr_dir.join(&name));
-            (name, entry)
-        })
-        .collect();
-    usr.sort_by(|a, b| a.0.cmp(&b.0));
+    let usr = mounts::dir_entries(&usr_dir).with_context(|| format!("cannot list {}", usr_dir.display()))?;
     let layout = KitLayout {
         root: spec.root.clone(),
         system_path: spec.system_path.clone(),

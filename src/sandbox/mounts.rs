@@ -140,21 +140,41 @@ pub fn split_entries(system_path: &Path, prefix: &Path) -> Option<(String, Vec<(
     if !SYSTEM_DIRS.contains(&first.as_str()) || classify_system_dir(&system_path.join(&first)) != SystemEntry::Bind {
         return None;
     }
-    let mut entries: Vec<(String, SystemEntry)> = std::fs::read_dir(system_path.join(&first))
-        .ok()?
+    let entries = dir_entries(&system_path.join(&first)).ok()?;
+    Some((first, entries))
+}
+
+/// The entries of a host directory as they enter a sandbox, sorted: a
+/// directory is bound, a symlink recreated, anything else left out.
+pub fn dir_entries(dir: &Path) -> std::io::Result<Vec<(String, SystemEntry)>> {
+    let mut entries: Vec<(String, SystemEntry)> = std::fs::read_dir(dir)?
         .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            let kind = match classify_system_dir(&e.path()) {
-                SystemEntry::Absent if e.path().is_file() => SystemEntry::Absent,
-                other => other,
-            };
-            Some((name, kind))
-        })
+        .filter_map(|e| Some((e.file_name().into_string().ok()?, classify_system_dir(&e.path()))))
         .filter(|(_, kind)| *kind != SystemEntry::Absent)
         .collect();
     entries.sort_by(|a, b| a.0.cmp(&b.0));
-    Some((first, entries))
+    Ok(entries)
+}
+
+/// A system directory rebuilt at `target` (which exists) from its host
+/// `entries` (see [`dir_entries`]), each bound read-only or its symlink
+/// recreated, except the names in `skip`: a directory that must get a
+/// mount point of its own (`/usr/pkg`) without one on the host.
+fn bind_entries(
+    sys: &dyn Syscall,
+    host: &Path,
+    target: &Path,
+    entries: &[(String, SystemEntry)],
+    skip: &[&str],
+) -> Result<()> {
+    for (name, kind) in entries.iter().filter(|(name, _)| !skip.contains(&name.as_str())) {
+        match kind {
+            SystemEntry::Link(link) => sys.symlink(link, &target.join(name))?,
+            SystemEntry::Bind => bind(sys, &host.join(name), &target.join(name), true)?,
+            SystemEntry::Absent => {}
+        }
+    }
+    Ok(())
 }
 
 /// The root of a scan sandbox: like [`setup_root`] without packages,
@@ -174,15 +194,7 @@ pub fn setup_scan_root(sys: &dyn Syscall, layout: &ScanLayout, system: &[(&str, 
         match (entry, split) {
             (SystemEntry::Bind, Some((dir, entries))) if dir == name => {
                 sys.mkdir(&at(name), 0o755)?;
-                let host = layout.system_path.join(name);
-                for (entry_name, kind) in entries {
-                    let inside = at(name).join(entry_name);
-                    match kind {
-                        SystemEntry::Link(target) => sys.symlink(target, &inside)?,
-                        SystemEntry::Bind => bind(sys, &host.join(entry_name), &inside, true)?,
-                        SystemEntry::Absent => {}
-                    }
-                }
+                bind_entries(sys, &layout.system_path.join(name), &at(name), entries, &[])?;
             }
             (SystemEntry::Link(target), _) => sys.symlink(target, &at(name))?,
             (SystemEntry::Bind, _) => bind(sys, &layout.system_path.join(name), &at(name), true)?,
@@ -240,15 +252,7 @@ pub fn setup_kit_root(sys: &dyn Syscall, layout: &KitLayout, system: &[(&str, Sy
         match (*name, entry) {
             ("usr", SystemEntry::Bind) => {
                 tmpfs(sys, &at("usr"), "mode=0755,size=1m")?;
-                for (name, entry) in &layout.usr {
-                    let target = at("usr").join(name);
-                    match entry {
-                        _ if name == "pkg" || name == "pkgsrc" || name.contains('/') => {}
-                        SystemEntry::Link(link) => sys.symlink(link, &target)?,
-                        SystemEntry::Bind => bind(sys, &layout.system_path.join("usr").join(name), &target, true)?,
-                        SystemEntry::Absent => {}
-                    }
-                }
+                bind_entries(sys, &layout.system_path.join("usr"), &at("usr"), &layout.usr, &["pkg", "pkgsrc"])?;
             }
             ("usr", _) => anyhow::bail!("{} is not a directory", layout.system_path.join("usr").display()),
             (_, SystemEntry::Link(target)) => sys.symlink(target, &at(name))?,
