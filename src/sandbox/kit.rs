@@ -96,17 +96,8 @@ impl KitSpec {
 
     /// The bootstrap's whole environment: fixed, plus `bootstrap_env`.
     pub fn environment(&self) -> Vec<(String, String)> {
-        let mut env: Vec<(String, String)> = [
-            ("PATH", KIT_PATH),
-            ("HOME", "/work"),
-            ("TERM", "dumb"),
-            ("LANG", "C"),
-            ("SHELL", "/bin/sh"),
-            ("TMPDIR", "/tmp"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+        let mut env = super::base_environment(KIT_PATH, "/work");
+        env.push(("TMPDIR".into(), "/tmp".into()));
         env.extend(self.env.iter().cloned());
         env
     }

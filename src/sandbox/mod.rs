@@ -38,6 +38,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::ports::Phase;
 
+/// What every process in a sandbox starts its environment from (nothing of
+/// the operator's environment gets in): `PATH`, `HOME`, `TERM`, `LANG` and
+/// `SHELL`.
+pub fn base_environment(path: &str, home: &str) -> Vec<(String, String)> {
+    [("PATH", path), ("HOME", home), ("TERM", "dumb"), ("LANG", "C"), ("SHELL", "/bin/sh")]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 /// The namespaces of a sandbox without any network (scan, kit).
 pub(crate) const ISOLATED: CloneFlags = CloneFlags::CLONE_NEWNS
     .union(CloneFlags::CLONE_NEWPID)
@@ -133,11 +143,7 @@ impl HelperSpec {
         let framework = self.framework.framework();
         let localbase = framework.localbase();
         let path = format!("{localbase}/sbin:{localbase}/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-        let mut env: Vec<(String, String)> =
-            [("PATH", path.as_str()), ("HOME", "/tmp"), ("TERM", "dumb"), ("LANG", "C"), ("SHELL", "/bin/sh")]
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
+        let mut env = base_environment(&path, "/tmp");
         env.extend(framework.build_environment(self.flavor.as_deref(), self.make_jobs));
         env.extend(self.make_env.iter().cloned());
         env

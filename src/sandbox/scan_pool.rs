@@ -82,11 +82,7 @@ impl ScanPool {
     /// The environment of every sandboxed query: fixed, like the build's,
     /// plus `PORTSDIR` and the config's make variables.
     pub fn environment(&self, make_env: &[(String, String)]) -> Vec<(String, String)> {
-        let mut env: Vec<(String, String)> =
-            [("PATH", SCAN_PATH), ("HOME", "/tmp"), ("TERM", "dumb"), ("LANG", "C"), ("SHELL", "/bin/sh")]
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
+        let mut env = super::base_environment(SCAN_PATH, "/tmp");
         env.push(("PORTSDIR".into(), self.settings.ports_dir.to_string_lossy().into_owned()));
         env.extend(make_env.iter().cloned());
         env
