@@ -16,6 +16,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::{mounts, processes_with, Env};
+use portsynth::framework::Kind;
 use portsynth::ports::{Origin, Phase};
 use portsynth::sandbox::runner::{build_one, BuildOutcome, OutcomeStatus, SandboxRequest};
 
@@ -39,9 +40,11 @@ fn build(env: &Env, port: &str) -> BuildOutcome {
         slot: 1,
         origin: Origin::parse(port).unwrap(),
         pkgname: format!("{}-1.0", port.split('/').nth(1).unwrap()),
-        phases: SandboxRequest::standard_phases(false),
+        phases: Kind::Bundled.framework().phases(false),
         dependencies: vec![],
         keep_work_on_failure: false,
+        variant: vec![],
+        bootstrap_pkg: false,
     };
     build_one(&config, &common::bin(), &request, &|_| {}, None).unwrap()
 }

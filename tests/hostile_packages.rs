@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use common::Env;
 use portsynth::builddb::BuildDb;
 use portsynth::commands::prepare::prepare;
+use portsynth::framework::Kind;
 use portsynth::ports::{Origin, Phase};
 use portsynth::sandbox::runner::{build_one, BuildOutcome, Dependency, OutcomeStatus, SandboxRequest};
 use sha2::{Digest, Sha256};
@@ -40,13 +41,15 @@ fn build(env: &Env, port: &str) -> BuildOutcome {
         slot: 1,
         origin: tree.nodes[node].origin.clone(),
         pkgname: pkgname(node),
-        phases: SandboxRequest::standard_phases(false),
+        phases: Kind::Bundled.framework().phases(false),
         dependencies: tree
             .install_set(node)
             .into_iter()
             .map(|n| Dependency { file: format!("{}.pkg", pkgname(n)), origin: tree.nodes[n].origin.clone() })
             .collect(),
         keep_work_on_failure: false,
+        variant: vec![],
+        bootstrap_pkg: false,
     };
     build_one(&config, &common::bin(), &request, &|_| {}, None).unwrap()
 }

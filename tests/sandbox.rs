@@ -14,6 +14,7 @@ use common::{mounts, stderr, Env};
 use portsynth::builddb::BuildDb;
 use portsynth::commands::prepare::prepare;
 use portsynth::config::Config;
+use portsynth::framework::Kind;
 use portsynth::ports::{Origin, Phase};
 use portsynth::sandbox::runner::{build_one, BuildOutcome, Dependency, OutcomeStatus, SandboxRequest};
 
@@ -41,13 +42,15 @@ fn build(env: &Env, port: &str, check_plist: bool) -> BuildOutcome {
         slot: 1,
         origin: tree.nodes[node].origin.clone(),
         pkgname: tree.nodes[node].meta.as_ref().unwrap().pkgname.clone(),
-        phases: SandboxRequest::standard_phases(check_plist),
+        phases: Kind::Bundled.framework().phases(check_plist),
         dependencies: tree
             .install_set(node)
             .into_iter()
             .map(|n| Dependency { file: pkg(n), origin: tree.nodes[n].origin.clone() })
             .collect(),
         keep_work_on_failure: false,
+        variant: vec![],
+        bootstrap_pkg: false,
     };
     build_one(&config, &common::bin(), &request, &|_| {}, None).unwrap()
 }

@@ -284,6 +284,8 @@ pub fn tree_on_disk(syn: &Synthetic, root: &Path) -> PortTree {
             distfiles: vec![],
             dist_subdir: String::new(),
             makefiles: vec![dir.join("Makefile"), mk.join("bsd.port.mk"), mk.join("sys.mk")],
+            variant: vec![],
+            bootstrap_pkg: false,
         };
         by_dir.insert(origin.dir(), meta);
     }

@@ -308,8 +308,10 @@ impl<'r, 'a> Coordinator<'r, 'a> {
             slot,
             origin: origin.clone(),
             pkgname: meta.pkgname.clone(),
-            phases: SandboxRequest::standard_phases(run.check_plist.contains(&node)),
+            phases: run.config.framework.framework().phases(run.check_plist.contains(&node)),
             keep_work_on_failure: run.check_plist.contains(&node),
+            variant: meta.variant.clone(),
+            bootstrap_pkg: meta.bootstrap_pkg,
             dependencies: tree
                 .install_set(node)
                 .into_iter()

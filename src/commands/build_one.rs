@@ -33,7 +33,7 @@ pub fn run(config: &Config, global: &GlobalArgs, args: &BuildOneArgs) -> Result<
     let mut dependencies = Vec::new();
     for dep in tree.install_set(node) {
         let dep_meta = tree.nodes[dep].meta.as_ref().expect("dependencies of a buildable port are scanned");
-        let file = format!("{}.pkg", dep_meta.pkgname);
+        let file = config.framework.framework().package_file(&dep_meta.pkgname);
         if !config.packages_dir.join("All").join(&file).is_file() {
             bail!("{origin} needs {} ({file}), which is not packaged yet; build it first", tree.nodes[dep].origin);
         }
@@ -43,9 +43,11 @@ pub fn run(config: &Config, global: &GlobalArgs, args: &BuildOneArgs) -> Result<
         slot: args.slot,
         origin: tree.nodes[node].origin.clone(),
         pkgname: meta.pkgname.clone(),
-        phases: SandboxRequest::standard_phases(args.check_plist),
+        phases: config.framework.framework().phases(args.check_plist),
         dependencies,
         keep_work_on_failure: false,
+        variant: meta.variant.clone(),
+        bootstrap_pkg: meta.bootstrap_pkg,
     };
     let quiet = global.quiet || global.json;
     let outcome = build_one(

@@ -58,21 +58,21 @@ pub fn run() -> Result<ExitCode> {
         Command::Status(args) => status::run(&load_config(&cli.global)?, &cli.global, &args.ports),
         Command::History(args) => history::run(&load_config(&cli.global)?, &cli.global, &args),
         Command::ResetDb => reset_db::run(&load_config(&cli.global)?, &cli.global),
-        Command::Everything => build::run(&builder_config(&cli.global)?, &cli.global, build::Mode::Everything, &[]),
-        Command::Build(args) => build::run(&builder_config(&cli.global)?, &cli.global, build::Mode::Build, &args.ports),
+        Command::Everything => build::run(&load_config(&cli.global)?, &cli.global, build::Mode::Everything, &[]),
+        Command::Build(args) => build::run(&load_config(&cli.global)?, &cli.global, build::Mode::Build, &args.ports),
         Command::JustBuild(args) => {
-            build::run(&builder_config(&cli.global)?, &cli.global, build::Mode::JustBuild, &args.ports)
+            build::run(&load_config(&cli.global)?, &cli.global, build::Mode::JustBuild, &args.ports)
         }
-        Command::Force(args) => build::run(&builder_config(&cli.global)?, &cli.global, build::Mode::Force, &args.ports),
+        Command::Force(args) => build::run(&load_config(&cli.global)?, &cli.global, build::Mode::Force, &args.ports),
         Command::Test(args) => {
-            build::run(&builder_config(&cli.global)?, &cli.global, build::Mode::Test, std::slice::from_ref(&args.port))
+            build::run(&load_config(&cli.global)?, &cli.global, build::Mode::Test, std::slice::from_ref(&args.port))
         }
         Command::RebuildRepository(args) => {
-            build::rebuild_repository(&builder_config(&cli.global)?, &cli.global, args.prune)
+            build::rebuild_repository(&load_config(&cli.global)?, &cli.global, args.prune)
         }
-        Command::BuildOne(args) => build_one::run(&builder_config(&cli.global)?, &cli.global, &args),
-        Command::FetchOnly(args) => fetch::run(&builder_config(&cli.global)?, &cli.global, &args),
-        Command::PurgeDistfiles => purge::run(&builder_config(&cli.global)?, &cli.global),
+        Command::BuildOne(args) => build_one::run(&load_config(&cli.global)?, &cli.global, &args),
+        Command::FetchOnly(args) => fetch::run(&load_config(&cli.global)?, &cli.global, &args),
+        Command::PurgeDistfiles => purge::run(&load_config(&cli.global)?, &cli.global),
         Command::Cleanup => cleanup::run(&load_config(&cli.global)?),
         Command::SandboxHelper => crate::sandbox::helper::main(),
         Command::ScanHelper => crate::sandbox::scan::main(),
@@ -98,49 +98,17 @@ pub fn load_config(global: &GlobalArgs) -> Result<Config> {
     Ok(config)
 }
 
-/// The config of a command that builds, fetches or changes the repository.
-/// For a pkgsrc tree this version plans (`status`, `history`,
-/// `pkgsrc-resolve`) but does not build: the pkgsrc phases, `pkg_add`
-/// installs, `.tgz` verification and `pkg_summary` are not in it.
-fn builder_config(global: &GlobalArgs) -> Result<Config> {
-    let config = load_config(global)?;
-    if config.framework == crate::framework::Kind::Pkgsrc {
-        anyhow::bail!(
-            "{} is a pkgsrc tree: this portsynth scans and plans pkgsrc trees (status, history, pkgsrc-resolve) \
-             but does not build, fetch or index pkgsrc packages",
-            config.ports_dir.display()
-        );
-    }
-    Ok(config)
-}
-
 /// The scanner of every command: each bmake query runs in a scan sandbox
 /// (see [`crate::sandbox::scan`]). The tree's path is made absolute, since
 /// the sandbox shows it at its host path.
 pub fn scanner(config: &Config) -> Result<Scanner> {
     let ports_dir = std::path::absolute(&config.ports_dir)?;
-    let kit = match (config.framework, &config.bootstrap_kit) {
-        (crate::framework::Kind::Bundled, _) => None,
-        (crate::framework::Kind::Pkgsrc, Some(kit)) => {
-            Some(crate::framework::pkgsrc::prefix::unpack(kit, &config.build_base.join(KITS))?)
-        }
-        (crate::framework::Kind::Pkgsrc, None) => anyhow::bail!(
-            "config {}: a pkgsrc tree is scanned with its bootstrap kit's bmake: set bootstrap_kit \
-             (a kit made by `bootstrap --gzip-binary-kit`)",
-            config.file.display()
-        ),
-    };
-    // The default make program of a pkgsrc tree is its kit's bmake.
-    let make_program = match &kit {
-        Some(kit) if config.make_program == crate::config::DEFAULT_MAKE_PROGRAM => {
-            kit.bmake().to_string_lossy().into_owned()
-        }
-        _ => config.make_program.clone(),
-    };
+    let kit = crate::framework::pkgsrc::prefix::of_config(config)?;
+    let make_program = crate::framework::pkgsrc::prefix::make_program(config, kit.as_ref());
     // pkgsrc: the config's mk_conf lines after the kit's own mk.conf.
     let mk_conf = match (&kit, &config.mk_conf) {
         (Some(kit), Some(lines)) => Some((
-            std::path::PathBuf::from(MK_CONF),
+            std::path::PathBuf::from(crate::framework::pkgsrc::MK_CONF),
             format!(".include \"{}\"\n{lines}\n", kit.prefix.join("etc/mk.conf").display()),
         )),
         _ => None,
@@ -168,12 +136,6 @@ pub fn scanner(config: &Config) -> Result<Scanner> {
         sandbox: Some(std::sync::Arc::new(ScanPool::new(settings))),
     })
 }
-
-/// The `MAKECONF` of a pkgsrc scan sandbox with `mk_conf` set.
-pub const MK_CONF: &str = "/.portsynth/mk.conf";
-
-/// Below `build_base`: unpacked bootstrap kits, one directory per kit.
-pub const KITS: &str = "kits";
 
 /// Below `build_base`: the mount point of every scan sandbox's root.
 pub const SCAN_ROOT: &str = "scan";

@@ -143,6 +143,8 @@ mod tests {
             distfiles: distfiles.iter().map(|s| s.to_string()).collect(),
             dist_subdir: dist_subdir.into(),
             makefiles: vec![],
+            variant: vec![],
+            bootstrap_pkg: false,
         }
     }
 

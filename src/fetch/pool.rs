@@ -383,6 +383,8 @@ impl<'r, 'a> Coordinator<'r, 'a> {
             phases: vec![Phase::Fetch, Phase::Checksum],
             dependencies: vec![],
             keep_work_on_failure: false,
+            variant: meta.variant.clone(),
+            bootstrap_pkg: meta.bootstrap_pkg,
         };
         let distfiles = self.targets.get(&node).cloned().unwrap_or_default();
         self.running.insert(slot, Running { node, started: None, phase: "check" });

@@ -6,13 +6,14 @@
 //! a `+MANIFEST`, installed below `/usr/local`.
 
 use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
 
 use super::{Framework, Kind, NodeDeps};
 use crate::graph::NodeId;
 use crate::ports::scan::{check_package_names, DirScan, Listing, PortMeta, ScanError, Scanner};
 use crate::ports::DepSpec;
 use crate::ports::PortTree;
-use crate::ports::{DepKind, Origin};
+use crate::ports::{DepKind, Origin, Phase};
 
 /// The bundled framework.
 pub struct Bundled;
@@ -131,8 +132,33 @@ impl Framework for Bundled {
         all
     }
 
-    fn make_args(&self, target: &str) -> Vec<String> {
+    fn phases(&self, check_plist: bool) -> Vec<Phase> {
+        Phase::ALL.into_iter().filter(|p| check_plist || *p != Phase::CheckPlist).collect()
+    }
+
+    /// Every phase is the make target of its name; fetch lists the files
+    /// (`fetch-list`) and portsynth downloads them.
+    fn phase_target(&self, phase: Phase) -> Option<&'static str> {
+        match phase {
+            Phase::Fetch => None,
+            _ => Some(phase.name()),
+        }
+    }
+
+    fn make_args(&self, target: &str, _variant: &[String]) -> Vec<String> {
         vec!["-m".into(), SANDBOX_MK.into(), target.into()]
+    }
+
+    fn install_command(&self, _package: &Path) -> Option<Vec<String>> {
+        None
+    }
+
+    fn test_install(&self, _bootstrap_pkg: bool) -> bool {
+        false
+    }
+
+    fn build_mk_conf(&self, _kit_prefix: &Path, _mk_conf: Option<&str>) -> Option<String> {
+        None
     }
 
     fn build_environment(&self, flavor: Option<&str>, make_jobs: usize) -> Vec<(String, String)> {
@@ -240,6 +266,8 @@ fn parse_query(origin: Origin, port_dir: &std::path::Path, lines: &[&str]) -> Re
         distfiles: words("DISTFILES"),
         dist_subdir: value("DIST_SUBDIR").to_string(),
         makefiles: words(".MAKE.MAKEFILES").iter().map(|m| port_dir.join(m)).collect(),
+        variant: vec![],
+        bootstrap_pkg: false,
         origin,
     })
 }
@@ -278,7 +306,7 @@ mod tests {
 
     #[test]
     fn make_targets_and_the_environment_are_the_frameworks() {
-        assert_eq!(Bundled.make_args("build"), ["-m", "/xports/Mk", "build"]);
+        assert_eq!(Bundled.make_args("build", &[]), ["-m", "/xports/Mk", "build"]);
         let env = Bundled.build_environment(Some("full"), 3);
         for pair in [("PORTSDIR", "/xports"), ("DISTDIR", "/distfiles"), ("MAKE_JOBS_NUMBER", "3"), ("FLAVOR", "full")]
         {

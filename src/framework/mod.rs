@@ -27,7 +27,7 @@ use std::collections::BTreeSet;
 use crate::graph::NodeId;
 use crate::ports::scan::{DirScan, Listing, PortMeta, Scanner};
 use crate::ports::PortTree;
-use crate::ports::{DepKind, Origin};
+use crate::ports::{DepKind, Origin, Phase};
 
 /// Which framework a tree uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -120,9 +120,36 @@ pub trait Framework: Sync {
     /// get nothing). `missing`: directories named but without a Makefile.
     fn resolve(&self, tree: &PortTree, scanner: &Scanner, missing: &BTreeSet<Origin>) -> Vec<NodeDeps>;
 
+    /// The phases of a build, in order; `check_plist` adds the packing-list
+    /// check where the framework has one of its own.
+    fn phases(&self, check_plist: bool) -> Vec<Phase>;
+
+    /// The make target that runs `phase` in the port's directory, or `None`
+    /// when portsynth alone does the phase: the fetch phase's download, and
+    /// for pkgsrc the dependency installs.
+    fn phase_target(&self, phase: Phase) -> Option<&'static str>;
+
     /// The arguments of the make program for `target`, run in the port's
-    /// directory inside a build sandbox.
-    fn make_args(&self, target: &str) -> Vec<String>;
+    /// directory inside a build sandbox; `variant` holds the variable
+    /// assignments that select the variant being built (pkgsrc's
+    /// MULTI_VERSION).
+    fn make_args(&self, target: &str, variant: &[String]) -> Vec<String>;
+
+    /// How a dependency package at `package` (a path inside the sandbox) is
+    /// installed: `None`, by portsynth's own installer ([`crate::repo::install`]);
+    /// otherwise by this command, run unprivileged like a phase after
+    /// portsynth has verified the package.
+    fn install_command(&self, package: &Path) -> Option<Vec<String>>;
+
+    /// Whether a freshly made package is installed once into its own sandbox,
+    /// to test its install rules before it is delivered (pbulk's `pkg-build`
+    /// does it for every package but the bootstrap ones, which the kit holds).
+    fn test_install(&self, bootstrap_pkg: bool) -> bool;
+
+    /// The `mk.conf` of a build sandbox whose LOCALBASE is a bootstrap kit
+    /// unpacked at `kit_prefix`, with the config's `mk_conf` lines; `None`
+    /// for a framework without one.
+    fn build_mk_conf(&self, kit_prefix: &Path, mk_conf: Option<&str>) -> Option<String>;
 
     /// The framework's variables in the environment of every make
     /// invocation of a build of `port` (`flavor`, with `make_jobs`).

@@ -43,6 +43,12 @@ pub struct PortMeta {
     pub dist_subdir: String,
     /// `.MAKE.MAKEFILES`: every makefile read, as absolute paths.
     pub makefiles: Vec<PathBuf>,
+    /// The make variable assignments that select this variant (pkgsrc's
+    /// MULTI_VERSION, e.g. `PYTHON_VERSION_REQD=27`); passed to every make
+    /// invocation of its build.
+    pub variant: Vec<String>,
+    /// The bootstrap kit holds this package already (pkgsrc's BOOTSTRAP_PKG).
+    pub bootstrap_pkg: bool,
 }
 
 impl PortMeta {

@@ -81,21 +81,27 @@ fn pid1(spec: &HelperSpec, events: &mut std::fs::File) -> Result<i32> {
         bail!("build user '{}' is root; port code never runs with privilege", spec.build_user);
     }
     let confinement = Confinement::new(user.uid.as_raw(), user.gid.as_raw())?;
+    if let Some((_, prefix)) = &spec.kit {
+        copy_kit(Path::new(mounts::KIT_COPY), prefix, &user).context("copying the bootstrap kit into LOCALBASE")?;
+    }
+    if let Some((path, text)) = &spec.mk_conf {
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
     let null = std::fs::File::open("/dev/null").context("/dev/null")?;
     nix::unistd::dup2_stdin(&null)?;
     let env = spec.make_environment();
     for &phase in &spec.phases {
         send(events, &Event::PhaseStart { phase });
         let result = match phase {
-            Phase::Depends => {
-                install_dependencies(spec, events).and_then(|_| run_make(spec, phase.name(), &env, &confinement))
-            }
+            Phase::Depends => install_dependencies(spec, events, &env, &confinement)
+                .and_then(|_| run_phase(spec, phase, &env, &confinement)),
             Phase::Fetch => fetch_phase(spec, &env, &confinement),
             // Delivery belongs to the phase: a package that cannot be
             // delivered fails it, with the reason.
-            Phase::Package => run_make(spec, phase.name(), &env, &confinement)
+            Phase::Package => run_phase(spec, phase, &env, &confinement)
+                .and_then(|_| test_install(spec, &env, &confinement))
                 .and_then(|_| while_writable("/outbox", || deliver_package(spec, &user, events))?),
-            _ => run_make(spec, phase.name(), &env, &confinement),
+            _ => run_phase(spec, phase, &env, &confinement),
         };
         let ok = result.is_ok();
         send(events, &Event::PhaseEnd { phase, ok, detail: result.err().map(|e| format!("{e:#}")) });
@@ -109,15 +115,76 @@ fn pid1(spec: &HelperSpec, events: &mut std::fs::File) -> Result<i32> {
     Ok(EXIT_OK)
 }
 
-fn install_dependencies(spec: &HelperSpec, events: &mut std::fs::File) -> Result<()> {
+/// Installs every dependency package, in order: by portsynth's installer,
+/// or (pkgsrc) by the framework's command run unprivileged.
+fn install_dependencies(
+    spec: &HelperSpec,
+    events: &mut std::fs::File,
+    env: &[(String, String)],
+    confinement: &Confinement,
+) -> Result<()> {
+    let framework = spec.framework.framework();
     for dep in &spec.dependencies {
         let path = Path::new("/packages/All").join(&dep.file);
-        if let Err(e) = crate::repo::package::install(&path, Path::new("/"), &dep.policy) {
+        let installed = match framework.install_command(&path) {
+            None => crate::repo::package::install(&path, Path::new("/"), &dep.policy).map(drop),
+            Some(argv) => run_confined(&argv, Path::new("/tmp"), env, confinement),
+        };
+        if let Err(e) = installed {
             println!("===> refused dependency {}: {e:#}", dep.file);
             return Err(e.context(format!("cannot install dependency package {}", dep.file)));
         }
         println!("===> installed dependency {}", dep.file);
         send(events, &Event::Installed { package: dep.file.clone() });
+    }
+    Ok(())
+}
+
+/// The make target of `phase`, if the framework has one for it.
+fn run_phase(spec: &HelperSpec, phase: Phase, env: &[(String, String)], confinement: &Confinement) -> Result<()> {
+    match spec.framework.framework().phase_target(phase) {
+        Some(target) => run_make(spec, target, env, confinement),
+        None => Ok(()),
+    }
+}
+
+/// Installs the new package once into its own sandbox, where the framework
+/// asks for it: a package that does not install is a failed package phase.
+fn test_install(spec: &HelperSpec, env: &[(String, String)], confinement: &Confinement) -> Result<()> {
+    let framework = spec.framework.framework();
+    if !framework.test_install(spec.bootstrap_pkg) {
+        return Ok(());
+    }
+    let built = Path::new(HelperSpec::PACKAGES).join("All").join(framework.package_file(&spec.pkgname));
+    let Some(argv) = framework.install_command(&built) else { return Ok(()) };
+    println!("===> test install of {}", built.display());
+    run_confined(&argv, Path::new("/tmp"), env, confinement).context("the new package does not install")
+}
+
+/// Copies the kit (read-only at `from`) into the LOCALBASE tmpfs `to`, all
+/// of it owned by the build user: the build installs its dependencies
+/// there and pkgsrc's unprivileged mode writes its package database.
+fn copy_kit(from: &Path, to: &Path, user: &User) -> Result<()> {
+    use std::os::unix::fs::{lchown, PermissionsExt};
+    let (uid, gid) = (Some(user.uid.as_raw()), Some(user.gid.as_raw()));
+    lchown(to, uid, gid).with_context(|| format!("chown {}", to.display()))?;
+    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let entry = entry?;
+        let (source, target) = (entry.path(), to.join(entry.file_name()));
+        let meta = std::fs::symlink_metadata(&source)?;
+        let kind = meta.file_type();
+        if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&source)?, &target)?;
+            lchown(&target, uid, gid)?;
+        } else if kind.is_dir() {
+            std::fs::create_dir(&target)?;
+            copy_kit(&source, &target, user)?;
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(meta.permissions().mode() & 0o777))?;
+        } else if kind.is_file() {
+            std::fs::copy(&source, &target).with_context(|| format!("copying {}", source.display()))?;
+            lchown(&target, uid, gid)?;
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(meta.permissions().mode() & 0o777))?;
+        }
     }
     Ok(())
 }
@@ -145,12 +212,17 @@ fn fetch_phase(spec: &HelperSpec, env: &[(String, String)], confinement: &Confin
 /// A make target's command, run unprivileged and without network (see
 /// [`Confinement`]).
 fn make_command(spec: &HelperSpec, target: &str, env: &[(String, String)], confinement: &Confinement) -> Command {
-    let mut command = Command::new(&spec.make_program);
+    let mut command = confined_command(&spec.make_program, env, confinement);
     command
-        .args(spec.framework.framework().make_args(target))
-        .current_dir(Path::new("/xports").join(&spec.port_dir))
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k, v)));
+        .args(spec.framework.framework().make_args(target, &spec.variant))
+        .current_dir(Path::new("/xports").join(&spec.port_dir));
+    command
+}
+
+/// `program` as the build user, without network, in a clean environment.
+fn confined_command(program: &str, env: &[(String, String)], confinement: &Confinement) -> Command {
+    let mut command = Command::new(program);
+    command.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
     let confinement = confinement.clone();
     // SAFETY: only async-signal-safe system calls run between fork and exec.
     unsafe {
@@ -168,7 +240,18 @@ fn run_make(spec: &HelperSpec, target: &str, env: &[(String, String)], confineme
     let child = make_command(spec, target, env, confinement)
         .spawn()
         .with_context(|| format!("cannot start {}", spec.make_program))?;
-    finish(spec, target, child)
+    finish(&format!("{} {target}", spec.make_program), child)
+}
+
+/// Runs `argv` as [`run_make`] runs a target, in `dir`.
+fn run_confined(argv: &[String], dir: &Path, env: &[(String, String)], confinement: &Confinement) -> Result<()> {
+    let (program, args) = argv.split_first().context("an empty command")?;
+    let child = confined_command(program, env, confinement)
+        .args(args)
+        .current_dir(dir)
+        .spawn()
+        .with_context(|| format!("cannot start {program}"))?;
+    finish(&argv.join(" "), child)
 }
 
 /// Like [`run_make`], returning what the target printed (at most 1 MiB).
@@ -179,22 +262,24 @@ fn make_output(spec: &HelperSpec, target: &str, env: &[(String, String)], confin
         .with_context(|| format!("cannot start {}", spec.make_program))?;
     let mut output = Vec::new();
     let read = child.stdout.take().expect("piped").take(download::MAX_LIST).read_to_end(&mut output);
-    finish(spec, target, child)?;
+    finish(&format!("{} {target}", spec.make_program), child)?;
     read.with_context(|| format!("reading the output of {} {target}", spec.make_program))?;
     String::from_utf8(output)
         .with_context(|| format!("{} {target} printed something that is not UTF-8", spec.make_program))
 }
 
-fn finish(spec: &HelperSpec, target: &str, child: std::process::Child) -> Result<()> {
+/// Waits for the command `what` (as the messages name it) and kills what it
+/// left behind.
+fn finish(what: &str, child: std::process::Child) -> Result<()> {
     let pid = Pid::from_raw(child.id() as i32);
     drop(child);
     let status = reap_until(pid)?;
     kill_leftovers();
     match status {
         WaitStatus::Exited(_, 0) => Ok(()),
-        WaitStatus::Exited(_, code) => bail!("{} {target} exited with status {code}", spec.make_program),
-        WaitStatus::Signaled(_, signal, _) => bail!("{} {target} killed by {signal}", spec.make_program),
-        other => bail!("{} {target} ended unexpectedly: {other:?}", spec.make_program),
+        WaitStatus::Exited(_, code) => bail!("{what} exited with status {code}"),
+        WaitStatus::Signaled(_, signal, _) => bail!("{what} killed by {signal}"),
+        other => bail!("{what} ended unexpectedly: {other:?}"),
     }
 }
 

@@ -115,6 +115,20 @@ pub struct HelperSpec {
     /// Local hosts the fetch phase may reach (`fetch_local_hosts`).
     #[serde(default)]
     pub fetch_local_hosts: Vec<String>,
+    /// The variant's make variable assignments (see [`crate::ports::scan::PortMeta::variant`]).
+    #[serde(default)]
+    pub variant: Vec<String>,
+    /// The bootstrap kit holds this package already.
+    #[serde(default)]
+    pub bootstrap_pkg: bool,
+    /// The unpacked bootstrap kit (host directory of its prefix, the
+    /// prefix) that becomes LOCALBASE, for a framework that has one.
+    #[serde(default)]
+    pub kit: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// The build's `mk.conf`: where PID 1 writes it, root-owned, and its
+    /// text (pkgsrc: [`crate::framework::pkgsrc::MK_CONF`], the `MAKECONF`).
+    #[serde(default)]
+    pub mk_conf: Option<(std::path::PathBuf, String)>,
 }
 
 impl HelperSpec {
@@ -127,6 +141,11 @@ impl HelperSpec {
             distfiles_dir: self.distfiles_dir.clone(),
             outbox: self.outbox.clone(),
             tmpfs_size: self.tmpfs_size,
+            kit: self.kit.as_ref().map(|(host, prefix)| mounts::KitMount {
+                host: host.clone(),
+                prefix: prefix.clone(),
+                split: mounts::split_entries(&self.system_path, prefix),
+            }),
         }
     }
 

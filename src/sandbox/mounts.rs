@@ -55,7 +55,15 @@ pub struct Layout {
     pub distfiles_dir: PathBuf,
     pub outbox: PathBuf,
     pub tmpfs_size: u64,
+    /// A framework whose LOCALBASE is a bootstrap kit (pkgsrc): the kit,
+    /// bound read-only at [`KIT_COPY`] for PID 1 to copy into the writable
+    /// tmpfs at its prefix. Without one, LOCALBASE is a tmpfs at `/usr/local`.
+    pub kit: Option<KitMount>,
 }
+
+/// Where a build sandbox shows its unpacked bootstrap kit, read-only; PID 1
+/// copies it into the LOCALBASE tmpfs, which the build then owns.
+pub const KIT_COPY: &str = "/.portsynth/kit";
 
 /// How one system directory enters the sandbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,13 +95,7 @@ pub fn setup_root(sys: &dyn Syscall, layout: &Layout, system: &[(&str, SystemEnt
     let size = format!("size={}", layout.tmpfs_size);
     sys.mount(None, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
     sys.mount(Some(Path::new("tmpfs")), root, Some("tmpfs"), NOSUID_NODEV, Some("mode=0755,size=64m"))?;
-    for (name, entry) in system {
-        match entry {
-            SystemEntry::Link(target) => sys.symlink(target, &at(name))?,
-            SystemEntry::Bind => bind(sys, &layout.system_path.join(name), &at(name), true)?,
-            SystemEntry::Absent => {}
-        }
-    }
+    system_dirs(sys, root, &layout.system_path, layout.kit.as_ref(), system)?;
     bind(sys, &layout.ports_dir, &at("xports"), true)?;
     bind(sys, &layout.packages_dir, &at("packages"), true)?;
     // Read-only too: PID 1 makes them writable only around its own writes
@@ -103,8 +105,41 @@ pub fn setup_root(sys: &dyn Syscall, layout: &Layout, system: &[(&str, SystemEnt
     for (dir, mode) in [("construction", "1777"), ("tmp", "1777")] {
         tmpfs(sys, &at(dir), &format!("mode={mode},{size}"))?;
     }
-    tmpfs(sys, &at("usr/local"), &format!("mode=0755,{size}"))?;
+    match &layout.kit {
+        Some(kit) => {
+            tmpfs_at(sys, root, &kit.prefix, &format!("mode=0755,{size}"))?;
+            bind_at(sys, root, &kit.host, Path::new(KIT_COPY))?;
+        }
+        None => tmpfs(sys, &at("usr/local"), &format!("mode=0755,{size}"))?,
+    }
     finish_root(sys, root)
+}
+
+/// The system directories of a build or scan root. The one holding a kit's
+/// prefix (`usr` for `/usr/pkg`) is rebuilt entry by entry, without the
+/// prefix's own entry, so the prefix gets a mount point of its own.
+fn system_dirs(
+    sys: &dyn Syscall,
+    root: &Path,
+    system_path: &Path,
+    kit: Option<&KitMount>,
+    system: &[(&str, SystemEntry)],
+) -> Result<()> {
+    let split = kit.and_then(|k| k.split.as_ref().map(|split| (k, split)));
+    for (name, entry) in system {
+        let at = root.join(name);
+        match (entry, split) {
+            (SystemEntry::Bind, Some((kit, (dir, entries)))) if dir == name => {
+                sys.mkdir(&at, 0o755)?;
+                let own = kit.prefix.components().nth(2).and_then(|c| c.as_os_str().to_str()).unwrap_or("");
+                bind_entries(sys, &system_path.join(name), &at, entries, &[own])?;
+            }
+            (SystemEntry::Link(target), _) => sys.symlink(target, &at)?,
+            (SystemEntry::Bind, _) => bind(sys, &system_path.join(name), &at, true)?,
+            (SystemEntry::Absent, _) => {}
+        }
+    }
+    Ok(())
 }
 
 /// Where a scan sandbox's root goes and what it shows.
@@ -189,18 +224,7 @@ pub fn setup_scan_root(sys: &dyn Syscall, layout: &ScanLayout, system: &[(&str, 
     let at = |p: &str| root.join(p);
     sys.mount(None, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
     sys.mount(Some(Path::new("tmpfs")), root, Some("tmpfs"), NOSUID_NODEV, Some("mode=0755,size=16m"))?;
-    let split = layout.kit.as_ref().and_then(|k| k.split.as_ref());
-    for (name, entry) in system {
-        match (entry, split) {
-            (SystemEntry::Bind, Some((dir, entries))) if dir == name => {
-                sys.mkdir(&at(name), 0o755)?;
-                bind_entries(sys, &layout.system_path.join(name), &at(name), entries, &[])?;
-            }
-            (SystemEntry::Link(target), _) => sys.symlink(target, &at(name))?,
-            (SystemEntry::Bind, _) => bind(sys, &layout.system_path.join(name), &at(name), true)?,
-            (SystemEntry::Absent, _) => {}
-        }
-    }
+    system_dirs(sys, root, &layout.system_path, layout.kit.as_ref(), system)?;
     tmpfs(sys, &at("tmp"), "mode=1777,size=64m")?;
     bind_at(sys, root, &layout.ports_dir, &layout.ports_dir)?;
     if let Some(kit) = &layout.kit {
@@ -285,6 +309,18 @@ fn finish_root(sys: &dyn Syscall, root: &Path) -> Result<()> {
 /// Binds `source` read-only at the absolute path `target` inside `root`,
 /// creating the parents of the mount point in the root's tmpfs.
 fn bind_at(sys: &dyn Syscall, root: &Path, source: &Path, target: &Path) -> Result<()> {
+    bind(sys, source, &parents_made(sys, root, target)?, true)
+}
+
+/// A tmpfs at the absolute path `target` inside `root`, its parents created
+/// as for [`bind_at`].
+fn tmpfs_at(sys: &dyn Syscall, root: &Path, target: &Path, data: &str) -> Result<()> {
+    tmpfs(sys, &parents_made(sys, root, target)?, data)
+}
+
+/// `root` + the absolute `target`, after creating the parents of it that
+/// the root's tmpfs lacks.
+fn parents_made(sys: &dyn Syscall, root: &Path, target: &Path) -> Result<PathBuf> {
     let inside =
         target.strip_prefix("/").map_err(|_| anyhow::anyhow!("{} is not an absolute path", target.display()))?;
     let mut dir = root.to_path_buf();
@@ -293,7 +329,7 @@ fn bind_at(sys: &dyn Syscall, root: &Path, source: &Path, target: &Path) -> Resu
         dir.push(component);
         sys.mkdir(&dir, 0o755)?;
     }
-    bind(sys, source, &root.join(inside), true)
+    Ok(root.join(inside))
 }
 
 /// Bind `source` at `target`, then make it read-only if asked: the flags of
@@ -464,6 +500,7 @@ mod tests {
             distfiles_dir: "/dist".into(),
             outbox: "/b/SL01.out".into(),
             tmpfs_size: 1 << 20,
+            kit: None,
         }
     }
 
@@ -508,6 +545,27 @@ mod tests {
                 assert!(remount.contains(flag), "{remount} lacks {flag}");
             }
         }
+    }
+
+    #[test]
+    fn a_kit_localbase_is_a_tmpfs_of_its_own_beside_the_hosts_usr_entries() {
+        let recorder = Recorder::default();
+        let kit = KitMount {
+            host: "/b/kits/1/usr/pkg".into(),
+            prefix: "/usr/pkg".into(),
+            split: Some(("usr".into(), vec![("bin".into(), SystemEntry::Bind), ("pkg".into(), SystemEntry::Bind)])),
+        };
+        let layout = Layout { kit: Some(kit), ..layout() };
+        setup_root(&recorder, &layout, &[("usr", SystemEntry::Bind), ("etc", SystemEntry::Bind)]).unwrap();
+        let calls = recorder.0.into_inner();
+        assert!(!calls.iter().any(|c| c.contains("Some(\"/usr\") /b/SL01/usr ")), "no bind of the whole /usr");
+        position(&calls, "mount Some(\"/usr/bin\") /b/SL01/usr/bin None MS_BIND");
+        assert!(!calls.iter().any(|c| c.contains("Some(\"/usr/pkg\")")), "a host /usr/pkg stays out: {calls:#?}");
+        let localbase = position(&calls, "mount Some(\"tmpfs\") /b/SL01/usr/pkg Some(\"tmpfs\")");
+        assert!(calls[localbase].contains("MS_NOSUID") && calls[localbase].contains("size=1048576"));
+        let copy = position(&calls, "mount Some(\"/b/kits/1/usr/pkg\") /b/SL01/.portsynth/kit None MS_BIND");
+        assert!(calls[copy + 1].contains("MS_RDONLY"), "the kit itself is read-only: {}", calls[copy + 1]);
+        assert!(!calls.iter().any(|c| c.contains("usr/local")), "no bundled LOCALBASE");
     }
 
     #[test]

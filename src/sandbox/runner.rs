@@ -26,6 +26,7 @@ use super::helper::{EXIT_OK, EXIT_PHASE_FAILED};
 use super::limits::{self, Limits, SandboxCgroup};
 use super::{DependencyInstall, Event, HelperSpec, EVENT_FD};
 use crate::config::Config;
+use crate::framework::pkgsrc::prefix::UnpackedKit;
 use crate::ports::{Origin, Phase};
 use crate::repo::PackagePolicy;
 
@@ -40,6 +41,10 @@ pub struct SandboxRequest {
     pub dependencies: Vec<Dependency>,
     /// On failure, keep the work area as `logs_dir/<port>.work.tar`.
     pub keep_work_on_failure: bool,
+    /// The variant's make variable assignments (`PortMeta::variant`).
+    pub variant: Vec<String>,
+    /// The bootstrap kit holds this package already (`PortMeta::bootstrap_pkg`).
+    pub bootstrap_pkg: bool,
 }
 
 /// A dependency package: its file name in `packages_dir/All` and the port
@@ -48,13 +53,6 @@ pub struct SandboxRequest {
 pub struct Dependency {
     pub file: String,
     pub origin: Origin,
-}
-
-impl SandboxRequest {
-    /// Every phase of a normal build; `check-plist` only when asked.
-    pub fn standard_phases(check_plist: bool) -> Vec<Phase> {
-        Phase::ALL.into_iter().filter(|p| check_plist || *p != Phase::CheckPlist).collect()
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -130,8 +128,9 @@ pub fn build_one(
     cancel: Option<&Cancel>,
 ) -> Result<BuildOutcome> {
     let started = Instant::now();
+    let kit = crate::framework::pkgsrc::prefix::of_config(config)?;
     let slot = Slot::create(&config.build_base, request.slot)?;
-    let spec = spec_for(config, request, &slot);
+    let spec = spec_for(config, request, &slot, kit.as_ref());
     for dir in [&config.logs_dir, &config.packages_dir.join("All"), &config.distfiles_dir] {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
@@ -194,7 +193,8 @@ pub fn build_one(
     Ok(outcome)
 }
 
-fn spec_for(config: &Config, request: &SandboxRequest, slot: &Slot) -> HelperSpec {
+fn spec_for(config: &Config, request: &SandboxRequest, slot: &Slot, kit: Option<&UnpackedKit>) -> HelperSpec {
+    let framework = config.framework.framework();
     HelperSpec {
         parent_pid: std::process::id(),
         slot: request.slot,
@@ -219,11 +219,18 @@ fn spec_for(config: &Config, request: &SandboxRequest, slot: &Slot) -> HelperSpe
             .collect(),
         keep_work: request.keep_work_on_failure,
         build_user: config.build_user.clone(),
-        make_program: config.make_program.clone(),
+        make_program: crate::framework::pkgsrc::prefix::make_program(config, kit),
         make_jobs: config.make_jobs,
         make_env: config.make_conf.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         fetch_local_hosts: config.fetch_local_hosts.clone(),
         framework: config.framework,
+        variant: request.variant.clone(),
+        bootstrap_pkg: request.bootstrap_pkg,
+        kit: kit.map(|kit| (kit.host.clone(), kit.prefix.clone())),
+        mk_conf: kit.and_then(|kit| {
+            let text = framework.build_mk_conf(&kit.prefix, config.mk_conf.as_deref())?;
+            Some((crate::framework::pkgsrc::MK_CONF.into(), text))
+        }),
     }
 }
 

@@ -18,7 +18,28 @@ use anyhow::{Context, Result};
 use super::{Framework, Kind, NodeDeps};
 use crate::ports::scan::{DirScan, Listing, PortMeta, ScanError, Scanner};
 use crate::ports::PortTree;
-use crate::ports::{DepKind, Origin};
+use crate::ports::{DepKind, Origin, Phase};
+
+/// The `MAKECONF` of a pkgsrc sandbox (scan with `mk_conf` set, and every
+/// build): root-owned, it includes the kit's own `etc/mk.conf`.
+pub const MK_CONF: &str = "/.portsynth/mk.conf";
+
+/// The phases of a pkgsrc build. They are those of pbulk's `pkg-build`
+/// (checksum, configure, all, stage-install, package, then a test
+/// `pkg_add`), with extract and patch split out of configure so that a
+/// failure names its phase; `depends` is a `pkg_add` of every dependency,
+/// and pkgsrc checks its packing list itself in `stage-install`.
+const PHASES: [Phase; 9] = [
+    Phase::Depends,
+    Phase::Fetch,
+    Phase::Checksum,
+    Phase::Extract,
+    Phase::Patch,
+    Phase::Configure,
+    Phase::Build,
+    Phase::Stage,
+    Phase::Package,
+];
 
 /// The pkgsrc framework.
 pub struct Pkgsrc;
@@ -125,12 +146,67 @@ impl Framework for Pkgsrc {
         deps
     }
 
-    fn make_args(&self, target: &str) -> Vec<String> {
-        vec![target.into()]
+    fn phases(&self, _check_plist: bool) -> Vec<Phase> {
+        PHASES.to_vec()
+    }
+
+    fn phase_target(&self, phase: Phase) -> Option<&'static str> {
+        match phase {
+            Phase::Depends | Phase::Fetch | Phase::CheckSanity | Phase::CheckPlist => None,
+            Phase::Stage => Some("stage-install"),
+            _ => Some(phase.name()),
+        }
+    }
+
+    /// As pbulk's `pkg-build` runs make: `BATCH=1`, `DEPENDS_TARGET=/nonexistent`
+    /// (a dependency that is not installed fails the build instead of being
+    /// built inside it), and the variant's MULTI_VERSION assignments.
+    fn make_args(&self, target: &str, variant: &[String]) -> Vec<String> {
+        let mut args = vec![target.to_string(), "BATCH=1".into(), "DEPENDS_TARGET=/nonexistent".into()];
+        args.extend(variant.iter().cloned());
+        args
+    }
+
+    /// The kit's own `pkg_add`, recording into the kit's package database.
+    fn install_command(&self, package: &Path) -> Option<Vec<String>> {
+        let localbase = Path::new(self.localbase());
+        Some(vec![
+            localbase.join("sbin/pkg_add").to_string_lossy().into_owned(),
+            "-K".into(),
+            localbase.join("pkgdb").to_string_lossy().into_owned(),
+            package.to_string_lossy().into_owned(),
+        ])
+    }
+
+    fn test_install(&self, bootstrap_pkg: bool) -> bool {
+        !bootstrap_pkg
+    }
+
+    /// The kit's mk.conf, then the config's `mk_conf`, then the sandbox's
+    /// layout, which nothing may move: distfiles read-only at `/distfiles`,
+    /// packages and work directories in the work area (never in the
+    /// read-only tree).
+    fn build_mk_conf(&self, kit_prefix: &Path, mk_conf: Option<&str>) -> Option<String> {
+        use crate::sandbox::HelperSpec;
+        let mut text = format!(".include \"{}\"\n", kit_prefix.join("etc/mk.conf").display());
+        if let Some(lines) = mk_conf {
+            text.push_str(lines);
+            text.push('\n');
+        }
+        text.push_str(&format!(
+            "DISTDIR=\t\t/distfiles\nPACKAGES=\t{}\nWRKOBJDIR=\t{}/work\nCREATE_WRKDIR_SYMLINK=\tno\n",
+            HelperSpec::PACKAGES,
+            HelperSpec::CONSTRUCTION
+        ));
+        Some(text)
     }
 
     fn build_environment(&self, _flavor: Option<&str>, make_jobs: usize) -> Vec<(String, String)> {
-        vec![("MAKE_JOBS".into(), make_jobs.to_string()), ("BATCH".into(), "yes".into())]
+        vec![
+            ("MAKE_JOBS".into(), make_jobs.to_string()),
+            ("BATCH".into(), "yes".into()),
+            ("MAKECONF".into(), MK_CONF.into()),
+        ]
     }
 
     fn localbase(&self) -> &'static str {
@@ -189,6 +265,8 @@ fn meta_of(
         distfiles: vec![],
         dist_subdir: String::new(),
         makefiles,
+        variant: record.multi_version.clone().unwrap_or_default(),
+        bootstrap_pkg: record.bootstrap_pkg.as_ref().is_some_and(|b| b.is_bootstrap()),
     })
 }
 
@@ -228,6 +306,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn builds_run_as_pbulk_runs_them() {
+        let targets: Vec<_> = Pkgsrc.phases(true).into_iter().filter_map(|p| Pkgsrc.phase_target(p)).collect();
+        assert_eq!(targets, ["checksum", "extract", "patch", "configure", "build", "stage-install", "package"]);
+        assert_eq!(Pkgsrc.phase_target(Phase::Depends), None, "dependencies are pkg_add'ed, not made");
+        let variant = ["PYTHON_VERSION_REQD=27".to_string()];
+        assert_eq!(
+            Pkgsrc.make_args("build", &variant),
+            ["build", "BATCH=1", "DEPENDS_TARGET=/nonexistent", "PYTHON_VERSION_REQD=27"]
+        );
+        let add = Pkgsrc.install_command(Path::new("/packages/All/digest-20121220.tgz")).unwrap();
+        assert_eq!(add, ["/usr/pkg/sbin/pkg_add", "-K", "/usr/pkg/pkgdb", "/packages/All/digest-20121220.tgz"]);
+        assert!(Pkgsrc.test_install(false) && !Pkgsrc.test_install(true), "bootstrap packages are in the kit");
+        let conf = Pkgsrc.build_mk_conf(Path::new("/usr/pkg"), Some("PKG_OPTIONS.x= y")).unwrap();
+        let lines: Vec<_> = conf.lines().collect();
+        assert_eq!(lines[0], ".include \"/usr/pkg/etc/mk.conf\"");
+        assert_eq!(lines[1], "PKG_OPTIONS.x= y");
+        let layout = lines.iter().position(|l| l.starts_with("DISTDIR=")).unwrap();
+        assert!(layout > 1, "the layout comes after the config's lines, which cannot move it");
+        assert!(conf.contains("WRKOBJDIR=\t/construction/work") && conf.contains("PACKAGES=\t/construction/packages"));
+    }
+
+    #[test]
     fn subdir_lists_are_read_without_comments() {
         let dir = tempfile::tempdir().unwrap();
         let makefile = dir.path().join("Makefile");
@@ -254,6 +354,8 @@ mod tests {
             distfiles: vec![],
             dist_subdir: String::new(),
             makefiles: vec![],
+            variant: vec![],
+            bootstrap_pkg: false,
         };
         assert_eq!(
             Pkgsrc.dependency_dirs(&meta, &|_| false),

@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use crate::config::Config;
+use crate::framework::Kind;
+
 /// An unpacked kit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnpackedKit {
@@ -29,6 +32,34 @@ impl UnpackedKit {
     /// The kit's make program.
     pub fn bmake(&self) -> PathBuf {
         self.prefix.join("bin/bmake")
+    }
+}
+
+/// Below `build_base`: unpacked bootstrap kits, one directory per kit.
+pub const KITS: &str = "kits";
+
+/// The bootstrap kit of `config`'s tree, unpacked; `None` for a framework
+/// without one. A pkgsrc tree without `bootstrap_kit` is an error.
+pub fn of_config(config: &Config) -> Result<Option<UnpackedKit>> {
+    match (config.framework, &config.bootstrap_kit) {
+        (Kind::Bundled, _) => Ok(None),
+        (Kind::Pkgsrc, Some(kit)) => unpack(kit, &config.build_base.join(KITS)).map(Some),
+        (Kind::Pkgsrc, None) => bail!(
+            "config {}: a pkgsrc tree is scanned and built with its bootstrap kit's bmake: set bootstrap_kit \
+             (a kit made by `bootstrap --gzip-binary-kit`, or by `portsynth bootstrap-kit`)",
+            config.file.display()
+        ),
+    }
+}
+
+/// The make program of scans and builds: the kit's bmake, unless the
+/// config names another one.
+pub fn make_program(config: &Config, kit: Option<&UnpackedKit>) -> String {
+    match kit {
+        Some(kit) if config.make_program == crate::config::DEFAULT_MAKE_PROGRAM => {
+            kit.bmake().to_string_lossy().into_owned()
+        }
+        _ => config.make_program.clone(),
     }
 }
 
