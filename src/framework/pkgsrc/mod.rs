@@ -119,7 +119,8 @@ impl Framework for Pkgsrc {
         let mut deps: Vec<NodeDeps> = (0..tree.nodes.len()).map(|_| NodeDeps::default()).collect();
         for (record, resolved) in resolution.records.iter().enumerate() {
             let node = scanned[record];
-            deps[node].edges = resolved.depends.iter().map(|&d| (scanned[d], DepKind::Build)).collect();
+            deps[node].edges =
+                resolved.depends.iter().map(|&d| (scanned[d], super::bundled::edge_kind(DepKind::Build))).collect();
             deps[node].errors = resolved.errors.iter().map(|e| format!("ALL_DEPENDS: {e}")).collect();
         }
         deps
