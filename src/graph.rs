@@ -1,6 +1,7 @@
-//! The dependency graph of a build: which port needs which, and through which
-//! `*_DEPENDS` variable. It knows nothing about scanning or building; the scanner
-//! fills it, the planner and the scheduler ask it questions.
+//! The dependency graph of a build: which port needs which, what for, and what
+//! the framework calls that dependency. It knows nothing about scanning or
+//! building; the frameworks fill it, the planner and the scheduler ask it
+//! questions.
 //!
 //! Design choices, and why:
 //!
@@ -10,10 +11,14 @@
 //!   a result affects), so both directions are stored and kept in step by
 //!   [`Graph::add_edge`]. Plain vectors keep per-node state in flat arrays instead of
 //!   hash maps.
-//! - **Edge kinds are kept.** One port may need another both to build and to run;
-//!   the sandbox filler follows only runtime kinds transitively, and a cycle report
-//!   is only useful if it says which variable closes the loop. Exact duplicates are
-//!   dropped so counts do not depend on how often a Makefile repeats itself.
+//! - **Edge kinds are the graph's own.** An [`EdgeKind`] says what the builder
+//!   needs ([`Need`]: the sandbox filler follows only what comes along at run time)
+//!   and what the framework calls the dependency, since a cycle report is only
+//!   useful if it names what closes the loop in the framework's words. Each
+//!   framework maps its entries to it, so a kind it cannot tell apart (pkgsrc's
+//!   `ALL_DEPENDS`) is not dressed up as one it can. One port may need another
+//!   through several kinds; each is kept. Exact duplicates are dropped so counts
+//!   do not depend on how often a Makefile repeats itself.
 //! - **No recursion.** go-synth overflowed its stack on a dependency cycle; a long
 //!   chain does the same to any recursive walk. Every traversal uses an explicit
 //!   stack, queue or heap, so depth costs heap memory, never stack.
@@ -35,17 +40,87 @@
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 
-use crate::ports::DepKind;
+use serde::Serialize;
 
 /// Index of a node in a [`Graph`]; ids are dense, `0..graph.len()`.
 pub type NodeId = usize;
 
+/// What a dependency edge asks of the builder, and the framework's name for it.
+///
+/// Frameworks define their kinds as statics and map their dependency entries
+/// to them (`framework::bundled::edge_kind`, `framework::pkgsrc::ALL_DEPENDS`);
+/// an edge holds a `&'static EdgeKind`, so it stays two words, as small as
+/// with a one-byte kind. Shown (and serialized) as its label.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EdgeKind {
+    /// The framework's own order of its kinds (bundled: the phase order,
+    /// `FETCH_DEPENDS` … `RUN_DEPENDS`). Compared first: a cycle search tries
+    /// parallel edges in this order, so a report names the same kind on
+    /// every run.
+    pub rank: u8,
+    pub need: Need,
+    /// The framework's name for the dependency, for messages and JSON:
+    /// `BUILD_DEPENDS`, `ALL_DEPENDS`.
+    pub label: &'static str,
+}
+
+/// Hashes what tells a framework's kinds apart without hashing the label:
+/// the graph hashes one kind per edge it adds. Equal kinds hash alike.
+impl std::hash::Hash for EdgeKind {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (self.rank, self.need).hash(state);
+    }
+}
+
+impl std::fmt::Display for EdgeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label)
+    }
+}
+
+impl Serialize for EdgeKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.label)
+    }
+}
+
+/// What the builder does with a dependency for its user. Every kind is built
+/// before its user and installed into the sandbox that builds it (the
+/// scheduler waits for every edge; `PortTree::install_set` installs every
+/// direct dependency); they differ in whether the dependency is needed
+/// wherever its user is installed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Need {
+    /// Only to build its user (bundled `FETCH`, `EXTRACT`, `PATCH`,
+    /// `BUILD_DEPENDS`).
+    Build,
+    /// To build its user and to run it: it comes along wherever the user is
+    /// installed (bundled `LIB_DEPENDS`, `RUN_DEPENDS`).
+    BuildAndRun,
+    /// To build its user and perhaps to run it: the framework does not say
+    /// (pkgsrc's `ALL_DEPENDS` joins its `DEPENDS`, `BUILD_DEPENDS` and
+    /// `TOOL_DEPENDS`). Treated as [`Need::BuildAndRun`], so a sandbox may get
+    /// a package it does not need but never misses one.
+    BuildPerhapsRun,
+}
+
+impl Need {
+    /// Whether a sandbox that installs the user installs this dependency
+    /// too: what filling a sandbox follows transitively.
+    pub fn installed_with_its_user(self) -> bool {
+        match self {
+            Need::Build => false,
+            Need::BuildAndRun | Need::BuildPerhapsRun => true,
+        }
+    }
+}
+
 /// One dependency edge as seen from one end: the node at the other end and the
-/// variable that declared it.
+/// kind of the dependency.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Edge {
     pub to: NodeId,
-    pub kind: DepKind,
+    pub kind: &'static EdgeKind,
 }
 
 /// A directed dependency graph: `dependent -> dependency`, labelled by kind.
@@ -61,14 +136,14 @@ pub struct Graph {
     rdeps: Vec<Vec<Edge>>,
     /// Every `(dependent, dependency, kind)` already present, to drop duplicates
     /// in O(1) even when one node has tens of thousands of edges.
-    edge_set: HashSet<(NodeId, NodeId, DepKind)>,
+    edge_set: HashSet<(NodeId, NodeId, &'static EdgeKind)>,
 }
 
 /// A dependency loop: `path[i].0` depends on `path[i + 1].0` (wrapping around to
-/// `path[0]`) through the variable `path[i].1`.
+/// `path[0]`) through a dependency of kind `path[i].1`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cycle {
-    pub path: Vec<(NodeId, DepKind)>,
+    pub path: Vec<(NodeId, &'static EdgeKind)>,
 }
 
 impl Cycle {
@@ -120,7 +195,7 @@ impl Graph {
     /// Records that `dependent` needs `dependency` through `kind`. The same pair
     /// may be added with several kinds; each kind is kept once. A self-edge is
     /// kept too: it is a cycle and [`Graph::find_cycles`] reports it.
-    pub fn add_edge(&mut self, dependent: NodeId, dependency: NodeId, kind: DepKind) {
+    pub fn add_edge(&mut self, dependent: NodeId, dependency: NodeId, kind: &'static EdgeKind) {
         assert!(
             dependent < self.len() && dependency < self.len(),
             "add_edge({dependent}, {dependency}) on a graph of {} nodes",
@@ -209,7 +284,7 @@ impl Graph {
 
     /// `roots` plus everything they transitively depend on through edges whose
     /// kind passes `follow`, sorted by id, without duplicates.
-    pub fn closure(&self, roots: &[NodeId], follow: impl Fn(DepKind) -> bool) -> Vec<NodeId> {
+    pub fn closure(&self, roots: &[NodeId], follow: impl Fn(&EdgeKind) -> bool) -> Vec<NodeId> {
         let mut seen = vec![false; self.len()];
         let mut stack: Vec<NodeId> = Vec::new();
         for &root in roots {
@@ -375,7 +450,7 @@ impl Graph {
     /// found is the same on every run.
     fn shortest_loop_within(&self, start: NodeId, components: &Components, rank: &[usize]) -> Cycle {
         let component = components.of[start];
-        let mut reached_by: HashMap<NodeId, (NodeId, DepKind)> = HashMap::new();
+        let mut reached_by: HashMap<NodeId, (NodeId, &'static EdgeKind)> = HashMap::new();
         let mut queue = VecDeque::from([start]);
         while let Some(n) = queue.pop_front() {
             let mut edges: Vec<Edge> =
@@ -430,9 +505,9 @@ impl Graph {
 fn loop_path(
     start: NodeId,
     last: NodeId,
-    closing_kind: DepKind,
-    reached_by: &HashMap<NodeId, (NodeId, DepKind)>,
-) -> Vec<(NodeId, DepKind)> {
+    closing_kind: &'static EdgeKind,
+    reached_by: &HashMap<NodeId, (NodeId, &'static EdgeKind)>,
+) -> Vec<(NodeId, &'static EdgeKind)> {
     let mut path = vec![(last, closing_kind)];
     let mut node = last;
     while node != start {
@@ -958,17 +1033,23 @@ pub fn via_chain(reached: &[(NodeId, NodeId)], node: NodeId) -> Vec<NodeId> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use DepKind::*;
+    use crate::framework::bundled::edge_kind as kind;
+    use crate::ports::DepKind::{self, *};
 
+    /// Edges in the bundled framework's kinds, the ones its reports print.
     fn graph_of(labels: &[&str], edges: &[(usize, usize, DepKind)]) -> Graph {
         let mut g = Graph::new();
         for label in labels {
             g.add_node(*label);
         }
-        for &(from, to, kind) in edges {
-            g.add_edge(from, to, kind);
+        for &(from, to, dep_kind) in edges {
+            g.add_edge(from, to, kind(dep_kind));
         }
         g
+    }
+
+    fn runtime(kind: &EdgeKind) -> bool {
+        kind.need.installed_with_its_user()
     }
 
     #[test]
@@ -1023,7 +1104,7 @@ mod tests {
         for n in 1..nodes {
             for _ in 0..rng.below(edges_per_node * 2 + 1) {
                 let window = n.min(64 + rng.below(n));
-                g.add_edge(n, n - 1 - rng.below(window), DepKind::ALL[rng.below(6)]);
+                g.add_edge(n, n - 1 - rng.below(window), kind(DepKind::ALL[rng.below(6)]));
             }
         }
         g
@@ -1069,7 +1150,7 @@ mod tests {
         let g = graph_of(&["bad/self"], &[(0, 0, Patch)]);
         let cycles = g.find_cycles();
         assert_eq!(cycles.len(), 1);
-        assert_eq!(cycles[0].path, vec![(0, Patch)]);
+        assert_eq!(cycles[0].path, vec![(0, kind(Patch))]);
         assert_eq!(cycles[0].display(&g), "bad/self -[PATCH_DEPENDS]-> bad/self");
         assert!(g.topo_order().is_err());
     }
@@ -1079,7 +1160,7 @@ mod tests {
         let g = graph_of(&["bad/z", "bad/a"], &[(0, 1, Run), (1, 0, Build)]);
         let cycles = g.find_cycles();
         assert_eq!(cycles.len(), 1);
-        assert_eq!(cycles[0].path, vec![(1, Build), (0, Run)]);
+        assert_eq!(cycles[0].path, vec![(1, kind(Build)), (0, kind(Run))]);
         assert_eq!(cycles[0].display(&g), "bad/a -[BUILD_DEPENDS]-> bad/z -[RUN_DEPENDS]-> bad/a");
     }
 
@@ -1091,7 +1172,7 @@ mod tests {
         );
         let cycles = g.find_cycles();
         assert_eq!(cycles.len(), 1);
-        assert_eq!(cycles[0].path, vec![(2, Build), (1, Run), (0, Lib)]);
+        assert_eq!(cycles[0].path, vec![(2, kind(Build)), (1, kind(Run)), (0, kind(Lib))]);
         assert_eq!(
             cycles[0].display(&g),
             "bad/cycle-a -[BUILD_DEPENDS]-> bad/cycle-b -[RUN_DEPENDS]-> bad/cycle-c -[LIB_DEPENDS]-> bad/cycle-a"
@@ -1102,7 +1183,7 @@ mod tests {
     #[test]
     fn display_rotates_to_smallest_label() {
         let g = graph_of(&["x/b", "x/a"], &[]);
-        let cycle = Cycle { path: vec![(0, Fetch), (1, Extract)] };
+        let cycle = Cycle { path: vec![(0, kind(Fetch)), (1, kind(Extract))] };
         assert_eq!(cycle.display(&g), "x/a -[EXTRACT_DEPENDS]-> x/b -[FETCH_DEPENDS]-> x/a");
     }
 
@@ -1143,10 +1224,15 @@ mod tests {
     }
 
     #[test]
+    fn an_edge_is_two_words() {
+        assert_eq!(std::mem::size_of::<Edge>(), 2 * std::mem::size_of::<usize>());
+    }
+
+    #[test]
     fn duplicate_edges_are_dropped_but_kinds_kept() {
         let g = graph_of(&["a/a", "a/b"], &[(0, 1, Build), (0, 1, Build), (0, 1, Run)]);
-        assert_eq!(g.dependencies(0), &[Edge { to: 1, kind: Build }, Edge { to: 1, kind: Run }]);
-        assert_eq!(g.dependents(1), &[Edge { to: 0, kind: Build }, Edge { to: 0, kind: Run }]);
+        assert_eq!(g.dependencies(0), &[Edge { to: 1, kind: kind(Build) }, Edge { to: 1, kind: kind(Run) }]);
+        assert_eq!(g.dependents(1), &[Edge { to: 0, kind: kind(Build) }, Edge { to: 0, kind: kind(Run) }]);
         assert_eq!(g.edge_count(), 2);
         assert_eq!(g.topo_order().unwrap(), vec![1, 0]);
     }
@@ -1189,8 +1275,8 @@ mod tests {
                 edge_order.reverse();
             }
             let ids: HashMap<&str, NodeId> = order.iter().map(|&l| (l, g.add_node(l))).collect();
-            for (from, to, kind) in edge_order {
-                g.add_edge(ids[from], ids[to], kind);
+            for (from, to, dep_kind) in edge_order {
+                g.add_edge(ids[from], ids[to], kind(dep_kind));
             }
             g
         };
@@ -1214,8 +1300,8 @@ mod tests {
             &[(0, 1, Build), (1, 2, Run), (0, 3, Lib), (3, 4, Run), (3, 5, Build)],
         );
         assert_eq!(g.closure(&[0], |_| true), vec![0, 1, 2, 3, 4, 5]);
-        assert_eq!(g.closure(&[0], DepKind::is_runtime), vec![0, 3, 4]);
-        assert_eq!(g.closure(&[3, 6, 3], DepKind::is_runtime), vec![3, 4, 6]);
+        assert_eq!(g.closure(&[0], runtime), vec![0, 3, 4]);
+        assert_eq!(g.closure(&[3, 6, 3], runtime), vec![3, 4, 6]);
         assert_eq!(g.closure(&[], |_| true), Vec::<NodeId>::new());
     }
 
@@ -1276,7 +1362,7 @@ mod tests {
             g.add_node(format!("r/{n}"));
         }
         for _ in 0..600 {
-            g.add_edge(rng.below(400), rng.below(400), Build);
+            g.add_edge(rng.below(400), rng.below(400), kind(Build));
         }
         let expected: Vec<u32> = (0..g.len()).map(|n| brute_force_dependents(&g, n)).collect();
         assert_eq!(g.transitive_dependents_counts(), expected);
@@ -1368,7 +1454,7 @@ mod tests {
         let mut g = Graph::with_capacity(HUGE);
         huge_labels(&mut g);
         for n in 1..HUGE {
-            g.add_edge(n, n - 1, Build);
+            g.add_edge(n, n - 1, kind(Build));
         }
         let (counts, priority, reached) = exercise_everything(&g, 0);
         assert_eq!(counts[0], (HUGE - 1) as u32);
@@ -1378,11 +1464,11 @@ mod tests {
         assert_eq!(ViaIndex::new(&reached).chain(5), vec![5, 4, 3, 2, 1, 0]);
         assert_eq!(g.closure(&[HUGE - 1], |_| true).len(), HUGE);
 
-        g.add_edge(0, HUGE - 1, Run);
+        g.add_edge(0, HUGE - 1, kind(Run));
         let cycles = g.find_cycles();
         assert_eq!(cycles.len(), 1);
         assert_eq!(cycles[0].path.len(), HUGE);
-        assert_eq!(cycles[0].path[0], (0, Run));
+        assert_eq!(cycles[0].path[0], (0, kind(Run)));
         assert!(g.topo_order().is_err());
     }
 
@@ -1391,7 +1477,7 @@ mod tests {
         let mut g = Graph::with_capacity(HUGE);
         huge_labels(&mut g);
         for n in 1..HUGE {
-            g.add_edge(0, n, Build);
+            g.add_edge(0, n, kind(Build));
         }
         let (counts, priority, reached) = exercise_everything(&g, 7);
         assert_eq!(counts[0], 0);
@@ -1405,7 +1491,7 @@ mod tests {
         let mut g = Graph::with_capacity(HUGE);
         huge_labels(&mut g);
         for n in 1..HUGE {
-            g.add_edge(n, 0, Lib);
+            g.add_edge(n, 0, kind(Lib));
         }
         let (counts, priority, reached) = exercise_everything(&g, 0);
         // Every leaf row stays alive until the root is processed, so the
@@ -1415,6 +1501,6 @@ mod tests {
         assert!(counts[1..].iter().all(|&c| c == 0));
         assert_eq!(priority[0], 2.0);
         assert_eq!(reached.len(), HUGE - 1);
-        assert_eq!(g.closure(&[5], DepKind::is_runtime), vec![0, 5]);
+        assert_eq!(g.closure(&[5], runtime), vec![0, 5]);
     }
 }

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::graph::NodeId;
-use crate::ports::{DepKind, Origin, PortTree};
+use crate::graph::{EdgeKind, NodeId};
+use crate::ports::{Origin, PortTree};
 
 /// What happens to one port.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -42,7 +42,8 @@ pub struct PlanEntry {
 #[derive(Debug, Clone, Serialize)]
 pub struct Dependency {
     pub origin: Origin,
-    pub kind: DepKind,
+    /// Serialized as the framework's label: `BUILD_DEPENDS`, `ALL_DEPENDS`.
+    pub kind: &'static EdgeKind,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -504,6 +504,7 @@ fn distinct_dependencies(g: &Graph, v: NodeId) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::framework::bundled::edge_kind;
     use crate::ports::DepKind;
 
     /// `edges`: (dependent, dependency).
@@ -513,7 +514,7 @@ mod tests {
             g.add_node(*label);
         }
         for &(from, to) in edges {
-            g.add_edge(from, to, DepKind::Build);
+            g.add_edge(from, to, edge_kind(DepKind::Build));
         }
         g
     }
@@ -586,7 +587,7 @@ mod tests {
             let n = g.add_node(format!("z/chain{i:04}"));
             d.push(1.0);
             if i > 0 {
-                g.add_edge(n, n - 1, DepKind::Build);
+                g.add_edge(n, n - 1, edge_kind(DepKind::Build));
             }
         }
         (g, d)
@@ -626,7 +627,7 @@ mod tests {
             for _ in 0..(next() % 4) {
                 if i > 0 {
                     let dep = next() % i;
-                    g.add_edge(n, dep, DepKind::Build);
+                    g.add_edge(n, dep, edge_kind(DepKind::Build));
                 }
             }
         }

@@ -90,7 +90,7 @@ impl Synthetic {
             g.add_node(label.as_str());
         }
         for &(from, to, kind) in &self.edges {
-            g.add_edge(from, to, kind);
+            g.add_edge(from, to, portsynth::framework::bundled::edge_kind(kind));
         }
         g
     }

@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
 use super::{Framework, Kind, NodeDeps};
-use crate::graph::NodeId;
+use crate::graph::{EdgeKind, Need, NodeId};
 use crate::ports::scan::{check_package_names, DirScan, Listing, PortMeta, ScanError, Scanner};
 use crate::ports::DepSpec;
 use crate::ports::PortTree;
@@ -37,6 +37,24 @@ pub const QUERY_VARS: &[&str] = &[
     "COMMENT",
     ".MAKE.MAKEFILES",
 ];
+
+/// The graph's kinds of the six variables, in [`DepKind::ALL`] order (the
+/// phase order, which ranks them): every one is built first and installed
+/// into the sandbox of its user; library and run dependencies come along
+/// wherever their user is installed.
+static EDGE_KINDS: [EdgeKind; 6] = [
+    EdgeKind { rank: 0, need: Need::Build, label: "FETCH_DEPENDS" },
+    EdgeKind { rank: 1, need: Need::Build, label: "EXTRACT_DEPENDS" },
+    EdgeKind { rank: 2, need: Need::Build, label: "PATCH_DEPENDS" },
+    EdgeKind { rank: 3, need: Need::Build, label: "BUILD_DEPENDS" },
+    EdgeKind { rank: 4, need: Need::BuildAndRun, label: "LIB_DEPENDS" },
+    EdgeKind { rank: 5, need: Need::BuildAndRun, label: "RUN_DEPENDS" },
+];
+
+/// The graph's kind of an entry of `kind`'s variable.
+pub fn edge_kind(kind: DepKind) -> &'static EdgeKind {
+    &EDGE_KINDS[kind as usize]
+}
 
 /// The framework directory of a tree, and of a build sandbox's tree.
 const MK: &str = "Mk";
@@ -119,7 +137,7 @@ impl Framework for Bundled {
                             Err(e) => Resolved::Malformed(e),
                         });
                         match resolved {
-                            Resolved::Node(dep) => deps.edges.push((*dep, *kind)),
+                            Resolved::Node(dep) => deps.edges.push((*dep, edge_kind(*kind))),
                             Resolved::Unresolved(e) => unresolved.push(format!("{kind}: entry '{entry}': {e}")),
                             Resolved::Malformed(e) => deps.errors.push(format!("{kind}: malformed entry {e}")),
                         }
@@ -291,6 +309,23 @@ mod tests {
         }
         assert_eq!(entry_dir("no-origin"), None);
         assert_eq!(entry_dir("x:/hello"), None);
+    }
+
+    #[test]
+    fn each_variable_maps_to_its_own_edge_kind_in_phase_order() {
+        for (position, dep_kind) in DepKind::ALL.into_iter().enumerate() {
+            let kind = edge_kind(dep_kind);
+            assert_eq!(kind.label, dep_kind.variable());
+            assert_eq!(kind.to_string(), dep_kind.to_string(), "shown as the variable");
+            assert_eq!(usize::from(kind.rank), position);
+            let runtime = matches!(dep_kind, DepKind::Lib | DepKind::Run);
+            assert_eq!(kind.need, if runtime { Need::BuildAndRun } else { Need::Build }, "{dep_kind}");
+            assert_eq!(kind.need.installed_with_its_user(), runtime, "{dep_kind}");
+        }
+        let mut by_kind = DepKind::ALL;
+        by_kind.sort_by_key(|&k| edge_kind(k));
+        assert_eq!(by_kind, DepKind::ALL, "edge kinds order as the variables do");
+        assert_eq!(serde_json::to_value(edge_kind(DepKind::Lib)).unwrap(), "LIB_DEPENDS");
     }
 
     #[test]

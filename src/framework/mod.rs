@@ -24,10 +24,11 @@ use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeSet;
 
-use crate::graph::NodeId;
+use crate::graph::{EdgeKind, NodeId};
 use crate::ports::scan::{DirScan, Listing, PortMeta, Scanner};
+use crate::ports::Origin;
+use crate::ports::Phase;
 use crate::ports::PortTree;
-use crate::ports::{DepKind, Origin, Phase};
 
 /// Which framework a tree uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -93,7 +94,7 @@ pub fn detect(dir: &Path) -> Result<Kind> {
 /// One node's resolved dependencies.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct NodeDeps {
-    pub edges: Vec<(NodeId, DepKind)>,
+    pub edges: Vec<(NodeId, &'static EdgeKind)>,
     pub errors: Vec<String>,
 }
 

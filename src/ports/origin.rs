@@ -128,12 +128,6 @@ impl DepKind {
             DepKind::Run => "RUN_DEPENDS",
         }
     }
-
-    /// Run and library dependencies are needed wherever the port is installed,
-    /// so they are followed transitively when filling a sandbox.
-    pub fn is_runtime(self) -> bool {
-        matches!(self, DepKind::Lib | DepKind::Run)
-    }
 }
 
 impl fmt::Display for DepKind {

@@ -248,11 +248,12 @@ impl PortTree {
     }
 
     /// The ports whose packages a build of `node` installs, dependencies
-    /// first: its direct dependencies of every kind plus the run and library
-    /// closure of those (what dsynth installs).
+    /// first: its direct dependencies of every kind plus, transitively, what
+    /// comes along wherever those are installed (`Need::installed_with_its_user`:
+    /// bundled's run and library dependencies, what dsynth installs).
     pub fn install_set(&self, node: NodeId) -> Vec<NodeId> {
         let direct: Vec<NodeId> = self.graph.dependencies(node).iter().map(|e| e.to).collect();
-        let needed = self.graph.closure(&direct, |kind| kind.is_runtime());
+        let needed = self.graph.closure(&direct, |kind| kind.need.installed_with_its_user());
         self.graph.dependency_order(&needed)
     }
 

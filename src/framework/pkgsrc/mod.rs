@@ -16,9 +16,11 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use super::{Framework, Kind, NodeDeps};
+use crate::graph::{EdgeKind, Need};
 use crate::ports::scan::{DirScan, Listing, PortMeta, ScanError, Scanner};
+use crate::ports::Origin;
+use crate::ports::Phase;
 use crate::ports::PortTree;
-use crate::ports::{DepKind, Origin, Phase};
 
 /// The `MAKECONF` of a pkgsrc sandbox (scan with `mk_conf` set, and every
 /// build): root-owned, it includes the kit's own `etc/mk.conf`.
@@ -43,6 +45,14 @@ const PHASES: [Phase; 9] = [
 
 /// The pkgsrc framework.
 pub struct Pkgsrc;
+
+/// The graph's kind of every pkgsrc edge: a resolved `ALL_DEPENDS` entry.
+/// `pbulk-index` prints the package's `DEPENDS`, `BUILD_DEPENDS` and
+/// `TOOL_DEPENDS` joined into that one variable, so an edge is built first and
+/// installed for the build, and whether its user needs it at run time is not
+/// known. Labelled with the variable it comes from, not `DEPENDS`, which in a
+/// pkgsrc Makefile means a run-time dependency.
+pub static ALL_DEPENDS: EdgeKind = EdgeKind { rank: 0, need: Need::BuildPerhapsRun, label: "ALL_DEPENDS" };
 
 impl Framework for Pkgsrc {
     fn kind(&self) -> Kind {
@@ -140,8 +150,8 @@ impl Framework for Pkgsrc {
         let mut deps: Vec<NodeDeps> = (0..tree.nodes.len()).map(|_| NodeDeps::default()).collect();
         for (record, resolved) in resolution.records.iter().enumerate() {
             let node = scanned[record];
-            deps[node].edges = resolved.depends.iter().map(|&d| (scanned[d], DepKind::Build)).collect();
-            deps[node].errors = resolved.errors.iter().map(|e| format!("ALL_DEPENDS: {e}")).collect();
+            deps[node].edges = resolved.depends.iter().map(|&d| (scanned[d], &ALL_DEPENDS)).collect();
+            deps[node].errors = resolved.errors.iter().map(|e| format!("{ALL_DEPENDS}: {e}")).collect();
         }
         deps
     }
@@ -363,5 +373,52 @@ mod tests {
         );
         assert_eq!(normalised(Path::new("/t/misc/figlet/../../mk/bsd.pkg.mk")), Path::new("/t/mk/bsd.pkg.mk"));
         assert_eq!(Pkgsrc.package_file("figlet-2.2.5"), "figlet-2.2.5.tgz");
+    }
+
+    /// A tree of `(pkgpath, pbulk-index record)` loaded as `status` loads
+    /// one, the records standing in for the scan.
+    fn tree_of(packages: &[(&str, &str)]) -> PortTree {
+        let root = tempfile::tempdir().unwrap();
+        let mut metas = std::collections::HashMap::new();
+        for (pkgpath, record) in packages {
+            let origin = Origin::parse(pkgpath).unwrap();
+            let port_dir = root.path().join(pkgpath);
+            std::fs::create_dir_all(&port_dir).unwrap();
+            std::fs::write(port_dir.join("Makefile"), "").unwrap();
+            let index = pkgsrc::ScanIndex::from_reader(record.as_bytes()).next().unwrap().unwrap();
+            metas.insert(origin.dir(), meta_of(&index, origin, &port_dir, root.path(), vec![]).unwrap());
+        }
+        let scanner = Scanner {
+            framework: Kind::Pkgsrc,
+            ports_dir: root.path().to_path_buf(),
+            make_program: "bmake".into(),
+            make_env: vec![],
+            sandbox: None,
+        };
+        let requested = [Origin::parse(packages[0].0).unwrap()];
+        let scan = |dirs: &[Origin]| dirs.iter().map(|d| Ok(vec![metas[&d.dir()].clone()])).collect();
+        PortTree::load(&scanner, crate::ports::Scope::Ports(&requested), &scan).unwrap()
+    }
+
+    #[test]
+    fn edges_are_all_depends_entries_in_cycles_and_plans() {
+        let tree = tree_of(&[
+            ("misc/top", "PKGNAME=top-1\nALL_DEPENDS=a-[0-9]*:../../x/a\n"),
+            ("x/a", "PKGNAME=a-1\nALL_DEPENDS=b>=1:../../x/b\n"),
+            ("x/b", "PKGNAME=b-1\nALL_DEPENDS=a-[0-9]*:../../x/a\n"),
+        ]);
+        let node = |origin: &str| tree.id(&Origin::parse(origin).unwrap()).unwrap();
+        let cycle = "dependency cycle: x/a -[ALL_DEPENDS]-> x/b -[ALL_DEPENDS]-> x/a";
+        assert_eq!(tree.not_buildable[&node("x/a")], cycle);
+        assert_eq!(tree.not_buildable[&node("x/b")], cycle);
+        assert_eq!(tree.not_buildable[&node("misc/top")], "depends on x/a, which is not buildable");
+        let edges = tree.graph.dependencies(node("misc/top"));
+        assert_eq!(edges, [crate::graph::Edge { to: node("x/a"), kind: &ALL_DEPENDS }]);
+        assert!(edges[0].kind.need.installed_with_its_user(), "a sandbox gets what it may need at run time");
+
+        let plan = crate::plan::Plan::make(&tree, crate::plan::Request::Everything, &mut |_| None).unwrap();
+        let json = serde_json::to_value(&plan).unwrap();
+        let top = json["entries"].as_array().unwrap().iter().find(|e| e["origin"] == "misc/top").unwrap();
+        assert_eq!(top["depends"], serde_json::json!([{"origin": "x/a", "kind": "ALL_DEPENDS"}]));
     }
 }
