@@ -63,6 +63,7 @@ pub mod manifest;
 pub mod package;
 pub mod policy;
 
+pub(crate) mod archive;
 mod install;
 
 #[cfg(test)]

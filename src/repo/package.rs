@@ -6,18 +6,20 @@
 //! [`verify`], the installer's stager for [`install`]. Contents are hashed
 //! while they stream to the sink, so no file is held in memory.
 
-use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 
 use anyhow::{anyhow, bail, Context, Result};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use tar::EntryType;
 
-use super::fsutil::{open_untrusted, place_open_file, sha256_hex};
+use super::archive::{
+    copy_hashed, entry_path, kind_name, link_stays_inside, next_entry, open_archive, raw_entries, read_to_end,
+    special_mode, under_prefix, Member, Pax, Source, ZSTD,
+};
+use super::fsutil::{place_open_file, sha256_hex};
 use super::install::Stager;
 use super::manifest::MANIFEST_ENTRY;
 
@@ -26,23 +28,15 @@ pub use super::fsutil::{place_atomically, sha256_file};
 pub use super::manifest::{Manifest, ManifestDep, ManifestFile};
 pub use super::policy::{PackagePolicy, LOCALBASE};
 
-/// First four bytes of every zstd frame.
-const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 /// Bound on `+MANIFEST` so a hostile package cannot exhaust memory.
 const MAX_MANIFEST_BYTES: u64 = 16 << 20;
-/// Bound on a GNU long name or long link target (PATH_MAX).
-const MAX_LONG_NAME: u64 = 4096;
-
-/// The decompressed package: the file, metered, through zstd, metered.
-type PkgReader = Metered<zstd::Decoder<'static, BufReader<Metered<File>>>>;
-type PkgArchive = tar::Archive<PkgReader>;
 
 /// Reads the `+MANIFEST` of `pkg`, decompressing only as far as that first
 /// entry. The rest of the package is not checked; use [`verify`] for that.
 /// A symlink, fifo or device is refused as for [`verify`].
 pub fn read_manifest(pkg: &Path) -> Result<Manifest> {
     let unlimited = PackagePolicy::any_origin("/", u64::MAX, u64::MAX);
-    let (mut archive, source, _file) = open_archive(pkg, &unlimited)?;
+    let (mut archive, source, _file) = open_archive(pkg, &unlimited, &ZSTD)?;
     let mut entries = raw_entries(&mut archive, &source)?;
     first_manifest(&source, &mut entries).map(|(manifest, _raw)| manifest)
 }
@@ -110,169 +104,6 @@ impl Sink for Discard {
     }
 }
 
-/// Which bound a read went past.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Overrun {
-    File,
-    Expanded,
-}
-
-/// A reader that counts what goes through it and fails (recording why in
-/// the shared flag) as soon as the count passes `max`.
-struct Metered<R> {
-    inner: R,
-    used: u64,
-    max: u64,
-    what: Overrun,
-    overrun: Rc<Cell<Option<Overrun>>>,
-    /// Shared with the checker, which charges declared entry sizes early.
-    used_out: Option<Rc<Cell<u64>>>,
-}
-
-impl<R: Read> Read for Metered<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.used += n as u64;
-        if let Some(shared) = &self.used_out {
-            shared.set(self.used);
-        }
-        if self.used > self.max {
-            self.overrun.set(Some(self.what));
-            return Err(io::Error::other("size limit passed"));
-        }
-        Ok(n)
-    }
-}
-
-/// The package being read: its name for errors, its limits and what the
-/// readers measured.
-struct Source<'a> {
-    pkg: &'a Path,
-    policy: &'a PackagePolicy,
-    overrun: Rc<Cell<Option<Overrun>>>,
-    /// Bytes out of the decompressor so far.
-    expanded: Rc<Cell<u64>>,
-}
-
-impl Source<'_> {
-    /// A read error: past a limit, or a damaged package.
-    fn corrupt(&self, err: io::Error) -> anyhow::Error {
-        match self.overrun.get() {
-            Some(Overrun::Expanded) => self.too_large(),
-            Some(Overrun::File) => anyhow!(
-                "{}: is larger than {} (it grew while being read)",
-                self.pkg.display(),
-                self.policy.file_limit()
-            ),
-            None => anyhow::Error::new(err).context(format!("{}: corrupt or truncated package", self.pkg.display())),
-        }
-    }
-
-    fn too_large(&self) -> anyhow::Error {
-        anyhow!("{}: expands past {}", self.pkg.display(), self.policy.expanded_limit())
-    }
-
-    /// Refuses an entry whose declared size alone would pass the expanded
-    /// limit, before a byte of it is decompressed. (The meter still counts
-    /// every byte; a header cannot make an entry smaller than it is.)
-    fn charge(&self, size: u64) -> Result<()> {
-        if self.expanded.get().saturating_add(size) > self.policy.max_expanded_size {
-            self.overrun.set(Some(Overrun::Expanded));
-            return Err(self.too_large());
-        }
-        Ok(())
-    }
-}
-
-/// Opens `pkg` as a zstd-compressed tar (see [`open_untrusted`]: no
-/// symlink, fifo or device, at most `max_file_size` bytes), refusing
-/// anything without the zstd magic number up front. Returns the archive
-/// and a second descriptor of the same open file.
-fn open_archive<'a>(pkg: &'a Path, policy: &'a PackagePolicy) -> Result<(PkgArchive, Source<'a>, File)> {
-    let mut file = open_untrusted(pkg, policy.max_file_size, &policy.file_limit(), None)?;
-    let mut magic = [0u8; 4];
-    if file.read_exact(&mut magic).is_err() || magic != ZSTD_MAGIC {
-        bail!("{}: not a package: not zstd-compressed", pkg.display());
-    }
-    file.seek(SeekFrom::Start(0)).with_context(|| format!("{}: cannot read package", pkg.display()))?;
-    let source = Source { pkg, policy, overrun: Rc::default(), expanded: Rc::default() };
-    let reader = file.try_clone().with_context(|| format!("{}: cannot read package", pkg.display()))?;
-    let compressed = Metered {
-        inner: reader,
-        used: 0,
-        max: policy.max_file_size,
-        what: Overrun::File,
-        overrun: source.overrun.clone(),
-        used_out: None,
-    };
-    let decoder = zstd::Decoder::new(compressed).with_context(|| format!("{}: cannot start zstd", pkg.display()))?;
-    let expanded = Metered {
-        inner: decoder,
-        used: 0,
-        max: policy.max_expanded_size,
-        what: Overrun::Expanded,
-        overrun: source.overrun.clone(),
-        used_out: Some(source.expanded.clone()),
-    };
-    Ok((tar::Archive::new(expanded), source, file))
-}
-
-/// The archive's entries as stored: GNU long names and pax headers are
-/// handled by [`next_entry`], with bounds, not by the tar crate.
-fn raw_entries<'a>(archive: &'a mut PkgArchive, source: &Source<'_>) -> Result<tar::Entries<'a, PkgReader>> {
-    Ok(archive.entries().map_err(|e| source.corrupt(e))?.raw(true))
-}
-
-/// One archive member with its full path and link target.
-struct Member<'a, R: Read> {
-    entry: tar::Entry<'a, R>,
-    path: Vec<u8>,
-    link: Option<Vec<u8>>,
-}
-
-/// The next member, GNU long name (`L`) and long link (`K`) records applied
-/// to it; pax headers are refused (the framework writes GNU tar).
-fn next_entry<'a, R: Read>(source: &Source<'_>, entries: &mut tar::Entries<'a, R>) -> Result<Option<Member<'a, R>>> {
-    let (mut long_name, mut long_link) = (None, None);
-    loop {
-        let mut entry = match entries.next() {
-            None if long_name.is_some() || long_link.is_some() => {
-                bail!("{}: corrupt or truncated package: long name without an entry", source.pkg.display())
-            }
-            None => return Ok(None),
-            Some(entry) => entry.map_err(|e| source.corrupt(e))?,
-        };
-        let kind = entry.header().entry_type();
-        let slot = match kind {
-            EntryType::GNULongName => &mut long_name,
-            EntryType::GNULongLink => &mut long_link,
-            EntryType::XHeader | EntryType::XGlobalHeader => bail!(
-                "{}: entry {}: pax extended headers are not supported",
-                source.pkg.display(),
-                String::from_utf8_lossy(&entry.path_bytes())
-            ),
-            _ => {
-                let path = long_name.unwrap_or_else(|| entry.path_bytes().into_owned());
-                let link = long_link.or_else(|| entry.link_name_bytes().map(|l| l.into_owned()));
-                return Ok(Some(Member { entry, path, link }));
-            }
-        };
-        if slot.is_some() {
-            bail!("{}: corrupt package: two long names for one entry", source.pkg.display());
-        }
-        let size = entry.header().entry_size().map_err(|e| source.corrupt(e))?;
-        if size > MAX_LONG_NAME {
-            bail!("{}: a long name of {size} bytes is longer than {MAX_LONG_NAME}", source.pkg.display());
-        }
-        let mut name = Vec::new();
-        (&mut entry).take(MAX_LONG_NAME).read_to_end(&mut name).map_err(|e| source.corrupt(e))?;
-        while name.last() == Some(&0) {
-            name.pop();
-        }
-        *slot = Some(name);
-    }
-}
-
 /// Reads and parses the first entry, which must be `+MANIFEST`; returns it
 /// with its raw bytes.
 fn first_manifest<R: Read>(source: &Source<'_>, entries: &mut tar::Entries<'_, R>) -> Result<(Manifest, Vec<u8>)> {
@@ -321,7 +152,7 @@ fn check_archive(
     policy: &PackagePolicy,
     sink: &mut dyn Sink,
 ) -> Result<((Manifest, Vec<u8>), File)> {
-    let (mut archive, source, file) = open_archive(pkg, policy)?;
+    let (mut archive, source, file) = open_archive(pkg, policy, &ZSTD)?;
     let (manifest, raw) = {
         let mut entries = raw_entries(&mut archive, &source)?;
         let (manifest, raw) = first_manifest(&source, &mut entries)?;
@@ -330,7 +161,7 @@ fn check_archive(
         }
         check_manifest(pkg, &manifest, policy)?;
         let mut checker = Checker::new(&source, &manifest);
-        while let Some(mut member) = next_entry(&source, &mut entries)? {
+        while let Some(mut member) = next_entry(&source, &mut entries, Pax::Refuse)? {
             checker.entry(&mut member, sink)?;
         }
         checker.all_present()?;
@@ -338,7 +169,7 @@ fn check_archive(
     };
     // Decompress to the very end: a damaged tail is an error too, and so
     // is a tail that expands past the limit.
-    io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(|e| source.corrupt(e))?;
+    read_to_end(archive, &source)?;
     Ok(((manifest, raw), file))
 }
 
@@ -416,23 +247,14 @@ impl<'a> Checker<'a> {
 
     /// Setuid and setgid bits (and sticky on a file) need `setuid_ports`.
     fn check_mode(&self, rel: &str, kind: EntryType, mode: u32) -> Result<()> {
-        if self.source.policy.allow_setuid || kind == EntryType::Symlink {
-            return Ok(());
+        match special_mode(kind, mode) {
+            Some(special) if !self.source.policy.allow_setuid => bail!(
+                "{}: {rel} is {special} (mode {mode:04o}); origin {} is not in setuid_ports",
+                self.pkg.display(),
+                self.manifest.full_origin()
+            ),
+            _ => Ok(()),
         }
-        let special = if mode & 0o4000 != 0 {
-            "setuid"
-        } else if mode & 0o2000 != 0 {
-            "setgid"
-        } else if mode & 0o1000 != 0 && kind != EntryType::Directory {
-            "sticky"
-        } else {
-            return Ok(());
-        };
-        bail!(
-            "{}: {rel} is {special} (mode {mode:04o}); origin {} is not in setuid_ports",
-            self.pkg.display(),
-            self.manifest.full_origin()
-        )
     }
 
     /// The entry lies strictly below the prefix, is listed, and comes for the
@@ -452,7 +274,7 @@ impl<'a> Checker<'a> {
 
     fn regular<R: Read>(&self, rel: &str, shown: &str, mode: u32, data: &mut R, sink: &mut dyn Sink) -> Result<String> {
         let out = sink.regular(rel, mode).with_context(|| format!("{}: entry {shown}", self.pkg.display()))?;
-        copy_hashed(self.source, shown, data, out)
+        copy_hashed::<Sha256>(self.source, shown, data, out)
     }
 
     fn symlink(&self, rel: &str, shown: &str, target: Option<&[u8]>, sink: &mut dyn Sink) -> Result<String> {
@@ -489,146 +311,5 @@ impl<'a> Checker<'a> {
             Some(f) => bail!("{}: {} is listed in +MANIFEST but missing from the archive", self.pkg.display(), f.path),
             None => Ok(()),
         }
-    }
-}
-
-/// What an entry type is, for an error.
-fn kind_name(kind: EntryType, link: Option<&str>) -> String {
-    match kind {
-        EntryType::Link => format!("is a hard link to {}", link.unwrap_or("?")),
-        EntryType::Char => "is a character device".into(),
-        EntryType::Block => "is a block device".into(),
-        EntryType::Fifo => "is a fifo".into(),
-        EntryType::Continuous => "is a contiguous file".into(),
-        EntryType::GNUSparse => "is a sparse file".into(),
-        other => format!("has the unsupported entry type {other:?}"),
-    }
-}
-
-/// Copies `from` to `to`, returning the sha256 of what went through. Read
-/// errors mean a damaged package (or one past its limits), write errors a
-/// problem at the destination.
-fn copy_hashed(source: &Source<'_>, shown: &str, from: &mut impl Read, mut to: impl Write) -> Result<String> {
-    let pkg = source.pkg;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match from.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(source.corrupt(e)),
-        };
-        hasher.update(&buf[..n]);
-        to.write_all(&buf[..n]).with_context(|| format!("{}: entry {shown}: cannot write", pkg.display()))?;
-    }
-    to.flush().with_context(|| format!("{}: entry {shown}: cannot write", pkg.display()))?;
-    Ok(format!("{:x}", hasher.finalize()))
-}
-
-/// An archive path made relative to `/` (`./` and repeated `/` dropped), or
-/// why it is unsafe.
-fn entry_path(raw: &[u8]) -> Result<String, &'static str> {
-    let path = std::str::from_utf8(raw).map_err(|_| "path is not UTF-8")?;
-    if path.starts_with('/') {
-        return Err("unsafe path (absolute)");
-    }
-    let mut parts = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => return Err("unsafe path (contains ..)"),
-            _ => parts.push(part),
-        }
-    }
-    if parts.is_empty() {
-        return Err("empty path");
-    }
-    Ok(parts.join("/"))
-}
-
-/// Whether the symlink at `rel` (relative to `/`) with `target` resolves,
-/// once installed, to `prefix` or below it. Resolved lexically: an absolute
-/// target from `/`, a relative one from the symlink's directory. `..` may
-/// only lead the target: the symlink's directory is a real directory (the
-/// installer refuses symlinked parents), so leading `..` climb real
-/// directories, while a `..` after a name could climb out of whatever that
-/// name is, e.g. another symlink. The names that follow stay below the
-/// point reached, and symlinks among them obey the same rule.
-fn link_stays_inside(rel: &str, target: &[u8], prefix: &str) -> Result<(), &'static str> {
-    let target = std::str::from_utf8(target).map_err(|_| "(not UTF-8) is not allowed in")?;
-    if target.is_empty() {
-        return Err("(empty) is not allowed in");
-    }
-    let mut at: Vec<&str> = if target.starts_with('/') {
-        Vec::new()
-    } else {
-        rel.split('/').collect::<Vec<_>>().split_last().map_or(Vec::new(), |(_, dir)| dir.to_vec())
-    };
-    let mut named = false;
-    for part in target.split('/') {
-        match part {
-            "" | "." => {}
-            ".." if named => return Err("has .. after a name; it could climb out of"),
-            ".." => {
-                if at.pop().is_none() {
-                    return Err("points outside");
-                }
-            }
-            name => {
-                named = true;
-                at.push(name);
-            }
-        }
-    }
-    if under_prefix(&at.join("/"), prefix) {
-        Ok(())
-    } else {
-        Err("points outside")
-    }
-}
-
-/// `rel` is `prefix` or below it (both relative to `/`; "" is `/`).
-fn under_prefix(rel: &str, prefix: &str) -> bool {
-    prefix.is_empty() || rel == prefix || rel.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn entry_paths_are_normalised_or_refused() {
-        assert_eq!(entry_path(b"usr/local/bin/x"), Ok("usr/local/bin/x".into()));
-        assert_eq!(entry_path(b"./usr//local/"), Ok("usr/local".into()));
-        assert_eq!(entry_path(b"/etc/passwd"), Err("unsafe path (absolute)"));
-        assert_eq!(entry_path(b"usr/local/../../etc"), Err("unsafe path (contains ..)"));
-        assert_eq!(entry_path(b"./"), Err("empty path"));
-    }
-
-    #[test]
-    fn symlink_targets_must_stay_in_the_prefix() {
-        let ok = |rel: &str, target: &str| link_stays_inside(rel, target.as_bytes(), "usr/local");
-        assert_eq!(ok("usr/local/lib/libx.so", "libx.so.1"), Ok(()));
-        assert_eq!(ok("usr/local/bin/x", "../libexec/x"), Ok(()));
-        assert_eq!(ok("usr/local/bin/x", "/usr/local/libexec/x"), Ok(()));
-        assert_eq!(ok("usr/local/bin/x", "./.././share/x"), Ok(()));
-        assert_eq!(ok("usr/local/bin/up", ".."), Ok(()));
-        assert_eq!(ok("usr/local/bin/x", "/etc/shadow"), Err("points outside"));
-        assert_eq!(ok("usr/local/bin/x", "../../../etc/shadow"), Err("points outside"));
-        assert_eq!(ok("usr/local/bin/x", "../../../../../.."), Err("points outside"));
-        assert_eq!(ok("usr/local/bin/x", "/"), Err("points outside"));
-        assert_eq!(ok("usr/local/x", "../localx/y"), Err("points outside"));
-        assert_eq!(ok("usr/local/x", "bin/up/../../etc"), Err("has .. after a name; it could climb out of"));
-        assert!(ok("usr/local/x", "").is_err());
-    }
-
-    #[test]
-    fn prefix_containment() {
-        assert!(under_prefix("usr/local/bin", "usr/local"));
-        assert!(under_prefix("usr/local", "usr/local"));
-        assert!(!under_prefix("usr/localx/bin", "usr/local"));
-        assert!(!under_prefix("etc", "usr/local"));
-        assert!(under_prefix("etc", ""));
     }
 }
