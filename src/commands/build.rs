@@ -116,12 +116,13 @@ pub fn rebuild_repository(config: &Config, global: &GlobalArgs, prune: bool) -> 
     let _lock = BuildLock::acquire(&config.build_base)?;
     let db = BuildDb::open(&config.database_path)?;
     let Prepared { tree, .. } = prepare(config, &db, &[])?;
-    let obsolete = index::obsolete(&config.packages_dir, &produced_files(&tree))?;
+    let format = config.framework.framework().package_format();
+    let obsolete = index::obsolete(&config.packages_dir, format, &produced_files(config, &tree))?;
     let pruned = if prune { prune_packages(&db, &obsolete)? } else { 0 };
     let still_there: Vec<_> = obsolete.iter().filter(|f| f.exists()).cloned().collect();
     report::write_obsolete(&config.logs_dir, &still_there)?;
     // The operator's own rebuild trusts no recorded digest: every file is hashed.
-    let summary = index::rebuild(&config.packages_dir, &index::RecordedDigests::new())?;
+    let summary = format.rebuild_index(&config.packages_dir, &index::RecordedDigests::new())?;
     for (path, error) in &summary.unreadable {
         warn(&format!("{} left out of the index: {error}", path.display()));
     }
@@ -168,8 +169,9 @@ fn confirmed(mode: Mode, global: &GlobalArgs) -> Result<bool> {
 
 /// The index from `All/`; with the whole tree known, the obsolete list too.
 fn refresh_repository(config: &Config, db: &BuildDb, whole_tree: Option<&PortTree>, logs: &RunLogs, ui: &Ui) {
+    let format = config.framework.framework().package_format();
     if let Some(tree) = whole_tree {
-        match index::obsolete(&config.packages_dir, &produced_files(tree)) {
+        match index::obsolete(&config.packages_dir, format, &produced_files(config, tree)) {
             Ok(files) if !files.is_empty() => {
                 ui.notice(&format!("{} obsolete package(s), listed in {}", files.len(), report::OBSOLETE));
                 if let Err(e) = report::write_obsolete(&config.logs_dir, &files) {
@@ -184,7 +186,7 @@ fn refresh_repository(config: &Config, db: &BuildDb, whole_tree: Option<&PortTre
         logs.debug(&format!("cannot read recorded package digests, hashing every package: {e:#}"));
         index::RecordedDigests::new()
     });
-    match index::rebuild(&config.packages_dir, &recorded).context("cannot rebuild the repository index") {
+    match format.rebuild_index(&config.packages_dir, &recorded).context("cannot rebuild the repository index") {
         Ok(summary) => {
             for (path, error) in &summary.unreadable {
                 ui.notice(&format!("warning: {} left out of the index: {error}", path.display()));
@@ -209,8 +211,10 @@ fn recorded_digests(db: &BuildDb) -> Result<index::RecordedDigests> {
         .collect())
 }
 
-fn produced_files(tree: &PortTree) -> HashSet<String> {
-    tree.nodes.iter().filter_map(|n| n.meta.as_ref()).map(|m| format!("{}.pkg", m.pkgname)).collect()
+/// The package file names the ports of `tree` produce.
+fn produced_files(config: &Config, tree: &PortTree) -> HashSet<String> {
+    let framework = config.framework.framework();
+    tree.nodes.iter().filter_map(|n| n.meta.as_ref()).map(|m| framework.package_file(&m.pkgname)).collect()
 }
 
 fn run_status(stop: Stop) -> RunStatus {

@@ -201,8 +201,8 @@ impl Framework for Bundled {
         "/usr/local"
     }
 
-    fn package_file(&self, pkgname: &str) -> String {
-        format!("{pkgname}.pkg")
+    fn package_format(&self) -> &'static dyn crate::repo::PackageFormat {
+        &crate::repo::format::Bundled
     }
 }
 

@@ -4,7 +4,8 @@
 //! Everything that differs between frameworks is asked of a [`Framework`]:
 //! how its tree marks itself, how its ports are listed and queried, how a
 //! make target is invoked inside a build sandbox and with which framework
-//! variables, where its LOCALBASE is and what its package files are called.
+//! variables, where its LOCALBASE is and the format of its package files
+//! (`repo::PackageFormat`: their name, verification and repository index).
 //! Everything else — the scan sandboxes, the scan cache, the graph, the
 //! build database, the scheduler, the sandboxes, the repository's atomic
 //! placement — is portsynth's and the same for every framework. A framework
@@ -29,6 +30,7 @@ use crate::ports::scan::{DirScan, Listing, PortMeta, Scanner};
 use crate::ports::Origin;
 use crate::ports::Phase;
 use crate::ports::PortTree;
+use crate::repo::PackageFormat;
 
 /// Which framework a tree uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -160,8 +162,14 @@ pub trait Framework: Sync {
     /// and the prefix every package's files must be below.
     fn localbase(&self) -> &'static str;
 
+    /// The format of the framework's package files: their name,
+    /// verification, delivery and repository index.
+    fn package_format(&self) -> &'static dyn PackageFormat;
+
     /// The file name of the package `pkgname` in the repository's `All/`.
-    fn package_file(&self, pkgname: &str) -> String;
+    fn package_file(&self, pkgname: &str) -> String {
+        self.package_format().file_name(pkgname)
+    }
 }
 
 #[cfg(test)]

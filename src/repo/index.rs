@@ -1,7 +1,11 @@
 //! The repository index of a packages directory (DESIGN.md, "Packages"):
+//! `SHA256SUMS` (sha256sum(1) format) for every package format, built by
+//! [`index_packages`], plus the format's own index: for the bundled `.pkg`
 //! `packagesite.json` (one entry per package: name, version, origin, deps,
-//! size, sha256, ...) and `SHA256SUMS` (sha256sum(1) format), both built
-//! from `All/*.pkg`.
+//! size, sha256, ...), built here by [`rebuild`]; pkgsrc's
+//! `All/pkg_summary.{gz,zst}` is built by `framework::pkgsrc::summary` on
+//! top of [`index_packages`]. Listing `All/`, obsolete packages and pruning
+//! go by the format's extension ([`PackageFormat`]).
 //!
 //! # Why the index is written atomically
 //!
@@ -23,9 +27,10 @@
 //!
 //! # Unreadable packages
 //!
-//! A `.pkg` whose `+MANIFEST` cannot be read is left out of the index but
-//! never silently: [`rebuild`] reports it in [`IndexSummary::unreadable`]
-//! with the error, and still writes the index of the good packages.
+//! A package whose metadata (`+MANIFEST`, `+CONTENTS`) cannot be read is
+//! left out of the index but never silently: [`index_packages`] reports it
+//! in [`IndexSummary::unreadable`] with the error, and the index of the good
+//! packages is still written.
 //!
 //! # Obsolete packages
 //!
@@ -41,8 +46,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use super::format::{Bundled, PackageFormat};
 use super::fsutil::{sha256_file, write_atomically};
-use super::manifest::ManifestDep;
+use super::manifest::{Manifest, ManifestDep};
 use super::package::read_manifest;
 
 /// Directory of the package files, below the packages directory.
@@ -95,10 +101,20 @@ struct IndexEntry {
     sha256: String,
 }
 
-/// A `*.pkg` file in `All/`.
-struct PackageFile {
-    name: String,
-    path: PathBuf,
+/// A package file in `All/`.
+pub(crate) struct PackageFile {
+    /// The file name (`hello-2.1.pkg`).
+    pub name: String,
+    pub path: PathBuf,
+}
+
+/// A package of `All/` as every index sees it: what its format read from
+/// it (`meta`), its file name, size and sha256.
+pub(crate) struct Indexed<T> {
+    pub meta: T,
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
 }
 
 /// Rebuilds `packagesite.json` and `SHA256SUMS` in `packages_dir` from every
@@ -107,26 +123,47 @@ struct PackageFile {
 /// summary and left out; they do not make the rebuild fail. `recorded`
 /// digests are reused for files known unchanged (see the module doc).
 pub fn rebuild(packages_dir: &Path, recorded: &RecordedDigests) -> Result<IndexSummary> {
-    let all_dir = packages_dir.join(ALL_DIR);
-    fs::create_dir_all(&all_dir).with_context(|| format!("cannot create {}", all_dir.display()))?;
-    let mut entries = Vec::new();
-    let mut summary = IndexSummary::default();
-    for pkg in package_files(&all_dir)? {
-        match index_entry(&pkg, recorded.get(&pkg.name)) {
-            Ok(entry) => entries.push(entry),
-            Err(err) => summary.unreadable.push((pkg.path, format!("{err:#}"))),
-        }
-    }
-    summary.packages = entries.len();
-    write_atomically(&packages_dir.join(SHA256SUMS), sha256sums(&entries).as_bytes())?;
+    let (packages, summary) = index_packages(packages_dir, &Bundled, recorded, read_manifest)?;
+    let entries = packages.into_iter().map(IndexEntry::from).collect();
     write_atomically(&packages_dir.join(PACKAGESITE), &packagesite_json(entries)?)?;
     Ok(summary)
 }
 
-/// The `All/*.pkg` files of `packages_dir` whose file name (`hello-2.1.pkg`)
-/// is not in `produced`, sorted. A missing `All/` has none.
-pub fn obsolete(packages_dir: &Path, produced: &HashSet<String>) -> Result<Vec<PathBuf>> {
-    let files = package_files(&packages_dir.join(ALL_DIR))?;
+/// The part of every format's index rebuild: reads each package of
+/// `format` in `All/` (creating `All/` if it is missing) with `read`, in
+/// file name order, digests it (reusing `recorded`, see the module doc)
+/// and writes `SHA256SUMS` of those read. A package that `read` refuses
+/// is left out and reported in the summary.
+pub(crate) fn index_packages<T>(
+    packages_dir: &Path,
+    format: &dyn PackageFormat,
+    recorded: &RecordedDigests,
+    read: impl Fn(&Path) -> Result<T>,
+) -> Result<(Vec<Indexed<T>>, IndexSummary)> {
+    let all_dir = packages_dir.join(ALL_DIR);
+    fs::create_dir_all(&all_dir).with_context(|| format!("cannot create {}", all_dir.display()))?;
+    let mut packages = Vec::new();
+    let mut summary = IndexSummary::default();
+    for pkg in package_files(&all_dir, format)? {
+        let indexed = read(&pkg.path).and_then(|meta| {
+            let (size, sha256) = digest_of(&pkg, recorded.get(&pkg.name))?;
+            Ok(Indexed { meta, name: pkg.name.clone(), size, sha256 })
+        });
+        match indexed {
+            Ok(indexed) => packages.push(indexed),
+            Err(err) => summary.unreadable.push((pkg.path, format!("{err:#}"))),
+        }
+    }
+    summary.packages = packages.len();
+    write_atomically(&packages_dir.join(SHA256SUMS), sha256sums(&packages).as_bytes())?;
+    Ok((packages, summary))
+}
+
+/// The package files of `format` in `All/` of `packages_dir` whose file
+/// name (`hello-2.1.pkg`) is not in `produced`, sorted. A missing `All/`
+/// has none.
+pub fn obsolete(packages_dir: &Path, format: &dyn PackageFormat, produced: &HashSet<String>) -> Result<Vec<PathBuf>> {
+    let files = package_files(&packages_dir.join(ALL_DIR), format)?;
     Ok(files.into_iter().filter(|pkg| !produced.contains(&pkg.name)).map(|pkg| pkg.path).collect())
 }
 
@@ -144,9 +181,9 @@ pub fn prune(files: &[PathBuf]) -> Result<usize> {
     Ok(removed)
 }
 
-/// The `*.pkg` regular files in `all_dir`, sorted by name; temporaries
+/// The regular files of `format` in `all_dir`, sorted by name; temporaries
 /// (names starting with `.`) are skipped. A missing directory has none.
-fn package_files(all_dir: &Path) -> Result<Vec<PackageFile>> {
+fn package_files(all_dir: &Path, format: &dyn PackageFormat) -> Result<Vec<PackageFile>> {
     let listing = match fs::read_dir(all_dir) {
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         other => other.with_context(|| format!("cannot list {}", all_dir.display()))?,
@@ -157,7 +194,7 @@ fn package_files(all_dir: &Path) -> Result<Vec<PackageFile>> {
         let Some(name) = dirent.file_name().to_str().map(str::to_owned) else {
             continue;
         };
-        if is_package_name(&name) && is_regular_file(&dirent)? {
+        if format.is_package_file(&name) && is_regular_file(&dirent)? {
             files.push(PackageFile { path: dirent.path(), name });
         }
     }
@@ -165,18 +202,14 @@ fn package_files(all_dir: &Path) -> Result<Vec<PackageFile>> {
     Ok(files)
 }
 
-fn is_package_name(name: &str) -> bool {
-    !name.starts_with('.') && name.len() > ".pkg".len() && name.ends_with(".pkg")
-}
-
 fn is_regular_file(dirent: &fs::DirEntry) -> Result<bool> {
     let kind = dirent.file_type().with_context(|| format!("cannot stat {}", dirent.path().display()))?;
     Ok(kind.is_file())
 }
 
-/// The index entry of one package file, from its manifest and contents.
-fn index_entry(pkg: &PackageFile, recorded: Option<&RecordedDigest>) -> Result<IndexEntry> {
-    let manifest = read_manifest(&pkg.path)?;
+/// The size and sha256 of one package file: the recorded digest when the
+/// file is unchanged since it was recorded, else hashed now.
+fn digest_of(pkg: &PackageFile, recorded: Option<&RecordedDigest>) -> Result<(u64, String)> {
     let metadata = fs::metadata(&pkg.path).with_context(|| format!("cannot stat {}", pkg.path.display()))?;
     let size = metadata.len();
     let sha256 = match recorded {
@@ -185,18 +218,25 @@ fn index_entry(pkg: &PackageFile, recorded: Option<&RecordedDigest>) -> Result<I
         }
         _ => sha256_file(&pkg.path)?,
     };
-    Ok(IndexEntry {
-        name: manifest.name,
-        version: manifest.version,
-        origin: manifest.origin,
-        flavor: manifest.flavor,
-        comment: manifest.comment,
-        prefix: manifest.prefix,
-        deps: manifest.deps,
-        file: format!("{ALL_DIR}/{}", pkg.name),
-        size,
-        sha256,
-    })
+    Ok((size, sha256))
+}
+
+impl From<Indexed<Manifest>> for IndexEntry {
+    fn from(package: Indexed<Manifest>) -> IndexEntry {
+        let manifest = package.meta;
+        IndexEntry {
+            name: manifest.name,
+            version: manifest.version,
+            origin: manifest.origin,
+            flavor: manifest.flavor,
+            comment: manifest.comment,
+            prefix: manifest.prefix,
+            deps: manifest.deps,
+            file: format!("{ALL_DIR}/{}", package.name),
+            size: package.size,
+            sha256: package.sha256,
+        }
+    }
 }
 
 /// Modification time in ms since the epoch; `None` (never trusted) if unknown.
@@ -206,8 +246,8 @@ fn modified_ms(metadata: &fs::Metadata) -> Option<i64> {
 }
 
 /// `SHA256SUMS` in sha256sum(1) format: `<sha256>  All/<file>` per line.
-fn sha256sums(entries: &[IndexEntry]) -> String {
-    entries.iter().map(|entry| format!("{}  {}\n", entry.sha256, entry.file)).collect()
+fn sha256sums<T>(packages: &[Indexed<T>]) -> String {
+    packages.iter().map(|package| format!("{}  {ALL_DIR}/{}\n", package.sha256, package.name)).collect()
 }
 
 fn packagesite_json(packages: Vec<IndexEntry>) -> Result<Vec<u8>> {
@@ -392,7 +432,7 @@ mod tests {
         assert_eq!(fs::read_to_string(dir.path().join(SHA256SUMS)).unwrap(), "");
 
         let bare = tempfile::tempdir().unwrap();
-        assert_eq!(obsolete(bare.path(), &HashSet::new()).unwrap(), Vec::<PathBuf>::new());
+        assert_eq!(obsolete(bare.path(), &Bundled, &HashSet::new()).unwrap(), Vec::<PathBuf>::new());
         assert_eq!(rebuild(bare.path(), &RecordedDigests::new()).unwrap(), IndexSummary::default());
         assert!(bare.path().join(ALL_DIR).is_dir(), "All/ is created");
         assert_eq!(packagesite(bare.path()), serde_json::json!({"packages": []}));
@@ -404,7 +444,7 @@ mod tests {
         fs::write(all.join(".old-0.9.pkg.tmp.1"), b"").unwrap();
         let produced: HashSet<String> = ["hello-2.1.pkg".to_string(), "new-1.0.pkg".to_string()].into();
 
-        let stale = obsolete(dir.path(), &produced).unwrap();
+        let stale = obsolete(dir.path(), &Bundled, &produced).unwrap();
         assert_eq!(stale, [all.join("libfoo-1.0.pkg"), all.join("old-0.9.pkg")]);
         assert_eq!(names(&all).len(), 4, "obsolete() removes nothing");
     }
@@ -413,7 +453,7 @@ mod tests {
     fn prune_removes_files_and_tolerates_missing_ones() {
         let (dir, all) = repo_with(&[hello(), libfoo(), Spec::new("old", "0.9")]);
         let produced: HashSet<String> = ["hello-2.1.pkg".to_string()].into();
-        let stale = obsolete(dir.path(), &produced).unwrap();
+        let stale = obsolete(dir.path(), &Bundled, &produced).unwrap();
         fs::remove_file(all.join("old-0.9.pkg")).unwrap();
 
         assert_eq!(prune(&stale).unwrap(), 1);

@@ -1,5 +1,9 @@
 //! Packages: reading, verifying and installing `${PKGNAME}.pkg` files, and
 //! placing them into the repository atomically (DESIGN.md, "Packages").
+//! What differs between package formats (file name, verification, the
+//! repository index) is behind [`PackageFormat`] ([`format`]); the bundled
+//! `.pkg` described here is [`format::Bundled`], pkgsrc's `.tgz` is in
+//! `framework::pkgsrc::package`. Both read archives through [`archive`].
 //!
 //! # The format
 //!
@@ -57,6 +61,7 @@
 //! partial file under a package's name. [`deliver`] verifies a package and
 //! places it that way from the descriptor it verified.
 
+pub mod format;
 pub mod fsutil;
 pub mod index;
 pub mod manifest;
@@ -69,10 +74,11 @@ mod install;
 #[cfg(test)]
 mod hostile_tests;
 #[cfg(test)]
-mod testpkg;
+pub(crate) mod testpkg;
 #[cfg(test)]
 mod tests;
 
+pub use format::PackageFormat;
 pub use fsutil::{place_atomically, sha256_file};
 pub use manifest::{Manifest, ManifestDep, ManifestFile};
 pub use package::{deliver, install, read_manifest, verify};

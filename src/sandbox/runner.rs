@@ -280,12 +280,14 @@ fn keep_work(config: &Config, slot: &Slot, origin: &Origin) -> Option<PathBuf> {
     std::fs::rename(&archive, &kept).ok().map(|_| kept)
 }
 
-/// Verifies the package in the outbox against the port's policy (see
-/// [`crate::repo::deliver`]) and places it into `All/`.
+/// Verifies the package in the outbox against the port's policy, in the
+/// framework's package format (see [`crate::repo::PackageFormat::deliver`]),
+/// and places it into `All/`.
 fn deliver(config: &Config, slot: &Slot, request: &SandboxRequest) -> Result<PathBuf> {
-    let file = slot.outbox.join(config.framework.framework().package_file(&request.pkgname));
+    let format = config.framework.framework().package_format();
+    let file = slot.outbox.join(format.file_name(&request.pkgname));
     let policy = PackagePolicy::for_port(config, &request.origin);
-    crate::repo::deliver(&file, &request.pkgname, &policy, &config.packages_dir.join("All"))
+    format.deliver(&file, &request.pkgname, &policy, &config.packages_dir.join(crate::repo::index::ALL_DIR))
 }
 
 /// The outcome as the watch loop saw it, before the package is delivered.

@@ -3,12 +3,17 @@
 //! pkgpath yields a record per MULTI_VERSION variant; `ALL_DEPENDS` entries
 //! are `pattern:../../cat/pkg`, resolved as pbulk does ([`resolve`]);
 //! builds happen in a LOCALBASE `/usr/pkg` unpacked from a bootstrap kit
-//! ([`prefix`]); packages are `All/<PKGNAME>.tgz`.
+//! ([`prefix`]); packages are `All/<PKGNAME>.tgz` as pkg_create writes them
+//! ([`package`], packing lists in [`plist`]), indexed by
+//! `All/pkg_summary.{gz,zst}` ([`summary`]).
 
 pub mod kit;
+pub mod package;
 pub mod pbulk;
+pub mod plist;
 pub mod prefix;
 pub mod resolve;
+pub mod summary;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -223,8 +228,8 @@ impl Framework for Pkgsrc {
         "/usr/pkg"
     }
 
-    fn package_file(&self, pkgname: &str) -> String {
-        format!("{pkgname}.tgz")
+    fn package_format(&self) -> &'static dyn crate::repo::PackageFormat {
+        &package::Tgz
     }
 }
 
