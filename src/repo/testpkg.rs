@@ -1,4 +1,4 @@
-//! Test helper: writes packages in the framework's exact layout
+//! Test helper: writes packages in the bundled framework's exact layout
 //! (`create-pkg.py`): GNU tar, owner 0:0, mtime 0, `+MANIFEST` first, then
 //! the files relative to `/` sorted by name, compressed as one zstd frame.
 //! Entries are written with raw header names, so tests can also build
@@ -22,6 +22,8 @@ pub(crate) enum Body {
     HardLink(String),
     /// A device, fifo or other special entry of this type.
     Special(EntryType),
+    /// A pax extended header holding these records.
+    Pax(Vec<u8>),
 }
 
 /// One raw archive entry; `path` goes into the header verbatim.
@@ -37,6 +39,11 @@ pub(crate) fn entry(path: &str, body: Body) -> Entry {
 
 /// Writes `entries`, in order, as a zstd-compressed tar at `dest`.
 pub(crate) fn write_archive(dest: &Path, entries: &[Entry]) {
+    fs::write(dest, zstd::encode_all(&tar_bytes(entries)[..], 19).unwrap()).unwrap();
+}
+
+/// `entries`, in order, as an uncompressed tar.
+pub(crate) fn tar_bytes(entries: &[Entry]) -> Vec<u8> {
     let mut builder = tar::Builder::new(Vec::new());
     for e in entries {
         let (kind, data, mode, link): (EntryType, &[u8], u32, Option<&str>) = match &e.body {
@@ -45,12 +52,12 @@ pub(crate) fn write_archive(dest: &Path, entries: &[Entry]) {
             Body::Dir(mode) => (EntryType::Directory, b"", *mode, None),
             Body::HardLink(target) => (EntryType::Link, b"", 0o644, Some(target)),
             Body::Special(kind) => (*kind, b"", 0o666, None),
+            Body::Pax(records) => (EntryType::XHeader, records, 0o644, None),
         };
         let header = header(&e.path, kind, data.len() as u64, mode, link);
         builder.append(&header, data).unwrap();
     }
-    let tar = builder.into_inner().unwrap();
-    fs::write(dest, zstd::encode_all(&tar[..], 19).unwrap()).unwrap();
+    builder.into_inner().unwrap()
 }
 
 /// Writes, streaming, a package whose `+MANIFEST` is `manifest` and whose
@@ -176,7 +183,7 @@ fn digest(body: &Body) -> String {
     match body {
         Body::File(data, _) => sha256_hex(data),
         Body::Symlink(target) | Body::HardLink(target) => sha256_hex(target.as_bytes()),
-        Body::Dir(_) | Body::Special(_) => sha256_hex(b""),
+        Body::Dir(_) | Body::Special(_) | Body::Pax(_) => sha256_hex(b""),
     }
 }
 

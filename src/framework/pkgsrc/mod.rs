@@ -15,6 +15,11 @@ pub mod prefix;
 pub mod resolve;
 pub mod summary;
 
+#[cfg(test)]
+mod hostile_tests;
+#[cfg(test)]
+mod testpkg;
+
 use std::collections::BTreeSet;
 use std::path::Path;
 

@@ -214,4 +214,42 @@ mod tests {
             "PKGNAME=b-1.0\nCOMMENT=c\nFILE_NAME=b-1.0.tgz\nFILE_SIZE=1\nDESCRIPTION=d\n\n"
         );
     }
+
+    #[test]
+    fn the_index_holds_every_package_in_file_name_order() {
+        use crate::framework::pkgsrc::testpkg::Spec;
+        use crate::repo::index::{obsolete, SHA256SUMS};
+        use crate::repo::sha256_file;
+        use std::io::Read;
+
+        let dir = tempfile::tempdir().unwrap();
+        let all = dir.path().join(ALL_DIR);
+        std::fs::create_dir(&all).unwrap();
+        let b = Spec::new("b-1.0").line("@pkgdep a>=1").file("bin/b", b"b", 0o755).write(&all);
+        let a = Spec::new("a-1.0").file("bin/a", b"a", 0o755).write(&all);
+        let broken = all.join("broken-1.0.tgz");
+        std::fs::write(&broken, b"not gzip").unwrap();
+        std::fs::write(all.join("bundled-1.0.pkg"), b"another format").unwrap();
+
+        let summary = rebuild_index(dir.path(), &RecordedDigests::new()).unwrap();
+        assert_eq!(summary.packages, 2);
+        assert_eq!(summary.unreadable.len(), 1);
+        assert_eq!(summary.unreadable[0].0, broken);
+        assert!(summary.unreadable[0].1.contains("not gzip-compressed"), "{:?}", summary.unreadable);
+
+        let want = [record_of(&a).unwrap(), record_of(&b).unwrap()].concat();
+        assert!(String::from_utf8_lossy(&want).contains("PKGNAME=b-1.0\nDEPENDS=a>=1\n"));
+        let mut gunzipped = Vec::new();
+        let gz = std::fs::read(all.join(PKG_SUMMARY_GZ)).unwrap();
+        flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut gunzipped).unwrap();
+        assert_eq!(gunzipped, want);
+        assert_eq!(zstd::decode_all(&std::fs::read(all.join(PKG_SUMMARY_ZST)).unwrap()[..]).unwrap(), want);
+        let sums = std::fs::read_to_string(dir.path().join(SHA256SUMS)).unwrap();
+        let want_sums =
+            format!("{}  All/a-1.0.tgz\n{}  All/b-1.0.tgz\n", sha256_file(&a).unwrap(), sha256_file(&b).unwrap());
+        assert_eq!(sums, want_sums);
+
+        let produced = ["a-1.0.tgz".to_string()].into();
+        assert_eq!(obsolete(dir.path(), &Tgz, &produced).unwrap(), [b, broken]);
+    }
 }
