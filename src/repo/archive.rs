@@ -301,9 +301,22 @@ fn read_long_name<R: Read>(source: &Source<'_>, entry: &mut tar::Entry<'_, R>) -
 }
 
 /// pax records that only describe the entry and change nothing an
-/// extractor does with its data.
-const HARMLESS_PAX_KEYS: &[&str] =
-    &["mtime", "atime", "ctime", "uid", "gid", "uname", "gname", "hdrcharset", "comment"];
+/// extractor does with its data. libarchive's pax writer (pkg_create) puts
+/// the `SCHILY.` device, inode and link count in every pax header it writes.
+const HARMLESS_PAX_KEYS: &[&str] = &[
+    "mtime",
+    "atime",
+    "ctime",
+    "uid",
+    "gid",
+    "uname",
+    "gname",
+    "hdrcharset",
+    "comment",
+    "SCHILY.dev",
+    "SCHILY.ino",
+    "SCHILY.nlink",
+];
 
 /// Reads one pax extended header (bounded) and records what it says about
 /// the next entry.
