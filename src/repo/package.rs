@@ -204,7 +204,7 @@ impl<'a> Checker<'a> {
     }
 
     fn bad(&self, entry: &str, why: impl std::fmt::Display) -> anyhow::Error {
-        anyhow!("{}: entry {entry}: {why}", self.pkg.display())
+        self.source.bad(entry, why)
     }
 
     fn outside(&self, entry: &str) -> anyhow::Error {

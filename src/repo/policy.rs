@@ -27,8 +27,9 @@ pub struct PackagePolicy {
     /// Setuid, setgid and sticky bits are accepted (the origin is listed
     /// in `setuid_ports`).
     pub allow_setuid: bool,
-    /// `cat/port[@flavor]` the manifest must name (origin and flavor), if
-    /// known.
+    /// `cat/port[@flavor]` the package must be of, if known: the origin and
+    /// flavor a bundled `+MANIFEST` names; for pkgsrc, `+BUILD_INFO`'s
+    /// PKGPATH, and a MULTI_VERSION variant's PKGBASE.
     pub expected_origin: Option<String>,
 }
 
