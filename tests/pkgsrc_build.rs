@@ -21,14 +21,8 @@ use common::pkgsrc::{kit, shared, tree};
 use serde_json::Value;
 
 /// The bulk: what `everything` means here (`pkgpaths`).
-const PKGPATHS: &[&str] = &[
-    "misc/figlet",
-    "pkgtools/pkg_rolling-replace",
-    "devel/bmake",
-    "mail/safecat",
-    "misc/since",
-    "graphics/metacam",
-];
+const PKGPATHS: &[&str] =
+    &["misc/figlet", "pkgtools/pkg_rolling-replace", "devel/bmake", "mail/safecat", "misc/since", "graphics/metacam"];
 
 /// What the bulk builds: `PKGPATHS` and their dependencies, less the chain
 /// that fails.
@@ -268,12 +262,7 @@ fn a_bulk_build_of_real_packages_installs_runs_and_rebuilds_exactly_what_an_edit
     assert_eq!(edited.ended("success"), set(&["misc/figlet"]), "\n{}", edited.describe());
 
     // An mk/ file only some packages read: exactly those.
-    let readers = bulk.plan()["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["verdict"] == "up-to-date")
-        .count();
+    let readers = bulk.plan()["entries"].as_array().unwrap().iter().filter(|e| e["verdict"] == "up-to-date").count();
     assert!(readers >= BUILT.len(), "everything is up to date before the mk/ edit");
     bulk.edit("mk/bsd.options.mk", "\n# edited\n");
     let options = bulk.run(&["everything"]);

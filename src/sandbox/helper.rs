@@ -22,7 +22,7 @@ use nix::unistd::{Pid, User};
 use super::confine::Confinement;
 use super::download::{self, Fetcher};
 use super::mounts::{self, classify_system_dir, Real, SystemEntry, SYSTEM_DIRS};
-use super::{Event, HelperSpec, EVENT_FD};
+use super::{DependencyInstall, Event, HelperSpec, EVENT_FD};
 use crate::ports::Phase;
 
 /// Exit codes of the helper, read by the runner.
@@ -128,7 +128,8 @@ fn install_dependencies(
         let path = Path::new("/packages/All").join(&dep.file);
         let installed = match framework.install_command(&path) {
             None => crate::repo::package::install(&path, Path::new("/"), &dep.policy).map(drop),
-            Some(argv) => run_confined(&argv, Path::new("/tmp"), env, confinement),
+            Some(argv) => verify_dependency(framework, &path, dep)
+                .and_then(|_| run_confined(&argv, Path::new("/tmp"), env, confinement)),
         };
         if let Err(e) = installed {
             println!("===> refused dependency {}: {e:#}", dep.file);
@@ -138,6 +139,15 @@ fn install_dependencies(
         send(events, &Event::Installed { package: dep.file.clone() });
     }
     Ok(())
+}
+
+/// Checks a dependency package in full before the framework's installer
+/// (which runs its scripts) sees it: a package of the repository is data
+/// like any other.
+fn verify_dependency(framework: &dyn crate::framework::Framework, path: &Path, dep: &DependencyInstall) -> Result<()> {
+    let format = framework.package_format();
+    let pkgname = dep.file.strip_suffix(&format!(".{}", format.extension())).unwrap_or(&dep.file);
+    format.verify(path, pkgname, &dep.policy)
 }
 
 /// The make target of `phase`, if the framework has one for it.
