@@ -124,6 +124,10 @@ impl Framework for Pkgsrc {
         if records.is_empty() {
             return Err(fail("pbulk-index printed no record".into()));
         }
+        // Variants that come out as the same package are one package, the
+        // first (pbulk-scan keeps the first record of a PKGNAME).
+        let mut seen = std::collections::HashSet::new();
+        let records: Vec<_> = records.into_iter().filter(|r| seen.insert(r.pkgname.pkgname().to_string())).collect();
         let port_dir = scanner.port_dir(&dir);
         let flavors: Vec<String> =
             if records.len() > 1 { records.iter().map(|r| r.pkgname.pkgbase().to_string()).collect() } else { vec![] };
@@ -267,11 +271,13 @@ fn meta_of(
         .find(|r| !r.trim().is_empty())
         .map(|r| r.trim().to_string());
     // Makefiles outside the tree (the kit's mk files and mk.conf) are part
-    // of the kit, whose own key covers them.
+    // of the kit, whose own key covers them. The paths are normalised: the
+    // scan cache tells a port's own files from the rest by prefix, and
+    // `../../mk/bsd.pkg.mk` would pass for one of the port's own.
     let makefiles = record
         .scan_depends
         .as_ref()
-        .map(|d| d.iter().map(|p| port_dir.join(p)).filter(|p| normalised(p).starts_with(ports_dir)).collect())
+        .map(|d| d.iter().map(|p| normalised(&port_dir.join(p))).filter(|p| p.starts_with(ports_dir)).collect())
         .unwrap_or_default();
     Ok(PortMeta {
         origin,
@@ -383,6 +389,24 @@ mod tests {
         );
         assert_eq!(normalised(Path::new("/t/misc/figlet/../../mk/bsd.pkg.mk")), Path::new("/t/mk/bsd.pkg.mk"));
         assert_eq!(Pkgsrc.package_file("figlet-2.2.5"), "figlet-2.2.5.tgz");
+    }
+
+    #[test]
+    fn the_makefiles_a_record_read_are_the_trees_by_their_normalised_paths() {
+        let record = "PKGNAME=figlet-2.2.5\nALL_DEPENDS=\nSCAN_DEPENDS=../../mk/bsd.options.mk \
+                      ../../textproc/libxml2/buildlink3.mk /usr/pkg/share/mk/sys.mk Makefile\n";
+        let index = pkgsrc::ScanIndex::from_reader(record.as_bytes()).next().unwrap().unwrap();
+        let tree = Path::new("/t");
+        let meta = meta_of(&index, Origin::parse("misc/figlet").unwrap(), &tree.join("misc/figlet"), tree, vec![]);
+        assert_eq!(
+            meta.unwrap().makefiles,
+            [
+                Path::new("/t/mk/bsd.options.mk"),
+                Path::new("/t/textproc/libxml2/buildlink3.mk"),
+                Path::new("/t/misc/figlet/Makefile")
+            ],
+            "outside the package directory, not dropped as its own; the kit's are left out"
+        );
     }
 
     /// A tree of `(pkgpath, pbulk-index record)` loaded as `status` loads
