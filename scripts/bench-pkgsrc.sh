@@ -1,0 +1,464 @@
+#!/usr/bin/env bash
+# bench-pkgsrc.sh -- portsynth's pkgsrc scan side by side with bob
+# (https://crates.io/crates/bob, a comparison only, never a dependency), on the
+# same real tree (../shared/pkgsrc/pkgsrc-2014.tar.zst), the same bootstrap kit,
+# the same pkgpaths and the same number of scan threads.
+#
+#   scripts/bench-pkgsrc.sh [--reps N] [--workdir DIR] [--threads N] [--pause PGID]...
+#                           [--binary FILE] [--kit FILE] [--whole-tree]
+#
+#   --reps N       repetitions of every phase, the tools alternating (default 3)
+#   --workdir DIR  scratch directory (default /var/tmp/bench-pkgsrc): a writable
+#                  copy of the tree, bob (cargo install --root DIR/bob), both
+#                  tools' caches, the logs and results.tsv
+#   --threads N    scan threads of both tools (default 2: bob's scan_threads,
+#                  portsynth's RAYON_NUM_THREADS)
+#   --pause PGID   a process group (e.g. a long background job) stopped with
+#                  SIGSTOP while a command is timed and continued right after
+#                  (and on any exit); repeatable
+#   --binary FILE  the portsynth binary (default: a copy of target/release/portsynth,
+#                  built with cargo build --release --locked if missing)
+#   --kit FILE     the bootstrap kit (default: the one the tests cache under
+#                  /var/cache/portsynth-pkgsrc/kit-test, else one made here with
+#                  `portsynth bootstrap-kit`)
+#   --whole-tree   also: warm no-change `status` of the whole tree (a second,
+#                  pristine copy); the first time this runs the cold whole-tree
+#                  scan (1-3 h on 2 CPUs, not paused around, not timed as a figure)
+#
+# Phases, each repeated --reps times, the tool that goes first alternating:
+#   cold       empty caches (portsynth: its build base; bob: its dbdir), a scan of
+#              the closure of the pkgpaths (tests/fixtures/pkgsrc/closure.txt plus
+#              ../shared/pkgsrc/packages.txt)
+#   warm       the same again, nothing changed
+#   options    after appending a comment to mk/bsd.options.mk
+#   bl3        after appending a comment to textproc/libxml2/buildlink3.mk
+# then once, untimed: an edit that changes what pbulk-index says (a
+# PKG_FAIL_REASON in textproc/libxml2/buildlink3.mk), to show what each tool
+# reports afterwards; the edited files are restored at the end.
+#
+# portsynth runs `portsynth -v status` (scan, pbulk resolution, plan) with
+# framework = "pkgsrc", bootstrap_kit, pkgpaths; bob runs `bob scan` (scan,
+# resolution, up-to-date check) with the sandbox setup of bob's own
+# config/linux.lua, inside `unshare -m --propagation private` (bob mounts in the
+# mount namespace it is started in; this keeps its mounts off the host and makes
+# them vanish with it). Each timed command is reaped by /usr/bin/time (wait4):
+# wall, and CPU = user + system of the whole process tree. Must run as root (bob's
+# sandboxes mount and chroot; portsynth's scan sandboxes use namespaces).
+set -euo pipefail
+export LC_ALL=C
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+shared=${PORTSYNTH_PKGSRC_SHARED:-$repo/../shared/pkgsrc}
+reps=3 workdir=/var/tmp/bench-pkgsrc threads=2 binary='' kit='' whole=0 pause=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --reps) reps=$2; shift ;;
+        --workdir) workdir=$2; shift ;;
+        --threads) threads=$2; shift ;;
+        --pause) pause+=("$2"); shift ;;
+        --binary) binary=$2; shift ;;
+        --kit) kit=$2; shift ;;
+        --whole-tree) whole=1 ;;
+        -h|--help) sed -n '2,46p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "bench-pkgsrc.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+die() { echo "bench-pkgsrc.sh: $*" >&2; exit 1; }
+log() { echo "bench-pkgsrc: $*" >&2; }
+[ "$(id -u)" -eq 0 ] || die "must run as root (bob's sandboxes mount and chroot)"
+[ -f "$shared/pkgsrc-2014.tar.zst" ] || die "no $shared/pkgsrc-2014.tar.zst"
+case $reps in ''|*[!0-9]*|0) die "--reps wants a positive number" ;; esac
+case $threads in ''|*[!0-9]*|0) die "--threads wants a positive number" ;; esac
+
+# --- the processes paused while timing ----------------------------------------
+resume_all() {
+    local g
+    for g in ${pause[@]+"${pause[@]}"}; do kill -CONT -- "-$g" 2>/dev/null || true; done
+}
+pause_all() {
+    local g
+    for g in ${pause[@]+"${pause[@]}"}; do kill -STOP -- "-$g" 2>/dev/null || true; done
+}
+trap resume_all EXIT
+trap 'exit 130' INT TERM HUP
+
+# --- prerequisites --------------------------------------------------------------
+need_apt=()
+[ -x /usr/bin/time ] || need_apt+=(time)
+command -v zstd >/dev/null 2>&1 || need_apt+=(zstd)
+command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
+fi
+[ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+mkdir -p "$workdir"
+workdir=$(cd "$workdir" && pwd)
+
+if [ -z "$binary" ]; then
+    if [ ! -x "$repo/target/release/portsynth" ]; then
+        (cd "$repo" && cargo build --release --locked)
+    fi
+    # a copy, so that a rebuild in the repository does not change it mid-run
+    cp "$repo/target/release/portsynth" "$workdir/portsynth"
+    binary=$workdir/portsynth
+    rev=$(git -C "$repo" rev-parse HEAD 2>/dev/null || echo unknown)
+    if [ -n "$(git -C "$repo" status --porcelain --untracked-files=no -- src Cargo.toml Cargo.lock 2>/dev/null)" ]; then
+        rev="$rev (src modified)"
+    fi
+else
+    rev="given binary $binary, sha256 $(sha256sum "$binary" | cut -c1-12)"
+fi
+bob=$workdir/bob/bin/bob
+if [ ! -x "$bob" ]; then
+    log "installing bob: cargo install bob --locked --root $workdir/bob"
+    cargo install bob --locked --root "$workdir/bob"
+fi
+bob_version=$("$bob" --version)
+
+# --- the tree (a writable copy: the edits go there) ----------------------------
+tree=$workdir/tree/pkgsrc
+if [ ! -e "$workdir/tree/.done" ]; then
+    log "unpacking the tree into $workdir/tree"
+    rm -rf "$workdir/tree" && mkdir -p "$workdir/tree"
+    zstd -dc "$shared/pkgsrc-2014.tar.zst" | tar -x -C "$workdir/tree"
+    touch "$workdir/tree/.done"
+fi
+edited=(mk/bsd.options.mk textproc/libxml2/buildlink3.mk)
+restore_tree() {
+    # the files the edits touch, back to the tarball's bytes (only when changed)
+    local f
+    for f in "${edited[@]}"; do
+        zstd -dc "$shared/pkgsrc-2014.tar.zst" | tar -x -O "pkgsrc/$f" >"$workdir/orig.tmp"
+        cmp -s "$workdir/orig.tmp" "$tree/$f" || cp "$workdir/orig.tmp" "$tree/$f"
+    done
+    rm -f "$workdir/orig.tmp"
+}
+restore_tree
+
+# --- the kit ------------------------------------------------------------------------
+if [ -z "$kit" ]; then
+    kit=$(ls /var/cache/portsynth-pkgsrc/kit-test/base/kits/bootstrap-kit-*.tgz 2>/dev/null | head -1 || true)
+fi
+if [ -z "$kit" ]; then
+    log "no kit: making one with portsynth bootstrap-kit (about 3.5 min)"
+    mkdir -p "$workdir/kit"
+    cat >"$workdir/kit/portsynth.toml" <<EOF
+framework = "pkgsrc"
+ports_dir = "$tree"
+build_base = "$workdir/kit/base"
+
+[bootstrap_env]
+SH = "/bin/bash"
+CFLAGS = "-O2 -fcommon"
+NOGCCERROR = "yes"
+PREFER_PKGSRC = "openssl"
+NBCOMPAT_CONFIGURE_ARGS = "--enable-db"
+EOF
+    "$binary" --config "$workdir/kit/portsynth.toml" bootstrap-kit --mk-fragment "$shared/mk.conf.fragment" >&2
+    kit=$(ls "$workdir"/kit/base/kits/bootstrap-kit-*.tgz | head -1)
+fi
+[ -f "$kit" ] || die "no kit $kit"
+
+# --- the pkgpaths ---------------------------------------------------------------
+pkgpaths=$workdir/pkgpaths.txt
+{ grep -v '^#' "$repo/tests/fixtures/pkgsrc/closure.txt"; grep -v '^#' "$shared/packages.txt"; } \
+    | awk 'NF { print $1 }' | sort -u >"$pkgpaths"
+
+# --- configurations -------------------------------------------------------------
+scan_path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin   # portsynth's SCAN_PATH
+ps_dir=$workdir/portsynth-closure
+mkdir -p "$ps_dir"
+cat >"$ps_dir/portsynth.toml" <<EOF
+framework = "pkgsrc"
+ports_dir = "$tree"
+build_base = "$ps_dir/base"
+bootstrap_kit = "$kit"
+pkgpaths = "$pkgpaths"
+EOF
+bob_dir=$workdir/bob-closure
+mkdir -p "$bob_dir"
+# bob's config/linux.lua setup (mounts, symlinks, a copy of /etc, the tree), the
+# tree read-only as its comment recommends, and the environment of portsynth's
+# scan queries, so that both run pbulk-index with the same PATH and variables.
+cat >"$bob_dir/config.lua" <<EOF
+options = {
+    build_threads = 1,
+    scan_threads = $threads,
+    dbdir = "$bob_dir/db",
+    log_level = "info",
+    tui = false,
+}
+pkgsrc = {
+    basedir = "$tree",
+    bootstrap = "$kit",
+    make = "/usr/pkg/bin/bmake",
+    pkgpaths = read_pkgpaths("$pkgpaths"),
+}
+sandboxes = {
+    basedir = "$bob_dir/chroot",
+    environment = {
+        build = {
+            clear = true,
+            vars = {
+                PATH = "$scan_path",
+                HOME = "/tmp", TERM = "dumb", LANG = "C", SHELL = "/bin/sh",
+            },
+        },
+    },
+    setup = {
+        { action = "mount", fs = "dev", dir = "/dev" },
+        { action = "mount", fs = "proc", dir = "/proc" },
+        { action = "mount", fs = "tmp", dir = "/tmp", opts = "size=1G" },
+        { action = "mount", fs = "tmp", dir = "/var", opts = "size=1G" },
+        { action = "mount", fs = "bind", dir = "/usr/bin", opts = "ro" },
+        { action = "mount", fs = "bind", dir = "/usr/sbin", opts = "ro" },
+        { action = "mount", fs = "bind", dir = "/usr/lib", opts = "ro" },
+        { action = "mount", fs = "bind", dir = "/usr/lib64", opts = "ro" },
+        { action = "mount", fs = "bind", dir = "/usr/libexec", opts = "ro" },
+        { action = "mount", fs = "bind", dir = "/usr/include", opts = "ro" },
+        { action = "mount", fs = "bind", dir = "/usr/share", opts = "ro" },
+        { action = "symlink", src = "usr/bin", dest = "/bin" },
+        { action = "symlink", src = "usr/lib", dest = "/lib" },
+        { action = "symlink", src = "usr/lib64", dest = "/lib64" },
+        { action = "symlink", src = "usr/sbin", dest = "/sbin" },
+        { action = "copy", dir = "/etc" },
+        { action = "cmd", chroot = true, create = "mkdir -m 1777 /var/tmp; chmod 1777 /tmp" },
+        { action = "mount", fs = "bind", dir = pkgsrc.basedir, opts = "ro" },
+    },
+}
+EOF
+
+# A directory is removed only when nothing is mounted below it (bob's sandbox
+# mounts live in the private namespace it ran in and are gone with it).
+safe_rm() {
+    local d=$1
+    [ -e "$d" ] || return 0
+    if awk -v d="$d" '$5 == d || index($5, d "/") == 1 { found = 1 } END { exit !found }' /proc/self/mountinfo; then
+        die "something is mounted below $d; not removing it"
+    fi
+    rm -rf "$d"
+}
+
+# --- timing -----------------------------------------------------------------------
+results=$workdir/results.tsv
+printf 'rep\tphase\ttool\torder\twall\tcpu\tscanned\tcached\tload1\tplan\tdetail\n' >"$results"
+logs=$workdir/logs
+rm -rf "$logs" && mkdir -p "$logs"
+
+# timed NAME CMD...: runs CMD with the paused groups stopped; sets wall, cpu, load.
+timed() {
+    local name=$1 rc=0
+    shift
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    pause_all
+    /usr/bin/time -f '%e %U %S' -o "$logs/$name.time" "$@" >"$logs/$name.out" 2>"$logs/$name.err" || rc=$?
+    resume_all
+    [ $rc -eq 0 ] || { tail -20 "$logs/$name.err" >&2; die "$name failed (exit $rc), see $logs/$name.*"; }
+    read -r wall user sys <"$logs/$name.time"
+    cpu=$(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.2f", u + s }')
+}
+
+run_portsynth() {   # rep phase order [cold]
+    local name="$1-$2-portsynth"
+    [ "${4:-}" = cold ] && safe_rm "$ps_dir/base"
+    timed "$name" env RAYON_NUM_THREADS="$threads" "$binary" --config "$ps_dir/portsynth.toml" -v status
+    # "scan: N port directories from the cache, M scanned with bmake"
+    local line plan
+    line=$(grep '^scan: ' "$logs/$name.err" | tail -1)
+    cached=$(echo "$line" | awk '{ print $2 }')
+    scanned=$(echo "$line" | awk '{ print $(NF-3) }')
+    plan=$(grep -E '^[0-9]+ to build' "$logs/$name.out" | tail -1)
+    printf '%s\t%s\tportsynth\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$wall" "$cpu" "$scanned" "$cached" "$load" "$plan" \
+        "$(grep '^files: ' "$logs/$name.err" | tail -1)" >>"$results"
+}
+
+run_bob() {   # rep phase order [cold]
+    local name="$1-$2-bob"
+    if [ "${4:-}" = cold ]; then
+        safe_rm "$bob_dir/chroot"
+        safe_rm "$bob_dir/db"
+    fi
+    timed "$name" unshare -m --propagation private "$bob" -c "$bob_dir/config.lua" scan
+    # "Scanned 273 package paths in 48s (273 succeeded, 0 failed)" (cold),
+    # "... (S scanned, C cached, F failed)" (partly cached), or
+    # "All 273 package paths already scanned" (nothing scanned)
+    local out=$logs/$name.out plan
+    if grep -q '^All [0-9]* package paths already scanned' "$out"; then
+        scanned=0
+        cached=$(sed -n 's/^All \([0-9]*\) package paths already scanned.*/\1/p' "$out" | tail -1)
+    elif grep -q '^Scanned .* cached' "$out"; then
+        scanned=$(sed -n 's/^Scanned .*(\([0-9]*\) scanned, \([0-9]*\) cached.*/\1/p' "$out" | tail -1)
+        cached=$(sed -n 's/^Scanned .*(\([0-9]*\) scanned, \([0-9]*\) cached.*/\2/p' "$out" | tail -1)
+    else
+        scanned=$(sed -n 's/^Scanned \([0-9]*\) package paths.*/\1/p' "$out" | tail -1)
+        cached=0
+    fi
+    plan=$(grep -E '^[0-9]+ pending' "$out" | tail -1)
+    # bob's own stopwatch: creating the sandbox, the scan, destroying the sandbox
+    local detail
+    detail=$(awk '
+        /^Creating sandbox\.\.\. done/ { c = $4 }
+        /^Destroying sandbox\.\.\. done/ { d = $4 }
+        /^Scanned [0-9]+ package paths in / {   # "in 37s", "in 1m 2s", "in 1h 0m 3s"
+            t = 0
+            for (i = 6; i <= NF && substr($i, 1, 1) != "("; i++) {
+                v = $i; u = substr(v, length(v)); v = substr(v, 1, length(v) - 1)
+                t += v * (u == "h" ? 3600 : u == "m" ? 60 : 1)
+            }
+            sc = t
+        }
+        END { gsub(/[()s]/, "", c); gsub(/[()s]/, "", d); print "create " c " scan " sc " destroy " d }' "$out")
+    printf '%s\t%s\tbob\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$wall" "$cpu" "$scanned" "$cached" "$load" "$plan" "$detail" >>"$results"
+}
+
+# run_both REP PHASE [cold]: both tools, bob first on odd repetitions.
+run_both() {
+    if [ $(($1 % 2)) -eq 1 ]; then
+        run_bob "$1" "$2" 1 "${3:-}"
+        run_portsynth "$1" "$2" 2 "${3:-}"
+    else
+        run_portsynth "$1" "$2" 1 "${3:-}"
+        run_bob "$1" "$2" 2 "${3:-}"
+    fi
+    log "rep $1 $2 done (load $(cut -d' ' -f1-3 /proc/loadavg))"
+}
+
+append_comment() {
+    printf '# bench-pkgsrc.sh edit %s\n' "$(date +%s.%N)" >>"$tree/$1"
+}
+
+# How many scanned pkgpaths read FILE, according to pbulk-index's own
+# SCAN_DEPENDS (in bob's stored scan: `bob util print-pscan`).
+readers() {
+    awk -v f="$1" '
+        /^PKG_LOCATION=/ { loc = substr($0, 14) }
+        /^SCAN_DEPENDS=/ {
+            n = split(substr($0, 14), a, " ")
+            for (i = 1; i <= n; i++) {
+                p = a[i]; lp = length(p); lf = length(f)
+                if (lp >= lf && substr(p, lp - lf + 1) == f && (lp == lf || substr(p, lp - lf, 1) == "/")) {
+                    print loc; break
+                }
+            }
+        }' "$workdir/bob.pscan" | sort -u | wc -l
+}
+
+log "portsynth $rev; $bob_version; kit $kit; $(wc -l <"$pkgpaths") pkgpaths; $threads threads; $reps reps"
+log "load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+started=$(date -u '+%Y-%m-%d %H:%M UTC')
+for rep in $(seq 1 "$reps"); do
+    run_both "$rep" cold cold
+    if [ "$rep" = 1 ]; then
+        "$bob" -c "$bob_dir/config.lua" util print-pscan >"$workdir/bob.pscan" 2>/dev/null
+    fi
+    run_both "$rep" warm
+    append_comment mk/bsd.options.mk
+    run_both "$rep" options
+    append_comment textproc/libxml2/buildlink3.mk
+    run_both "$rep" bl3
+done
+readers_options=$(readers mk/bsd.options.mk)
+readers_bl3=$(readers textproc/libxml2/buildlink3.mk)
+
+# --- an edit that changes what pbulk-index prints (untimed, once) ---------------
+cat >>"$tree/textproc/libxml2/buildlink3.mk" <<'EOF'
+# bench-pkgsrc.sh: an edit that matters
+PKG_FAIL_REASON+=	"bench-pkgsrc: textproc/libxml2/buildlink3.mk edited"
+EOF
+env RAYON_NUM_THREADS="$threads" "$binary" --config "$ps_dir/portsynth.toml" -v status \
+    >"$logs/semantic-portsynth.out" 2>"$logs/semantic-portsynth.err"
+unshare -m --propagation private "$bob" -c "$bob_dir/config.lua" scan >"$logs/semantic-bob.out" 2>"$logs/semantic-bob.err"
+"$bob" -c "$bob_dir/config.lua" util print-pscan >"$logs/semantic-bob.pscan" 2>/dev/null
+# bob after `bob clean` (what it would have said had it noticed)
+"$bob" -c "$bob_dir/config.lua" clean >"$logs/semantic-bob-clean.out" 2>&1
+unshare -m --propagation private "$bob" -c "$bob_dir/config.lua" scan >"$logs/semantic-bob-cleaned.out" 2>"$logs/semantic-bob-cleaned.err"
+restore_tree
+
+# --- the whole tree (optional) -----------------------------------------------------
+if [ "$whole" = 1 ]; then
+    wdir=$workdir/whole
+    if [ ! -e "$wdir/tree/.done" ]; then
+        rm -rf "$wdir/tree" && mkdir -p "$wdir/tree"
+        zstd -dc "$shared/pkgsrc-2014.tar.zst" | tar -x -C "$wdir/tree"
+        touch "$wdir/tree/.done"
+    fi
+    cat >"$wdir/portsynth.toml" <<EOF
+framework = "pkgsrc"
+ports_dir = "$wdir/tree/pkgsrc"
+build_base = "$wdir/base"
+bootstrap_kit = "$kit"
+EOF
+    if [ ! -e "$wdir/.scanned" ]; then
+        log "cold whole-tree scan (1-3 h on 2 CPUs; not paused around)"
+        /usr/bin/time -f '%e %U %S' -o "$wdir/cold.time" env RAYON_NUM_THREADS="$threads" \
+            "$binary" --config "$wdir/portsynth.toml" -v status >"$wdir/cold.out" 2>"$wdir/cold.err" \
+            || die "the cold whole-tree status failed (exit $?), see $wdir/cold.err"
+        touch "$wdir/.scanned"
+    fi
+    for rep in $(seq 1 "$reps"); do
+        timed "$rep-whole-portsynth" env RAYON_NUM_THREADS="$threads" "$binary" --config "$wdir/portsynth.toml" -v status
+        line=$(grep '^scan: ' "$logs/$rep-whole-portsynth.err" | tail -1)
+        printf '%s\twhole\tportsynth\t1\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$rep" "$wall" "$cpu" \
+            "$(echo "$line" | awk '{ print $(NF-3) }')" "$(echo "$line" | awk '{ print $2 }')" "$load" \
+            "$(grep -E '^[0-9]+ to build' "$logs/$rep-whole-portsynth.out" | tail -1)" \
+            "$(grep '^files: ' "$logs/$rep-whole-portsynth.err" | tail -1)" >>"$results"
+    done
+fi
+
+# --- the table -----------------------------------------------------------------------
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+col() {   # phase tool column
+    awk -F'\t' -v p="$1" -v t="$2" -v c="$3" 'NR > 1 && $2 == p && $3 == t { print $c }' "$results"
+}
+ratios() {   # phase column: portsynth / bob of each repetition
+    awk -F'\t' -v p="$1" -v c="$2" 'NR > 1 && $2 == p { v[$1 "," $3] = $c; r[$1] = 1 }
+        END { for (k in r) if (v[k ",bob"] > 0) printf "%.3f\n", v[k ",portsynth"] / v[k ",bob"] }' "$results"
+}
+range() { sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { print lo "-" hi }'; }
+echo
+echo "portsynth pkgsrc scan vs $bob_version, $(date -u '+%Y-%m-%d %H:%M UTC') (started $started)"
+echo "portsynth $rev; kit $(basename "$kit"); $(wc -l <"$pkgpaths") pkgpaths and their closure; $threads scan threads each"
+echo "$(nproc) CPUs; $reps repetitions per phase, alternating which tool goes first; medians"
+[ ${#pause[@]} -gt 0 ] && echo "paused while timing: process groups ${pause[*]}"
+echo
+printf '| %-8s | %-9s | %9s | %8s | %8s | %8s | %11s |\n' phase tool wall "wall x" CPU "CPU x" "bmake runs"
+printf '|%s|\n' "----------|-----------|-----------|----------|----------|----------|-------------"
+for phase in cold warm options bl3; do
+    for tool in portsynth bob; do
+        w=$(col $phase $tool 5 | median); c=$(col $phase $tool 6 | median); s=$(col $phase $tool 7 | median)
+        if [ $tool = portsynth ]; then
+            wr="$(ratios $phase 5 | median)x"; cr="$(ratios $phase 6 | median)x"
+            # CPU times are counted in 10 ms ticks: no ratio of a few ticks
+            awk -v a="$c" -v b="$(col $phase bob 6 | median)" 'BEGIN { exit !(a < 0.1 || b < 0.1) }' && cr="(< 0.1 s)"
+        else
+            wr=1 cr=1
+        fi
+        printf '| %-8s | %-9s | %8ss | %8s | %7ss | %8s | %11s |\n' $phase $tool "$w" "$wr" "$c" "$cr" "$s"
+    done
+done
+echo
+echo "wall x / CPU x: median over the repetitions of portsynth / bob measured in the same repetition;"
+echo "CPU = user + system time of the whole process tree (wait4), counted in 10 ms ticks."
+echo "bmake runs: pkgpaths each tool ran \`bmake pbulk-index\` in (its own count: portsynth -v, bob's summary line)."
+echo "1-minute load during the measurements: $(awk -F'\t' 'NR > 1 && $2 != "whole" { print $9 }' "$results" | range)"
+echo "pkgpaths that read the edited file (pbulk-index's SCAN_DEPENDS, in bob's scan):"
+echo "  mk/bsd.options.mk: $readers_options;  textproc/libxml2/buildlink3.mk: $readers_bl3"
+bob_part() { awk -F'\t' 'NR > 1 && $2 == "cold" && $3 == "bob" { print $11 }' "$results" | awk -v k="$1" '{ for (i = 1; i < NF; i++) if ($i == k) print $(i + 1) }' | median; }
+echo "bob's cold runs by its own stopwatch (medians): creating the sandbox $(bob_part create) s, scanning $(bob_part scan) s, destroying the sandbox $(bob_part destroy) s"
+echo "plans: portsynth: $(col cold portsynth 10 | sort -u | head -1)"
+echo "       bob:       $(col cold bob 10 | sort -u | head -1)"
+echo
+echo "after an edit that changes pbulk-index's output (PKG_FAIL_REASON in textproc/libxml2/buildlink3.mk):"
+echo "  portsynth: $(grep '^scan: ' "$logs/semantic-portsynth.err" | tail -1); $(grep -E '^[0-9]+ to build' "$logs/semantic-portsynth.out" | tail -1)"
+echo "             $(grep -c 'bench-pkgsrc: textproc/libxml2/buildlink3.mk edited' "$logs/semantic-portsynth.out" || true) plan lines name the new PKG_FAIL_REASON"
+echo "  bob:       $(grep -E '^All|^Scanned' "$logs/semantic-bob.out" | tail -1); $(grep -E '^[0-9]+ pending' "$logs/semantic-bob.out" | tail -1)"
+echo "             $(grep -c '^PKG_FAIL_REASON=.*bench-pkgsrc' "$logs/semantic-bob.pscan" || true) records of its stored scan carry the new PKG_FAIL_REASON"
+echo "  bob after 'bob clean': $(grep -E '^Scanned' "$logs/semantic-bob-cleaned.out" | tail -1); $(grep -E '^[0-9]+ pending' "$logs/semantic-bob-cleaned.out" | tail -1)"
+if [ "$whole" = 1 ]; then
+    echo
+    echo "whole tree, warm no-change portsynth status: median $(col whole portsynth 5 | median) s wall, $(col whole portsynth 6 | median) s CPU;"
+    echo "  $(col whole portsynth 8 | head -1) pkgpaths from the cache, $(col whole portsynth 7 | median) scanned; cold scan: $(cat "$workdir/whole/cold.time") (wall user sys)"
+fi
+echo
+echo "raw numbers: $results; logs: $logs"
