@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use common::{copy_tree, repo, stderr, Env};
 use portsynth::builddb::BuildDb;
 use portsynth::fetch::lock::DistfileLock;
+use portsynth::framework::Kind;
 use portsynth::repo::fsutil::sha256_file;
 use serde_json::Value;
 
@@ -302,12 +303,14 @@ fn assert_cache_matches_distinfo(env: &Env) -> usize {
     let mut checked = 0;
     for category in std::fs::read_dir(env.ports()).unwrap().flatten() {
         for port in std::fs::read_dir(category.path()).into_iter().flatten().flatten() {
-            let Ok(distinfo) = std::fs::read_to_string(port.path().join("distinfo")) else { continue };
-            for (key, expected) in portsynth::fetch::distinfo::parse(&distinfo) {
-                let file = distfiles(env).join(&key);
+            let path = port.path().join("distinfo");
+            let Ok(text) = std::fs::read_to_string(&path) else { continue };
+            let distinfo = Kind::Bundled.framework().parse_distinfo(&text, &path).unwrap();
+            for (key, expected) in distinfo.entries.iter().filter_map(|(k, e)| Some((k, e.expected()?))) {
+                let file = distfiles(env).join(key);
                 assert!(file.is_file(), "{} missing", file.display());
                 assert_eq!(std::fs::metadata(&file).unwrap().len(), expected.size, "{key}");
-                assert_eq!(sha256_file(&file).unwrap(), expected.sha256, "{key}");
+                assert_eq!(sha256_file(&file).unwrap(), expected.digests[0].hex, "{key}");
                 checked += 1;
             }
         }

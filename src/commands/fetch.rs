@@ -17,6 +17,7 @@ use std::collections::HashSet;
 use std::process::ExitCode;
 
 use anyhow::Result;
+use rayon::prelude::*;
 use serde_json::json;
 
 use super::prepare::{prepare, recover_dangling_runs, warn};
@@ -26,10 +27,10 @@ use crate::build::lock::BuildLock;
 use crate::builddb::{BuildDb, RunCounts, RunStatus};
 use crate::cli::{FetchOnlyArgs, GlobalArgs};
 use crate::config::Config;
-use crate::fetch::distinfo;
+use crate::fetch::distinfo::Distfile;
 use crate::fetch::pool::{self, FetchOutcome, FetchRun, Target};
 use crate::graph::NodeId;
-use crate::ports::PortTree;
+use crate::ports::{PortTree, Scanner};
 use crate::report::RunLogs;
 use crate::sandbox::runner::default_helper;
 use crate::ui::Ui;
@@ -60,7 +61,9 @@ pub fn run(config: &Config, global: &GlobalArgs, args: &FetchOnlyArgs) -> Result
     let db = BuildDb::open(&config.database_path)?;
     recover_dangling_runs(&db);
     let prepared = prepare(config, &db, &origins)?;
-    let scope = classify(&prepared.tree, prepared.plan.entries.iter().map(|e| e.node));
+    let scanner = super::scanner(config)?;
+    let nodes: Vec<NodeId> = prepared.plan.entries.iter().map(|e| e.node).collect();
+    let scope = classify(&prepared.tree, &scanner, &nodes);
     let command =
         std::iter::once("fetch-only".to_string()).chain(args.ports.iter().cloned()).collect::<Vec<_>>().join(" ");
     let logs = RunLogs::create(&config.logs_dir)?;
@@ -94,26 +97,41 @@ pub fn run(config: &Config, global: &GlobalArgs, args: &FetchOnlyArgs) -> Result
     Ok(ExitCode::from(exit_code(&outcome, &scope)))
 }
 
-fn classify(tree: &PortTree, nodes: impl Iterator<Item = NodeId>) -> Scope {
+/// What fetch-only does with one port.
+enum Listed {
+    Ignored(String),
+    Unknown(String),
+    Distfiles(Vec<Distfile>),
+}
+
+/// Sorts the ports; their distfiles are the framework's to list (for
+/// pkgsrc one query per package, in the scan sandboxes, in parallel).
+fn classify(tree: &PortTree, scanner: &Scanner, nodes: &[NodeId]) -> Scope {
+    let listed: Vec<Listed> = nodes.par_iter().map(|&node| list_distfiles(tree, scanner, node)).collect();
     let mut scope = Scope::default();
-    for node in nodes {
-        let Some(meta) = &tree.nodes[node].meta else {
-            let reason = tree.not_buildable.get(&node).cloned().unwrap_or_else(|| "not scanned".into());
-            scope.unknown.push((node, format!("distfiles unknown: {reason}")));
-            continue;
-        };
-        if let Some(reason) = &meta.ignore {
-            scope.ignored.push((node, reason.clone()));
-        } else if meta.distfiles.is_empty() {
-            scope.without_distfiles += 1;
-        } else {
-            match distinfo::distfiles(meta, &tree.port_dir(node)) {
-                Ok(distfiles) => scope.targets.push(Target { node, distfiles }),
-                Err(e) => scope.unknown.push((node, format!("{e:#}"))),
-            }
+    for (&node, listed) in nodes.iter().zip(listed) {
+        match listed {
+            Listed::Ignored(reason) => scope.ignored.push((node, reason)),
+            Listed::Unknown(reason) => scope.unknown.push((node, reason)),
+            Listed::Distfiles(distfiles) if distfiles.is_empty() => scope.without_distfiles += 1,
+            Listed::Distfiles(distfiles) => scope.targets.push(Target { node, distfiles }),
         }
     }
     scope
+}
+
+fn list_distfiles(tree: &PortTree, scanner: &Scanner, node: NodeId) -> Listed {
+    let Some(meta) = &tree.nodes[node].meta else {
+        let reason = tree.not_buildable.get(&node).cloned().unwrap_or_else(|| "not scanned".into());
+        return Listed::Unknown(format!("distfiles unknown: {reason}"));
+    };
+    if let Some(reason) = &meta.ignore {
+        return Listed::Ignored(reason.clone());
+    }
+    match scanner.framework.framework().port_distfiles(scanner, meta) {
+        Ok(distfiles) => Listed::Distfiles(distfiles),
+        Err(e) => Listed::Unknown(format!("{e:#}")),
+    }
 }
 
 fn record_unfetchable(tree: &PortTree, scope: &Scope, logs: &RunLogs, ui: &Ui) {

@@ -3,11 +3,13 @@
 //! (or with `-y`). The listing is the dry run: without a terminal and
 //! without `-y`, nothing is deleted.
 //!
-//! It scans the whole tree (through the scan cache) and holds the
-//! build-base lock, so no fetch-only or build of this build base runs
-//! meanwhile; downloads of anything else are protected by the per-distfile
-//! locks (see `fetch::purge`). If a port cannot be scanned its distfiles
-//! are unknown, so nothing is deleted at all.
+//! What is referenced is the framework's to say: bundled scans the whole
+//! tree (through the scan cache) for every port's DISTFILES, pkgsrc reads
+//! every distinfo of the tree. It holds the build-base lock, so no
+//! fetch-only or build of this build base runs meanwhile; downloads of
+//! anything else are protected by the per-distfile locks (see
+//! `fetch::purge`). If some distfiles are unknown (a port cannot be
+//! scanned, a distinfo does not parse), nothing is deleted at all.
 
 use std::process::ExitCode;
 
@@ -21,25 +23,22 @@ use crate::builddb::BuildDb;
 use crate::cli::GlobalArgs;
 use crate::config::Config;
 use crate::fetch::purge::{self, Purged, Unreferenced};
+use crate::framework::References;
 
 pub fn run(config: &Config, global: &GlobalArgs) -> Result<ExitCode> {
     let _lock = BuildLock::acquire(&config.build_base)?;
     let db = BuildDb::open(&config.database_path)?;
-    let tree = prepare(config, &db, &[])?.tree;
-    let unscanned: Vec<String> = tree.nodes.iter().filter(|n| n.meta.is_none()).map(|n| n.origin.to_string()).collect();
-    let referenced = purge::referenced(&tree);
+    let mut scan = || prepare(config, &db, &[]).map(|prepared| prepared.tree);
+    let References { keys: referenced, unknown } =
+        config.framework.framework().referenced_distfiles(&config.ports_dir, &mut scan)?;
     let dir = &config.distfiles_dir;
     let files = purge::unreferenced(dir, &referenced)?;
     let total: u64 = files.iter().map(|f| f.size).sum();
     if !global.json {
         list(config, &files, total);
     }
-    if !unscanned.is_empty() {
-        bail!(
-            "not deleting anything: {} port(s) could not be scanned, so their distfiles are unknown: {}",
-            unscanned.len(),
-            unscanned.join(", ")
-        );
+    if !unknown.is_empty() {
+        bail!("not deleting anything: some distfiles are unknown, because {}", unknown.join("; "));
     }
     let question = format!("Delete these {} files ({})?", files.len(), human(total));
     let go = !files.is_empty() && (global.yes || confirm(&question)?);

@@ -1,26 +1,216 @@
 //! A port's distfiles as the framework sees them, and whether the cache
 //! already holds them intact.
 //!
-//! `distinfo` records `SHA256 (KEY) = hex` and `SIZE (KEY) = bytes`, where
-//! KEY is the distfile name prefixed with `DIST_SUBDIR/` when the port sets
-//! one (the same rule as `Mk/Scripts/common.sh`), and the file lives at
-//! `distfiles_dir/KEY`. Checking here, in the main process, lets fetch-only
-//! skip the sandbox entirely for a port whose files are all present and
-//! intact: the common case of a warm cache.
+//! Every framework's `distinfo` says, per key, a file's size and one or
+//! more digests (bundled: `SIZE` and `SHA256`; pkgsrc: `Size` and `SHA1`,
+//! `RMD160`, `SHA512`, `BLAKE2s`); the text is the framework's to parse
+//! ([`crate::framework::Framework::parse_distinfo`]), the result is the
+//! [`Distinfo`] here. A KEY is the distfile name prefixed with
+//! `DIST_SUBDIR/` when the port sets one, and the file lives at
+//! `distfiles_dir/KEY`. A file is verified against every digest distinfo
+//! lists for it, all computed in one pass over the file ([`measure`]); an
+//! entry with no size or no digest cannot vouch for anything.
+//!
+//! Checking here, in the main process, lets fetch-only skip the sandbox
+//! entirely for a port whose files are all present and intact: the common
+//! case of a warm cache.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::ports::PortMeta;
+/// A digest algorithm of distinfo files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Algorithm {
+    Sha1,
+    Rmd160,
+    Sha256,
+    Sha512,
+    Blake2s,
+}
 
-/// What distinfo says one file must be.
+impl Algorithm {
+    pub const ALL: [Algorithm; 5] =
+        [Algorithm::Sha1, Algorithm::Rmd160, Algorithm::Sha256, Algorithm::Sha512, Algorithm::Blake2s];
+
+    /// The name distinfo files use (pkgsrc's `digest` spells BLAKE2s so).
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Sha1 => "SHA1",
+            Algorithm::Rmd160 => "RMD160",
+            Algorithm::Sha256 => "SHA256",
+            Algorithm::Sha512 => "SHA512",
+            Algorithm::Blake2s => "BLAKE2s",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Algorithm> {
+        Algorithm::ALL.into_iter().find(|a| a.name() == name)
+    }
+
+    /// Length of the digest in hex digits.
+    pub fn hex_len(self) -> usize {
+        match self {
+            Algorithm::Sha1 | Algorithm::Rmd160 => 40,
+            Algorithm::Sha256 | Algorithm::Blake2s => 64,
+            Algorithm::Sha512 => 128,
+        }
+    }
+
+    fn hasher(self) -> Box<dyn sha2::digest::DynDigest> {
+        match self {
+            Algorithm::Sha1 => Box::new(sha1::Sha1::default()),
+            Algorithm::Rmd160 => Box::new(ripemd::Ripemd160::default()),
+            Algorithm::Sha256 => Box::new(sha2::Sha256::default()),
+            Algorithm::Sha512 => Box::new(sha2::Sha512::default()),
+            Algorithm::Blake2s => Box::new(blake2::Blake2s256::default()),
+        }
+    }
+}
+
+impl std::fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One digest of a file, lower-case hex.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Digest {
+    pub algorithm: Algorithm,
+    pub hex: String,
+}
+
+impl Digest {
+    /// `hex` checked for the algorithm's length and digits (any case).
+    pub fn parse(algorithm: Algorithm, hex: &str) -> std::result::Result<Digest, String> {
+        if hex.len() != algorithm.hex_len() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("{algorithm} {hex:?} is not {} hex digits", algorithm.hex_len()));
+        }
+        Ok(Digest { algorithm, hex: hex.to_ascii_lowercase() })
+    }
+}
+
+/// What distinfo says one file must be: its size and at least one digest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Expected {
-    pub sha256: String,
     pub size: u64,
+    pub digests: Vec<Digest>,
+}
+
+/// A file as read: its size and its digests in the algorithms asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Measured {
+    pub size: u64,
+    pub digests: Vec<Digest>,
+}
+
+impl Expected {
+    pub fn algorithms(&self) -> Vec<Algorithm> {
+        self.digests.iter().map(|d| d.algorithm).collect()
+    }
+
+    /// What differs between `actual` and this: `SIZE` and the names of
+    /// the algorithms whose digests differ; empty when it matches.
+    pub fn differences(&self, actual: &Measured) -> Vec<&'static str> {
+        let mut found = Vec::new();
+        if actual.size != self.size {
+            found.push("SIZE");
+        }
+        for want in &self.digests {
+            if !actual.digests.iter().any(|got| got.algorithm == want.algorithm && got.hex == want.hex) {
+                found.push(want.algorithm.name());
+            }
+        }
+        found
+    }
+
+    /// `SIZE n SHA1 x RMD160 y`, as the log shows it.
+    pub fn describe(&self) -> String {
+        describe(self.size, &self.digests)
+    }
+}
+
+impl Measured {
+    pub fn describe(&self) -> String {
+        describe(self.size, &self.digests)
+    }
+}
+
+fn describe(size: u64, digests: &[Digest]) -> String {
+    let mut text = format!("SIZE {size}");
+    for digest in digests {
+        text.push_str(&format!(" {} {}", digest.algorithm, digest.hex));
+    }
+    text
+}
+
+/// Size and digests of everything `reader` yields, in one pass.
+pub fn measure(reader: &mut impl Read, algorithms: &[Algorithm]) -> std::io::Result<Measured> {
+    let mut hashers: Vec<_> = algorithms.iter().map(|a| (*a, a.hasher())).collect();
+    let mut buffer = vec![0u8; 64 << 10];
+    let mut size = 0u64;
+    loop {
+        let n = match reader.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        size += n as u64;
+        for (_, hasher) in &mut hashers {
+            hasher.update(&buffer[..n]);
+        }
+    }
+    let digests =
+        hashers.into_iter().map(|(algorithm, hasher)| Digest { algorithm, hex: hex(&hasher.finalize()) }).collect();
+    Ok(Measured { size, digests })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One key of a distinfo file: what the file says about it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Entry {
+    pub size: Option<u64>,
+    pub digests: Vec<Digest>,
+}
+
+impl Entry {
+    /// The entry as something a file can be checked against: `None`
+    /// without a size or without any digest.
+    pub fn expected(&self) -> Option<Expected> {
+        let size = self.size?;
+        (!self.digests.is_empty()).then(|| Expected { size, digests: self.digests.clone() })
+    }
+}
+
+/// The distfile entries of one distinfo file by key (a framework's own
+/// patches, which pkgsrc lists there too, are not distfiles and not in it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Distinfo {
+    pub entries: BTreeMap<String, Entry>,
+}
+
+impl Distinfo {
+    pub fn expected(&self, key: &str) -> Option<Expected> {
+        self.entries.get(key).and_then(Entry::expected)
+    }
+}
+
+/// The distinfo file at `path` parsed by the tree's framework; `None` when
+/// there is none.
+pub fn read(framework: &dyn crate::framework::Framework, path: &Path) -> Result<Option<Distinfo>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => framework.parse_distinfo(&text, path).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
 }
 
 /// One distfile of one port.
@@ -41,7 +231,7 @@ pub enum State {
     /// The file exists but differs from distinfo.
     Mismatch {
         expected: Expected,
-        actual: Expected,
+        actual: Measured,
     },
     /// The file exists but distinfo cannot vouch for it.
     Unverifiable,
@@ -56,56 +246,13 @@ pub fn key(dist_subdir: &str, file: &str) -> String {
     }
 }
 
-/// The port's distfiles with what its `distinfo` (in `port_dir`) expects.
-/// A missing distinfo is not an error here: the files are then
-/// unverifiable and the framework's checksum phase reports it.
-pub fn distfiles(meta: &PortMeta, port_dir: &Path) -> Result<Vec<Distfile>> {
-    let path = port_dir.join("distinfo");
-    let entries = match std::fs::read_to_string(&path) {
-        Ok(text) => parse(&text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-    };
-    Ok(meta
-        .distfiles
-        .iter()
-        .map(|file| {
-            let key = key(&meta.dist_subdir, file);
-            Distfile { expected: entries.get(&key).cloned(), key }
-        })
-        .collect())
-}
-
-/// Parses distinfo text into key → expected digest and size; keys missing
-/// either line are left out.
-pub fn parse(text: &str) -> HashMap<String, Expected> {
-    let mut sha: HashMap<String, String> = HashMap::new();
-    let mut size: HashMap<String, u64> = HashMap::new();
-    for line in text.lines() {
-        let Some((algo, rest)) = line.split_once(" (") else { continue };
-        let Some((key, value)) = rest.rsplit_once(") = ") else { continue };
-        match algo.trim() {
-            "SHA256" => {
-                sha.insert(key.to_string(), value.trim().to_ascii_lowercase());
-            }
-            "SIZE" => {
-                if let Ok(bytes) = value.trim().parse() {
-                    size.insert(key.to_string(), bytes);
-                }
-            }
-            _ => {}
-        }
-    }
-    sha.into_iter().filter_map(|(key, sha256)| size.get(&key).map(|&size| (key, Expected { sha256, size }))).collect()
-}
-
 impl Distfile {
     pub fn path(&self, distfiles_dir: &Path) -> PathBuf {
         distfiles_dir.join(&self.key)
     }
 
-    /// Compares the cached file with distinfo: size first (cheap), then the
-    /// SHA256 of the whole file.
+    /// Compares the cached file with distinfo: size first (cheap), then
+    /// every digest distinfo lists, in one read of the file.
     pub fn state(&self, distfiles_dir: &Path) -> Result<State> {
         let path = self.path(distfiles_dir);
         let metadata = match std::fs::metadata(&path) {
@@ -115,89 +262,109 @@ impl Distfile {
             Err(e) => return Err(e).with_context(|| format!("cannot stat {}", path.display())),
         };
         let Some(expected) = &self.expected else { return Ok(State::Unverifiable) };
-        let actual_size = metadata.len();
-        let actual_sha =
-            if actual_size == expected.size { crate::repo::fsutil::sha256_file(&path)? } else { String::new() };
-        if actual_size == expected.size && actual_sha == expected.sha256 {
-            return Ok(State::Present);
+        if metadata.len() == expected.size {
+            let actual = measure_file(&path, &expected.algorithms())?;
+            if expected.differences(&actual).is_empty() {
+                return Ok(State::Present);
+            }
+            return Ok(State::Mismatch { expected: expected.clone(), actual });
         }
-        let sha256 = if actual_sha.is_empty() { crate::repo::fsutil::sha256_file(&path)? } else { actual_sha };
-        Ok(State::Mismatch { expected: expected.clone(), actual: Expected { sha256, size: actual_size } })
+        let actual = measure_file(&path, &expected.algorithms())?;
+        Ok(State::Mismatch { expected: expected.clone(), actual })
     }
+}
+
+fn measure_file(path: &Path, algorithms: &[Algorithm]) -> Result<Measured> {
+    let mut file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    measure(&mut file, algorithms).with_context(|| format!("cannot read {}", path.display()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn meta(distfiles: &[&str], dist_subdir: &str) -> PortMeta {
-        PortMeta {
-            origin: crate::ports::Origin::parse("misc/x").unwrap(),
-            pkgname: "x-1".into(),
-            pkgversion: "1".into(),
-            pkgfile: "/p/All/x-1.pkg".into(),
-            comment: String::new(),
-            depends: vec![String::new(); 6],
-            ignore: None,
-            flavors: vec![],
-            distfiles: distfiles.iter().map(|s| s.to_string()).collect(),
-            dist_subdir: dist_subdir.into(),
-            makefiles: vec![],
-            variant: vec![],
-            bootstrap_pkg: false,
-        }
-    }
-
     const SHA_A: &str = "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb";
 
+    fn expected_a() -> Expected {
+        Expected { size: 1, digests: vec![Digest { algorithm: Algorithm::Sha256, hex: SHA_A.into() }] }
+    }
+
     #[test]
-    fn parses_keys_with_and_without_subdir_and_ignores_noise() {
-        let text = format!(
-            "TIMESTAMP = 1\nSHA256 (a.tar.gz) = {SHA_A}\nSIZE (a.tar.gz) = 1\n\
-             SHA256 (sub/b (1).tgz) = {}\nSIZE (sub/b (1).tgz) = 22\nSHA256 (only-sha) = 00\ngarbage\n",
-            SHA_A.to_uppercase()
+    fn every_algorithm_is_computed_in_one_pass() {
+        let all = Algorithm::ALL;
+        let measured = measure(&mut "abc".as_bytes(), &all).unwrap();
+        assert_eq!(measured.size, 3);
+        let hex: Vec<&str> = measured.digests.iter().map(|d| d.hex.as_str()).collect();
+        // The published test vectors for "abc".
+        assert_eq!(
+            hex,
+            [
+                "a9993e364706816aba3e25717850c26c9cd0d89d",
+                "8eb208f7e05d987a9b044a8e98c6b087f15a0bfc",
+                "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+                "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a\
+                 2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f",
+                "508c5e8c327c14e2e1a72ba34eeb452f37458b209ed63a294d999b4c86675982",
+            ]
         );
-        let parsed = parse(&text);
-        assert_eq!(parsed.len(), 2);
-        assert_eq!(parsed["a.tar.gz"], Expected { sha256: SHA_A.into(), size: 1 });
-        assert_eq!(parsed["sub/b (1).tgz"].size, 22);
-        assert_eq!(parsed["sub/b (1).tgz"].sha256, SHA_A);
+        for (algorithm, digest) in all.iter().zip(&measured.digests) {
+            assert_eq!(digest.hex.len(), algorithm.hex_len(), "{algorithm}");
+            assert_eq!(Algorithm::from_name(algorithm.name()), Some(*algorithm));
+        }
+        assert_eq!(Algorithm::from_name("MD5"), None);
+    }
+
+    #[test]
+    fn differences_name_the_size_and_each_algorithm_that_differs() {
+        let expected = Expected {
+            size: 3,
+            digests: vec![
+                Digest::parse(Algorithm::Sha1, "A9993E364706816ABA3E25717850C26C9CD0D89D").unwrap(),
+                Digest::parse(Algorithm::Rmd160, &"0".repeat(40)).unwrap(),
+            ],
+        };
+        let abc = measure(&mut "abc".as_bytes(), &expected.algorithms()).unwrap();
+        assert_eq!(expected.differences(&abc), ["RMD160"]);
+        let other = measure(&mut "abcd".as_bytes(), &expected.algorithms()).unwrap();
+        assert_eq!(expected.differences(&other), ["SIZE", "SHA1", "RMD160"]);
+        assert_eq!(
+            expected.describe(),
+            format!("SIZE 3 SHA1 a9993e364706816aba3e25717850c26c9cd0d89d RMD160 {}", "0".repeat(40))
+        );
+        assert!(Digest::parse(Algorithm::Sha1, "abc").is_err());
+        assert!(Digest::parse(Algorithm::Sha1, &"g".repeat(40)).is_err());
+        assert_eq!(Entry { size: Some(1), digests: vec![] }.expected(), None);
+        assert_eq!(Entry { size: None, digests: expected.digests.clone() }.expected(), None);
     }
 
     #[test]
     fn states_of_cached_files() {
         let dir = tempfile::tempdir().unwrap();
-        let port = dir.path().join("port");
-        let cache = dir.path().join("cache");
-        std::fs::create_dir_all(port.clone()).unwrap();
+        let cache = dir.path();
         std::fs::create_dir_all(cache.join("sub")).unwrap();
-        std::fs::write(
-            port.join("distinfo"),
-            format!("SHA256 (sub/a) = {SHA_A}\nSIZE (sub/a) = 1\nSHA256 (sub/b) = {SHA_A}\nSIZE (sub/b) = 1\n"),
-        )
-        .unwrap();
-        let files = distfiles(&meta(&["a", "b", "c", "d"], "sub"), &port).unwrap();
-        assert_eq!(files.iter().map(|f| f.key.as_str()).collect::<Vec<_>>(), ["sub/a", "sub/b", "sub/c", "sub/d"]);
+        let file = |key: &str, expected: Option<Expected>| Distfile { key: key.into(), expected };
+        let files = [
+            file("sub/a", Some(expected_a())),
+            file("sub/b", Some(expected_a())),
+            file("sub/c", None),
+            file("sub/d", Some(expected_a())),
+            file("sub/e", Some(expected_a())),
+        ];
         std::fs::write(cache.join("sub/a"), "a").unwrap();
         std::fs::write(cache.join("sub/b"), "bb").unwrap();
         std::fs::write(cache.join("sub/c"), "c").unwrap();
-        assert_eq!(files[0].state(&cache).unwrap(), State::Present);
-        match files[1].state(&cache).unwrap() {
+        std::fs::write(cache.join("sub/e"), "e").unwrap();
+        assert_eq!(files[0].state(cache).unwrap(), State::Present);
+        match files[1].state(cache).unwrap() {
             State::Mismatch { expected, actual } => {
                 assert_eq!(expected.size, 1);
                 assert_eq!(actual.size, 2);
-                assert_eq!(actual.sha256, crate::repo::fsutil::sha256_file(&cache.join("sub/b")).unwrap());
+                assert_eq!(actual.digests[0].hex, crate::repo::fsutil::sha256_file(&cache.join("sub/b")).unwrap());
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(files[2].state(&cache).unwrap(), State::Unverifiable);
-        assert_eq!(files[3].state(&cache).unwrap(), State::Missing);
-    }
-
-    #[test]
-    fn no_distinfo_means_unverifiable_not_an_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let files = distfiles(&meta(&["a"], ""), dir.path()).unwrap();
-        assert_eq!(files, vec![Distfile { key: "a".into(), expected: None }]);
+        assert_eq!(files[2].state(cache).unwrap(), State::Unverifiable);
+        assert_eq!(files[3].state(cache).unwrap(), State::Missing);
+        assert!(matches!(files[4].state(cache).unwrap(), State::Mismatch { actual: Measured { size: 1, .. }, .. }));
     }
 }

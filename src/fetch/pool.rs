@@ -5,7 +5,7 @@
 //! any other port's — so the queue is a plain FIFO in plan order, and a
 //! failed port stops nobody. Each worker owns one slot for its life and
 //! handles one port at a time: first the present check in Rust (every
-//! distfile present with distinfo's size and SHA256 → done, no sandbox),
+//! distfile present with distinfo's size and digests → done, no sandbox),
 //! else the framework's `fetch` and `checksum` in a fresh sandbox.
 //!
 //! Retries belong to the coordinator: a failed attempt goes into a delayed
@@ -264,12 +264,10 @@ impl Worker<'_> {
                 let path = distfile.path(dir);
                 std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
                 Ok(Some(format!(
-                    "removed corrupt distfile {}: expected SIZE {} SHA256 {}, found SIZE {} SHA256 {}",
+                    "removed corrupt distfile {}: expected {}, found {}",
                     path.display(),
-                    expected.size,
-                    expected.sha256,
-                    actual.size,
-                    actual.sha256
+                    expected.describe(),
+                    actual.describe()
                 )))
             }
             _ => Ok(None),

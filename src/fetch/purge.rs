@@ -1,9 +1,11 @@
 //! `purge-distfiles`: what in the distfiles cache no port of the tree
 //! references, and its careful removal.
 //!
-//! A file is referenced when some port (any flavor) lists it in DISTFILES,
-//! at `DIST_SUBDIR/name` or `name`. Everything else below the cache is
-//! unreferenced: old versions, files of removed ports, `.part` leftovers of
+//! A file is referenced when the framework says so
+//! ([`crate::framework::Framework::referenced_distfiles`]: bundled, some
+//! port of any flavor lists it in DISTFILES; pkgsrc, some distinfo of the
+//! tree lists it), at `DIST_SUBDIR/name` or `name`. Everything else below
+//! the cache is unreferenced: old versions, files of removed ports, `.part` leftovers of
 //! killed downloads, whole `DIST_SUBDIR` directories of removed ports.
 //!
 //! Safety rules: the walk never follows symlinks and never leaves the
@@ -20,9 +22,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::distinfo::key;
 use super::lock::{DistfileLock, TryLock, LOCK_DIR};
-use crate::ports::PortTree;
 
 /// One unreferenced file: its path below the cache and its size.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -41,15 +41,6 @@ pub struct Purged {
     pub lock_files: usize,
     pub directories: usize,
     pub errors: Vec<String>,
-}
-
-/// Every distfile key of every scanned port.
-pub fn referenced(tree: &PortTree) -> HashSet<String> {
-    tree.nodes
-        .iter()
-        .filter_map(|n| n.meta.as_ref())
-        .flat_map(|m| m.distfiles.iter().map(|f| key(&m.dist_subdir, f)))
-        .collect()
 }
 
 /// Files below `dir` (not in `.locks/`) that are not referenced, sorted.

@@ -8,12 +8,16 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
-use super::{Framework, Kind, NodeDeps};
+use anyhow::{bail, Context, Result};
+
+use super::{Framework, Kind, NodeDeps, References};
+use crate::fetch::distinfo::{self, Algorithm, Digest, Distfile, Distinfo, Entry, Expected};
 use crate::graph::{EdgeKind, Need, NodeId};
 use crate::ports::scan::{check_package_names, DirScan, Listing, PortMeta, ScanError, Scanner};
 use crate::ports::DepSpec;
 use crate::ports::PortTree;
 use crate::ports::{DepKind, Origin, Phase};
+use crate::sandbox::download::{check_key, Wanted};
 
 /// The bundled framework.
 pub struct Bundled;
@@ -204,6 +208,112 @@ impl Framework for Bundled {
     fn package_format(&self) -> &'static dyn crate::repo::PackageFormat {
         &crate::repo::format::Bundled
     }
+
+    /// `SHA256 (KEY) = hex` and `SIZE (KEY) = bytes`; any other line is
+    /// ignored, as `Mk/Scripts/common.sh` ignores it.
+    fn parse_distinfo(&self, text: &str, _file: &Path) -> Result<Distinfo> {
+        Ok(parse_distinfo(text))
+    }
+
+    /// `make fetch-list`: `key size sha256 url…` per distfile.
+    fn fetch_list_args(&self, variant: &[String]) -> Vec<String> {
+        self.make_args("fetch-list", variant)
+    }
+
+    fn parse_fetch_list(&self, output: &str, _tree: &Path) -> Result<Vec<Wanted>> {
+        parse_fetch_list(output)
+    }
+
+    /// DISTFILES and DIST_SUBDIR from the scan, checked against the port's
+    /// `distinfo`; without one every file is unverifiable (the checksum
+    /// phase says so).
+    fn port_distfiles(&self, scanner: &Scanner, meta: &PortMeta) -> Result<Vec<Distfile>> {
+        if meta.distfiles.is_empty() {
+            return Ok(Vec::new());
+        }
+        let path = scanner.port_dir(&meta.origin).join("distinfo");
+        let distinfo = distinfo::read(self, &path)?.unwrap_or_default();
+        Ok(meta
+            .distfiles
+            .iter()
+            .map(|file| {
+                let key = distinfo::key(&meta.dist_subdir, file);
+                Distfile { expected: distinfo.expected(&key), key }
+            })
+            .collect())
+    }
+
+    /// The DISTFILES of every scanned port (any flavor); a port that could
+    /// not be scanned makes the set unknown.
+    fn referenced_distfiles(
+        &self,
+        _ports_dir: &Path,
+        scan: &mut dyn FnMut() -> Result<PortTree>,
+    ) -> Result<References> {
+        let tree = scan()?;
+        let metas = tree.nodes.iter().filter_map(|n| n.meta.as_ref());
+        Ok(References {
+            keys: metas.flat_map(|m| m.distfiles.iter().map(|f| distinfo::key(&m.dist_subdir, f))).collect(),
+            unknown: tree
+                .nodes
+                .iter()
+                .filter(|n| n.meta.is_none())
+                .map(|n| format!("{} could not be scanned", n.origin))
+                .collect(),
+        })
+    }
+}
+
+/// The SHA256 and SIZE lines of a bundled distinfo.
+fn parse_distinfo(text: &str) -> Distinfo {
+    let mut parsed = Distinfo::default();
+    for line in text.lines() {
+        let Some((algorithm, rest)) = line.split_once(" (") else { continue };
+        let Some((key, value)) = rest.rsplit_once(") = ") else { continue };
+        let value = value.trim();
+        match algorithm.trim() {
+            "SHA256" => {
+                if let Ok(digest) = Digest::parse(Algorithm::Sha256, value) {
+                    parsed.entries.entry(key.to_string()).or_default().digests = vec![digest];
+                }
+            }
+            "SIZE" => {
+                if let Ok(bytes) = value.parse() {
+                    parsed.entries.entry(key.to_string()).or_default().size = Some(bytes);
+                }
+            }
+            _ => {}
+        }
+    }
+    parsed
+}
+
+/// `make fetch-list` output: `key size sha256 url…` per line, `-` for a
+/// size or digest distinfo lacks; a line that is not data is an error
+/// naming it.
+fn parse_fetch_list(text: &str) -> Result<Vec<Wanted>> {
+    let mut wanted = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let mut words = line.split_whitespace();
+        let (Some(key), Some(size), Some(sha256)) = (words.next(), words.next(), words.next()) else {
+            bail!("fetch-list printed a malformed line: {line:?}");
+        };
+        check_key(key).with_context(|| format!("fetch-list line {line:?}"))?;
+        let size = match size {
+            "-" => None,
+            s => Some(s.parse().with_context(|| format!("fetch-list: bad size {s:?} for {key}"))?),
+        };
+        let digest = match sha256 {
+            "-" => None,
+            s => Some(
+                Digest::parse(Algorithm::Sha256, s).map_err(|e| anyhow::anyhow!("fetch-list: bad {e} for {key}"))?,
+            ),
+        };
+        let entry = Entry { size, digests: digest.into_iter().collect() };
+        let expected: Option<Expected> = entry.expected();
+        wanted.push(Wanted { key: key.to_string(), expected, urls: words.map(str::to_string).collect() });
+    }
+    Ok(wanted)
 }
 
 /// The `cat/port` of a dependency entry (`what:origin[:target]`) as a slice
@@ -293,6 +403,76 @@ fn parse_query(origin: Origin, port_dir: &std::path::Path, lines: &[&str]) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const SHA_A: &str = "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb";
+
+    #[test]
+    fn distinfo_keys_with_and_without_subdir_parse_and_noise_is_ignored() {
+        let text = format!(
+            "TIMESTAMP = 1\nSHA256 (a.tar.gz) = {SHA_A}\nSIZE (a.tar.gz) = 1\n\
+             SHA256 (sub/b (1).tgz) = {}\nSIZE (sub/b (1).tgz) = 22\nSHA256 (only-sha) = 00\nSIZE (no-sha) = 3\ngarbage\n",
+            SHA_A.to_uppercase()
+        );
+        let parsed = Bundled.parse_distinfo(&text, Path::new("/t/misc/x/distinfo")).unwrap();
+        let sha = Digest { algorithm: Algorithm::Sha256, hex: SHA_A.into() };
+        assert_eq!(parsed.expected("a.tar.gz"), Some(Expected { size: 1, digests: vec![sha.clone()] }));
+        assert_eq!(parsed.expected("sub/b (1).tgz"), Some(Expected { size: 22, digests: vec![sha] }));
+        assert_eq!((parsed.expected("only-sha"), parsed.expected("no-sha")), (None, None));
+    }
+
+    #[test]
+    fn a_ports_distfiles_are_its_scanned_distfiles_with_its_distinfo() {
+        let dir = tempfile::tempdir().unwrap();
+        let scanner = Scanner {
+            framework: Kind::Bundled,
+            ports_dir: dir.path().to_path_buf(),
+            make_program: "bmake".into(),
+            make_env: vec![],
+            sandbox: None,
+        };
+        let meta = |distfiles: &[&str]| PortMeta {
+            origin: Origin::parse("misc/x").unwrap(),
+            pkgname: "x-1".into(),
+            pkgversion: "1".into(),
+            pkgfile: "/p/All/x-1.pkg".into(),
+            comment: String::new(),
+            depends: vec![String::new(); 6],
+            ignore: None,
+            flavors: vec![],
+            distfiles: distfiles.iter().map(|s| s.to_string()).collect(),
+            dist_subdir: "sub".into(),
+            makefiles: vec![],
+            variant: vec![],
+            bootstrap_pkg: false,
+        };
+        let unverifiable = Bundled.port_distfiles(&scanner, &meta(&["a"])).unwrap();
+        assert_eq!(unverifiable, [Distfile { key: "sub/a".into(), expected: None }], "no distinfo: unverifiable");
+        std::fs::create_dir_all(dir.path().join("misc/x")).unwrap();
+        std::fs::write(dir.path().join("misc/x/distinfo"), format!("SHA256 (sub/a) = {SHA_A}\nSIZE (sub/a) = 1\n"))
+            .unwrap();
+        let files = Bundled.port_distfiles(&scanner, &meta(&["a", "b"])).unwrap();
+        assert_eq!(files.iter().map(|f| f.key.as_str()).collect::<Vec<_>>(), ["sub/a", "sub/b"]);
+        assert_eq!((files[0].expected.as_ref().map(|e| e.size), &files[1].expected), (Some(1), &None));
+        assert!(Bundled.port_distfiles(&scanner, &meta(&[])).unwrap().is_empty());
+    }
+
+    #[test]
+    fn fetch_list_lines_parse_and_bad_ones_are_named() {
+        let sha = "a".repeat(64);
+        let text = format!("sub/x-1.tgz 10 {sha} http://h/x-1.tgz file:///xports/Mirror/x-1.tgz\nnone - - \n");
+        let wanted = parse_fetch_list(&text).unwrap();
+        assert_eq!(wanted[0].key, "sub/x-1.tgz");
+        let expected = wanted[0].expected.as_ref().unwrap();
+        assert_eq!((expected.size, expected.digests[0].hex.as_str()), (10, sha.as_str()));
+        assert_eq!(wanted[0].urls.len(), 2);
+        assert_eq!(wanted[1].expected, None);
+        for bad in ["../etc/passwd 1 - u", "/etc/passwd 1 - u", ".locks/x 1 - u", "a/../b 1 - u", "x.part 1 - u", "x"] {
+            let err = format!("{:#}", parse_fetch_list(bad).unwrap_err());
+            assert!(err.contains(bad.split(' ').next().unwrap()), "{bad}: {err}");
+        }
+        assert!(parse_fetch_list("x 1 nothex u").is_err());
+        assert!(parse_fetch_list("x many - u").is_err());
+    }
 
     #[test]
     fn entry_dir_finds_the_directory_origin_parse_finds() {

@@ -5,7 +5,8 @@
 //! how its tree marks itself, how its ports are listed and queried, how a
 //! make target is invoked inside a build sandbox and with which framework
 //! variables, where its LOCALBASE is and the format of its package files
-//! (`repo::PackageFormat`: their name, verification and repository index).
+//! (`repo::PackageFormat`: their name, verification and repository index),
+//! how its `distinfo` files read and how it lists a port's distfiles.
 //! Everything else — the scan sandboxes, the scan cache, the graph, the
 //! build database, the scheduler, the sandboxes, the repository's atomic
 //! placement — is portsynth's and the same for every framework. A framework
@@ -18,19 +19,20 @@
 pub mod bundled;
 pub mod pkgsrc;
 
+use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
-use std::collections::BTreeSet;
-
+use crate::fetch::distinfo::{Distfile, Distinfo};
 use crate::graph::{EdgeKind, NodeId};
 use crate::ports::scan::{DirScan, Listing, PortMeta, Scanner};
 use crate::ports::Origin;
 use crate::ports::Phase;
 use crate::ports::PortTree;
 use crate::repo::PackageFormat;
+use crate::sandbox::download::Wanted;
 
 /// Which framework a tree uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -98,6 +100,16 @@ pub fn detect(dir: &Path) -> Result<Kind> {
 pub struct NodeDeps {
     pub edges: Vec<(NodeId, &'static EdgeKind)>,
     pub errors: Vec<String>,
+}
+
+/// The distfiles purge-distfiles must keep.
+#[derive(Debug, Default)]
+pub struct References {
+    /// Distinfo keys (`DIST_SUBDIR/name` or `name`).
+    pub keys: HashSet<String>,
+    /// What makes some distfiles unknown (a port that could not be scanned,
+    /// a distinfo that does not parse): then nothing may be deleted.
+    pub unknown: Vec<String>,
 }
 
 /// What portsynth asks of a ports framework.
@@ -170,6 +182,31 @@ pub trait Framework: Sync {
     fn package_file(&self, pkgname: &str) -> String {
         self.package_format().file_name(pkgname)
     }
+
+    /// The distfile entries of a distinfo file's `text` (`file` names it
+    /// in errors, with the line).
+    fn parse_distinfo(&self, text: &str, file: &Path) -> Result<Distinfo>;
+
+    /// The make arguments that print what a port's fetch needs (its
+    /// distfiles, their sites, its distinfo), run in the port's directory,
+    /// unprivileged and without network: in a build sandbox before portsynth
+    /// downloads, and in a scan sandbox for fetch-only's present check;
+    /// `variant` as for [`Self::make_args`].
+    fn fetch_list_args(&self, variant: &[String]) -> Vec<String>;
+
+    /// What [`Self::fetch_list_args`] printed, as the files to download
+    /// with what their distinfo expects. `tree` is where the ports tree is
+    /// in the view the list was made in; a distinfo file the list names is
+    /// read from below it, never from elsewhere.
+    fn parse_fetch_list(&self, output: &str, tree: &Path) -> Result<Vec<Wanted>>;
+
+    /// A port's distfiles with what distinfo expects, for fetch-only's
+    /// present check (no build sandbox).
+    fn port_distfiles(&self, scanner: &Scanner, meta: &PortMeta) -> Result<Vec<Distfile>>;
+
+    /// Every distfile the tree references, for purge-distfiles; `scan`
+    /// scans the whole tree, for a framework that needs the scan for it.
+    fn referenced_distfiles(&self, ports_dir: &Path, scan: &mut dyn FnMut() -> Result<PortTree>) -> Result<References>;
 }
 
 #[cfg(test)]

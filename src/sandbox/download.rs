@@ -1,13 +1,18 @@
 //! The fetch phase, done by portsynth rather than by the port.
 //!
 //! Port code never has network. PID 1 asks the framework, as the build user
-//! without network, what to fetch (`make fetch-list`: one line per distfile,
-//! its distinfo key, size, SHA256 and the URLs to try), then downloads each
+//! without network, what to fetch (its fetch list: per distfile the distinfo
+//! key, what distinfo expects and the URLs to try; see
+//! [`crate::framework::Framework::fetch_list_args`]), then downloads each
 //! missing file itself:
+//! - from the operator's `distfile_mirrors` first (each base URL with the
+//!   key appended), then from the framework's sites unless `fetch_upstream`
+//!   is false;
 //! - under the per-distfile lock (the same `flock` as `fetch-only` and
 //!   `purge-distfiles` take), into `<key>.part`, renamed to its final name
-//!   only after its size and SHA256 matched, so `distfiles_dir` only ever
-//!   holds verified files;
+//!   only after its size and every digest distinfo lists matched (all
+//!   computed in one read), so `distfiles_dir` only ever holds verified
+//!   files;
 //! - with `curl` run confined (build user, no capabilities, seccomp, its own
 //!   session) in the sandbox's file system view, so a `file://` URL sees
 //!   only what a build sees;
@@ -33,6 +38,7 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context, Result};
 
 use super::confine::Confinement;
+use crate::fetch::distinfo::{self, Expected, Measured};
 use crate::fetch::lock::DistfileLock;
 
 /// Where the distfiles are inside the sandbox.
@@ -45,12 +51,12 @@ const SIZE_SLACK: u64 = 64 << 10;
 /// Largest `fetch-list` output read.
 pub const MAX_LIST: u64 = 1 << 20;
 
-/// One line of `fetch-list`.
+/// One distfile of a fetch list: its key, what distinfo expects (`None`:
+/// no complete entry, so it is refused) and the framework's URLs for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Wanted {
     pub key: String,
-    pub size: Option<u64>,
-    pub sha256: Option<String>,
+    pub expected: Option<Expected>,
     pub urls: Vec<String>,
 }
 
@@ -60,32 +66,35 @@ impl Wanted {
     }
 }
 
-/// Parses `fetch-list` output; a line that is not data is an error naming it.
-pub fn parse_list(text: &str) -> Result<Vec<Wanted>> {
-    let mut wanted = Vec::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let mut words = line.split_whitespace();
-        let (Some(key), Some(size), Some(sha256)) = (words.next(), words.next(), words.next()) else {
-            bail!("fetch-list printed a malformed line: {line:?}");
-        };
-        check_key(key).with_context(|| format!("fetch-list line {line:?}"))?;
-        let size = match size {
-            "-" => None,
-            s => Some(s.parse().with_context(|| format!("fetch-list: bad size {s:?} for {key}"))?),
-        };
-        let sha256 = match sha256 {
-            "-" => None,
-            s if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) => Some(s.to_ascii_lowercase()),
-            s => bail!("fetch-list: bad SHA256 {s:?} for {key}"),
-        };
-        wanted.push(Wanted { key: key.to_string(), size, sha256, urls: words.map(str::to_string).collect() });
+/// `base` (a `distfile_mirrors` entry) with `key` appended, as pkgsrc's and
+/// FreeBSD's MASTER_SITE_OVERRIDE do: `DIST_SUBDIR/` included.
+pub fn mirror_url(base: &str, key: &str) -> String {
+    format!("{}/{key}", base.trim_end_matches('/'))
+}
+
+/// The mirrors' URLs for `wanted`, then the framework's unless `upstream`
+/// is off.
+fn sources(wanted: &Wanted, mirrors: &[String], upstream: bool) -> Vec<String> {
+    let mirrored = mirrors.iter().map(|base| mirror_url(base, &wanted.key));
+    mirrored.chain(wanted.urls.iter().filter(|_| upstream).cloned()).collect()
+}
+
+/// Checks a `distfile_mirrors` entry: an http, https, ftp or file URL with
+/// a host (file: a path).
+pub fn check_mirror(base: &str) -> Result<()> {
+    let url = Url::parse(base)?;
+    if url.scheme == "file" && !base["file://".len()..].starts_with('/') {
+        bail!("{base:?}: a file URL needs an absolute path (file:///...)");
     }
-    Ok(wanted)
+    if base.contains(['?', '#']) || base.contains(char::is_whitespace) {
+        bail!("{base:?}: a mirror is a base URL (no query, fragment or white space)");
+    }
+    Ok(())
 }
 
 /// A distinfo key is a relative path of plain names, never leaving the
 /// distfiles directory and never naming its lock or partial files.
-fn check_key(key: &str) -> Result<()> {
+pub fn check_key(key: &str) -> Result<()> {
     let path = Path::new(key);
     let plain = path.components().all(|c| matches!(c, Component::Normal(_)))
         && !key.contains(|c: char| c.is_control())
@@ -104,6 +113,10 @@ pub struct Fetcher<'a> {
     pub port_dir: &'a str,
     pub confinement: &'a Confinement,
     pub local_hosts: &'a [String],
+    /// `distfile_mirrors`: tried first for every file.
+    pub mirrors: &'a [String],
+    /// `fetch_upstream`: false tries the mirrors only.
+    pub upstream: bool,
 }
 
 impl Fetcher<'_> {
@@ -128,9 +141,9 @@ impl Fetcher<'_> {
         if present(&target) {
             return Ok(());
         }
-        let (Some(size), Some(sha256)) = (wanted.size, wanted.sha256.as_deref()) else {
+        let Some(expected) = &wanted.expected else {
             let why =
-                format!("no SIZE and SHA256 in distinfo for {}: portsynth keeps only verified distfiles", wanted.key);
+                format!("no size and digest in distinfo for {}: portsynth keeps only verified distfiles", wanted.key);
             self.err(&why);
             bail!(why);
         };
@@ -148,35 +161,35 @@ impl Fetcher<'_> {
             println!("===> {} was fetched meanwhile by another port", wanted.key);
             return Ok(());
         }
-        if wanted.urls.is_empty() {
+        let urls = sources(wanted, self.mirrors, self.upstream);
+        if urls.is_empty() {
             let why = format!("{} is missing and MASTER_SITES is empty", wanted.file_name());
             self.err(&why);
             bail!(why);
         }
         let part = PathBuf::from(format!("{}.part", target.display()));
-        for url in &wanted.urls {
+        for url in &urls {
             println!("===> Fetching {url}");
-            match self.download(url, &part, size) {
-                Ok(()) => {}
-                Err(e) => {
-                    let _ = std::fs::remove_file(&part);
-                    self.err(&format!("fetch of {url} failed: {e:#}"));
-                    continue;
-                }
-            }
-            let actual = digest(&part)?;
-            if actual != (size, sha256.to_string()) {
+            if let Err(e) = self.download(url, &part, expected.size) {
                 let _ = std::fs::remove_file(&part);
-                self.err(&format!("checksum mismatch for {} from {url}", wanted.file_name()));
-                eprintln!("     expected: SIZE {size} SHA256 {sha256}");
-                eprintln!("     actual:   SIZE {} SHA256 {}", actual.0, actual.1);
+                self.err(&format!("fetch of {url} failed: {e:#}"));
+                continue;
+            }
+            let actual = measure(&part, expected)?;
+            let differences = expected.differences(&actual);
+            if !differences.is_empty() {
+                let _ = std::fs::remove_file(&part);
+                let what = differences.join(", ");
+                self.err(&format!("checksum mismatch for {} from {url} ({what} differ)", wanted.file_name()));
+                eprintln!("     expected: {}", expected.describe());
+                eprintln!("     actual:   {}", actual.describe());
                 continue;
             }
             std::fs::rename(&part, &target).with_context(|| format!("cannot rename {}", part.display()))?;
             drop(lock);
             return Ok(());
         }
-        let why = format!("could not fetch {} from any of: {}", wanted.file_name(), wanted.urls.join(" "));
+        let why = format!("could not fetch {} from any of: {}", wanted.file_name(), urls.join(" "));
         self.err(&why);
         bail!(why)
     }
@@ -300,14 +313,15 @@ fn present(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file())
 }
 
-/// Size and SHA256 of a file we wrote (never follows a link).
-fn digest(path: &Path) -> Result<(u64, String)> {
+/// Size and the digests `expected` lists of a file we wrote (never follows
+/// a link), in one read.
+fn measure(path: &Path, expected: &Expected) -> Result<Measured> {
     let mut file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
         .with_context(|| format!("cannot read {}", path.display()))?;
-    crate::repo::fsutil::sha256_of(&mut file).with_context(|| format!("cannot read {}", path.display()))
+    distinfo::measure(&mut file, &expected.algorithms()).with_context(|| format!("cannot read {}", path.display()))
 }
 
 /// The parts of a URL the address check needs.
@@ -397,19 +411,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fetch_list_lines_parse_and_bad_ones_are_named() {
-        let sha = "a".repeat(64);
-        let text = format!("sub/x-1.tgz 10 {sha} http://h/x-1.tgz file:///xports/Mirror/x-1.tgz\nnone - - \n");
-        let wanted = parse_list(&text).unwrap();
-        assert_eq!(wanted[0].key, "sub/x-1.tgz");
-        assert_eq!((wanted[0].size, wanted[0].sha256.as_deref()), (Some(10), Some(sha.as_str())));
-        assert_eq!(wanted[0].urls.len(), 2);
-        assert_eq!((wanted[1].size, wanted[1].sha256.as_deref()), (None, None));
-        for bad in ["../etc/passwd 1 - u", "/etc/passwd 1 - u", ".locks/x 1 - u", "a/../b 1 - u", "x.part 1 - u", "x"] {
-            let err = format!("{:#}", parse_list(bad).unwrap_err());
-            assert!(err.contains(bad.split(' ').next().unwrap()), "{bad}: {err}");
+    fn keys_are_plain_relative_paths() {
+        for good in ["x-1.tgz", "sub/x-1.tgz", "a/b/c (1).tgz"] {
+            check_key(good).unwrap();
         }
-        assert!(parse_list("x 1 nothex u").is_err());
+        for bad in ["../etc/passwd", "/etc/passwd", ".locks/x", "a/../b", "x.part", "", "a//b", "a/.b", "a\nb"] {
+            let err = format!("{:#}", check_key(bad).unwrap_err());
+            assert!(err.contains(&format!("{bad:?}")), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn mirrors_come_first_with_the_key_appended_and_upstream_can_be_left_out() {
+        let wanted = Wanted { key: "sub/x-1.tgz".into(), expected: None, urls: vec!["http://up/x-1.tgz".into()] };
+        let mirrors = ["http://m1/distfiles".to_string(), "file:///srv/m2/".to_string()];
+        assert_eq!(
+            sources(&wanted, &mirrors, true),
+            ["http://m1/distfiles/sub/x-1.tgz", "file:///srv/m2/sub/x-1.tgz", "http://up/x-1.tgz"]
+        );
+        assert_eq!(
+            sources(&wanted, &mirrors, false),
+            ["http://m1/distfiles/sub/x-1.tgz", "file:///srv/m2/sub/x-1.tgz"]
+        );
+        assert_eq!(sources(&wanted, &[], true), ["http://up/x-1.tgz"]);
+        for good in ["http://h/", "https://h:8443/d", "ftp://h/pub", "file:///srv/d"] {
+            check_mirror(good).unwrap();
+        }
+        for bad in ["h/d", "gopher://h/", "http:///d", "http://h/?x", "file://relative/d", "http://h/a b"] {
+            assert!(check_mirror(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -211,21 +211,29 @@ fn while_writable<T>(path: &str, write: impl FnOnce() -> T) -> Result<T> {
 /// The fetch phase: the framework lists, portsynth downloads (see
 /// [`super::download`]).
 fn fetch_phase(spec: &HelperSpec, env: &[(String, String)], confinement: &Confinement) -> Result<()> {
-    let list = make_output(spec, "fetch-list", env, confinement)?;
-    let wanted = download::parse_list(&list)?;
-    let fetcher = Fetcher { port_dir: &spec.port_dir, confinement, local_hosts: &spec.fetch_local_hosts };
+    let framework = spec.framework.framework();
+    let list = make_output(spec, framework.fetch_list_args(&spec.variant), "fetch-list", env, confinement)?;
+    let wanted = framework.parse_fetch_list(&list, Path::new(SANDBOX_TREE))?;
+    let fetcher = Fetcher {
+        port_dir: &spec.port_dir,
+        confinement,
+        local_hosts: &spec.fetch_local_hosts,
+        mirrors: &[],
+        upstream: true,
+    };
     let result = while_writable(download::DISTFILES, || fetcher.fetch_all(&wanted))?;
     kill_leftovers();
     result
 }
 
-/// A make target's command, run unprivileged and without network (see
+/// Where the ports tree is in a build sandbox.
+const SANDBOX_TREE: &str = "/xports";
+
+/// A make command (`args`), run unprivileged and without network (see
 /// [`Confinement`]).
-fn make_command(spec: &HelperSpec, target: &str, env: &[(String, String)], confinement: &Confinement) -> Command {
+fn make_command(spec: &HelperSpec, args: Vec<String>, env: &[(String, String)], confinement: &Confinement) -> Command {
     let mut command = confined_command(&spec.make_program, env, confinement);
-    command
-        .args(spec.framework.framework().make_args(target, &spec.variant))
-        .current_dir(Path::new("/xports").join(&spec.port_dir));
+    command.args(args).current_dir(Path::new(SANDBOX_TREE).join(&spec.port_dir));
     command
 }
 
@@ -247,7 +255,7 @@ fn confined_command(program: &str, env: &[(String, String)], confinement: &Confi
 /// Runs one make target as a child, reaping every process of the namespace
 /// while it runs and killing whatever it leaves behind.
 fn run_make(spec: &HelperSpec, target: &str, env: &[(String, String)], confinement: &Confinement) -> Result<()> {
-    let child = make_command(spec, target, env, confinement)
+    let child = make_command(spec, spec.framework.framework().make_args(target, &spec.variant), env, confinement)
         .spawn()
         .with_context(|| format!("cannot start {}", spec.make_program))?;
     finish(&format!("{} {target}", spec.make_program), child)
@@ -264,18 +272,25 @@ fn run_confined(argv: &[String], dir: &Path, env: &[(String, String)], confineme
     finish(&argv.join(" "), child)
 }
 
-/// Like [`run_make`], returning what the target printed (at most 1 MiB).
-fn make_output(spec: &HelperSpec, target: &str, env: &[(String, String)], confinement: &Confinement) -> Result<String> {
-    let mut child = make_command(spec, target, env, confinement)
+/// Like [`run_make`] with `args` (`what` names them in errors), returning
+/// what make printed (at most 1 MiB).
+fn make_output(
+    spec: &HelperSpec,
+    args: Vec<String>,
+    what: &str,
+    env: &[(String, String)],
+    confinement: &Confinement,
+) -> Result<String> {
+    let mut child = make_command(spec, args, env, confinement)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .with_context(|| format!("cannot start {}", spec.make_program))?;
     let mut output = Vec::new();
     let read = child.stdout.take().expect("piped").take(download::MAX_LIST).read_to_end(&mut output);
-    finish(&format!("{} {target}", spec.make_program), child)?;
-    read.with_context(|| format!("reading the output of {} {target}", spec.make_program))?;
+    finish(&format!("{} {what}", spec.make_program), child)?;
+    read.with_context(|| format!("reading the output of {} {what}", spec.make_program))?;
     String::from_utf8(output)
-        .with_context(|| format!("{} {target} printed something that is not UTF-8", spec.make_program))
+        .with_context(|| format!("{} {what} printed something that is not UTF-8", spec.make_program))
 }
 
 /// Waits for the command `what` (as the messages name it) and kills what it

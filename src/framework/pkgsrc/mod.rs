@@ -5,8 +5,12 @@
 //! builds happen in a LOCALBASE `/usr/pkg` unpacked from a bootstrap kit
 //! ([`prefix`]); packages are `All/<PKGNAME>.tgz` as pkg_create writes them
 //! ([`package`], packing lists in [`plist`]), indexed by
-//! `All/pkg_summary.{gz,zst}` ([`summary`]).
+//! `All/pkg_summary.{gz,zst}` ([`summary`]); distfiles are listed by
+//! `mk/fetch/`'s variables ([`fetch_list`]) and checked against `distinfo`
+//! ([`distinfo`]).
 
+pub mod distinfo;
+pub mod fetch_list;
 pub mod kit;
 pub mod package;
 pub mod pbulk;
@@ -25,12 +29,14 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use super::{Framework, Kind, NodeDeps};
+use super::{Framework, Kind, NodeDeps, References};
+use crate::fetch::distinfo::{Distfile, Distinfo};
 use crate::graph::{EdgeKind, Need};
 use crate::ports::scan::{DirScan, Listing, PortMeta, ScanError, Scanner};
 use crate::ports::Origin;
 use crate::ports::Phase;
 use crate::ports::PortTree;
+use crate::sandbox::download::Wanted;
 
 /// The `MAKECONF` of a pkgsrc sandbox (scan with `mk_conf` set, and every
 /// build): root-owned, it includes the kit's own `etc/mk.conf`.
@@ -239,6 +245,43 @@ impl Framework for Pkgsrc {
 
     fn package_format(&self) -> &'static dyn crate::repo::PackageFormat {
         &package::Tgz
+    }
+
+    fn parse_distinfo(&self, text: &str, file: &Path) -> Result<Distinfo> {
+        distinfo::parse(text, file)
+    }
+
+    /// The variant's assignments, then the `-V` queries.
+    fn fetch_list_args(&self, variant: &[String]) -> Vec<String> {
+        variant.iter().cloned().chain(fetch_list::args()).collect()
+    }
+
+    fn parse_fetch_list(&self, output: &str, tree: &Path) -> Result<Vec<Wanted>> {
+        fetch_list::parse(output, tree)
+    }
+
+    /// The scan does not say what a package fetches (pbulk-index has no
+    /// DISTFILES): the fetch list is asked of the package in a scan
+    /// sandbox, exactly as in a build sandbox.
+    fn port_distfiles(&self, scanner: &Scanner, meta: &PortMeta) -> Result<Vec<Distfile>> {
+        let dir = meta.origin.with_flavor(None);
+        let output = scanner.run_make(&dir, None, self.fetch_list_args(&meta.variant)).map_err(anyhow::Error::msg)?;
+        if !output.success {
+            let stderr = output.stderr.lines().map(str::trim).collect::<Vec<_>>().join(" | ");
+            anyhow::bail!("{dir}: {} listing the distfiles failed ({}): {stderr}", scanner.make_program, output.status);
+        }
+        let wanted = self.parse_fetch_list(&output.stdout, &scanner.ports_dir).with_context(|| format!("{dir}"))?;
+        Ok(wanted.into_iter().map(|w| Distfile { key: w.key, expected: w.expected }).collect())
+    }
+
+    /// Every distinfo of the tree, without scanning (see
+    /// [`distinfo::referenced`]).
+    fn referenced_distfiles(
+        &self,
+        ports_dir: &Path,
+        _scan: &mut dyn FnMut() -> Result<PortTree>,
+    ) -> Result<References> {
+        distinfo::referenced(ports_dir)
     }
 }
 
