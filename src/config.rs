@@ -67,6 +67,12 @@ pub struct Config {
     /// Hosts that are local to the build host (loopback, its own addresses)
     /// but that fetches may reach all the same: an operator's local mirror.
     pub fetch_local_hosts: Vec<String>,
+    /// Base URLs every distfile is tried from first, its key (with
+    /// `DIST_SUBDIR/`) appended, like MASTER_SITE_OVERRIDE.
+    pub distfile_mirrors: Vec<String>,
+    /// Whether fetches also try the framework's sites after the mirrors
+    /// (`fetch_upstream`, default true).
+    pub fetch_upstream: bool,
     /// The tree's framework (`framework`, or detected from the tree).
     pub framework: crate::framework::Kind,
     /// pkgsrc: the bootstrap kit (`bootstrap --gzip-binary-kit`) whose
@@ -125,6 +131,8 @@ struct RawSettings {
     package_size_limit: Option<Spanned<String>>,
     setuid_ports: Option<Vec<Spanned<String>>>,
     fetch_local_hosts: Option<Vec<Spanned<String>>>,
+    distfile_mirrors: Option<Vec<Spanned<String>>>,
+    fetch_upstream: Option<Spanned<bool>>,
     framework: Option<Spanned<String>>,
     bootstrap_kit: Option<Spanned<PathBuf>>,
     pkgpaths: Option<Spanned<toml::Value>>,
@@ -210,6 +218,8 @@ impl RawSettings {
             package_size_limit,
             setuid_ports,
             fetch_local_hosts,
+            distfile_mirrors,
+            fetch_upstream,
             framework,
             bootstrap_kit,
             pkgpaths,
@@ -426,6 +436,8 @@ fn validate(raw: RawSettings, at: &Locator, profile: Option<String>) -> Result<C
         package_size_limit,
         setuid_ports: raw.setuid_ports.unwrap_or_default().into_iter().map(Spanned::into_inner).collect(),
         fetch_local_hosts: raw.fetch_local_hosts.unwrap_or_default().into_iter().map(Spanned::into_inner).collect(),
+        distfile_mirrors: distfile_mirrors(at, &raw.distfile_mirrors, &raw.fetch_upstream)?,
+        fetch_upstream: raw.fetch_upstream.is_none_or(Spanned::into_inner),
         mk_conf: match raw.mk_conf {
             Some(lines) if framework != crate::framework::Kind::Pkgsrc => {
                 return Err(at.error("mk_conf", &lines, "mk.conf lines are for pkgsrc trees; use [make_conf] here"))
@@ -468,6 +480,28 @@ fn validate(raw: RawSettings, at: &Locator, profile: Option<String>) -> Result<C
     check_dirs(at, &dirs, &config.system_path)?;
     check_build_user(at, user_span, &config.build_user, &config.system_path)?;
     Ok(config)
+}
+
+/// `distfile_mirrors`: each a base URL portsynth can fetch from; at least
+/// one when `fetch_upstream` is false (nothing could be fetched otherwise).
+fn distfile_mirrors(
+    at: &Locator,
+    mirrors: &Option<Vec<Spanned<String>>>,
+    upstream: &Option<Spanned<bool>>,
+) -> Result<Vec<String>> {
+    let list = mirrors.as_deref().unwrap_or_default();
+    for mirror in list {
+        crate::sandbox::download::check_mirror(mirror.get_ref())
+            .map_err(|e| at.error("distfile_mirrors", mirror, format!("{e:#}")))?;
+    }
+    match (upstream, list.is_empty()) {
+        (Some(off), true) if !off.get_ref() => Err(at.error(
+            "fetch_upstream",
+            off,
+            "false fetches from distfile_mirrors only, and distfile_mirrors is empty: nothing could be fetched",
+        )),
+        _ => Ok(list.iter().map(|m| m.get_ref().clone()).collect()),
+    }
 }
 
 /// The CPUs this process may use (at least 1).
@@ -917,6 +951,11 @@ build_user = "nobody"
 # Local hosts (loopback, this machine's own addresses) that fetches may
 # reach: a local mirror. Everything else local is refused.
 # fetch_local_hosts = []
+# Base URLs every distfile is tried from first, before the port's own sites,
+# with its distinfo key (DIST_SUBDIR/ included) appended, as
+# MASTER_SITE_OVERRIDE does; fetch_upstream = false tries only these.
+# distfile_mirrors = ["https://distfiles.example.org/distfiles/"]
+# fetch_upstream = true
 # Seconds `bootstrap-kit` may take (pkgsrc).
 # bootstrap_timeout = 3600
 # Seconds without any output before a build is killed.
@@ -1040,6 +1079,36 @@ mod tests {
     }
 
     #[test]
+    fn mirrors_are_base_urls_and_upstream_off_needs_one() {
+        let dir = tree();
+        let c = parse_in(dir.path(), "ports_dir = \"ports\"\n", None).unwrap();
+        assert!(c.distfile_mirrors.is_empty() && c.fetch_upstream, "no mirrors and upstream by default");
+        let text = "ports_dir = \"ports\"\ndistfile_mirrors = [\"http://127.0.0.1:8080/d/\", \"file:///srv/d\"]\n\
+                    fetch_upstream = false\n";
+        let c = parse_in(dir.path(), text, None).unwrap();
+        assert_eq!(c.distfile_mirrors, ["http://127.0.0.1:8080/d/", "file:///srv/d"]);
+        assert!(!c.fetch_upstream);
+        let text = "ports_dir = \"ports\"\n[profile.p]\ndistfile_mirrors = [\"https://m/\"]\n";
+        assert_eq!(parse_in(dir.path(), text, Some("p")).unwrap().distfile_mirrors, ["https://m/"]);
+        for (text, key, line, why) in [
+            (
+                "ports_dir = \"ports\"\ndistfile_mirrors = [\n  \"http://m/\",\n  \"m/d\"]\n",
+                "distfile_mirrors",
+                4,
+                "is not a URL",
+            ),
+            ("ports_dir = \"ports\"\ndistfile_mirrors = [\"gopher://m/\"]\n", "distfile_mirrors", 2, "scheme gopher"),
+            ("ports_dir = \"ports\"\ndistfile_mirrors = [\"http://m/?x=1\"]\n", "distfile_mirrors", 2, "base URL"),
+            ("ports_dir = \"ports\"\n\nfetch_upstream = false\n", "fetch_upstream", 3, "distfile_mirrors is empty"),
+            ("ports_dir = \"ports\"\nfetch_upstream = \"no\"\n", "fetch_upstream", 2, "invalid type"),
+        ] {
+            let err = error_in(dir.path(), text);
+            assert!(err.contains(&format!("line {line}")) && err.contains(key) && err.contains(why), "{text}: {err}");
+            assert!(err.contains("portsynth.toml"), "{err}");
+        }
+    }
+
+    #[test]
     fn every_key_is_read() {
         let dir = tree();
         let text = r#"
@@ -1063,6 +1132,8 @@ scan_timeout = 7
 package_size_limit = "2M"
 setuid_ports = ["sysutils/sudo"]
 fetch_local_hosts = ["127.0.0.1", "mirror.lan"]
+distfile_mirrors = ["http://mirror.lan/distfiles/"]
+fetch_upstream = false
 throttle = false
 [phase_timeouts]
 build = 120
@@ -1096,6 +1167,10 @@ CFLAGS = "-O1"
         assert_eq!((c.scan_timeout, c.package_size_limit), (Duration::from_secs(7), 2 << 20));
         assert_eq!(c.setuid_ports, ["sysutils/sudo"]);
         assert_eq!(c.fetch_local_hosts, ["127.0.0.1", "mirror.lan"]);
+        assert_eq!(
+            (c.distfile_mirrors.as_slice(), c.fetch_upstream),
+            (&["http://mirror.lan/distfiles/".to_string()][..], false)
+        );
         assert!(!c.throttle);
     }
 

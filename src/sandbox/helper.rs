@@ -218,8 +218,8 @@ fn fetch_phase(spec: &HelperSpec, env: &[(String, String)], confinement: &Confin
         port_dir: &spec.port_dir,
         confinement,
         local_hosts: &spec.fetch_local_hosts,
-        mirrors: &[],
-        upstream: true,
+        mirrors: &spec.distfile_mirrors,
+        upstream: spec.fetch_upstream,
     };
     let result = while_writable(download::DISTFILES, || fetcher.fetch_all(&wanted))?;
     kill_leftovers();

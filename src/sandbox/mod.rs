@@ -129,6 +129,17 @@ pub struct HelperSpec {
     /// text (pkgsrc: [`crate::framework::pkgsrc::MK_CONF`], the `MAKECONF`).
     #[serde(default)]
     pub mk_conf: Option<(std::path::PathBuf, String)>,
+    /// Base URLs the fetch phase tries first (`distfile_mirrors`).
+    #[serde(default)]
+    pub distfile_mirrors: Vec<String>,
+    /// Whether the fetch phase also tries the framework's sites
+    /// (`fetch_upstream`).
+    #[serde(default = "upstream_by_default")]
+    pub fetch_upstream: bool,
+}
+
+fn upstream_by_default() -> bool {
+    true
 }
 
 impl HelperSpec {

@@ -223,6 +223,8 @@ fn spec_for(config: &Config, request: &SandboxRequest, slot: &Slot, kit: Option<
         make_jobs: config.make_jobs,
         make_env: config.make_conf.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         fetch_local_hosts: config.fetch_local_hosts.clone(),
+        distfile_mirrors: config.distfile_mirrors.clone(),
+        fetch_upstream: config.fetch_upstream,
         framework: config.framework,
         variant: request.variant.clone(),
         bootstrap_pkg: request.bootstrap_pkg,
