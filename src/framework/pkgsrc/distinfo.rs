@@ -82,9 +82,10 @@ fn split(line: &str) -> Result<(&str, &str, &str)> {
     Ok((name, key, value.trim()))
 }
 
-/// `233201 bytes`.
+/// `233201 bytes`, or `233201` (a few files of the 2014 tree;
+/// `mk/fetch/fetch` reads the unit as optional).
 fn size(value: &str) -> Result<u64> {
-    let number = value.strip_suffix(" bytes").with_context(|| format!("{value:?} is not `N bytes`"))?;
+    let number = value.strip_suffix(" bytes").unwrap_or(value);
     number.parse().with_context(|| format!("{value:?} is not `N bytes`"))
 }
 
@@ -187,9 +188,10 @@ SHA1 (patch-utf8.h) = 928db9ed97546cc7b2f31f2f196ccdf93187d53a
 
     #[test]
     fn an_entry_without_a_digest_or_a_size_vouches_for_nothing() {
-        let text = format!("Size (a.tgz) = 3 bytes\nSHA1 (b.tgz) = {}\n", "0".repeat(40));
+        let text = format!("Size (a.tgz) = 3 bytes\nSHA1 (b.tgz) = {}\nSize (c.tgz) = 5\n", "0".repeat(40));
         let parsed = parse(&text, file()).unwrap();
-        assert_eq!(parsed.entries.len(), 2, "both are distfiles (purge keeps them)");
+        assert_eq!(parsed.entries.len(), 3, "all are distfiles (purge keeps them)");
+        assert_eq!(parsed.entries["c.tgz"].size, Some(5), "`bytes` may be left out");
         assert_eq!((parsed.expected("a.tgz"), parsed.expected("b.tgz")), (None, None));
     }
 
@@ -210,8 +212,9 @@ SHA1 (patch-utf8.h) = 928db9ed97546cc7b2f31f2f196ccdf93187d53a
                 "conflicting Size for a.tgz (first given at line 1",
             ),
             (format!("SHA1 (a.tgz) = {sha1}\n\nSHA1 (a.tgz) = {sha1}\n"), "line 3", "duplicate SHA1 for a.tgz"),
-            ("Size (a.tgz) = 3\n".to_string(), "line 1", "\"3\" is not `N bytes`"),
+            ("Size (a.tgz) = 3 kB\n".to_string(), "line 1", "\"3 kB\" is not `N bytes`"),
             ("Size (a.tgz) = many bytes\n".to_string(), "line 1", "is not `N bytes`"),
+            ("Size (a.tgz) = -3 bytes\n".to_string(), "line 1", "is not `N bytes`"),
             ("SHA1 a.tgz = 1\n".to_string(), "line 1", "not `ALGORITHM (file) = value`"),
             (format!("SHA1 (a.tgz) = {sha1}\n$NetBSD$\n"), "line 2", "not `ALGORITHM (file) = value`"),
             (format!("SHA1 (../a.tgz) = {sha1}\n"), "line 1", "\"../a.tgz\" is not a plain relative path"),
