@@ -2,6 +2,7 @@
 //! assembled in temporary directories.
 #![allow(dead_code)]
 
+pub mod mirror;
 pub mod pkgsrc;
 
 use std::path::{Path, PathBuf};
