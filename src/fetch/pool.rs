@@ -378,7 +378,7 @@ impl<'r, 'a> Coordinator<'r, 'a> {
             slot,
             origin: tree.nodes[node].origin.clone(),
             pkgname: meta.pkgname.clone(),
-            phases: vec![Phase::Fetch, Phase::Checksum],
+            phases: self.run.config.framework.framework().fetch_only_phases(),
             dependencies: vec![],
             keep_work_on_failure: false,
             variant: meta.variant.clone(),

@@ -209,6 +209,11 @@ impl Framework for Bundled {
         &crate::repo::format::Bundled
     }
 
+    /// The framework's own checksum after portsynth's download.
+    fn fetch_only_phases(&self) -> Vec<Phase> {
+        vec![Phase::Fetch, Phase::Checksum]
+    }
+
     /// `SHA256 (KEY) = hex` and `SIZE (KEY) = bytes`; any other line is
     /// ignored, as `Mk/Scripts/common.sh` ignores it.
     fn parse_distinfo(&self, text: &str, _file: &Path) -> Result<Distinfo> {

@@ -183,6 +183,10 @@ pub trait Framework: Sync {
         self.package_format().file_name(pkgname)
     }
 
+    /// The phases fetch-only runs in a sandbox (no dependency is installed
+    /// there).
+    fn fetch_only_phases(&self) -> Vec<Phase>;
+
     /// The distfile entries of a distinfo file's `text` (`file` names it
     /// in errors, with the line).
     fn parse_distinfo(&self, text: &str, file: &Path) -> Result<Distinfo>;

@@ -247,6 +247,14 @@ impl Framework for Pkgsrc {
         &package::Tgz
     }
 
+    /// The download alone: pkgsrc's `checksum` needs the digest tool,
+    /// pkgtools/digest, a dependency of every package with distfiles, which
+    /// fetch-only does not install; the download verified every digest of
+    /// distinfo already.
+    fn fetch_only_phases(&self) -> Vec<Phase> {
+        vec![Phase::Fetch]
+    }
+
     fn parse_distinfo(&self, text: &str, file: &Path) -> Result<Distinfo> {
         distinfo::parse(text, file)
     }
