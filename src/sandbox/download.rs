@@ -151,7 +151,8 @@ impl Fetcher<'_> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let lock = match DistfileLock::try_existing(Path::new(DISTFILES), &wanted.key)? {
             crate::fetch::lock::TryLock::Held(lock) => lock,
-            _ => {
+            crate::fetch::lock::TryLock::NoLockFile => DistfileLock::acquire(Path::new(DISTFILES), &wanted.key)?,
+            crate::fetch::lock::TryLock::Busy => {
                 let path = crate::fetch::lock::lock_path(Path::new(DISTFILES), &wanted.key);
                 println!("===> Waiting for {}: another fetch holds {}", wanted.key, path.display());
                 DistfileLock::acquire(Path::new(DISTFILES), &wanted.key)?
