@@ -10,6 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use common::mirror::{Mirror, Reply};
 use common::pkgsrc::{kit, shared, tree};
 use portsynth::fetch::distinfo::Algorithm;
 use portsynth::framework::Kind;
@@ -104,6 +105,16 @@ fn counts(output: &Output) -> (u64, u64, u64, u64) {
     (n("fetched"), n("present"), n("failed"), n("without_distfiles"))
 }
 
+/// The only site of a test: `fetch_upstream = false`, so no real
+/// MASTER_SITE is ever tried.
+fn only(mirror: &Mirror) -> String {
+    format!("distfile_mirrors = [\"{}\"]\nfetch_upstream = false\n", mirror.url())
+}
+
+fn shared_distfile(file: &str) -> Vec<u8> {
+    std::fs::read(shared().join("distfiles").join(file)).unwrap()
+}
+
 fn sandboxes_started(output: &Output) -> usize {
     events(output).iter().filter(|e| e["event"] == "fetch_start").count()
 }
@@ -132,11 +143,74 @@ fn every_distinfo_of_the_tree_parses_and_only_its_distfiles_are_kept() {
     assert_eq!((files, distfiles), (10_835, 13_268));
 }
 
+const PACKAGES: [&str; 3] = ["misc/figlet", "archivers/unzip", "pkgtools/digest"];
+const DISTFILES: [&str; 2] = ["figlet-2.2.5.tar.gz", "unzip60.tgz"];
+
+#[test]
+fn fetch_only_fills_an_empty_cache_from_a_mirror_then_finds_everything_present() {
+    let mirror = Mirror::directory(shared().join("distfiles"));
+    let env = Env::real(&only(&mirror));
+    let output = env.fetch(&PACKAGES);
+    assert_eq!(output.status.code(), Some(0), "{}", dump(&output));
+    assert_eq!(counts(&output), (2, 0, 0, 2), "{}", dump(&output));
+    assert_eq!(env.listing(), DISTFILES, "nothing else, no .part left");
+    for file in DISTFILES {
+        assert_eq!(std::fs::read(env.distfiles().join(file)).unwrap(), shared_distfile(file), "{file}");
+        assert_eq!(mirror.hits(file), 1, "{file} downloaded once");
+    }
+    assert_eq!(mirror.total_hits(), 2);
+
+    let output = env.fetch(&PACKAGES);
+    assert_eq!(counts(&output), (0, 2, 0, 2), "{}", dump(&output));
+    assert_eq!(sandboxes_started(&output), 0, "present files need no sandbox: {}", dump(&output));
+    assert_eq!(mirror.total_hits(), 2, "the second run downloads nothing");
+
+    // A file that went bad in the cache (same size) is removed, named with
+    // the digests that differ, and fetched again.
+    let mut bytes = shared_distfile("figlet-2.2.5.tar.gz");
+    bytes[1000] ^= 0xff;
+    std::fs::write(env.distfiles().join("figlet-2.2.5.tar.gz"), &bytes).unwrap();
+    let output = env.fetch(&PACKAGES);
+    assert_eq!(counts(&output), (1, 1, 0, 2), "{}", dump(&output));
+    let notices = String::from_utf8_lossy(&output.stdout);
+    assert!(notices.contains("removed corrupt distfile") && notices.contains("figlet-2.2.5.tar.gz"), "{notices}");
+    assert!(notices.contains("SHA1 dda696958c161bd71d6590152c94c4f705415727"), "{notices}");
+    assert_eq!(
+        std::fs::read(env.distfiles().join("figlet-2.2.5.tar.gz")).unwrap(),
+        shared_distfile("figlet-2.2.5.tar.gz")
+    );
+    assert_eq!(mirror.hits("figlet-2.2.5.tar.gz"), 2);
+}
+
+#[test]
+fn a_mirror_serving_wrong_bytes_leaves_nothing_and_names_the_file_and_the_algorithms() {
+    let mirror = Mirror::start(|path, _| match std::fs::read(shared().join("distfiles").join(path)) {
+        Ok(mut body) if path == "figlet-2.2.5.tar.gz" => {
+            body[1000] ^= 0xff;
+            Reply::File(body)
+        }
+        Ok(body) => Reply::File(body),
+        Err(_) => Reply::Status(404),
+    });
+    let env = Env::real(&only(&mirror));
+    let output = env.fetch(&PACKAGES);
+    assert_eq!(output.status.code(), Some(1), "{}", dump(&output));
+    assert_eq!(counts(&output), (1, 0, 1, 2), "{}", dump(&output));
+    assert_eq!(env.listing(), ["unzip60.tgz"], "nothing of figlet, no .part");
+    let end = run_end(&output);
+    let reason = end["failed"][0]["reason"].as_str().unwrap_or_else(|| panic!("{end}"));
+    assert_eq!(end["failed"][0]["origin"], "misc/figlet");
+    assert!(reason.contains("checksum mismatch for figlet-2.2.5.tar.gz"), "{reason}");
+    assert!(reason.contains("(SHA1, RMD160 differ)"), "{reason}");
+    assert!(reason.contains("expected: SIZE 233201 SHA1 dda696958c161bd71d6590152c94c4f705415727 RMD160"), "{reason}");
+    assert_eq!(mirror.hits("figlet-2.2.5.tar.gz"), 1, "fetch_retries = 0, and no other site is tried");
+}
+
 #[test]
 fn distfiles_in_the_cache_are_found_present_without_a_sandbox() {
     let env = Env::real("");
-    env.prefill(&["figlet-2.2.5.tar.gz", "unzip60.tgz"]);
-    let output = env.fetch(&["misc/figlet", "archivers/unzip", "pkgtools/digest"]);
+    env.prefill(&DISTFILES);
+    let output = env.fetch(&PACKAGES);
     assert_eq!(output.status.code(), Some(0), "{}", dump(&output));
     // digest and nbpatch (a dependency of both) build from the tree's files/.
     assert_eq!(counts(&output), (0, 2, 0, 2), "{}", dump(&output));
