@@ -64,13 +64,24 @@ impl Env {
         }
     }
 
+    /// Every file below the cache (not `.locks/`), relative, sorted; a
+    /// DIST_SUBDIR directory may stay empty.
     fn listing(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(self.distfiles())
-            .map(|entries| entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
-            .unwrap_or_default();
-        names.retain(|n| n != ".locks");
-        names.sort();
-        names
+        fn walk(dir: &Path, rel: &str, out: &mut Vec<String>) {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let child = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
+                match entry.file_type().unwrap().is_dir() {
+                    true if rel.is_empty() && name == ".locks" => {}
+                    true => walk(&entry.path(), &child, out),
+                    false => out.push(child),
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.distfiles(), "", &mut out);
+        out.sort();
+        out
     }
 }
 
@@ -204,6 +215,26 @@ fn a_mirror_serving_wrong_bytes_leaves_nothing_and_names_the_file_and_the_algori
     assert!(reason.contains("(SHA1, RMD160 differ)"), "{reason}");
     assert!(reason.contains("expected: SIZE 233201 SHA1 dda696958c161bd71d6590152c94c4f705415727 RMD160"), "{reason}");
     assert_eq!(mirror.hits("figlet-2.2.5.tar.gz"), 1, "fetch_retries = 0, and no other site is tried");
+}
+
+#[test]
+fn dist_subdir_keys_and_patchfiles_are_asked_of_the_mirror_as_distinfo_names_them() {
+    // Neither distfile is in ../shared: the mirror answers 404, and what
+    // it was asked for is the evidence.
+    let mirror = Mirror::start(|_, _| Reply::Status(404));
+    let env = Env::real(&only(&mirror));
+    let output = env.fetch(&["archivers/hpack", "audio/cddbd"]);
+    assert_eq!(output.status.code(), Some(1), "{}", dump(&output));
+    assert_eq!(counts(&output), (0, 0, 2, 2), "{}", dump(&output));
+    for key in ["hpack-0.79/hpack79src.tar.gz", "cddbd-1.3.1.tar.gz", "cddbd-1.3.1.patch1.gz"] {
+        assert_eq!(mirror.hits(key), 1, "{key}: {}", dump(&output));
+    }
+    assert_eq!(mirror.total_hits(), 3);
+    let end = run_end(&output);
+    let hpack = end["failed"].as_array().unwrap().iter().find(|f| f["origin"] == "archivers/hpack").unwrap();
+    let url = format!("{}hpack-0.79/hpack79src.tar.gz", mirror.url());
+    assert!(hpack["reason"].as_str().unwrap().contains(&url), "{hpack}");
+    assert!(env.listing().is_empty(), "{:?}", env.listing());
 }
 
 #[test]
