@@ -436,7 +436,7 @@ fn validate(raw: RawSettings, at: &Locator, profile: Option<String>) -> Result<C
         package_size_limit,
         setuid_ports: raw.setuid_ports.unwrap_or_default().into_iter().map(Spanned::into_inner).collect(),
         fetch_local_hosts: raw.fetch_local_hosts.unwrap_or_default().into_iter().map(Spanned::into_inner).collect(),
-        distfile_mirrors: distfile_mirrors(at, &raw.distfile_mirrors, &raw.fetch_upstream)?,
+        distfile_mirrors: distfile_mirrors(at, &raw.distfile_mirrors)?,
         fetch_upstream: raw.fetch_upstream.is_none_or(Spanned::into_inner),
         mk_conf: match raw.mk_conf {
             Some(lines) if framework != crate::framework::Kind::Pkgsrc => {
@@ -482,26 +482,14 @@ fn validate(raw: RawSettings, at: &Locator, profile: Option<String>) -> Result<C
     Ok(config)
 }
 
-/// `distfile_mirrors`: each a base URL portsynth can fetch from; at least
-/// one when `fetch_upstream` is false (nothing could be fetched otherwise).
-fn distfile_mirrors(
-    at: &Locator,
-    mirrors: &Option<Vec<Spanned<String>>>,
-    upstream: &Option<Spanned<bool>>,
-) -> Result<Vec<String>> {
+/// `distfile_mirrors`: each a base URL portsynth can fetch from.
+fn distfile_mirrors(at: &Locator, mirrors: &Option<Vec<Spanned<String>>>) -> Result<Vec<String>> {
     let list = mirrors.as_deref().unwrap_or_default();
     for mirror in list {
         crate::sandbox::download::check_mirror(mirror.get_ref())
             .map_err(|e| at.error("distfile_mirrors", mirror, format!("{e:#}")))?;
     }
-    match (upstream, list.is_empty()) {
-        (Some(off), true) if !off.get_ref() => Err(at.error(
-            "fetch_upstream",
-            off,
-            "false fetches from distfile_mirrors only, and distfile_mirrors is empty: nothing could be fetched",
-        )),
-        _ => Ok(list.iter().map(|m| m.get_ref().clone()).collect()),
-    }
+    Ok(list.iter().map(|m| m.get_ref().clone()).collect())
 }
 
 /// The CPUs this process may use (at least 1).
@@ -953,7 +941,8 @@ build_user = "nobody"
 # fetch_local_hosts = []
 # Base URLs every distfile is tried from first, before the port's own sites,
 # with its distinfo key (DIST_SUBDIR/ included) appended, as
-# MASTER_SITE_OVERRIDE does; fetch_upstream = false tries only these.
+# MASTER_SITE_OVERRIDE does; fetch_upstream = false tries only these
+# (without mirrors: nothing is downloaded, builds use what distfiles_dir has).
 # distfile_mirrors = ["https://distfiles.example.org/distfiles/"]
 # fetch_upstream = true
 # Seconds `bootstrap-kit` may take (pkgsrc).
@@ -1079,7 +1068,7 @@ mod tests {
     }
 
     #[test]
-    fn mirrors_are_base_urls_and_upstream_off_needs_one() {
+    fn mirrors_are_base_urls_and_upstream_can_be_off() {
         let dir = tree();
         let c = parse_in(dir.path(), "ports_dir = \"ports\"\n", None).unwrap();
         assert!(c.distfile_mirrors.is_empty() && c.fetch_upstream, "no mirrors and upstream by default");
@@ -1088,6 +1077,8 @@ mod tests {
         let c = parse_in(dir.path(), text, None).unwrap();
         assert_eq!(c.distfile_mirrors, ["http://127.0.0.1:8080/d/", "file:///srv/d"]);
         assert!(!c.fetch_upstream);
+        let offline = parse_in(dir.path(), "ports_dir = \"ports\"\nfetch_upstream = false\n", None).unwrap();
+        assert!(offline.distfile_mirrors.is_empty() && !offline.fetch_upstream, "offline: only what the cache has");
         let text = "ports_dir = \"ports\"\n[profile.p]\ndistfile_mirrors = [\"https://m/\"]\n";
         assert_eq!(parse_in(dir.path(), text, Some("p")).unwrap().distfile_mirrors, ["https://m/"]);
         for (text, key, line, why) in [
@@ -1099,7 +1090,6 @@ mod tests {
             ),
             ("ports_dir = \"ports\"\ndistfile_mirrors = [\"gopher://m/\"]\n", "distfile_mirrors", 2, "scheme gopher"),
             ("ports_dir = \"ports\"\ndistfile_mirrors = [\"http://m/?x=1\"]\n", "distfile_mirrors", 2, "base URL"),
-            ("ports_dir = \"ports\"\n\nfetch_upstream = false\n", "fetch_upstream", 3, "distfile_mirrors is empty"),
             ("ports_dir = \"ports\"\nfetch_upstream = \"no\"\n", "fetch_upstream", 2, "invalid type"),
         ] {
             let err = error_in(dir.path(), text);

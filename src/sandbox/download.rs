@@ -164,7 +164,13 @@ impl Fetcher<'_> {
         }
         let urls = sources(wanted, self.mirrors, self.upstream);
         if urls.is_empty() {
-            let why = format!("{} is missing and MASTER_SITES is empty", wanted.file_name());
+            let why = match self.upstream {
+                true => format!("{} is missing and MASTER_SITES is empty", wanted.file_name()),
+                false => format!(
+                    "{} is missing and fetch_upstream = false with no distfile_mirrors: there is nowhere to fetch it from",
+                    wanted.file_name()
+                ),
+            };
             self.err(&why);
             bail!(why);
         }
