@@ -6,7 +6,8 @@
 //! failed port stops nobody. Each worker owns one slot for its life and
 //! handles one port at a time: first the present check in Rust (every
 //! distfile present with distinfo's size and digests → done, no sandbox),
-//! else the framework's `fetch` and `checksum` in a fresh sandbox.
+//! else the framework's fetch-only phases (`fetch`, and `checksum` where
+//! it has one without dependencies) in a fresh sandbox.
 //!
 //! Retries belong to the coordinator: a failed attempt goes into a delayed
 //! queue with exponential backoff (`fetch_retry_delay` × 2^(n-1)) and its

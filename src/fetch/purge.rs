@@ -5,8 +5,9 @@
 //! ([`crate::framework::Framework::referenced_distfiles`]: bundled, some
 //! port of any flavor lists it in DISTFILES; pkgsrc, some distinfo of the
 //! tree lists it), at `DIST_SUBDIR/name` or `name`. Everything else below
-//! the cache is unreferenced: old versions, files of removed ports, `.part` leftovers of
-//! killed downloads, whole `DIST_SUBDIR` directories of removed ports.
+//! the cache is unreferenced: old versions, files of removed ports, `.part`
+//! leftovers of killed downloads, whole `DIST_SUBDIR` directories of
+//! removed ports.
 //!
 //! Safety rules: the walk never follows symlinks and never leaves the
 //! cache's file system; `.locks/` is not content (its entries are handled
