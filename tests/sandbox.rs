@@ -68,9 +68,13 @@ fn log_of(outcome: &BuildOutcome) -> String {
     std::fs::read_to_string(&outcome.log_path).unwrap()
 }
 
-/// Processes in a PID namespace other than ours: sandbox processes.
-fn foreign_processes() -> BTreeSet<String> {
+/// Processes in a PID namespace other than ours that belong to `env`'s
+/// sandboxes: their mount table shows a bind from `env`'s directory (its
+/// random name is in the mount's root whether or not /tmp is a file system
+/// of its own). Sandboxes of other programs on the machine do not count.
+fn foreign_processes(env: &Env) -> BTreeSet<String> {
     let ours = std::fs::read_link("/proc/self/ns/pid").unwrap();
+    let tag = env.path().file_name().unwrap().to_string_lossy().into_owned();
     let mut found = BTreeSet::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -78,7 +82,8 @@ fn foreign_processes() -> BTreeSet<String> {
             continue;
         }
         let Ok(ns) = std::fs::read_link(entry.path().join("ns/pid")) else { continue };
-        if ns != ours {
+        let mountinfo = std::fs::read_to_string(entry.path().join("mountinfo")).unwrap_or_default();
+        if ns != ours && mountinfo.contains(&tag) {
             let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
             found.insert(format!("{name}: {}", String::from_utf8_lossy(&cmdline).replace('\0', " ")));
         }
@@ -87,10 +92,10 @@ fn foreign_processes() -> BTreeSet<String> {
 }
 
 /// Waits (bounded) for the kernel to finish tearing namespaces down.
-fn assert_no_leaks(mounts_before: &BTreeSet<String>, when: &str) {
+fn assert_no_leaks(env: &Env, mounts_before: &BTreeSet<String>, when: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let foreign = foreign_processes();
+        let foreign = foreign_processes(env);
         let now = mounts();
         if foreign.is_empty() && &now == mounts_before {
             return;
@@ -141,7 +146,7 @@ fn every_bundled_port_builds_in_the_sandbox_and_hello_runs() {
     let files = manifest_files(&greet);
     assert!(files.contains(&"/usr/local/lib/libgreet.so.1".to_string()), "{files:?}");
     assert!(files.contains(&"/usr/local/include/greet.h".to_string()), "{files:?}");
-    assert_no_leaks(&before, "after building the tree");
+    assert_no_leaks(&env, &before, "after building the tree");
 
     // hello, from its package, in a fresh sandbox with libgreet installed.
     let dir = env.ports().join("misc/run-hello");
@@ -161,7 +166,7 @@ fn every_bundled_port_builds_in_the_sandbox_and_hello_runs() {
     assert!(log.contains("/usr/local/lib/libgreet.so.1"), "{log}");
     assert!(log.contains("installed dependency libgreet-1.2.pkg"), "{log}");
     assert!(log.contains("installed dependency hello-2.1.pkg"), "{log}");
-    assert_no_leaks(&before, "after running hello");
+    assert_no_leaks(&env, &before, "after running hello");
 }
 
 fn digest_of_dir(dir: &Path) -> Vec<(String, u64)> {
@@ -194,7 +199,7 @@ fn a_port_writing_outside_its_work_area_fails_and_changes_nothing() {
     assert!(!Path::new("/usr/bin/portsynth-hostile").exists());
     assert_eq!(portsynth::builddb::crc::port_crc(&env.ports()).unwrap(), tree_crc, "ports tree changed");
     assert!(std::fs::read_dir(env.base().join("packages/All")).map_or(true, |mut d| d.next().is_none()));
-    assert_no_leaks(&before, "after a failed build");
+    assert_no_leaks(&env, &before, "after a failed build");
 }
 
 #[test]
@@ -345,7 +350,7 @@ fn background_children_are_not_left_behind() {
     let before = mounts();
     let outcome = build(&env, "hostile/forker", false);
     assert_success(&outcome);
-    assert_no_leaks(&before, "after a port that forks a daemon");
+    assert_no_leaks(&env, &before, "after a port that forks a daemon");
 }
 
 #[test]
@@ -362,7 +367,7 @@ fn watchdogs_kill_the_whole_sandbox_and_say_which_limit_fired() {
     let reason = outcome.reason.clone().unwrap();
     assert!(reason.contains("phase build ran longer than its limit of 2 s"), "{reason}");
     assert!(log_of(&outcome).contains("*** watchdog: phase build ran longer"), "{}", log_of(&outcome));
-    assert_no_leaks(&before, "after a phase timeout");
+    assert_no_leaks(&env, &before, "after a phase timeout");
 
     env.write_config("silent_timeout = 2\n[make_conf]\nSLEEP_SECONDS = \"60\"\n");
     let outcome = build(&env, "misc/sleeper", false);
@@ -370,7 +375,7 @@ fn watchdogs_kill_the_whole_sandbox_and_say_which_limit_fired() {
     let reason = outcome.reason.clone().unwrap();
     assert!(reason.contains("no output for 2 s (silent_timeout)"), "{reason}");
     assert!(outcome.package.is_none());
-    assert_no_leaks(&before, "after a silence timeout");
+    assert_no_leaks(&env, &before, "after a silence timeout");
 }
 
 #[test]
@@ -404,10 +409,10 @@ fn killing_portsynth_mid_build_leaves_no_process_and_no_mount() {
         assert!(Instant::now() < deadline, "the build never reached its sleep");
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(!foreign_processes().is_empty(), "the sandbox should be running");
+    assert!(!foreign_processes(&env).is_empty(), "the sandbox should be running");
     child.kill().unwrap();
     child.wait().unwrap();
-    assert_no_leaks(&before, "after kill -9 of portsynth");
+    assert_no_leaks(&env, &before, "after kill -9 of portsynth");
     assert!(!env.base().join("packages/All/sleeper-1.0.pkg").exists());
     let output = env.run(&["cleanup"]);
     assert!(output.status.success(), "{}", stderr(&output));
