@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# bench-pkgsrc.sh -- portsynth's pkgsrc scan side by side with bob
+# bench-pkgsrc.sh -- portsynth's pkgsrc scan (and, with --builds, its bulk builds) side by side with bob
 # (https://crates.io/crates/bob, a comparison only, never a dependency), on the
 # same real tree (../shared/pkgsrc/pkgsrc-2014.tar.zst), the same bootstrap kit,
 # the same pkgpaths and the same number of scan threads.
 #
 #   scripts/bench-pkgsrc.sh [--reps N] [--workdir DIR] [--threads N] [--pause PGID]...
-#                           [--binary FILE] [--kit FILE] [--whole-tree]
+#                           [--binary FILE] [--kit FILE] [--whole-tree] [--builds]
 #
 #   --reps N       repetitions of every phase, the tools alternating (default 3)
 #   --workdir DIR  scratch directory (default /var/tmp/bench-pkgsrc): a writable
@@ -21,6 +21,12 @@
 #   --kit FILE     the bootstrap kit (default: the one the tests cache under
 #                  /var/cache/portsynth-pkgsrc/kit-test, else one made here with
 #                  `portsynth bootstrap-kit`)
+#   --builds       instead of the scan phases: BULK BUILDS side by side (figure
+#                  9: 36 packages of packages.txt, 2 builders and MAKE_JOBS 1
+#                  each; bulk, no-change rerun, mk/ edit, kill -9 and resume;
+#                  results in WORKDIR/builds); --reps counts its repetitions;
+#                  BENCH_BULK_ONLY=1: the bulk phase only; BENCH_KILL_AFTER=S
+#                  (default 45): when the kill phase kills the coordinator
 #   --whole-tree   also: warm no-change `status` of the whole tree (a second,
 #                  pristine copy); the first time this runs the cold whole-tree
 #                  scan (1-3 h on 2 CPUs, not paused around, not timed as a figure)
@@ -49,7 +55,7 @@ export LC_ALL=C
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 shared=${PORTSYNTH_PKGSRC_SHARED:-$repo/../shared/pkgsrc}
-reps=3 workdir=/var/tmp/bench-pkgsrc threads=2 binary='' kit='' whole=0 pause=()
+reps=3 workdir=/var/tmp/bench-pkgsrc threads=2 binary='' kit='' whole=0 builds=0 pause=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --reps) reps=$2; shift ;;
@@ -59,7 +65,8 @@ while [ $# -gt 0 ]; do
         --binary) binary=$2; shift ;;
         --kit) kit=$2; shift ;;
         --whole-tree) whole=1 ;;
-        -h|--help) sed -n '2,46p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --builds) builds=1 ;;
+        -h|--help) sed -n '2,52p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench-pkgsrc.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -343,6 +350,252 @@ readers() {
             }
         }' "$workdir/bob.pscan" | sort -u | wc -l
 }
+
+if [ "$builds" = 1 ]; then
+# --- --builds: BUILDS side by side with bob (figure 9) -------------------------------
+# The same tree (a hard-linked copy of the unpacked one: the edit writes a new
+# file and renames it over the link), the same kit, the same package set
+# ($build_set: fast "ok" packages of packages.txt plus the shared tool deps
+# pkgtools/digest and devel/nbpatch), each tool its own copy of the distfiles
+# (filled from ../shared/pkgsrc/distfiles) and its own empty repository, 2
+# builders each, MAKE_JOBS 1. bob runs inside `unshare -m -n` (mounts private to
+# it, and no network at all: it cannot fetch from the internet); portsynth runs
+# with fetch_upstream = false (its builds have no network anyway).
+# Phases, per repetition (the tool that goes first alternating):
+#   bulk      empty repositories, build everything
+#   nochange  the same again
+#   mkedit    after appending a comment to mk/bsd.options.mk (new file renamed
+#             over it): what each rebuilds, against the packages whose
+#             pbulk-index SCAN_DEPENDS lists mk/bsd.options.mk
+#   kill      from empty repositories, kill -9 of the coordinator 45 s in: the
+#             mounts, processes and package files left behind, then a resumed run
+#             (timed) to its end
+# What a run rebuilt is read off the repository itself: the All/*.tgz whose
+# (inode, mtime) changed.
+build_set=(pkgtools/digest devel/nbpatch
+    archivers/fcrackzip archivers/nomarch archivers/rzip audio/cd-discid audio/mp3val
+    audio/rexima benchmarks/pipebench biology/fastDNAml biology/lucy devel/cpuflags
+    devel/cvsps games/fortune-strfile games/ninvaders graphics/exiftags mail/bmf
+    mail/safecat misc/bsdiff misc/figlet misc/parchive misc/since misc/xtail
+    net/corkscrew net/hf6to4 net/proxycheck pkgtools/pkg_chk pkgtools/pkg_tarup
+    pkgtools/pkg_rolling-replace security/hashcash security/portsentry
+    sysutils/nrg2iso textproc/dadadodo textproc/rman sysutils/free print/papersize)
+bd=$workdir/builds
+kill_after=${BENCH_KILL_AFTER:-45}   # seconds into the bulk of the kill phase
+bulk_only=${BENCH_BULK_ONLY:-0}      # 1: the bulk phase only (more repetitions of it)
+mkdir -p "$bd"
+btree=$bd/tree/pkgsrc
+if [ ! -e "$bd/tree/.done" ]; then
+    rm -rf "$bd/tree" && mkdir -p "$bd/tree"
+    cp -al "$tree" "$btree"
+    touch "$bd/tree/.done"
+fi
+# replace FILE CONTENT-FROM: write a new file, rename it over (never in place)
+replace_file() {
+    cp "$2" "$btree/$1.bench-new" && mv -f "$btree/$1.bench-new" "$btree/$1"
+}
+zstd -dc "$shared/pkgsrc-2014.tar.zst" | tar -x -O pkgsrc/mk/bsd.options.mk >"$bd/bsd.options.mk.orig"
+cmp -s "$bd/bsd.options.mk.orig" "$btree/mk/bsd.options.mk" || replace_file mk/bsd.options.mk "$bd/bsd.options.mk.orig"
+restore_btree() { cmp -s "$bd/bsd.options.mk.orig" "$btree/mk/bsd.options.mk" || replace_file mk/bsd.options.mk "$bd/bsd.options.mk.orig"; }
+trap 'restore_btree; resume_all' EXIT
+
+ps_b=$bd/portsynth bob_b=$bd/bob
+list=$(printf '"%s", ' "${build_set[@]}")
+mkdir -p "$ps_b" "$bob_b"
+cat >"$ps_b/portsynth.toml" <<EOF
+framework = "pkgsrc"
+ports_dir = "$btree"
+build_base = "$ps_b/base"
+distfiles_dir = "$ps_b/distfiles"
+bootstrap_kit = "$kit"
+pkgpaths = [${list%, }]
+workers = 2
+make_jobs = 1
+throttle = false
+fetch_upstream = false
+EOF
+lualist=$(printf '"%s", ' "${build_set[@]}")
+cat >"$bob_b/config.lua" <<EOF
+options = {
+    build_threads = 2,
+    scan_threads = $threads,
+    dbdir = "$bob_b/db",
+    log_level = "info",
+    tui = false,
+}
+pkgsrc = {
+    basedir = "$btree",
+    bootstrap = "$kit",
+    make = "/usr/pkg/bin/bmake",
+    pkgpaths = { ${lualist%, } },
+}
+sandboxes = {
+    basedir = "$bob_b/chroot",
+    environment = {
+        build = {
+            clear = true,
+            vars = {
+                PATH = "$scan_path",
+                HOME = "/tmp", TERM = "dumb", LANG = "C", SHELL = "/bin/sh",
+                DISTDIR = "$bob_b/distfiles",
+                PACKAGES = "$bob_b/packages",
+                WRKOBJDIR = "/tmp/work",
+                MAKE_JOBS = "1",
+            },
+        },
+    },
+    setup = {
+        { action = "mount", fs = "dev", dir = "/dev" },
+        { action = "mount", fs = "proc", dir = "/proc" },
+        { action = "mount", fs = "tmp", dir = "/tmp", opts = "size=1G" },
+        { action = "mount", fs = "tmp", dir = "/var", opts = "size=1G" },
+        { action = "mount", fs = "bind", dir = "/usr/bin", opts = "ro" },
+        { action = "mount", fs = "bind", dir = "/usr/sbin", opts = "ro" },
+        { action = "mount", fs = "bind", dir = "/usr/lib", opts = "ro" },
+        { action = "mount", fs = "bind", dir = "/usr/lib64", opts = "ro" },
+        { action = "mount", fs = "bind", dir = "/usr/libexec", opts = "ro" },
+        { action = "mount", fs = "bind", dir = "/usr/include", opts = "ro" },
+        { action = "mount", fs = "bind", dir = "/usr/share", opts = "ro" },
+        { action = "symlink", src = "usr/bin", dest = "/bin" },
+        { action = "symlink", src = "usr/lib", dest = "/lib" },
+        { action = "symlink", src = "usr/lib64", dest = "/lib64" },
+        { action = "symlink", src = "usr/sbin", dest = "/sbin" },
+        { action = "copy", dir = "/etc" },
+        { action = "cmd", chroot = true, create = "mkdir -m 1777 /var/tmp; chmod 1777 /tmp" },
+        { action = "mount", fs = "bind", dir = pkgsrc.basedir, opts = "ro" },
+        { action = "mount", fs = "bind", dir = "$bob_b/distfiles" },
+        { action = "mount", fs = "bind", dir = "$bob_b/packages", opts = "ro" },
+    },
+}
+EOF
+ps_repo=$ps_b/base/packages/All bob_repo=$bob_b/packages/All
+b_results=$bd/results${BENCH_BULK_ONLY:+-bulk}.tsv
+printf 'rep\tphase\ttool\torder\twall\tcpu\tload1\trc\tpackages\trebuilt\tdetail\n' >"$b_results"
+blogs=$bd/logs${BENCH_BULK_ONLY:+-bulk}
+rm -rf "$blogs" && mkdir -p "$blogs"
+
+fresh() {   # tool: empty repository and state
+    if [ "$1" = portsynth ]; then
+        safe_rm "$ps_b/base"; rm -rf "$ps_b/distfiles"; mkdir -p "$ps_b/distfiles"
+        cp "$shared"/distfiles/* "$ps_b/distfiles/"
+    else
+        safe_rm "$bob_b/chroot"; safe_rm "$bob_b/db"; rm -rf "$bob_b/packages" "$bob_b/distfiles"
+        mkdir -p "$bob_b/packages/All" "$bob_b/distfiles"
+        cp "$shared"/distfiles/* "$bob_b/distfiles/"
+    fi
+}
+snap() {   # repo-dir: "name inode mtime" of every package file
+    [ -d "$1" ] || return 0
+    find "$1" -maxdepth 1 -name '*.tgz' -printf '%f %i %T@\n' | sort
+}
+tool_cmd() {   # tool
+    if [ "$1" = portsynth ]; then
+        echo "$binary --config $ps_b/portsynth.toml --json -y everything"
+    else
+        echo "unshare -m -n --propagation private $bob -c $bob_b/config.lua build"
+    fi
+}
+repo_of() { [ "$1" = portsynth ] && echo "$ps_repo" || echo "$bob_repo"; }
+
+btimed() {   # rep phase tool order
+    local name="$1-$2-$3" rc=0 before after rebuilt n repo
+    repo=$(repo_of "$3")
+    before=$(snap "$repo")
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    pause_all
+    # shellcheck disable=SC2046
+    /usr/bin/time -f '%e %U %S' -o "$blogs/$name.time" $(tool_cmd "$3") \
+        </dev/null >"$blogs/$name.out" 2>"$blogs/$name.err" || rc=$?
+    resume_all
+    after=$(snap "$repo")
+    read -r wall user sys <"$blogs/$name.time" || true
+    cpu=$(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.2f", u + s }')
+    n=$(printf '%s\n' "$after" | grep -c . || true)
+    rebuilt=$(comm -13 <(printf '%s\n' "$before") <(printf '%s\n' "$after") | awk 'NF { sub(/\.tgz$/, "", $1); print $1 }' | sort -u | paste -sd, -)
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$wall" "$cpu" "$load" "$rc" "$n" "${rebuilt:--}" "${5:-}" >>"$b_results"
+    log "$name: wall $wall cpu $cpu rc $rc, $n packages, rebuilt $(printf '%s' "$rebuilt" | tr ',' '\n' | grep -c . || true) (load $(cut -d' ' -f1-3 /proc/loadavg))"
+}
+
+# kill -9 of the coordinator $kill_after s into a bulk from empty; then what is left
+killtest() {   # rep tool order
+    local name="$1-kill-$2" pid sid desc left mnt partial
+    fresh "$2"
+    pause_all
+    # shellcheck disable=SC2046
+    setsid $(tool_cmd "$2") </dev/null >"$blogs/$name.out" 2>"$blogs/$name.err" &
+    pid=$!
+    sleep "$kill_after"
+    # every descendant of the coordinator, just before the kill
+    desc=$(ps -eo pid=,ppid= | awk -v r="$pid" '{ p[$1] = $2 } END { for (x in p) { y = x; while (y in p && y != r && y > 1) y = p[y]; if (y == r) print x } }' | sort -n | paste -sd' ' -)
+    sid=$(ps -o sid= -p "$pid" | tr -d ' ')
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    sleep 3
+    left=$(for p in $desc; do [ -d "/proc/$p" ] && echo "$p:$(tr '\0' ' ' <"/proc/$p/cmdline" | cut -c1-60)"; done; ps -eo pid=,sid= | awk -v s="$sid" '$2 == s { print $1 }' | while read -r p; do case " $desc " in *" $p "*) ;; *) echo "$p(new):$(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | cut -c1-60)" ;; esac; done)
+    # mounts: the host's, and those of any survivor's namespace, below the tool's dirs
+    local base; [ "$2" = portsynth ] && base=$ps_b || base=$bob_b
+    mnt=$(awk -v d="$base" 'index($5, d) == 1' /proc/self/mountinfo | wc -l)
+    local smnt=0 p
+    for p in $desc; do
+        [ -r "/proc/$p/mountinfo" ] && smnt=$((smnt + $(awk -v d="$base" 'index($5, d) == 1' "/proc/$p/mountinfo" | wc -l)))
+    done
+    resume_all
+    local repo; repo=$(repo_of "$2")
+    partial=$(find "$(dirname "$repo")" -type f 2>/dev/null | while read -r f; do
+        case $f in *.tgz) gzip -t "$f" 2>/dev/null || echo "corrupt:$(basename "$f")" ;;
+                   *pkg_summary*|*SHA256SUMS*) ;; *) echo "other:$(basename "$f")" ;; esac; done | paste -sd, -)
+    local ntgz; ntgz=$(find "$repo" -maxdepth 1 -name '*.tgz' 2>/dev/null | wc -l)
+    local sbx=''
+    [ "$2" = bob ] && sbx="sandbox dirs left: $(ls "$bob_b/chroot" 2>/dev/null | paste -sd' ' -) ($(du -sm "$bob_b/chroot" 2>/dev/null | cut -f1) MB)"
+    [ "$2" = portsynth ] && sbx="work dirs: $(find "$ps_b/base" -maxdepth 2 -type d 2>/dev/null | wc -l) dirs in base ($(du -sm "$ps_b/base" 2>/dev/null | cut -f1) MB)"
+    printf '%s\tkill\t%s\t%s\t%s\t-\t%s\t-9\t%s\t-\tsurvivors [%s]; host mounts %s; survivor-namespace mounts %s; bad files [%s]; %s\n' \
+        "$1" "$2" "$3" "$kill_after" "$load" "$ntgz" "$(echo $left)" "$mnt" "$smnt" "${partial:-none}" "$sbx" >>"$b_results"
+    log "$name: survivors [$(echo $left)] host mounts $mnt survivor mounts $smnt bad [$partial] $sbx"
+    # survivors are ours (descendants of the coordinator we started): end them by pid
+    for p in $desc; do [ -d "/proc/$p" ] && kill -9 "$p" 2>/dev/null; done
+    sleep 1
+    btimed "$1" resume "$2" "$3"
+}
+
+readers_of() {   # FILE: PKGNAMEs of the set whose SCAN_DEPENDS lists FILE (bob's stored scan)
+    "$bob" -c "$bob_b/config.lua" util print-pscan 2>/dev/null | awk -v f="$1" '
+        /^PKGNAME=/ { name = substr($0, 9) }
+        /^SCAN_DEPENDS=/ {
+            n = split(substr($0, 14), a, " ")
+            for (i = 1; i <= n; i++) {
+                p = a[i]; lp = length(p); lf = length(f)
+                if (lp >= lf && substr(p, lp - lf + 1) == f && (lp == lf || substr(p, lp - lf, 1) == "/")) { print name; break }
+            }
+        }' | sort -u | paste -sd, -
+}
+
+log "builds: portsynth $rev; $bob_version; kit $kit; ${#build_set[@]} pkgpaths; 2 builders, MAKE_JOBS 1; $reps reps"
+bstarted=$(date -u '+%Y-%m-%d %H:%M UTC')
+for rep in $(seq 1 "$reps"); do
+    if [ $((rep % 2)) -eq 1 ]; then order=(bob portsynth); else order=(portsynth bob); fi
+    restore_btree
+    i=1; for t in "${order[@]}"; do fresh "$t"; btimed "$rep" bulk "$t" $i; i=$((i + 1)); done
+    [ "$bulk_only" = 1 ] && continue
+    i=1; for t in "${order[@]}"; do btimed "$rep" nochange "$t" $i; i=$((i + 1)); done
+    { cat "$bd/bsd.options.mk.orig"; printf '# bench-pkgsrc.sh edit %s\n' "$(date +%s.%N)"; } >"$bd/bsd.options.mk.edit"
+    replace_file mk/bsd.options.mk "$bd/bsd.options.mk.edit"
+    "$binary" --config "$ps_b/portsynth.toml" --json status >"$blogs/$rep-mkedit-portsynth.status.json" 2>/dev/null || true
+    i=1; for t in "${order[@]}"; do btimed "$rep" mkedit "$t" $i; i=$((i + 1)); done
+    [ "$rep" = 1 ] && readers_of mk/bsd.options.mk >"$bd/readers-bsd.options.mk"
+    restore_btree
+    i=1; for t in "${order[@]}"; do killtest "$rep" "$t" $i; i=$((i + 1)); done
+done
+restore_btree
+echo
+echo "portsynth pkgsrc BUILDS vs $bob_version, $(date -u '+%Y-%m-%d %H:%M UTC') (started $bstarted)"
+echo "portsynth $rev; kit $(basename "$kit"); ${#build_set[@]} pkgpaths; 2 builders each, MAKE_JOBS 1; $(nproc) CPUs; $reps reps"
+echo "right set after the mk/bsd.options.mk edit (SCAN_DEPENDS lists it): $(cat "$bd/readers-bsd.options.mk" 2>/dev/null)"
+echo
+column -t -s$'\t' "$b_results"
+echo
+echo "raw: $b_results; logs: $blogs"
+exit 0
+fi
 
 log "portsynth $rev; $bob_version; kit $kit; $(wc -l <"$pkgpaths") pkgpaths; $threads threads; $reps reps"
 log "load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
