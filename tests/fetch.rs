@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::mirror::{Gate, Mirror, Reply};
-use common::{copy_tree, repo, stderr, Env};
+use common::{copy_tree, dump, events, repo, run_end, stderr, Env};
 use portsynth::builddb::BuildDb;
 use portsynth::fetch::lock::DistfileLock;
 use portsynth::framework::Kind;
@@ -123,24 +123,6 @@ fn cache_listing(env: &Env) -> Vec<String> {
     walk(&distfiles(env), "", &mut out);
     out.sort();
     out
-}
-
-fn events(output: &Output) -> Vec<Value> {
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect()
-}
-
-fn run_end(output: &Output) -> Value {
-    events(output)
-        .into_iter()
-        .find(|e| e["event"] == "run_end")
-        .unwrap_or_else(|| panic!("no run_end: {}", dump(output)))
-}
-
-fn dump(output: &Output) -> String {
-    format!("{}\nstdout:\n{}\nstderr:\n{}", output.status, String::from_utf8_lossy(&output.stdout), stderr(output))
 }
 
 fn fetch(env: &Env, ports: &[&str]) -> Output {

@@ -128,11 +128,7 @@ struct Run {
 
 impl Run {
     fn parse(stdout: &[u8], stderr: &str, code: Option<i32>) -> Run {
-        let events = String::from_utf8_lossy(stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not an event: {l}: {e}")))
-            .collect();
-        Run { events, stderr: stderr.to_string(), code }
+        Run { events: common::ndjson(stdout), stderr: stderr.to_string(), code }
     }
 
     fn describe(&self) -> String {

@@ -12,6 +12,7 @@ use std::process::{Command, Output, Stdio};
 
 use common::mirror::{Mirror, Reply};
 use common::pkgsrc::{kit, shared, tree};
+use common::{dump, events, run_end};
 use portsynth::fetch::distinfo::Algorithm;
 use portsynth::framework::Kind;
 use serde_json::Value;
@@ -83,29 +84,6 @@ impl Env {
         out.sort();
         out
     }
-}
-
-fn dump(output: &Output) -> String {
-    format!(
-        "{}\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-fn events(output: &Output) -> Vec<Value> {
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect()
-}
-
-fn run_end(output: &Output) -> Value {
-    events(output)
-        .into_iter()
-        .find(|e| e["event"] == "run_end")
-        .unwrap_or_else(|| panic!("no run_end: {}", dump(output)))
 }
 
 /// (fetched, present, failed, without distfiles).

@@ -165,10 +165,15 @@ fn test_install(spec: &HelperSpec, env: &[(String, String)], confinement: &Confi
     if !framework.test_install(spec.bootstrap_pkg) {
         return Ok(());
     }
-    let built = Path::new(HelperSpec::PACKAGES).join("All").join(framework.package_file(&spec.pkgname));
+    let built = built_package(spec);
     let Some(argv) = framework.install_command(&built) else { return Ok(()) };
     println!("===> test install of {}", built.display());
     run_confined(&argv, Path::new("/tmp"), env, confinement).context("the new package does not install")
+}
+
+/// Where the framework's `package` target leaves the package.
+fn built_package(spec: &HelperSpec) -> std::path::PathBuf {
+    Path::new(HelperSpec::PACKAGES).join("All").join(spec.framework.framework().package_file(&spec.pkgname))
 }
 
 /// Copies the kit (read-only at `from`) into the LOCALBASE tmpfs `to`, all
@@ -364,7 +369,7 @@ fn archive_work_area() {
 /// most `tmpfs_size` bytes are copied from the descriptor checked.
 fn deliver_package(spec: &HelperSpec, user: &User, events: &mut std::fs::File) -> Result<()> {
     let file = spec.framework.framework().package_file(&spec.pkgname);
-    let built = Path::new(HelperSpec::PACKAGES).join("All").join(&file);
+    let built = built_package(spec);
     let limit = format!("tmpfs_size ({})", crate::config::format_size(spec.tmpfs_size));
     crate::repo::fsutil::copy_untrusted(
         &built,

@@ -121,6 +121,32 @@ impl Env {
     }
 }
 
+/// The NDJSON events a `--json` command printed on stdout.
+pub fn events(output: &Output) -> Vec<serde_json::Value> {
+    ndjson(&output.stdout)
+}
+
+/// Every line of `stdout` as a JSON value; a line that is not one fails.
+pub fn ndjson(stdout: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// The `run_end` event of a finished `--json` command.
+pub fn run_end(output: &Output) -> serde_json::Value {
+    events(output)
+        .into_iter()
+        .find(|e| e["event"] == "run_end")
+        .unwrap_or_else(|| panic!("no run_end: {}", dump(output)))
+}
+
+/// Exit status, stdout and stderr of a command, for failure messages.
+pub fn dump(output: &Output) -> String {
+    format!("{}\nstdout:\n{}\nstderr:\n{}", output.status, String::from_utf8_lossy(&output.stdout), stderr(output))
+}
+
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
