@@ -311,3 +311,43 @@ fn a_coordinator_killed_mid_build_leaves_nothing_and_the_next_run_finishes() {
     let text = String::from_utf8_lossy(&history.stdout);
     assert!(text.contains("interrupted") && text.contains("success"), "history:\n{text}");
 }
+
+/// The names in a directory, sorted.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect(),
+        Err(_) => vec![],
+    };
+    names.sort();
+    names
+}
+
+#[test]
+fn a_hostile_pkgsrc_build_changes_nothing_outside_its_sandbox() {
+    let bulk = Bulk::new("");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let fixture = common::repo().join("tests/fixtures/pkgsrc/hostile");
+    let dir = bulk.tree().join("misc/portsynth-hostile");
+    common::copy_tree(&fixture, &dir);
+    let attack = std::fs::read_to_string(fixture.join("files/attack.sh")).unwrap().replace("LISTENER", &port);
+    std::fs::write(dir.join("files/attack.sh"), attack).unwrap();
+    let distfiles = bulk.dir.path().join("distfiles");
+    let (distfiles_before, mounts_before) = (listing(&distfiles), common::mounts());
+
+    let run = bulk.run(&["build", "misc/portsynth-hostile"]);
+    let end = run.build_end("misc/portsynth-hostile");
+    let log = std::fs::read_to_string(end["log"].as_str().unwrap()).unwrap();
+    let attacks: Vec<&str> = log.lines().filter(|l| l.starts_with("ATTACK ")).collect();
+    assert_eq!(attacks.len(), 8, "every attack ran:\n{log}");
+    assert_eq!(attacks[0], "ATTACK control-work-area: escaped", "the harness reports what works");
+    assert!(attacks[1..].iter().all(|a| a.ends_with(": blocked")), "{attacks:#?}");
+    assert_eq!(end["status"], "success", "the build itself goes on\n{}", run.describe());
+
+    assert!(!bulk.tree().join("misc/figlet/PWNED").exists() && !tree().join("misc/figlet/PWNED").exists());
+    assert_eq!(listing(&distfiles), distfiles_before, "distfiles unchanged");
+    assert!(!listing(&bulk.all()).iter().any(|f| f.contains("PWNED")), "repository unchanged");
+    assert!(listener.accept().is_err(), "nothing reached the host's loopback listener");
+    assert_eq!(common::mounts(), mounts_before, "no mount left on the host");
+}
