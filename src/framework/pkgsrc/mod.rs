@@ -13,6 +13,7 @@ pub mod distinfo;
 pub mod fetch_list;
 pub mod kit;
 pub mod package;
+pub mod pattern;
 pub mod pbulk;
 pub mod plist;
 pub mod prefix;

@@ -6,7 +6,8 @@
 //! - Every `pattern:../../cat/pkg` entry of a record's `ALL_DEPENDS`, in order, resolves
 //!   to the best PKGNAME among the candidate records that the pattern matches (pkgsrc
 //!   patterns: `{a,b}` alternatives, `<`, `<=`, `>`, `>=` dewey ranges, globs, exact
-//!   names; matching and comparison by the `pkgsrc` crate). pbulk-resolve's candidates
+//!   names; matching and comparison by the `pkgsrc` crate, plus the one malformation
+//!   pbulk tolerates, see [`super::pattern`]). pbulk-resolve's candidates
 //!   are all records of the scan, wherever they are ([`Scope::Tree`]); the pkgpath of
 //!   the entry only yields a warning when the winner lives elsewhere.
 //!   [`Scope::Pkgpath`] restricts the candidates to the records scanned at that pkgpath.
@@ -27,6 +28,8 @@ use std::collections::HashMap;
 use std::fmt;
 
 use pkgsrc::Pattern;
+
+use super::pattern::Matcher;
 
 /// One scan record: one PKGNAME (a pkgpath yields one per MULTI_VERSION variant).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -200,7 +203,9 @@ struct Index<'a> {
     by_prefix: HashMap<[u8; 2], Vec<usize>>,
     by_location: HashMap<&'a str, Vec<usize>>,
     by_name: HashMap<&'a str, usize>,
-    patterns: HashMap<String, Result<Pattern, String>>,
+    patterns: HashMap<String, Result<Matcher, String>>,
+    /// Orders candidates by `pkg_order` once a matcher has accepted them.
+    any: Pattern,
 }
 
 impl<'a> Index<'a> {
@@ -213,19 +218,16 @@ impl<'a> Index<'a> {
             by_location.entry(r.pkg_location.as_str()).or_default().push(i);
             by_name.entry(r.pkgname.as_str()).or_insert(i);
         }
-        Index { records, by_prefix, by_location, by_name, patterns: HashMap::new() }
+        let any = Pattern::new("*").expect("`*` is a pattern");
+        Index { records, by_prefix, by_location, by_name, patterns: HashMap::new(), any }
     }
 
-    fn compile(&mut self, pattern: &str) -> Result<Pattern, String> {
-        self.patterns
-            .entry(pattern.to_string())
-            .or_insert_with(|| Pattern::new(pattern).map_err(|e| e.to_string()))
-            .clone()
+    fn compile(&mut self, pattern: &str) -> Result<Matcher, String> {
+        self.patterns.entry(pattern.to_string()).or_insert_with(|| Matcher::new(pattern)).clone()
     }
 
     /// pbulk's `find_match`: the best record among the candidates, or `None`.
-    fn best(&self, pattern: &Pattern, scope: Scope, pkgpath: &str) -> Result<Option<usize>, String> {
-        let text = pattern.pattern();
+    fn best(&self, text: &str, pattern: &Matcher, scope: Scope, pkgpath: &str) -> Result<Option<usize>, String> {
         let simple = |c: u8| c.is_ascii_alphanumeric() || c == b'-';
         let all: Vec<usize>;
         let candidates: &[usize] = match scope {
@@ -241,13 +243,16 @@ impl<'a> Index<'a> {
             }
         };
         let newest_first = hashed_lookup(text);
-        let mut matcher = pattern.best_matcher_pbulk();
+        let mut matcher = self.any.best_matcher_pbulk();
         let mut best = None;
         let order: Box<dyn Iterator<Item = &usize>> =
             if newest_first { Box::new(candidates.iter().rev()) } else { Box::new(candidates.iter()) };
         for &i in order {
             let name = self.records[i].pkgname.as_str();
             // pkg_order: on an identical name the later candidate wins; BestMatch keeps the earlier
+            if !pattern.matches(name) {
+                continue;
+            }
             if matcher.consider(name).map_err(|e| e.to_string())? || matcher.best() == Some(name) {
                 best = Some(i);
             }
@@ -313,7 +318,7 @@ fn resolve_record(index: &mut Index<'_>, record: &Record, scope: Scope) -> Resol
                 warn_elsewhere(&mut out, index.records, pkgname, pattern_text, pkgpath, d);
                 continue;
             }
-            None => index.best(&pattern, scope, pkgpath),
+            None => index.best(pattern_text, &pattern, scope, pkgpath),
         };
         match best {
             Ok(Some(d)) => {
@@ -490,6 +495,14 @@ mod tests {
     }
 
     #[test]
+    fn a_stray_closing_brace_resolves_as_pbulk_resolves_it() {
+        // textproc/p5-PDF-Reuse of the 2014 tree
+        let c = [("perl-5.20.1", "lang/perl5"), ("p5-Digest-MD5-2.53", "security/p5-Digest-MD5")];
+        assert_eq!(best_of("{perl>=5.7.3,p5-Digest-MD5-[0-9]}}", &c).as_deref(), Some("perl-5.20.1"));
+        assert_eq!(best_of("{perl>=5.30,p5-Digest-MD5-[0-9]}}", &c), None);
+    }
+
+    #[test]
     fn exact_names_and_globs() {
         let c = [("bar-1.0", "d/b"), ("bar-1.1", "d/b")];
         assert_eq!(best_of("bar-1.0", &c).as_deref(), Some("bar-1.0"));
@@ -633,9 +646,9 @@ mod tests {
         ];
         let mut index = Index::new(&records);
         let p = index.compile("bar-[0-9]*").unwrap();
-        assert_eq!(index.best(&p, Scope::Tree, "x/b").unwrap(), Some(1));
+        assert_eq!(index.best("bar-[0-9]*", &p, Scope::Tree, "x/b").unwrap(), Some(1));
         let p = index.compile("{bar,baz}-[0-9]*").unwrap();
-        assert_eq!(index.best(&p, Scope::Tree, "x/b").unwrap(), Some(2));
+        assert_eq!(index.best("{bar,baz}-[0-9]*", &p, Scope::Tree, "x/b").unwrap(), Some(2));
     }
 
     #[test]
