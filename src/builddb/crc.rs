@@ -27,7 +27,7 @@
 //! (and recorded again, so it becomes trustworthy once it has aged). The
 //! ctime is what a `touch -d` back to the old mtime cannot hide: the kernel
 //! sets it to the current time on every change and nobody can set it back.
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};

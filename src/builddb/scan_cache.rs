@@ -4,7 +4,7 @@
 //! The scanner loads it whole before a scan and stores what changed in one
 //! transaction afterwards; a cache that fails to load is just a full scan.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use anyhow::{Context, Result};
 use rusqlite::params;

@@ -21,7 +21,7 @@ impl BuildDb {
                  FROM signatures",
             )?;
             let mut rows = statement.query([])?;
-            let mut signatures = Signatures::new();
+            let mut signatures = Signatures::default();
             while let Some(row) = rows.next()? {
                 let stat = StatSig {
                     size: row.get::<_, i64>(2)? as u64,

@@ -40,12 +40,13 @@ pub fn prepare_forcing(config: &Config, db: &BuildDb, origins: &[Origin], forced
         Default::default()
     });
     let mut memo = CrcMemo::with_signatures(signatures);
-    stage.done("load the scan cache and the stat signatures");
+    stage.done("load the stat signatures");
     let config_crc = config_crc(config);
     let stored = db.scan_cache_load().unwrap_or_else(|e| {
         warn(&format!("scan cache unreadable, scanning everything: {e:#}"));
         Default::default()
     });
+    stage.done("load the scan cache");
     let cached = CachedScanner::new(&scanner, &memo, config_crc, stored);
     let scope = if origins.is_empty() { Scope::Everything } else { Scope::Ports(origins) };
     let tree = PortTree::load(&scanner, scope, &|dirs| cached.scan_dirs(dirs))?;
@@ -105,8 +106,9 @@ fn packages_present(all_dir: &Path) -> HashSet<String> {
         .collect()
 }
 
-/// Stage timestamps on stderr when `PORTSYNTH_STAGE_TIMES` is set: how the
-/// stage breakdowns of docs/PERFORMANCE.md are measured.
+/// Stage timestamps (and the resident set after each stage) on stderr when
+/// `PORTSYNTH_STAGE_TIMES` is set: how the stage breakdowns of docs/PERFORMANCE.md
+/// are measured.
 pub struct Stages(Option<std::cell::Cell<std::time::Instant>>);
 
 impl Stages {
@@ -117,7 +119,11 @@ impl Stages {
     pub fn done(&self, what: &str) {
         if let Some(last) = &self.0 {
             let now = std::time::Instant::now();
-            eprintln!("stage: {:7.1} ms  {what}", (now - last.get()).as_secs_f64() * 1000.0);
+            let rss = std::fs::read_to_string("/proc/self/status")
+                .ok()
+                .and_then(|status| status.lines().find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().to_string())));
+            let rss = rss.unwrap_or_default();
+            eprintln!("stage: {:7.1} ms  {rss:>10}  {what}", (now - last.get()).as_secs_f64() * 1000.0);
             last.set(now);
         }
     }

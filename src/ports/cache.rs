@@ -9,7 +9,7 @@
 //! read it, and editing one port invalidates that port. A failed scan is
 //! never cached, so it is retried next time.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 

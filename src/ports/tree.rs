@@ -8,7 +8,9 @@
 //! variable and the entry. Problems are collected per node, never dropped, and
 //! then spread to everything that depends on a problem port.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
+
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::path::PathBuf;
 
 use anyhow::Result;
