@@ -1,5 +1,7 @@
 /// The system allocator spends a sixth of a warm whole-tree `status` in malloc and free
-/// (docs/PERFORMANCE.md, figure 2); mimalloc halves that.
+/// (docs/PERFORMANCE.md, figure 2); mimalloc halves that. Built without transparent huge
+/// pages (`no_thp`): with the kernel's `defrag = madvise`, its huge-page arenas stall in
+/// direct compaction on a page fault now and then, doubling the system time of a run.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
