@@ -39,7 +39,14 @@ pub struct Config {
     pub logs_dir: PathBuf,
     pub database_path: PathBuf,
     pub workers: usize,
-    pub make_jobs: usize,
+    /// The core budget the running builds' make jobs share (`jobs`; default: CPUs).
+    pub jobs: usize,
+    /// Fixed make jobs for every build (`make_jobs`); `None`: allocated from `jobs`
+    /// by [`crate::build::allocate`].
+    pub make_jobs: Option<usize>,
+    /// Memory the running builds may expect to use together (`memory_budget`;
+    /// default: the machine's memory); memory-aware admission keeps within it.
+    pub memory_budget: u64,
     pub make_program: String,
     pub build_user: String,
     pub tmpfs_size: u64,
@@ -114,7 +121,9 @@ struct RawSettings {
     logs_dir: Option<Spanned<PathBuf>>,
     database_path: Option<Spanned<PathBuf>>,
     workers: Option<Spanned<i64>>,
+    jobs: Option<Spanned<i64>>,
     make_jobs: Option<Spanned<i64>>,
+    memory_budget: Option<Spanned<String>>,
     make_program: Option<Spanned<String>>,
     build_user: Option<Spanned<String>>,
     tmpfs_size: Option<Spanned<String>>,
@@ -201,7 +210,9 @@ impl RawSettings {
             logs_dir,
             database_path,
             workers,
+            jobs,
             make_jobs,
+            memory_budget,
             make_program,
             build_user,
             tmpfs_size,
@@ -381,6 +392,10 @@ fn validate(raw: RawSettings, at: &Locator, profile: Option<String>) -> Result<C
         Some(v) => size_at_most(at, "memory_limit", &v, ram)?,
         None => default_memory_limit(ram, workers),
     };
+    let memory_budget = match raw.memory_budget {
+        Some(v) => size_at_most(at, "memory_budget", &v, ram)?,
+        None => ram,
+    };
     let max_log_size = match raw.max_log_size {
         Some(v) => parse_size(v.get_ref()).map_err(|e| at.error("max_log_size", &v, e))?,
         None => DEFAULT_MAX_LOG_SIZE,
@@ -401,7 +416,9 @@ fn validate(raw: RawSettings, at: &Locator, profile: Option<String>) -> Result<C
         database_path: under_base(raw.database_path, "builddb.sqlite"),
         build_base,
         workers,
-        make_jobs: at_most_jobs(at, "make_jobs", raw.make_jobs)?.unwrap_or(1),
+        jobs: at_most_jobs(at, "jobs", raw.jobs)?.unwrap_or(cpus),
+        make_jobs: at_most_jobs(at, "make_jobs", raw.make_jobs)?,
+        memory_budget,
         make_program: non_empty(at, "make_program", raw.make_program)?.unwrap_or_else(|| DEFAULT_MAKE_PROGRAM.into()),
         build_user: non_empty(at, "build_user", raw.build_user)?.unwrap_or_else(|| "nobody".into()),
         tmpfs_size,
@@ -497,7 +514,7 @@ pub fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// The most `workers`, `fetch_jobs` and `make_jobs` (and `--workers`,
+/// The most `workers`, `jobs`, `fetch_jobs` and `make_jobs` (and `--workers`,
 /// `--fetch-jobs`) may be: 4 per CPU. More only thrashes the machine.
 pub fn max_jobs() -> usize {
     4 * cpus()
@@ -913,10 +930,18 @@ build_base = "{base}"
 # logs_dir = "{base}/logs"
 # database_path = "{base}/builddb.sqlite"
 
-# Ports built at once (default: number of CPUs) and make jobs inside each;
-# each at most 4 per CPU ({max_jobs} here), like fetch_jobs and --workers.
+# Ports built at once (default: number of CPUs), and the cores their make jobs
+# share (default: number of CPUs): each build gets make jobs when it starts,
+# more on the critical path, as its history says they help; 1 for a port that
+# is not parallel-safe. make_jobs fixes the same number for every build
+# instead. Each at most 4 per CPU ({max_jobs} here), like fetch_jobs and --workers.
 workers = {cpus}
-make_jobs = 1
+jobs = {cpus}
+# make_jobs = 1
+# Memory the running builds may expect to use together (their recorded peaks,
+# tmpfs included); a build waits until its expectation fits (default: all of
+# this machine's memory). A build larger than all of it runs alone.
+# memory_budget = "{ram}"
 make_program = "bmake"
 # Unprivileged user for every phase after checksum; it must exist in
 # system_path/etc/passwd and must not have uid 0.
@@ -967,6 +992,7 @@ silent_timeout = 7200
         max_jobs = max_jobs(),
         tmpfs = format_size(default_tmpfs_size(machine_memory(), cpus)),
         memory = format_size(default_memory_limit(machine_memory(), cpus)),
+        ram = format_size(machine_memory()),
         max_processes = DEFAULT_MAX_PROCESSES,
         scan_timeout = DEFAULT_SCAN_TIMEOUT_SECS,
     );
@@ -1028,7 +1054,7 @@ mod tests {
         assert_eq!(config.database_path, dir.path().join("base/builddb.sqlite"));
         assert_eq!(config.make_program, "bmake");
         assert_eq!(config.build_user, "nobody");
-        assert_eq!(config.make_jobs, 1);
+        assert_eq!((config.make_jobs, config.jobs, config.memory_budget), (None, cpus(), machine_memory()));
         assert!(config.workers >= 1);
         assert_eq!(config.tmpfs_size, default_tmpfs_size(machine_memory(), config.workers));
         assert!(config.tmpfs_size * 3 * config.workers as u64 <= machine_memory());
@@ -1110,7 +1136,9 @@ distfiles_dir = "d"
 logs_dir = "l"
 database_path = "db.sqlite"
 workers = 3
+jobs = 1
 make_jobs = 2
+memory_budget = "1G"
 make_program = "fmake"
 build_user = "builder"
 tmpfs_size = "512M"
@@ -1144,7 +1172,7 @@ CFLAGS = "-O1"
         assert_eq!(c.distfiles_dir, dir.path().join("d"));
         assert_eq!(c.logs_dir, dir.path().join("l"));
         assert_eq!(c.database_path, dir.path().join("db.sqlite"));
-        assert_eq!((c.workers, c.make_jobs), (3, 2));
+        assert_eq!((c.workers, c.jobs, c.make_jobs, c.memory_budget), (3, 1, Some(2), 1 << 30));
         assert_eq!(c.make_program, "fmake");
         assert_eq!(c.build_user, "builder");
         assert_eq!(c.tmpfs_size, 512 << 20);
@@ -1169,9 +1197,9 @@ CFLAGS = "-O1"
         let dir = tree();
         let text = "ports_dir = \"ports\"\nworkers = 4\n[profile.quick]\nworkers = 1\nmake_jobs = 3\n";
         let base = parse_in(dir.path(), text, None).unwrap();
-        assert_eq!((base.workers, base.make_jobs), (4, 1));
+        assert_eq!((base.workers, base.make_jobs), (4, None));
         let quick = parse_in(dir.path(), text, Some("quick")).unwrap();
-        assert_eq!((quick.workers, quick.make_jobs), (1, 3));
+        assert_eq!((quick.workers, quick.make_jobs), (1, Some(3)));
         assert_eq!(quick.profile.as_deref(), Some("quick"));
         let err = format!("{:#}", parse_in(dir.path(), text, Some("slow")).unwrap_err());
         assert!(err.contains("no profile 'slow'") && err.contains("quick"), "{err}");
@@ -1202,6 +1230,8 @@ CFLAGS = "-O1"
         for (text, key, line) in [
             ("ports_dir = \"ports\"\nworkers = 0\n", "workers", 2),
             ("ports_dir = \"ports\"\n\ntmpfs_size = \"lots\"\n", "tmpfs_size", 3),
+            ("ports_dir = \"ports\"\njobs = 0\n", "jobs", 2),
+            ("ports_dir = \"ports\"\nmemory_budget = \"1P\"\n", "memory_budget", 2),
             ("ports_dir = \"ports\"\n[phase_timeouts]\ninstall = 5\n", "phase_timeouts.install", 3),
             ("ports_dir = \"ports\"\n[phase_timeouts]\nbuild = -1\n", "phase_timeouts.build", 3),
             ("ports_dir = \"ports\"\nbuild_user = \" \"\n", "build_user", 2),
@@ -1392,7 +1422,7 @@ CFLAGS = "-O1"
         let dir = tree();
         let max = max_jobs();
         assert_eq!(max, 4 * cpus());
-        for key in ["workers", "fetch_jobs", "make_jobs"] {
+        for key in ["workers", "jobs", "fetch_jobs", "make_jobs"] {
             let c = parse_in(dir.path(), &format!("ports_dir = \"ports\"\n{key} = {max}\n"), None);
             assert!(c.is_ok(), "{key} = {max}: {:#}", c.unwrap_err());
             let text = format!("ports_dir = \"ports\"\n{key} = {}\n", max + 1);

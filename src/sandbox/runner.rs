@@ -220,7 +220,7 @@ fn spec_for(config: &Config, request: &SandboxRequest, slot: &Slot, kit: Option<
         keep_work: request.keep_work_on_failure,
         build_user: config.build_user.clone(),
         make_program: crate::framework::pkgsrc::prefix::make_program(config, kit),
-        make_jobs: config.make_jobs,
+        make_jobs: config.make_jobs.unwrap_or(1),
         make_env: config.make_conf.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         fetch_local_hosts: config.fetch_local_hosts.clone(),
         distfile_mirrors: config.distfile_mirrors.clone(),
