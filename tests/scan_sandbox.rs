@@ -170,6 +170,46 @@ fn sigterm_during_a_hanging_scan_leaves_no_process_and_no_mount() {
     }
 }
 
+/// Rows of the scan cache, read directly from the build database.
+fn cached_dirs(env: &Env) -> Vec<String> {
+    let path = env.base().join("builddb.sqlite");
+    if !path.exists() {
+        return vec![];
+    }
+    let Ok(conn) = rusqlite::Connection::open(&path) else { return vec![] };
+    let Ok(mut query) = conn.prepare("SELECT dir FROM scan_cache ORDER BY dir") else { return vec![] };
+    query.query_map([], |row| row.get(0)).map(|rows| rows.filter_map(Result::ok).collect()).unwrap_or_default()
+}
+
+#[test]
+fn a_killed_cold_scan_resumes_from_what_it_stored() {
+    let seconds = unique_seconds();
+    let env = hostile_env(&format!("scan_timeout = 4\n[make_conf]\nHANG_SECONDS = \"{seconds}\"\n"));
+    let mut child = env
+        .command(&["status"])
+        .env("PORTSYNTH_SCAN_FLUSH_MS", "100")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The other ports are scanned in moments; the hanging one holds the scan.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cached_dirs(&env).len() < 3 {
+        assert!(Instant::now() < deadline, "nothing was stored during the scan: {:?}", cached_dirs(&env));
+        assert!(child.try_wait().unwrap().is_none(), "status ended before the scan was stored");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(child.try_wait().unwrap().is_none(), "the hanging port should still hold the scan");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(cached_dirs(&env), ["hostile/scan-daemon", "hostile/scan-escape", "misc/plain"]);
+    assert_no_process_with(&seconds, "after kill -9");
+
+    let output = env.run(&["-v", "status"]);
+    let err = common::stderr(&output);
+    assert!(err.contains("scan: 3 port directories from the cache, 1 scanned"), "{err}");
+}
+
 #[test]
 fn the_scan_mount_point_is_an_empty_directory_that_cleanup_leaves_alone() {
     let env = hostile_env("[make_conf]\nHANG_SECONDS = \"0\"\n");

@@ -49,7 +49,7 @@ pub fn prepare_forcing(config: &Config, db: &BuildDb, origins: &[Origin], forced
     stage.done("load the scan cache");
     let cached = CachedScanner::new(&scanner, &memo, config_crc, stored);
     let scope = if origins.is_empty() { Scope::Everything } else { Scope::Ports(origins) };
-    let tree = PortTree::load(&scanner, scope, &|dirs| cached.scan_dirs(dirs))?;
+    let tree = load_flushing(config, &cached, || PortTree::load(&scanner, scope, &|dirs| cached.scan_dirs(dirs)))?;
     stage.done("list, validate, decode, resolve (PortTree::load)");
     for problem in &tree.problems {
         warn(problem);
@@ -104,6 +104,45 @@ fn packages_present(all_dir: &Path) -> HashSet<String> {
         })
         .filter_map(|entry| entry.file_name().into_string().ok())
         .collect()
+}
+
+/// How often a long scan stores what it has scanned so far
+/// (`PORTSYNTH_SCAN_FLUSH_MS` overrides it, for the tests).
+fn scan_flush_interval() -> std::time::Duration {
+    let ms = std::env::var("PORTSYNTH_SCAN_FLUSH_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(30_000);
+    std::time::Duration::from_millis(ms)
+}
+
+/// Runs `load` while a second thread stores the scan cache's fresh entries every
+/// [`scan_flush_interval`], through a connection of its own: a cold scan of a whole
+/// pkgsrc tree takes hours, and one that is interrupted (Ctrl-C, a crash, the
+/// machine going down) resumes from what it stored instead of starting over.
+/// Entries are keyed by content, so storing them early is as valid as at the end.
+fn load_flushing<T>(config: &Config, cached: &CachedScanner<'_>, load: impl FnOnce() -> T) -> T {
+    let (done, finished) = crossbeam_channel::bounded::<()>(0);
+    let interval = scan_flush_interval();
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let mut db = None;
+            while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = finished.recv_timeout(interval) {
+                let fresh = cached.take_fresh();
+                if fresh.is_empty() {
+                    continue;
+                }
+                if db.is_none() {
+                    db = BuildDb::open(&config.database_path)
+                        .map_err(|e| warn(&format!("cannot store the scan so far: {e:#}")))
+                        .ok();
+                }
+                if let Some(Err(e)) = db.as_ref().map(|db| db.scan_cache_store(&fresh)) {
+                    warn(&format!("cannot store the scan so far: {e:#}"));
+                }
+            }
+        });
+        let tree = load();
+        drop(done);
+        tree
+    })
 }
 
 /// Stage timestamps (and the resident set after each stage) on stderr when
