@@ -22,7 +22,7 @@ pub struct Ui {
 }
 
 /// The header's figures.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Totals {
     pub built: usize,
     pub failed: usize,
@@ -34,6 +34,11 @@ pub struct Totals {
     pub swap_used: f64,
     pub elapsed: Duration,
     pub eta: Option<Duration>,
+    /// Make jobs of the running builds, of the core budget.
+    pub jobs_used: usize,
+    pub jobs: usize,
+    /// Why the first ready port waits while slots are free (cores, memory).
+    pub waiting: Option<String>,
 }
 
 impl Ui {
@@ -151,10 +156,11 @@ impl Ui {
             let hours = t.elapsed.as_secs_f64() / 3600.0;
             let rate = if hours > 0.0 { t.built as f64 / hours } else { 0.0 };
             let eta = t.eta.map_or("-".to_string(), |d| format!("{}s", d.as_secs()));
+            let waiting = t.waiting.as_ref().map_or(String::new(), |w| format!(" | {w}"));
             header.set_message(format!(
-                "built {} failed {} ignored {} skipped {} remaining {} | workers {} | load {:.2} swap {:.0}% | {:.0} pkg/h | elapsed {}s eta {}",
-                t.built, t.failed, t.ignored, t.skipped, t.remaining, t.limit, t.load1, t.swap_used * 100.0, rate,
-                t.elapsed.as_secs(), eta
+                "built {} failed {} ignored {} skipped {} remaining {} | workers {} jobs {}/{} | load {:.2} swap {:.0}% | {:.0} pkg/h | elapsed {}s eta {}{waiting}",
+                t.built, t.failed, t.ignored, t.skipped, t.remaining, t.limit, t.jobs_used, t.jobs, t.load1,
+                t.swap_used * 100.0, rate, t.elapsed.as_secs(), eta
             ));
         }
     }

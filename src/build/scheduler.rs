@@ -166,6 +166,7 @@ struct Running {
     phase: &'static str,
     lines: u64,
     log_path: PathBuf,
+    make_jobs: usize,
 }
 
 struct Coordinator<'r, 'a> {
@@ -183,6 +184,8 @@ struct Coordinator<'r, 'a> {
     pressure: Pressure,
     /// The last estimate of the time left, refreshed every tick.
     eta: Option<Duration>,
+    /// Why the first ready port waits while a slot is free.
+    waiting: Option<String>,
     stop: Stop,
     started: Instant,
     tally: Tally,
@@ -217,6 +220,7 @@ impl<'r, 'a> Coordinator<'r, 'a> {
             limit: if run.config.throttle { throttle::RAMP_START.min(workers) } else { workers },
             pressure: Pressure { load1: 0.0, cpus: 1, swap_used: 0.0 },
             eta: None,
+            waiting: None,
             stop: Stop::None,
             started: Instant::now(),
             tally: Tally::default(),
@@ -334,7 +338,9 @@ impl<'r, 'a> Coordinator<'r, 'a> {
         };
         let build = self.db_write("recording a build start", run.db.start_build(run.run, &new));
         self.state[node] = Some(State::Running);
-        let running = Running { node, build, started: Instant::now(), phase: "starting", lines: 0, log_path };
+        let make_jobs = run.config.make_jobs.unwrap_or(1);
+        let running =
+            Running { node, build, started: Instant::now(), phase: "starting", lines: 0, log_path, make_jobs };
         self.running.insert(slot, running);
         run.ui.build_started(slot, &origin.to_string());
         if self.jobs[slot as usize - 1].send(Job { node, request }).is_err() {
@@ -566,6 +572,9 @@ impl<'r, 'a> Coordinator<'r, 'a> {
             swap_used: pressure.swap_used,
             elapsed: self.started.elapsed(),
             eta: self.eta,
+            jobs_used: self.running.values().map(|r| r.make_jobs).sum(),
+            jobs: self.run.config.jobs,
+            waiting: self.waiting.clone(),
         });
     }
 
