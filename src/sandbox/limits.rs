@@ -96,6 +96,31 @@ impl SandboxCgroup {
         self.cgroup.add_task_by_tgid(CgroupPid::from(pid as u64)).context("cannot move the sandbox into its cgroup")
     }
 
+    /// CPU time (user + system) of everything the cgroup ran so far.
+    pub fn cpu_now(&self) -> Option<Duration> {
+        if let Some(cpuacct) = self.cgroup.controller_of::<CpuAcctController>() {
+            return Some(Duration::from_nanos(cpuacct.cpuacct().usage));
+        }
+        cpu_stat_usage(&self.cgroup.controller_of::<CpuController>()?.cpu().stat)
+    }
+
+    /// Starts a new peak (a phase's): v1 resets `memory.max_usage_in_bytes`
+    /// to the current usage. v2's `memory.peak` is left alone, so there a
+    /// phase's peak is the build's peak so far.
+    pub fn reset_peak_memory(&self) {
+        if let Some(memory) = self.cgroup.controller_of::<MemController>() {
+            if !self.cgroup.v2() {
+                let _ = memory.reset_max_usage();
+            }
+        }
+    }
+
+    /// The peak memory since the last [`reset_peak_memory`](Self::reset_peak_memory).
+    pub fn peak_memory_now(&self) -> Option<u64> {
+        let memory = self.cgroup.controller_of::<MemController>()?;
+        Some(memory.memory_stat().max_usage_in_bytes).filter(|b| *b > 0)
+    }
+
     pub fn usage(&self) -> Usage {
         let mut usage = Usage::default();
         if let Some(memory) = self.cgroup.controller_of::<MemController>() {
