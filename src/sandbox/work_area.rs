@@ -91,6 +91,10 @@ pub fn place(expected_peak_work: Option<u64>, tmpfs_size: u64, memory_left: u64)
 pub struct Fill {
     pub used: u64,
     pub size: u64,
+    /// What an unprivileged writer can still use (ext4 keeps a few blocks
+    /// back even with `-m 0`).
+    #[serde(default)]
+    pub available: u64,
 }
 
 impl Fill {
@@ -100,13 +104,14 @@ impl Fill {
         let block = stat.fragment_size() as u64;
         let blocks = stat.blocks() as u64;
         let free = stat.blocks_free() as u64;
-        Some(Fill { used: blocks.saturating_sub(free) * block, size: blocks * block })
+        let available = stat.blocks_available() as u64 * block;
+        Some(Fill { used: blocks.saturating_sub(free) * block, size: blocks * block, available })
     }
 
     /// Full for a build: less than 2% (at least 64 KiB) left, so a failure
     /// then is taken as the work area's.
     pub fn is_full(&self) -> bool {
-        self.size.saturating_sub(self.used) <= (self.size / 50).max(64 << 10)
+        self.available <= (self.size / 50).max(64 << 10)
     }
 }
 
@@ -366,9 +371,11 @@ mod tests {
 
     #[test]
     fn fill_is_full_near_its_size() {
-        assert!(Fill { used: 16 << 20, size: 16 << 20 }.is_full());
-        assert!(Fill { used: (16 << 20) - (100 << 10), size: 16 << 20 }.is_full());
-        assert!(!Fill { used: 8 << 20, size: 16 << 20 }.is_full());
+        let fill = |used: u64, available: u64| Fill { used, size: 16 << 20, available };
+        assert!(fill(16 << 20, 0).is_full());
+        assert!(fill((16 << 20) - (100 << 10), 100 << 10).is_full());
+        assert!(fill(15 << 20, 0).is_full(), "what is left is kept back");
+        assert!(!fill(8 << 20, 8 << 20).is_full());
         assert!(Fill::of(Path::new("/")).is_some_and(|f| f.size > 0));
     }
 
