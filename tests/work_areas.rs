@@ -70,7 +70,7 @@ fn run_ok(env: &Env, args: &[&str]) -> String {
 
 /// The newest build of `origin` and its phases, from the database.
 fn recorded(env: &Env, origin: &str) -> (BuildRecord, Vec<PhaseUsage>) {
-    let db = BuildDb::open_existing(&env.base().join("builddb.sqlite")).unwrap().expect("a database");
+    let db = BuildDb::open_existing(env.base().join("builddb.sqlite")).unwrap().expect("a database");
     let build = db.builds_of_port(origin, 1).unwrap().pop().expect("a build row");
     let phases = db.build_phases(&build.id).unwrap();
     (build, phases)
@@ -150,7 +150,7 @@ fn every_phase_is_measured_and_recorded_in_the_database() {
     assert_eq!(json[0]["work_dir"], "tmpfs");
 
     let samples =
-        BuildDb::open_existing(&env.base().join("builddb.sqlite")).unwrap().unwrap().resource_history_all(5).unwrap();
+        BuildDb::open_existing(env.base().join("builddb.sqlite")).unwrap().unwrap().resource_history_all(5).unwrap();
     let sample = &samples["resource/writer"][0];
     assert_eq!(sample.build_wall_ms, built.wall_ms);
     assert!(sample.serial_ms > 0 && sample.peak_work >= Some(40 << 20), "{sample:?}");
@@ -191,7 +191,7 @@ fn a_disk_work_area_cannot_grow_past_disk_work_size_and_leaves_nothing() {
     assert!(reason.starts_with("work area full (disk_work_size 32M)"), "{reason}");
     assert!(log.contains("No space left on device"), "{log}");
     assert!(!outcome.retried_on_disk && outcome.work_area == WorkArea::Disk);
-    let peak = outcome.peak_work.unwrap();
+    let peak = outcome.peak_work().unwrap();
     assert!(peak > 24 << 20 && peak <= 32 << 20, "filled up to its size, no more: {peak}");
     assert!(images(&env).is_empty(), "the image is removed: {:?}", images(&env));
     assert_nothing_attached(env.path(), &before);

@@ -113,15 +113,13 @@ pub struct BuildOutcome {
     pub kept_work: Option<PathBuf>,
     /// Output lines that looked wrong (see [`super::abnormal`]).
     pub abnormal_output: Vec<String>,
-    pub phase_times: Vec<(Phase, Duration)>,
     /// CPU time of everything the sandbox ran (its cgroup), where known.
     pub cpu_time: Option<Duration>,
     /// Peak memory of the sandbox (its cgroup), where known.
     pub peak_memory: Option<u64>,
-    /// What each phase used (of the last attempt, when retried on disk).
+    /// What each phase used, in order (of the last attempt, when retried
+    /// on disk).
     pub phases: Vec<PhaseUsage>,
-    /// Peak size of the work area, sampled.
-    pub peak_work: Option<u64>,
     pub make_jobs: u32,
     /// Where the (last attempt's) work area was.
     pub work_area: WorkArea,
@@ -130,12 +128,17 @@ pub struct BuildOutcome {
 }
 
 impl BuildOutcome {
+    /// Peak size of the work area (sampled), over all phases.
+    pub fn peak_work(&self) -> Option<u64> {
+        self.phases.iter().filter_map(|p| p.peak_work).max()
+    }
+
     /// What the coordinator stores for the build.
     pub fn usage(&self) -> BuildUsage {
         BuildUsage {
             cpu: self.cpu_time,
             peak_memory: self.peak_memory,
-            peak_work: self.peak_work,
+            peak_work: self.peak_work(),
             make_jobs: Some(self.make_jobs),
             work_dir: Some(self.work_area.name()),
             retried_on_disk: self.retried_on_disk,
@@ -202,7 +205,6 @@ pub fn build_one(
                     status: OutcomeStatus::Failed,
                     failed_phase: Some(Phase::Package),
                     reason: Some(format!("{e:#}")),
-                    ..outcome
                 };
                 None
             }
@@ -223,10 +225,8 @@ pub fn build_one(
         package,
         kept_work,
         abnormal_output: std::mem::take(&mut log.abnormal).finish(),
-        phase_times: outcome.phase_times,
         cpu_time: attempt.usage.cpu,
         peak_memory: attempt.usage.peak_memory,
-        peak_work: attempt.phases.iter().filter_map(|p| p.peak_work).max(),
         phases: attempt.phases,
         make_jobs: request.make_jobs,
         work_area: attempt.work_area,
@@ -476,7 +476,7 @@ fn spec_for(
         keep_work: request.keep_work_on_failure,
         build_user: config.build_user.clone(),
         make_program: crate::framework::pkgsrc::prefix::make_program(config, kit),
-        make_jobs: config.make_jobs,
+        make_jobs: request.make_jobs as usize,
         make_env: config.make_conf.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         fetch_local_hosts: config.fetch_local_hosts.clone(),
         distfile_mirrors: config.distfile_mirrors.clone(),
@@ -553,12 +553,11 @@ struct Ended {
     status: OutcomeStatus,
     failed_phase: Option<Phase>,
     reason: Option<String>,
-    phase_times: Vec<(Phase, Duration)>,
 }
 
 impl Ended {
     fn setup_error(reason: String) -> Ended {
-        Ended { status: OutcomeStatus::Failed, failed_phase: None, reason: Some(reason), phase_times: vec![] }
+        Ended { status: OutcomeStatus::Failed, failed_phase: None, reason: Some(reason) }
     }
 }
 
@@ -570,7 +569,6 @@ struct Watch {
     setup_failure: Option<String>,
     killed_by: Option<String>,
     interrupted: bool,
-    phase_times: Vec<(Phase, Duration)>,
 }
 
 impl Watch {
@@ -579,7 +577,6 @@ impl Watch {
             status: OutcomeStatus::Failed,
             failed_phase: phase,
             reason: Some(reason),
-            phase_times: self.phase_times.clone(),
         };
         if let Some(reason) = &self.killed_by {
             let mut ended = failed(self.current, reason.clone());
@@ -595,12 +592,9 @@ impl Watch {
             return failed(self.current, format!("sandbox setup failed: {reason}"));
         }
         match self.exit.code() {
-            Some(EXIT_OK) if self.current == request.phases.last().copied() => Ended {
-                status: OutcomeStatus::Success,
-                failed_phase: None,
-                reason: None,
-                phase_times: self.phase_times,
-            },
+            Some(EXIT_OK) if self.current == request.phases.last().copied() => {
+                Ended { status: OutcomeStatus::Success, failed_phase: None, reason: None }
+            }
             Some(EXIT_PHASE_FAILED) => failed(self.current, "a phase failed".into()),
             _ => failed(self.current, format!("sandbox helper ended with {}", self.exit)),
         }
@@ -657,7 +651,6 @@ fn run_helper(
         setup_failure: None,
         killed_by: None,
         interrupted: false,
-        phase_times: vec![],
     };
     let pipes = HelperPipes { output: output_read, events: event_read, helper_pid: child.id() };
     meter.watch(child.id());
@@ -829,7 +822,6 @@ fn handle_event(
         }
         Event::PhaseEnd { phase, ok, detail, work } => {
             let took = meter.end(ok, work);
-            watch.phase_times.push((phase, took));
             let verdict = if ok { "ok".to_string() } else { format!("FAILED: {}", detail.clone().unwrap_or_default()) };
             log.line(&format!("===> {} {verdict} ({:.2} s)", phase.name(), took.as_secs_f64()))?;
             if !ok {
@@ -968,7 +960,7 @@ impl Log {
         if outcome.retried_on_disk {
             text.push_str(" (retried on disk: the tmpfs work area was full)");
         }
-        text.push_str(&format!(", {} peak\n", megabytes(outcome.peak_work)));
+        text.push_str(&format!(", {} peak\n", megabytes(outcome.peak_work())));
         text.push_str(&format!("Total:    {:.2} s\n", outcome.duration.as_secs_f64()));
         if let Some(cpu) = outcome.cpu_time {
             text.push_str(&format!("CPU:      {:.2} s\n", cpu.as_secs_f64()));

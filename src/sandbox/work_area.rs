@@ -156,7 +156,7 @@ impl DiskImage {
         let dir = images_dir(build_base);
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let available = nix::sys::statvfs::statvfs(&dir)
-            .map(|s| s.blocks_available() as u64 * s.fragment_size() as u64)
+            .map(|s| s.blocks_available() * s.fragment_size())
             .with_context(|| format!("statvfs {}", dir.display()))?;
         let size = image_size(wanted, available, workers)?;
         let path = dir.join(format!("{}-SL{slot:02}.img", std::process::id()));
