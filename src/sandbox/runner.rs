@@ -180,20 +180,8 @@ pub fn build_one(
     let mut log = Log::create(&log_path, config.max_log_size)?;
     log.header(&spec_for(config, request, &slot, kit.as_ref(), None), request)?;
     let sandbox = Sandbox { config, helper, request, slot: &slot, kit: kit.as_ref(), progress, cancel };
-    let mut attempt = sandbox.attempt(request.work_area, &mut log)?;
-    let retried = attempt.tmpfs_full.then(|| format!("work area full (tmpfs_size {})", format_size(config.tmpfs_size)));
-    if let Some(why) = &retried {
-        log.line(&format!("\n*** {why}: building once more with a disk work area"))?;
-        clear_files(&slot.outbox)?;
-        attempt = sandbox.attempt(WorkArea::Disk, &mut log)?.after(attempt);
-    }
+    let (attempt, retried_on_disk) = sandbox.run(&mut log)?;
     let mut outcome = attempt.ended;
-    if let Some(why) = &retried {
-        outcome.reason = Some(match outcome.reason.take() {
-            Some(reason) => format!("{why}, retried on disk: {reason}"),
-            None => format!("{why}; retried on disk"),
-        });
-    }
     let package = match outcome.status {
         // Only a request with the package phase has a package to deliver
         // (fetch-only runs fetch and checksum alone).
@@ -230,7 +218,7 @@ pub fn build_one(
         phases: attempt.phases,
         make_jobs: request.make_jobs,
         work_area: attempt.work_area,
-        retried_on_disk: retried.is_some(),
+        retried_on_disk,
     };
     log.footer(&outcome)?;
     Ok(outcome)
@@ -271,6 +259,25 @@ impl Attempt {
 }
 
 impl Sandbox<'_> {
+    /// The build with the requested work area and, if a phase failed with
+    /// its tmpfs full, once more on disk (the reason then says so). Returns
+    /// the last attempt and whether it was the retry.
+    fn run(&self, log: &mut Log) -> Result<(Attempt, bool)> {
+        let first = self.attempt(self.request.work_area, log)?;
+        if !first.tmpfs_full {
+            return Ok((first, false));
+        }
+        let why = format!("work area full (tmpfs_size {})", format_size(self.config.tmpfs_size));
+        log.line(&format!("\n*** {why}: building once more with a disk work area"))?;
+        clear_files(&self.slot.outbox)?;
+        let mut retry = self.attempt(WorkArea::Disk, log)?.after(first);
+        retry.ended.reason = Some(match retry.ended.reason.take() {
+            Some(reason) => format!("{why}, retried on disk: {reason}"),
+            None => format!("{why}; retried on disk"),
+        });
+        Ok((retry, true))
+    }
+
     /// Runs the helper once with a work area of `kind`, in a cgroup of its
     /// own; the disk image (if any) is removed when it has ended.
     fn attempt(&self, kind: WorkArea, log: &mut Log) -> Result<Attempt> {
