@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 declare -A NEEDS=(
     [bmake]=bmake [zstd]=zstd [curl]=curl [patch]=patch [gcc]=gcc [make]=make
     [python3]=python3 [sha256sum]=coreutils [tar]=tar [gzip]=gzip [ip]=iproute2
-    [ps]=procps [unshare]=util-linux
+    [ps]=procps [unshare]=util-linux [mkfs.ext4]=e2fsprogs
 )
 missing=()
 for program in "${!NEEDS[@]}"; do

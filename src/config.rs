@@ -100,7 +100,36 @@ pub struct Config {
     pub bootstrap_env: BTreeMap<String, String>,
     /// Deadline of `bootstrap-kit`'s bootstrap run.
     pub bootstrap_timeout: Duration,
+    /// Where builds get their work area (`work_dir`, default `auto`).
+    pub work_dir: WorkDir,
+    /// Size of a disk work area (`disk_work_size`), at most; see
+    /// [`crate::sandbox::work_area`].
+    pub disk_work_size: u64,
 }
+
+/// Config `work_dir`: every build's work area in a tmpfs, on disk, or
+/// decided per build by the scheduler from its history (`auto`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WorkDir {
+    Tmpfs,
+    Disk,
+    #[default]
+    Auto,
+}
+
+impl WorkDir {
+    /// The work area this setting fixes; `None` for `auto`.
+    pub fn fixed(self) -> Option<crate::sandbox::work_area::WorkArea> {
+        match self {
+            WorkDir::Tmpfs => Some(crate::sandbox::work_area::WorkArea::Tmpfs),
+            WorkDir::Disk => Some(crate::sandbox::work_area::WorkArea::Disk),
+            WorkDir::Auto => None,
+        }
+    }
+}
+
+/// Default `disk_work_size` (sparse: only what a build writes uses disk).
+pub const DEFAULT_DISK_WORK_SIZE: u64 = 64 << 30;
 
 impl Config {
     pub fn phase_timeout(&self, phase: Phase) -> Duration {
@@ -149,6 +178,8 @@ struct RawSettings {
     throttle: Option<Spanned<bool>>,
     bootstrap_env: Option<BTreeMap<String, Spanned<String>>>,
     bootstrap_timeout: Option<Spanned<i64>>,
+    work_dir: Option<Spanned<String>>,
+    disk_work_size: Option<Spanned<String>>,
     profile: Option<BTreeMap<String, Spanned<RawSettings>>>,
 }
 
@@ -236,7 +267,9 @@ impl RawSettings {
             pkgpaths,
             mk_conf,
             bootstrap_env,
-            bootstrap_timeout
+            bootstrap_timeout,
+            work_dir,
+            disk_work_size
         );
         self
     }
@@ -480,6 +513,8 @@ fn validate(raw: RawSettings, at: &Locator, profile: Option<String>) -> Result<C
             positive(at, "bootstrap_timeout", raw.bootstrap_timeout)?
                 .map_or(DEFAULT_BOOTSTRAP_TIMEOUT_SECS, |n| n as u64),
         ),
+        work_dir: work_dir(at, raw.work_dir)?,
+        disk_work_size: disk_work_size(at, raw.disk_work_size)?,
     };
     let paths = [
         &config.ports_dir,
@@ -814,6 +849,28 @@ fn positive(at: &Locator, key: &str, value: Option<Spanned<i64>>) -> Result<Opti
     }
 }
 
+fn work_dir(at: &Locator, value: Option<Spanned<String>>) -> Result<WorkDir> {
+    match value.as_ref().map(|v| v.get_ref().as_str()) {
+        None | Some("auto") => Ok(WorkDir::Auto),
+        Some("tmpfs") => Ok(WorkDir::Tmpfs),
+        Some("disk") => Ok(WorkDir::Disk),
+        Some(other) => {
+            let v = value.as_ref().expect("set");
+            Err(at.error("work_dir", v, format!("'{other}' is not a work area (tmpfs, disk or auto)")))
+        }
+    }
+}
+
+fn disk_work_size(at: &Locator, value: Option<Spanned<String>>) -> Result<u64> {
+    let Some(v) = value else { return Ok(DEFAULT_DISK_WORK_SIZE) };
+    let size = parse_size(v.get_ref()).map_err(|e| at.error("disk_work_size", &v, e))?;
+    let min = crate::sandbox::work_area::MIN_DISK_WORK_SIZE;
+    if size < min {
+        return Err(at.error("disk_work_size", &v, format!("must be at least {}", format_size(min))));
+    }
+    Ok(size)
+}
+
 fn non_empty(at: &Locator, key: &str, value: Option<Spanned<String>>) -> Result<Option<String>> {
     match value {
         Some(v) if v.get_ref().trim().is_empty() => Err(at.error(key, &v, "must not be empty")),
@@ -949,6 +1006,15 @@ build_user = "nobody"
 # Size limit of each sandbox tmpfs (/construction, /usr/local, /tmp); the
 # default fits all of them on every worker into this machine's memory.
 # tmpfs_size = "{tmpfs}"
+# Where each build's work area (/construction, WRKDIRPREFIX) lives: "tmpfs"
+# (memory, at most tmpfs_size), "disk" (an ext4 image of its own under
+# build_base/work, at most disk_work_size, removed after the build) or
+# "auto" (tmpfs unless the port's recorded work area does not fit). A build
+# whose tmpfs work area fills up is retried once on disk.
+# work_dir = "auto"
+# Size of a disk work area; sparse, and never more than each worker's share
+# of the free space of build_base's file system (less 2G).
+# disk_work_size = "64G"
 # Per-sandbox limits (cgroups): memory including tmpfs pages (default: the
 # machine's memory divided by workers) and processes.
 # memory_limit = "{memory}"
@@ -1242,11 +1308,28 @@ CFLAGS = "-O1"
                 3,
             ),
             ("ports_dir = \"ports\"\nbootstrap_timeout = 0\n", "bootstrap_timeout", 2),
+            ("ports_dir = \"ports\"\nwork_dir = \"ssd\"\n", "work_dir", 2),
+            ("ports_dir = \"ports\"\n\ndisk_work_size = \"1M\"\n", "disk_work_size", 3),
+            ("ports_dir = \"ports\"\ndisk_work_size = \"big\"\n", "disk_work_size", 2),
         ] {
             let err = error_in(dir.path(), text);
             assert!(err.contains(&format!("{key}:")), "{text}: {err}");
             assert!(err.contains(&format!("line {line}")), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn work_dir_and_disk_work_size_are_read_with_defaults() {
+        let dir = tree();
+        let config = parse_in(dir.path(), "ports_dir = \"ports\"\n", None).unwrap();
+        assert_eq!((config.work_dir, config.disk_work_size), (WorkDir::Auto, DEFAULT_DISK_WORK_SIZE));
+        let text = "ports_dir = \"ports\"\nwork_dir = \"disk\"\ndisk_work_size = \"2G\"\n";
+        let config = parse_in(dir.path(), text, None).unwrap();
+        assert_eq!((config.work_dir, config.disk_work_size), (WorkDir::Disk, 2 << 30));
+        let config = parse_in(dir.path(), "ports_dir = \"ports\"\nwork_dir = \"tmpfs\"\n", None).unwrap();
+        assert_eq!(config.work_dir.fixed(), Some(crate::sandbox::work_area::WorkArea::Tmpfs));
+        let err = error_in(dir.path(), "ports_dir = \"ports\"\nwork_dir = \"ssd\"\n");
+        assert!(err.contains("'ssd' is not a work area (tmpfs, disk or auto)"), "{err}");
     }
 
     #[test]

@@ -51,6 +51,8 @@ fn build(env: &Env, port: &str, check_plist: bool) -> BuildOutcome {
         keep_work_on_failure: false,
         variant: vec![],
         bootstrap_pkg: false,
+        make_jobs: 1,
+        work_area: portsynth::sandbox::work_area::WorkArea::Tmpfs,
     };
     build_one(&config, &common::bin(), &request, &|_| {}, None).unwrap()
 }

@@ -39,6 +39,7 @@ use crate::plan::{Plan, Verdict};
 use crate::ports::PortTree;
 use crate::report::RunLogs;
 use crate::sandbox::runner::{build_one, BuildOutcome, Cancel, Dependency, OutcomeStatus, Progress, SandboxRequest};
+use crate::sandbox::work_area::WorkArea;
 use crate::ui::{Totals, Ui};
 
 /// Expected duration of a port never built successfully before.
@@ -316,6 +317,8 @@ impl<'r, 'a> Coordinator<'r, 'a> {
             keep_work_on_failure: run.check_plist.contains(&node),
             variant: meta.variant.clone(),
             bootstrap_pkg: meta.bootstrap_pkg,
+            make_jobs: run.config.make_jobs.unwrap_or(1) as u32,
+            work_area: WorkArea::for_config(run.config),
             dependencies: tree
                 .install_set(node)
                 .into_iter()
@@ -388,15 +391,15 @@ impl<'r, 'a> Coordinator<'r, 'a> {
             package: None,
             kept_work: None,
             abnormal_output: vec![],
-            phase_times: vec![],
             cpu_time: None,
             peak_memory: None,
+            phases: vec![],
+            make_jobs: 0,
+            work_area: WorkArea::Tmpfs,
+            retried_on_disk: false,
         });
-        if let (Some(build), true) = (&running.build, outcome.cpu_time.is_some() || outcome.peak_memory.is_some()) {
-            self.db_write(
-                "recording resource usage",
-                self.run.db.record_usage(build, outcome.cpu_time, outcome.peak_memory),
-            );
+        if let (Some(build), true) = (&running.build, outcome.cpu_time.is_some() || !outcome.phases.is_empty()) {
+            self.db_write("recording resource usage", self.run.db.record_usage(build, &outcome.usage()));
         }
         let outcome = match outcome.status {
             OutcomeStatus::Success => self.succeeded(node, running.build.as_ref(), outcome),

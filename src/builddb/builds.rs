@@ -14,12 +14,15 @@ use anyhow::{anyhow, bail, Context, Result};
 use rusqlite::types::Type;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::records::{BuildId, BuildRecord, BuildStatus, NewBuild, PackageEntry, PackageRecord, PortState, RunId};
+use super::records::{
+    BuildId, BuildRecord, BuildStatus, BuildUsage, NewBuild, PackageEntry, PackageRecord, PhaseUsage, PortState,
+    ResourceSample, RunId,
+};
 use super::store::{now_ms, sql_limit, unsigned, BuildDb};
 
 const BUILD_COLUMNS: &str =
     "id, run_id, origin, pkgname, version, status, last_phase, slot, started_ms, ended_ms, duration_ms, reason, log_path, \
-                             cpu_ms, peak_memory";
+                             cpu_ms, peak_memory, peak_work, make_jobs, work_dir, retried_on_disk";
 const PORT_COLUMNS: &str = "origin, port_crc, makefiles_crc, config_crc, dep_keys, effective_key, pkgname, version, \
                             package_file, last_build_id";
 const PACKAGE_COLUMNS: &str = "origin, pkgname, version, file, sha256, size, build_id, updated_ms";
@@ -73,22 +76,90 @@ impl BuildDb {
         self.end_build(&self.conn, build, status, last_phase, reason)
     }
 
-    /// Records what the build's cgroup measured (CPU time, peak memory).
-    pub fn record_usage(
-        &self,
-        build: &BuildId,
-        cpu: Option<std::time::Duration>,
-        peak_memory: Option<u64>,
-    ) -> Result<()> {
-        let cpu_ms = cpu.map(|c| c.as_millis().min(i64::MAX as u128) as i64);
-        let peak = peak_memory.map(|p| p.min(i64::MAX as u64) as i64);
-        self.conn
-            .execute(
-                "UPDATE builds SET cpu_ms = ?2, peak_memory = ?3 WHERE id = ?1",
-                params![build.as_str(), cpu_ms, peak],
+    /// Records what a build used, as a whole and per phase, in one
+    /// transaction (the phases replace any recorded before).
+    pub fn record_usage(&self, build: &BuildId, usage: &BuildUsage) -> Result<()> {
+        let cpu_ms = usage.cpu.map(|c| c.as_millis().min(i64::MAX as u128) as i64);
+        let tx = self.write_tx()?;
+        tx.execute(
+            "UPDATE builds SET cpu_ms = ?2, peak_memory = ?3, peak_work = ?4, make_jobs = ?5, work_dir = ?6,
+                               retried_on_disk = ?7
+             WHERE id = ?1",
+            params![
+                build.as_str(),
+                cpu_ms,
+                usage.peak_memory.map(signed),
+                usage.peak_work.map(signed),
+                usage.make_jobs,
+                usage.work_dir,
+                usage.retried_on_disk
+            ],
+        )
+        .and_then(|_| tx.execute("DELETE FROM build_phases WHERE build_id = ?1", [build.as_str()]))
+        .with_context(|| self.at(format_args!("recording the resource usage of build {build}")))?;
+        for (seq, phase) in usage.phases.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO build_phases (build_id, seq, phase, wall_ms, cpu_ms, make_jobs, peak_memory, peak_work)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    build.as_str(),
+                    seq as i64,
+                    phase.phase,
+                    signed(phase.wall_ms),
+                    phase.cpu_ms.map(signed),
+                    phase.make_jobs,
+                    phase.peak_memory.map(signed),
+                    phase.peak_work.map(signed)
+                ],
             )
-            .with_context(|| self.at(format_args!("recording the resource usage of build {build}")))?;
-        Ok(())
+            .with_context(|| self.at(format_args!("recording phase {} of build {build}", phase.phase)))?;
+        }
+        tx.commit().with_context(|| self.at(format_args!("committing the resource usage of build {build}")))
+    }
+
+    /// The recorded phases of a build, in the order they ran.
+    pub fn build_phases(&self, build: &BuildId) -> Result<Vec<PhaseUsage>> {
+        let read = || -> rusqlite::Result<Vec<PhaseUsage>> {
+            let mut statement = self.conn.prepare_cached(
+                "SELECT phase, wall_ms, cpu_ms, make_jobs, peak_memory, peak_work FROM build_phases
+                 WHERE build_id = ?1 ORDER BY seq",
+            )?;
+            let rows = statement.query_map([build.as_str()], phase_from_row)?;
+            rows.collect()
+        };
+        read().with_context(|| self.at(format_args!("reading the phases of build {build}")))
+    }
+
+    /// The resource history of every port: its latest `per_port` successful
+    /// builds that recorded their phases, newest first, by origin.
+    pub fn resource_history_all(&self, per_port: usize) -> Result<HashMap<String, Vec<ResourceSample>>> {
+        let read = || -> rusqlite::Result<Vec<(String, String, ResourceSample, PhaseUsage)>> {
+            let mut statement = self.conn.prepare_cached(
+                "SELECT b.origin, b.id, b.make_jobs, b.duration_ms, b.cpu_ms, b.peak_memory, b.peak_work,
+                        b.retried_on_disk,
+                        p.phase, p.wall_ms, p.cpu_ms, p.make_jobs, p.peak_memory, p.peak_work
+                 FROM builds b JOIN build_phases p ON p.build_id = b.id
+                 WHERE b.status = ?1
+                 ORDER BY b.origin, b.started_ms DESC, b.id DESC, p.seq",
+            )?;
+            let rows = statement.query_map([BuildStatus::Success], |row| {
+                let sample = ResourceSample {
+                    make_jobs: row.get::<_, Option<u32>>(2)?.unwrap_or(1),
+                    wall_ms: row.get::<_, Option<i64>>(3)?.map_or(0, unsigned),
+                    cpu_ms: row.get::<_, Option<i64>>(4)?.map(unsigned),
+                    serial_ms: 0,
+                    build_wall_ms: 0,
+                    build_cpu_ms: None,
+                    peak_memory: row.get::<_, Option<i64>>(5)?.map(unsigned),
+                    peak_work: row.get::<_, Option<i64>>(6)?.map(unsigned),
+                    retried_on_disk: row.get(7)?,
+                };
+                Ok((row.get(0)?, row.get(1)?, sample, phase_from_row_at(row, 8)?))
+            })?;
+            rows.collect()
+        };
+        let rows = read().with_context(|| self.at("reading the resource history"))?;
+        Ok(history_from_rows(rows, per_port))
     }
 
     /// Records a port that was not built (`Skipped` because a dependency
@@ -367,7 +438,68 @@ fn build_from_row(row: &Row<'_>) -> rusqlite::Result<BuildRecord> {
         log_path: row.get::<_, Option<String>>(12)?.map(Into::into),
         cpu_ms: row.get::<_, Option<i64>>(13)?.map(unsigned),
         peak_memory: row.get::<_, Option<i64>>(14)?.map(unsigned),
+        peak_work: row.get::<_, Option<i64>>(15)?.map(unsigned),
+        make_jobs: row.get(16)?,
+        work_dir: row.get(17)?,
+        retried_on_disk: row.get(18)?,
     })
+}
+
+fn phase_from_row(row: &Row<'_>) -> rusqlite::Result<PhaseUsage> {
+    phase_from_row_at(row, 0)
+}
+
+/// A [`PhaseUsage`] from the six columns starting at `at`.
+fn phase_from_row_at(row: &Row<'_>, at: usize) -> rusqlite::Result<PhaseUsage> {
+    Ok(PhaseUsage {
+        phase: row.get(at)?,
+        wall_ms: unsigned(row.get(at + 1)?),
+        cpu_ms: row.get::<_, Option<i64>>(at + 2)?.map(unsigned),
+        make_jobs: row.get(at + 3)?,
+        peak_memory: row.get::<_, Option<i64>>(at + 4)?.map(unsigned),
+        peak_work: row.get::<_, Option<i64>>(at + 5)?.map(unsigned),
+    })
+}
+
+/// Folds (origin, build, sample, phase) rows, ordered by origin, build
+/// (newest first) and phase, into samples: the `build` phase's time and
+/// CPU, the other phases' time as serial time; at most `per_port` builds
+/// per origin.
+fn history_from_rows(
+    rows: Vec<(String, String, ResourceSample, PhaseUsage)>,
+    per_port: usize,
+) -> HashMap<String, Vec<ResourceSample>> {
+    let mut history: HashMap<String, Vec<ResourceSample>> = HashMap::new();
+    let mut current: Option<String> = None;
+    for (origin, build, sample, phase) in rows {
+        let samples = history.entry(origin).or_default();
+        if current.as_deref() != Some(build.as_str()) {
+            current = Some(build);
+            samples.push(sample);
+        }
+        if samples.len() > per_port {
+            continue;
+        }
+        let sample = samples.last_mut().expect("pushed");
+        if phase.phase == crate::ports::Phase::Build.name() {
+            sample.build_wall_ms += phase.wall_ms;
+            sample.build_cpu_ms = match (sample.build_cpu_ms, phase.cpu_ms) {
+                (Some(a), Some(b)) => Some(a + b),
+                (a, b) => a.or(b),
+            };
+        } else {
+            sample.serial_ms += phase.wall_ms;
+        }
+    }
+    for samples in history.values_mut() {
+        samples.truncate(per_port);
+    }
+    history
+}
+
+/// A size or duration as SQLite stores it.
+fn signed(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 fn port_from_row(row: &Row<'_>) -> rusqlite::Result<(String, PortState)> {

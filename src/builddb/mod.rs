@@ -50,8 +50,8 @@ mod tests;
 
 pub use error::{DbOpenError, DbOpenProblem};
 pub use records::{
-    BuildId, BuildRecord, BuildStatus, NewBuild, PackageEntry, PackageRecord, PortState, Recovered, RunCounts, RunId,
-    RunRecord, RunStatus, ScanCacheEntry,
+    BuildId, BuildRecord, BuildStatus, BuildUsage, NewBuild, PackageEntry, PackageRecord, PhaseUsage, PortState,
+    Recovered, ResourceSample, RunCounts, RunId, RunRecord, RunStatus, ScanCacheEntry,
 };
 pub use runs::{REASON_PROCESS_DIED, REASON_RUN_INTERRUPTED};
 pub use schema::SCHEMA_VERSION;

@@ -195,6 +195,63 @@ pub struct BuildRecord {
     pub cpu_ms: Option<u64>,
     /// Peak memory of the build's cgroup, bytes.
     pub peak_memory: Option<u64>,
+    /// Peak size of the work area (sampled), bytes.
+    pub peak_work: Option<u64>,
+    pub make_jobs: Option<u32>,
+    /// `tmpfs` or `disk`: where the work area was (the last attempt's).
+    pub work_dir: Option<String>,
+    /// A full tmpfs work area made the runner retry the build on disk.
+    pub retried_on_disk: bool,
+}
+
+/// What one phase of a build used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PhaseUsage {
+    pub phase: String,
+    pub wall_ms: u64,
+    /// CPU time (user + system) of everything the phase ran, from the
+    /// sandbox cgroup at the phase's boundaries.
+    pub cpu_ms: Option<u64>,
+    pub make_jobs: u32,
+    /// Peak memory of the sandbox cgroup during the phase (cgroup v2
+    /// without a resettable peak: the build's peak so far).
+    pub peak_memory: Option<u64>,
+    /// Peak size of the work area during the phase (sampled at least every
+    /// second and at the phase's end).
+    pub peak_work: Option<u64>,
+}
+
+/// What a whole build used, as the coordinator stores it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildUsage {
+    pub cpu: Option<std::time::Duration>,
+    pub peak_memory: Option<u64>,
+    pub peak_work: Option<u64>,
+    pub make_jobs: Option<u32>,
+    /// `tmpfs` or `disk`.
+    pub work_dir: Option<&'static str>,
+    pub retried_on_disk: bool,
+    pub phases: Vec<PhaseUsage>,
+}
+
+/// One successful build as the scheduler's history sees it (see
+/// [`crate::builddb::BuildDb::resource_history_all`]). Times in ms, sizes
+/// in bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ResourceSample {
+    pub make_jobs: u32,
+    /// The whole build.
+    pub wall_ms: u64,
+    pub cpu_ms: Option<u64>,
+    /// Wall time of every phase but `build`: what more make jobs do not
+    /// shorten.
+    pub serial_ms: u64,
+    /// The `build` phase.
+    pub build_wall_ms: u64,
+    pub build_cpu_ms: Option<u64>,
+    pub peak_memory: Option<u64>,
+    pub peak_work: Option<u64>,
+    pub retried_on_disk: bool,
 }
 
 /// The inputs a port was last built successfully from, and what it produced.

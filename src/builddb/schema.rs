@@ -123,8 +123,31 @@ CREATE TABLE signatures (
 ) WITHOUT ROWID;
 ";
 
+/// What each phase of a build used (wall and CPU time, make jobs, peak
+/// memory and peak work-area size, `seq` its place in the build) and, per
+/// build, the peak work area, make jobs, where the work area was (`tmpfs`
+/// or `disk`) and whether a full tmpfs made the runner retry it on disk:
+/// the history the scheduler places builds by.
+const SCHEMA_V4: &str = "
+ALTER TABLE builds ADD COLUMN peak_work INTEGER;
+ALTER TABLE builds ADD COLUMN make_jobs INTEGER;
+ALTER TABLE builds ADD COLUMN work_dir TEXT CHECK (work_dir IN ('tmpfs', 'disk'));
+ALTER TABLE builds ADD COLUMN retried_on_disk INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE build_phases (
+    build_id     TEXT NOT NULL REFERENCES builds (id),
+    seq          INTEGER NOT NULL,
+    phase        TEXT NOT NULL,
+    wall_ms      INTEGER NOT NULL,
+    cpu_ms       INTEGER,
+    make_jobs    INTEGER NOT NULL,
+    peak_memory  INTEGER,
+    peak_work    INTEGER,
+    PRIMARY KEY (build_id, seq)
+) WITHOUT ROWID;
+";
+
 /// Every schema step, oldest first. Append to change the schema.
-pub(crate) const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
+pub(crate) const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;

@@ -301,9 +301,97 @@ fn a_build_starts_running_with_what_the_scheduler_knows() {
     assert_eq!(record.log_path, Some(PathBuf::from("/logs/pkg.log")));
     assert_eq!((record.ended_ms, record.duration_ms, record.reason), (None, None, None));
     assert_eq!((record.cpu_ms, record.peak_memory), (None, None));
-    db.record_usage(&build, Some(std::time::Duration::from_millis(1234)), Some(5 << 20)).unwrap();
+    let usage = BuildUsage {
+        cpu: Some(std::time::Duration::from_millis(1234)),
+        peak_memory: Some(5 << 20),
+        ..BuildUsage::default()
+    };
+    db.record_usage(&build, &usage).unwrap();
     let record = db.build(&build).unwrap().unwrap();
     assert_eq!((record.cpu_ms, record.peak_memory), (Some(1234), Some(5 << 20)));
+}
+
+fn phase(name: &str, wall_ms: u64, cpu_ms: u64) -> PhaseUsage {
+    PhaseUsage {
+        phase: name.into(),
+        wall_ms,
+        cpu_ms: Some(cpu_ms),
+        make_jobs: 4,
+        peak_memory: Some(wall_ms << 10),
+        peak_work: Some(wall_ms << 20),
+    }
+}
+
+fn usage(phases: Vec<PhaseUsage>, retried: bool) -> BuildUsage {
+    BuildUsage {
+        cpu: Some(std::time::Duration::from_millis(phases.iter().filter_map(|p| p.cpu_ms).sum())),
+        peak_memory: phases.iter().filter_map(|p| p.peak_memory).max(),
+        peak_work: phases.iter().filter_map(|p| p.peak_work).max(),
+        make_jobs: Some(4),
+        work_dir: Some(if retried { "disk" } else { "tmpfs" }),
+        retried_on_disk: retried,
+        phases,
+    }
+}
+
+#[test]
+fn phases_and_the_whole_builds_usage_are_stored_and_read_back() {
+    let (_dir, db) = temp_db();
+    let run = db.start_run("build", None).unwrap();
+    let build = db.start_build(&run, &new_build("devel/a")).unwrap();
+    let phases = vec![phase("extract", 10, 5), phase("build", 300, 1100), phase("package", 20, 15)];
+    db.record_usage(&build, &usage(phases.clone(), true)).unwrap();
+    // A second record replaces the phases.
+    db.record_usage(&build, &usage(phases.clone(), true)).unwrap();
+    assert_eq!(db.build_phases(&build).unwrap(), phases);
+    let record = db.build(&build).unwrap().unwrap();
+    assert_eq!((record.peak_work, record.make_jobs), (Some(300 << 20), Some(4)));
+    assert_eq!((record.work_dir.as_deref(), record.retried_on_disk), (Some("disk"), true));
+}
+
+#[test]
+fn the_resource_history_sums_build_and_serial_phases_of_the_latest_successes() {
+    let (_dir, db) = temp_db();
+    let run = db.start_run("build", None).unwrap();
+    for (n, status) in [(1, BuildStatus::Success), (2, BuildStatus::Failed), (3, BuildStatus::Success)] {
+        let build = db.start_build(&run, &new_build("devel/a")).unwrap();
+        backdate_build(&db, &build, 10_000 - n * 1000);
+        let phases =
+            vec![phase("extract", 10 * n as u64, 5), phase("build", 100 * n as u64, 400), phase("package", 7, 3)];
+        db.record_usage(&build, &usage(phases, n == 3)).unwrap();
+        db.finish_build(&build, status, None, None).unwrap();
+    }
+    let unmeasured = db.start_build(&run, &new_build("devel/old")).unwrap();
+    db.finish_build(&unmeasured, BuildStatus::Success, None, None).unwrap();
+    let history = db.resource_history_all(5).unwrap();
+    assert!(!history.contains_key("devel/old"), "builds without phases are no history");
+    let samples = &history["devel/a"];
+    assert_eq!(samples.len(), 2, "successes only: {samples:?}");
+    let newest = &samples[0];
+    assert_eq!((newest.build_wall_ms, newest.build_cpu_ms, newest.serial_ms), (300, Some(400), 37));
+    assert_eq!((newest.make_jobs, newest.cpu_ms, newest.peak_work), (4, Some(408), Some(300 << 20)));
+    assert!(newest.retried_on_disk && !samples[1].retried_on_disk);
+    assert_eq!(samples[1].build_wall_ms, 100);
+    assert_eq!(db.resource_history_all(1).unwrap()["devel/a"].len(), 1);
+}
+
+#[test]
+fn a_v3_database_migrates_to_the_phase_table_and_keeps_its_builds() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("builddb.sqlite");
+    let db = BuildDb::open_with(&path, &MIGRATIONS[..3]).unwrap();
+    let run = db.start_run("build", None).unwrap();
+    let build = db.start_build(&run, &new_build("devel/a")).unwrap();
+    db.conn.execute("UPDATE builds SET cpu_ms = 5, peak_memory = 6 WHERE id = ?1", [build.as_str()]).unwrap();
+    drop(db);
+    let db = BuildDb::open(&path).unwrap();
+    assert_eq!(read_version(&db.conn).unwrap(), 4);
+    let record = db.build(&build).unwrap().unwrap();
+    assert_eq!((record.cpu_ms, record.peak_memory, record.peak_work), (Some(5), Some(6), None));
+    assert_eq!((record.make_jobs, record.work_dir, record.retried_on_disk), (None, None, false));
+    assert!(db.build_phases(&build).unwrap().is_empty());
+    db.record_usage(&build, &usage(vec![phase("build", 1, 1)], false)).unwrap();
+    assert_eq!(db.build_phases(&build).unwrap().len(), 1);
 }
 
 #[test]

@@ -58,6 +58,9 @@ pub fn run(config: &Config, global: &GlobalArgs, mode: Mode, ports: &[String]) -
     recover_dangling_runs(&db);
     // The cgroups of a run killed with kill -9 outlive it (its sandboxes do not).
     crate::sandbox::limits::remove_stale();
+    // So are their disk work areas' image files (the loop devices went
+    // with their sandboxes).
+    crate::sandbox::work_area::remove_stale(&config.build_base);
     let forced = if mode == Mode::Force { origins.clone() } else { vec![] };
     let prepared = prepare_forcing(config, &db, &origins, &forced)?;
     if !global.quiet {

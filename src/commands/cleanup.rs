@@ -4,7 +4,8 @@
 //! so on the host they are empty directories (plus an outbox that may hold a
 //! package file). Cleanup still checks every one: a directory that is a
 //! mount point in this namespace is reported and left alone, and nothing is
-//! ever removed recursively. It holds the build-base lock, so it never runs
+//! ever removed recursively; nor are the disk work areas of dead runs
+//! (`build_base/work/<pid>-SLnn.img`, one file each). It holds the build-base lock, so it never runs
 //! while a build (or any other writer) uses the build base.
 
 use std::path::Path;
@@ -52,6 +53,9 @@ pub fn run(config: &Config) -> Result<ExitCode> {
     }
     for cgroup in crate::sandbox::limits::remove_stale() {
         eprintln!("cleanup: removed stale cgroup {}", cgroup.display());
+    }
+    for image in crate::sandbox::work_area::remove_stale(&config.build_base) {
+        eprintln!("cleanup: removed stale disk work area {}", image.display());
     }
     if let Some(db) = BuildDb::open_existing(&config.database_path)? {
         let recovered = db.recover_dangling()?;

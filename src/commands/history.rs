@@ -1,13 +1,16 @@
-//! `portsynth history [PORT]`: past runs, or past builds of one port.
+//! `portsynth history [PORT]`: past runs, or past builds of one port, each
+//! with what its phases used (wall and CPU time, make jobs, peak memory and
+//! work area), as the scheduler's history sees them.
 
 use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Result;
 
-use crate::builddb::BuildDb;
+use crate::builddb::{BuildDb, BuildRecord, PhaseUsage};
 use crate::cli::{GlobalArgs, HistoryArgs};
 use crate::config::Config;
+use crate::sandbox::runner::{megabytes, phase_row};
 
 pub fn run(config: &Config, global: &GlobalArgs, args: &HistoryArgs) -> Result<ExitCode> {
     let mut out = std::io::stdout().lock();
@@ -51,15 +54,21 @@ pub fn run(config: &Config, global: &GlobalArgs, args: &HistoryArgs) -> Result<E
         Some(port) => {
             let origin = crate::ports::Origin::parse(port).map_err(|e| anyhow::anyhow!("bad port '{port}': {e}"))?;
             let builds = db.builds_of_port(&origin.to_string(), args.limit)?;
+            let mut phases = Vec::with_capacity(builds.len());
+            for build in &builds {
+                phases.push(db.build_phases(&build.id)?);
+            }
             if global.json {
-                return json(&mut out, &builds);
+                let entries: Vec<BuildWithPhases> =
+                    builds.iter().zip(&phases).map(|(build, phases)| BuildWithPhases { build, phases }).collect();
+                return json(&mut out, &entries);
             }
             writeln!(
                 out,
                 "{:<36}  {:<19}  {:>9}  {:<11}  {:<12}  reason",
                 "build", "started (UTC)", "duration", "status", "phase"
             )?;
-            for build in builds {
+            for (build, phases) in builds.iter().zip(&phases) {
                 writeln!(
                     out,
                     "{:<36}  {:<19}  {:>9}  {:<11}  {:<12}  {}",
@@ -70,10 +79,38 @@ pub fn run(config: &Config, global: &GlobalArgs, args: &HistoryArgs) -> Result<E
                     build.last_phase.as_deref().unwrap_or("-"),
                     build.reason.as_deref().unwrap_or("")
                 )?;
+                write_phases(&mut out, build, phases)?;
             }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A build and its phases, for `--json`.
+#[derive(serde::Serialize)]
+struct BuildWithPhases<'a> {
+    #[serde(flatten)]
+    build: &'a BuildRecord,
+    phases: &'a [PhaseUsage],
+}
+
+/// The phase table under a build: nothing for a build that recorded none.
+fn write_phases(out: &mut impl Write, build: &BuildRecord, phases: &[PhaseUsage]) -> Result<()> {
+    if phases.is_empty() {
+        return Ok(());
+    }
+    let work = build.work_dir.as_deref().unwrap_or("-");
+    let retried = if build.retried_on_disk { ", retried on disk" } else { "" };
+    writeln!(out, "    work area {work}{retried}, peak {}", megabytes(build.peak_work))?;
+    writeln!(
+        out,
+        "    {:<12} {:>10} {:>10} {:>5} {:>10} {:>10}",
+        "phase", "wall", "CPU", "jobs", "memory", "work area"
+    )?;
+    for phase in phases {
+        writeln!(out, "    {}", phase_row(phase))?;
+    }
+    Ok(())
 }
 
 fn json(out: &mut impl Write, value: &impl serde::Serialize) -> Result<ExitCode> {

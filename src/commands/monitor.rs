@@ -104,6 +104,10 @@ mod tests {
             log_path: None,
             cpu_ms: None,
             peak_memory: None,
+            peak_work: None,
+            make_jobs: None,
+            work_dir: None,
+            retried_on_disk: false,
         }
     }
 

@@ -384,6 +384,8 @@ impl<'r, 'a> Coordinator<'r, 'a> {
             keep_work_on_failure: false,
             variant: meta.variant.clone(),
             bootstrap_pkg: meta.bootstrap_pkg,
+            make_jobs: 1,
+            work_area: crate::sandbox::work_area::WorkArea::Tmpfs,
         };
         let distfiles = self.targets.get(&node).cloned().unwrap_or_default();
         self.running.insert(slot, Running { node, started: None, phase: "check" });

@@ -22,6 +22,7 @@ use nix::unistd::{Pid, User};
 use super::confine::Confinement;
 use super::download::{self, Fetcher};
 use super::mounts::{self, classify_system_dir, Real, SystemEntry, SYSTEM_DIRS};
+use super::work_area::Fill;
 use super::{DependencyInstall, Event, HelperSpec, EVENT_FD};
 use crate::ports::Phase;
 
@@ -104,7 +105,8 @@ fn pid1(spec: &HelperSpec, events: &mut std::fs::File) -> Result<i32> {
             _ => run_phase(spec, phase, &env, &confinement),
         };
         let ok = result.is_ok();
-        send(events, &Event::PhaseEnd { phase, ok, detail: result.err().map(|e| format!("{e:#}")) });
+        let work = Fill::of(Path::new(HelperSpec::CONSTRUCTION));
+        send(events, &Event::PhaseEnd { phase, ok, detail: result.err().map(|e| format!("{e:#}")), work });
         if !ok {
             if spec.keep_work {
                 while_writable("/outbox", archive_work_area)?;
@@ -344,7 +346,8 @@ fn archive_work_area() {
         archive.follow_symlinks(false);
         for entry in std::fs::read_dir(HelperSpec::CONSTRUCTION)? {
             let entry = entry?;
-            if entry.path() == Path::new(HelperSpec::PACKAGES) {
+            // A disk work area's lost+found is the file system's, not the build's.
+            if entry.path() == Path::new(HelperSpec::PACKAGES) || entry.file_name() == "lost+found" {
                 continue;
             }
             let name = entry.file_name();

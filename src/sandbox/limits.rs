@@ -40,6 +40,10 @@ pub struct Usage {
 /// A build's cgroup; removed on drop.
 pub struct SandboxCgroup {
     cgroup: Cgroup,
+    /// v2: the `memory.peak` reset at the running phase's start, where the
+    /// kernel allows it (Linux 6.12+): read through this descriptor, it is
+    /// the peak since that reset.
+    phase_peak: std::sync::Mutex<Option<std::fs::File>>,
 }
 
 static WARNED: AtomicBool = AtomicBool::new(false);
@@ -74,7 +78,7 @@ impl SandboxCgroup {
         let path = format!("portsynth/{name}");
         let cgroup = Cgroup::new_with_specified_controllers(hierarchy, &path, Some(controllers))
             .with_context(|| format!("cannot create cgroup {path}"))?;
-        let sandbox = SandboxCgroup { cgroup };
+        let sandbox = SandboxCgroup { cgroup, phase_peak: std::sync::Mutex::new(None) };
         sandbox.apply(limits).with_context(|| format!("cannot set the limits of cgroup {path}"))?;
         Ok(sandbox)
     }
@@ -94,6 +98,44 @@ impl SandboxCgroup {
     /// Moves process `pid` (and so all it will start) into the cgroup.
     pub fn add(&self, pid: u32) -> Result<()> {
         self.cgroup.add_task_by_tgid(CgroupPid::from(pid as u64)).context("cannot move the sandbox into its cgroup")
+    }
+
+    /// CPU time (user + system) of everything the cgroup ran so far.
+    pub fn cpu_now(&self) -> Option<Duration> {
+        if let Some(cpuacct) = self.cgroup.controller_of::<CpuAcctController>() {
+            return Some(Duration::from_nanos(cpuacct.cpuacct().usage));
+        }
+        cpu_stat_usage(&self.cgroup.controller_of::<CpuController>()?.cpu().stat)
+    }
+
+    /// Starts a new peak (a phase's): v1 resets `memory.max_usage_in_bytes`
+    /// to the current usage; v2 opens `memory.peak` and writes to it, which
+    /// resets the peak that descriptor reads (Linux 6.12+). Where v2 refuses,
+    /// a phase's peak is the build's peak so far.
+    pub fn reset_peak_memory(&self) {
+        let Some(memory) = self.cgroup.controller_of::<MemController>() else { return };
+        if !self.cgroup.v2() {
+            let _ = memory.reset_max_usage();
+            return;
+        }
+        let reset = cgroup_roots().into_iter().find_map(|root| {
+            use std::io::Write;
+            let path = root.join(self.cgroup.path()).join("memory.peak");
+            let mut file = std::fs::OpenOptions::new().read(true).write(true).open(path).ok()?;
+            file.write_all(b"reset\n").ok().map(|_| file)
+        });
+        *self.phase_peak.lock().unwrap_or_else(|e| e.into_inner()) = reset;
+    }
+
+    /// The peak memory since the last [`reset_peak_memory`](Self::reset_peak_memory).
+    pub fn peak_memory_now(&self) -> Option<u64> {
+        if let Some(file) = self.phase_peak.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            let mut text = [0u8; 32];
+            let read = std::os::unix::fs::FileExt::read_at(file, &mut text, 0).ok()?;
+            return parse_peak(&text[..read]);
+        }
+        let memory = self.cgroup.controller_of::<MemController>()?;
+        Some(memory.memory_stat().max_usage_in_bytes).filter(|b| *b > 0)
     }
 
     pub fn usage(&self) -> Usage {
@@ -119,6 +161,7 @@ impl Drop for SandboxCgroup {
     /// The namespace is gone by now, but its last processes may still be
     /// exiting: kill what is left and retry the removal for a moment.
     fn drop(&mut self) {
+        drop(self.phase_peak.lock().unwrap_or_else(|e| e.into_inner()).take());
         for _ in 0..200 {
             let _ = self.cgroup.kill();
             if self.cgroup.delete().is_ok() {
@@ -164,6 +207,11 @@ fn cgroup_roots() -> Vec<std::path::PathBuf> {
         .collect()
 }
 
+/// A v2 `memory.peak` as read: bytes and a newline.
+fn parse_peak(text: &[u8]) -> Option<u64> {
+    std::str::from_utf8(text).ok()?.trim().parse().ok().filter(|b| *b > 0)
+}
+
 /// `usage_usec` of a v2 `cpu.stat`.
 fn cpu_stat_usage(stat: &str) -> Option<Duration> {
     stat.lines()
@@ -192,6 +240,32 @@ pub fn limit_reason(usage: &Usage, limits: Limits) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_v2_peak_is_read_as_bytes() {
+        assert_eq!(parse_peak(b"1048576\n"), Some(1 << 20));
+        assert_eq!(parse_peak(b"0\n"), None);
+        assert_eq!(parse_peak(b"max\n"), None);
+    }
+
+    #[test]
+    fn phase_peaks_restart_at_the_current_usage() {
+        let name = format!("unit-peak-{}", std::process::id());
+        let cgroup = SandboxCgroup::create(&name, Limits { memory: 256 << 20, processes: 16 }).expect("cgroup");
+        // Held on stdin until it is in the cgroup; then it writes 64 MiB.
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", "import sys; sys.stdin.read(); b = b'x' * (64 << 20)"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        cgroup.add(child.id()).unwrap();
+        drop(child.stdin.take());
+        child.wait().unwrap();
+        assert!(cgroup.peak_memory_now().is_some_and(|p| p >= 64 << 20), "{:?}", cgroup.peak_memory_now());
+        cgroup.reset_peak_memory();
+        let after = cgroup.peak_memory_now().unwrap_or(0);
+        assert!(after < 32 << 20, "a new phase starts from the current usage: {after}");
+    }
 
     #[test]
     fn v2_cpu_usage_is_read_from_cpu_stat() {

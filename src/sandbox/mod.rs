@@ -28,6 +28,7 @@ pub mod mounts;
 pub mod runner;
 pub mod scan;
 pub mod scan_pool;
+pub mod work_area;
 
 use anyhow::{bail, Context, Result};
 use nix::sched::CloneFlags;
@@ -95,6 +96,10 @@ pub struct HelperSpec {
     pub distfiles_dir: std::path::PathBuf,
     pub outbox: std::path::PathBuf,
     pub tmpfs_size: u64,
+    /// The loop device of a disk work area, mounted at `/construction`
+    /// instead of a tmpfs (see [`work_area`]).
+    #[serde(default)]
+    pub work_device: Option<std::path::PathBuf>,
     /// `cat/port` directory of the port.
     pub port_dir: String,
     pub flavor: Option<String>,
@@ -152,6 +157,7 @@ impl HelperSpec {
             distfiles_dir: self.distfiles_dir.clone(),
             outbox: self.outbox.clone(),
             tmpfs_size: self.tmpfs_size,
+            work_device: self.work_device.clone(),
             kit: self.kit.as_ref().map(|(host, prefix)| mounts::KitMount {
                 host: host.clone(),
                 prefix: prefix.clone(),
@@ -193,11 +199,26 @@ pub struct DependencyInstall {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
-    PhaseStart { phase: Phase },
-    Installed { package: String },
-    PhaseEnd { phase: Phase, ok: bool, detail: Option<String> },
-    Packaged { file: String },
-    SetupFailed { reason: String },
+    PhaseStart {
+        phase: Phase,
+    },
+    Installed {
+        package: String,
+    },
+    PhaseEnd {
+        phase: Phase,
+        ok: bool,
+        detail: Option<String>,
+        /// The work area when the phase ended (PID 1's `statvfs`).
+        #[serde(default)]
+        work: Option<work_area::Fill>,
+    },
+    Packaged {
+        file: String,
+    },
+    SetupFailed {
+        reason: String,
+    },
 }
 
 /// The file descriptor number of the event channel in the helper.

@@ -35,6 +35,7 @@ pub trait Syscall {
     fn chdir(&self, path: &Path) -> Result<()>;
     fn umount_detach(&self, path: &Path) -> Result<()>;
     fn rmdir(&self, path: &Path) -> Result<()>;
+    fn chmod(&self, path: &Path, mode: u32) -> Result<()>;
 }
 
 /// Device nodes bound from the host into the sandbox's `/dev`.
@@ -55,6 +56,9 @@ pub struct Layout {
     pub distfiles_dir: PathBuf,
     pub outbox: PathBuf,
     pub tmpfs_size: u64,
+    /// The block device of a disk work area (see
+    /// [`super::work_area`]), mounted at `/construction` instead of its tmpfs.
+    pub work_device: Option<PathBuf>,
     /// A framework whose LOCALBASE is a bootstrap kit (pkgsrc): the kit,
     /// bound read-only at [`KIT_COPY`] for PID 1 to copy into the writable
     /// tmpfs at its prefix. Without one, LOCALBASE is a tmpfs at `/usr/local`.
@@ -102,9 +106,11 @@ pub fn setup_root(sys: &dyn Syscall, layout: &Layout, system: &[(&str, SystemEnt
     // (a verified download, the package delivery), when no port process runs.
     bind(sys, &layout.distfiles_dir, &at("distfiles"), true)?;
     bind(sys, &layout.outbox, &at("outbox"), true)?;
-    for (dir, mode) in [("construction", "1777"), ("tmp", "1777")] {
-        tmpfs(sys, &at(dir), &format!("mode={mode},{size}"))?;
+    match &layout.work_device {
+        Some(device) => disk_work_area(sys, device, &at("construction"))?,
+        None => tmpfs(sys, &at("construction"), &format!("mode=1777,{size}"))?,
     }
+    tmpfs(sys, &at("tmp"), &format!("mode=1777,{size}"))?;
     match &layout.kit {
         Some(kit) => {
             tmpfs_at(sys, root, &kit.prefix, &format!("mode=0755,{size}"))?;
@@ -344,6 +350,14 @@ pub(super) fn bind(sys: &dyn Syscall, source: &Path, target: &Path, read_only: b
     sys.mount(None, target, None, flags, None)
 }
 
+/// A disk work area: the ext4 file system on `device`, nosuid and nodev,
+/// its root opened to everyone as the tmpfs's (mode 1777).
+fn disk_work_area(sys: &dyn Syscall, device: &Path, target: &Path) -> Result<()> {
+    sys.mkdir(target, 0o755)?;
+    sys.mount(Some(device), target, Some("ext4"), NOSUID_NODEV, None)?;
+    sys.chmod(target, 0o1777)
+}
+
 pub(super) fn tmpfs(sys: &dyn Syscall, target: &Path, data: &str) -> Result<()> {
     sys.mkdir(target, 0o755)?;
     sys.mount(Some(Path::new("tmpfs")), target, Some("tmpfs"), NOSUID_NODEV, Some(data))
@@ -445,6 +459,12 @@ impl Syscall for Real {
     fn rmdir(&self, path: &Path) -> Result<()> {
         std::fs::remove_dir(path).map_err(|e| anyhow::anyhow!("rmdir {}: {e}", path.display()))
     }
+
+    fn chmod(&self, path: &Path, mode: u32) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| anyhow::anyhow!("chmod {}: {e}", path.display()))
+    }
 }
 
 #[cfg(test)]
@@ -489,6 +509,9 @@ mod tests {
         fn rmdir(&self, p: &Path) -> Result<()> {
             self.push(format!("rmdir {}", p.display()))
         }
+        fn chmod(&self, p: &Path, mode: u32) -> Result<()> {
+            self.push(format!("chmod {} {mode:o}", p.display()))
+        }
     }
 
     fn layout() -> Layout {
@@ -500,6 +523,7 @@ mod tests {
             distfiles_dir: "/dist".into(),
             outbox: "/b/SL01.out".into(),
             tmpfs_size: 1 << 20,
+            work_device: None,
             kit: None,
         }
     }
@@ -595,6 +619,29 @@ mod tests {
         let pivot = position(&calls, "pivot_root /b/SL01 /b/SL01/.oldroot");
         assert!(proc_ < pivot);
         assert_eq!(&calls[pivot + 1..], ["chdir /", "umount /.oldroot", "rmdir /.oldroot"]);
+    }
+
+    #[test]
+    fn a_disk_work_area_replaces_the_construction_tmpfs_nosuid_nodev_and_open_to_all() {
+        let recorder = Recorder::default();
+        let layout = Layout { work_device: Some("/dev/loop7".into()), ..layout() };
+        setup_root(&recorder, &layout, &[("usr", SystemEntry::Bind)]).unwrap();
+        let calls = recorder.0.into_inner();
+        let mount = position(&calls, "mount Some(\"/dev/loop7\") /b/SL01/construction Some(\"ext4\")");
+        assert_eq!(
+            calls[mount],
+            "mount Some(\"/dev/loop7\") /b/SL01/construction Some(\"ext4\") MS_NOSUID|MS_NODEV None"
+        );
+        assert_eq!(calls[mount - 1], "mkdir /b/SL01/construction");
+        assert_eq!(calls[mount + 1], "chmod /b/SL01/construction 1777");
+        assert!(!calls.iter().any(|c| c.starts_with("mount Some(\"tmpfs\") /b/SL01/construction ")), "{calls:#?}");
+        // After the sandbox's own tmpfs root, before the pivot; the other
+        // tmpfs areas stay.
+        assert!(position(&calls, "mount Some(\"tmpfs\") /b/SL01 ") < mount);
+        assert!(mount < position(&calls, "pivot_root"));
+        for dir in ["tmp", "usr/local"] {
+            position(&calls, &format!("mount Some(\"tmpfs\") /b/SL01/{dir} "));
+        }
     }
 
     #[test]

@@ -8,6 +8,15 @@
 //! equal to the nearest watchdog deadline, drives everything: no polling
 //! loop, no reader threads. A watchdog kills the helper with SIGKILL; its
 //! PID 1 follows through PDEATHSIG and the kernel tears down the namespace.
+//!
+//! The same loop measures the build, phase by phase (the helper's phase
+//! events are the boundaries): wall time, CPU time and peak memory from the
+//! sandbox's cgroup (read, and the v1 peak reset, at each boundary), and the
+//! peak size of the work area, sampled with `statvfs` through the helper's
+//! root at least every second and taken once more by PID 1 at the phase's
+//! end. A build whose tmpfs work area was full when a phase failed is run
+//! once more with a disk work area (see [`super::work_area`]), so that a
+//! port larger than `tmpfs_size` needs no operator and no scheduler.
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
@@ -23,9 +32,11 @@ use serde::Serialize;
 
 use super::abnormal::AbnormalOutput;
 use super::helper::{EXIT_OK, EXIT_PHASE_FAILED};
-use super::limits::{self, Limits, SandboxCgroup};
+use super::limits::{self, Limits, SandboxCgroup, Usage};
+use super::work_area::{DiskImage, Fill, WorkArea};
 use super::{DependencyInstall, Event, HelperSpec, EVENT_FD};
-use crate::config::Config;
+use crate::builddb::{BuildUsage, PhaseUsage};
+use crate::config::{format_size, Config};
 use crate::framework::pkgsrc::prefix::UnpackedKit;
 use crate::ports::{Origin, Phase};
 use crate::repo::PackagePolicy;
@@ -45,6 +56,11 @@ pub struct SandboxRequest {
     pub variant: Vec<String>,
     /// The bootstrap kit holds this package already (`PortMeta::bootstrap_pkg`).
     pub bootstrap_pkg: bool,
+    /// The build's make jobs, recorded with every phase.
+    pub make_jobs: u32,
+    /// Where the work area goes ([`WorkArea::for_config`], or the
+    /// scheduler's [`super::work_area::place`] for `work_dir = "auto"`).
+    pub work_area: WorkArea,
 }
 
 /// A dependency package: its file name in `packages_dir/All` and the port
@@ -97,11 +113,38 @@ pub struct BuildOutcome {
     pub kept_work: Option<PathBuf>,
     /// Output lines that looked wrong (see [`super::abnormal`]).
     pub abnormal_output: Vec<String>,
-    pub phase_times: Vec<(Phase, Duration)>,
     /// CPU time of everything the sandbox ran (its cgroup), where known.
     pub cpu_time: Option<Duration>,
     /// Peak memory of the sandbox (its cgroup), where known.
     pub peak_memory: Option<u64>,
+    /// What each phase used, in order (of the last attempt, when retried
+    /// on disk).
+    pub phases: Vec<PhaseUsage>,
+    pub make_jobs: u32,
+    /// Where the (last attempt's) work area was.
+    pub work_area: WorkArea,
+    /// The tmpfs work area filled up and the build was run again on disk.
+    pub retried_on_disk: bool,
+}
+
+impl BuildOutcome {
+    /// Peak size of the work area (sampled), over all phases.
+    pub fn peak_work(&self) -> Option<u64> {
+        self.phases.iter().filter_map(|p| p.peak_work).max()
+    }
+
+    /// What the coordinator stores for the build.
+    pub fn usage(&self) -> BuildUsage {
+        BuildUsage {
+            cpu: self.cpu_time,
+            peak_memory: self.peak_memory,
+            peak_work: self.peak_work(),
+            make_jobs: Some(self.make_jobs),
+            work_dir: Some(self.work_area.name()),
+            retried_on_disk: self.retried_on_disk,
+            phases: self.phases.clone(),
+        }
+    }
 }
 
 /// Progress for the UI.
@@ -130,29 +173,15 @@ pub fn build_one(
     let started = Instant::now();
     let kit = crate::framework::pkgsrc::prefix::of_config(config)?;
     let slot = Slot::create(&config.build_base, request.slot)?;
-    let spec = spec_for(config, request, &slot, kit.as_ref());
     for dir in [&config.logs_dir, &config.packages_dir.join("All"), &config.distfiles_dir] {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let log_path = request.origin.log_file(&config.logs_dir);
     let mut log = Log::create(&log_path, config.max_log_size)?;
-    log.header(&spec, request)?;
-    let limits = Limits { memory: config.memory_limit, processes: config.max_processes };
-    let cgroup = SandboxCgroup::create(&SandboxCgroup::unique_name(request.slot), limits);
-    let watch = run_helper(helper, &spec, config, &mut log, progress, cancel, cgroup.as_ref());
-    let usage = cgroup.as_ref().map(SandboxCgroup::usage).unwrap_or_default();
-    drop(cgroup);
-    let mut outcome = match watch {
-        Ok(watch) => watch.outcome(request),
-        Err(e) => Ended::setup_error(format!("{e:#}")),
-    };
-    if let (OutcomeStatus::Failed, Some(why)) = (outcome.status, limits::limit_reason(&usage, limits)) {
-        log.line(&format!("\n*** {why}"))?;
-        outcome.reason = Some(match outcome.reason.take() {
-            Some(reason) => format!("{why}; {reason}"),
-            None => why,
-        });
-    }
+    log.header(&spec_for(config, request, &slot, kit.as_ref(), None), request)?;
+    let sandbox = Sandbox { config, helper, request, slot: &slot, kit: kit.as_ref(), progress, cancel };
+    let (attempt, retried_on_disk) = sandbox.run(&mut log)?;
+    let mut outcome = attempt.ended;
     let package = match outcome.status {
         // Only a request with the package phase has a package to deliver
         // (fetch-only runs fetch and checksum alone).
@@ -164,7 +193,6 @@ pub fn build_one(
                     status: OutcomeStatus::Failed,
                     failed_phase: Some(Phase::Package),
                     reason: Some(format!("{e:#}")),
-                    ..outcome
                 };
                 None
             }
@@ -185,15 +213,249 @@ pub fn build_one(
         package,
         kept_work,
         abnormal_output: std::mem::take(&mut log.abnormal).finish(),
-        phase_times: outcome.phase_times,
-        cpu_time: usage.cpu,
-        peak_memory: usage.peak_memory,
+        cpu_time: attempt.usage.cpu,
+        peak_memory: attempt.usage.peak_memory,
+        phases: attempt.phases,
+        make_jobs: request.make_jobs,
+        work_area: attempt.work_area,
+        retried_on_disk,
     };
     log.footer(&outcome)?;
     Ok(outcome)
 }
 
-fn spec_for(config: &Config, request: &SandboxRequest, slot: &Slot, kit: Option<&UnpackedKit>) -> HelperSpec {
+/// Everything one attempt at a build needs besides its work area.
+struct Sandbox<'a> {
+    config: &'a Config,
+    helper: &'a Path,
+    request: &'a SandboxRequest,
+    slot: &'a Slot,
+    kit: Option<&'a UnpackedKit>,
+    progress: &'a dyn Fn(Progress),
+    cancel: Option<&'a Cancel>,
+}
+
+/// One run of the sandbox, as it ended.
+struct Attempt {
+    ended: Ended,
+    usage: Usage,
+    phases: Vec<PhaseUsage>,
+    work_area: WorkArea,
+    /// A phase failed with the tmpfs work area full.
+    tmpfs_full: bool,
+}
+
+impl Attempt {
+    /// This attempt, after `earlier` one: the CPU time of both, the higher
+    /// peak memory.
+    fn after(mut self, earlier: Attempt) -> Attempt {
+        self.usage.cpu = match (self.usage.cpu, earlier.usage.cpu) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+        self.usage.peak_memory = self.usage.peak_memory.max(earlier.usage.peak_memory);
+        self
+    }
+}
+
+impl Sandbox<'_> {
+    /// The build with the requested work area and, if a phase failed with
+    /// its tmpfs full, once more on disk (the reason then says so). Returns
+    /// the last attempt and whether it was the retry.
+    fn run(&self, log: &mut Log) -> Result<(Attempt, bool)> {
+        let first = self.attempt(self.request.work_area, log)?;
+        if !first.tmpfs_full {
+            return Ok((first, false));
+        }
+        let why = format!("work area full (tmpfs_size {})", format_size(self.config.tmpfs_size));
+        log.line(&format!("\n*** {why}: building once more with a disk work area"))?;
+        clear_files(&self.slot.outbox)?;
+        let mut retry = self.attempt(WorkArea::Disk, log)?.after(first);
+        retry.ended.reason = Some(match retry.ended.reason.take() {
+            Some(reason) => format!("{why}, retried on disk: {reason}"),
+            None => format!("{why}; retried on disk"),
+        });
+        Ok((retry, true))
+    }
+
+    /// Runs the helper once with a work area of `kind`, in a cgroup of its
+    /// own; the disk image (if any) is removed when it has ended.
+    fn attempt(&self, kind: WorkArea, log: &mut Log) -> Result<Attempt> {
+        let (config, request) = (self.config, self.request);
+        let disk = match kind {
+            WorkArea::Tmpfs => None,
+            WorkArea::Disk => {
+                match DiskImage::create(&config.build_base, request.slot, config.disk_work_size, config.workers) {
+                    Ok(image) => Some(image),
+                    Err(e) => return Ok(Attempt::setup_failed(kind, format!("{e:#}"))),
+                }
+            }
+        };
+        let area = match &disk {
+            Some(image) => format!("disk, {} ({})", format_size(image.size()), image.device().display()),
+            None => format!("tmpfs, {}", format_size(config.tmpfs_size)),
+        };
+        log.line(&format!("Work area: {area}"))?;
+        let spec = spec_for(config, request, self.slot, self.kit, disk.as_ref().map(|d| d.device().to_path_buf()));
+        let limits = Limits { memory: config.memory_limit, processes: config.max_processes };
+        let cgroup = SandboxCgroup::create(&SandboxCgroup::unique_name(request.slot), limits);
+        let mut meter = Meter::new(cgroup.as_ref(), request.make_jobs);
+        let watch = run_helper(self.helper, &spec, config, log, self.progress, self.cancel, &mut meter);
+        let mut usage = cgroup.as_ref().map(SandboxCgroup::usage).unwrap_or_default();
+        let (phases, failed_fill) = meter.finish(&mut usage);
+        drop(cgroup);
+        let disk_size = disk.as_ref().map(DiskImage::size);
+        drop(disk);
+        let mut ended = match watch {
+            Ok(watch) => watch.outcome(request),
+            Err(e) => Ended::setup_error(format!("{e:#}")),
+        };
+        let mut why = None;
+        if ended.status == OutcomeStatus::Failed {
+            why = limits::limit_reason(&usage, limits);
+            if why.is_none() && failed_fill.is_some_and(|f| f.is_full()) {
+                why = Some(match disk_size {
+                    Some(size) => format!("work area full (disk_work_size {})", format_size(size)),
+                    None => format!("work area full (tmpfs_size {})", format_size(config.tmpfs_size)),
+                });
+            }
+        }
+        let tmpfs_full = disk_size.is_none() && why.as_deref().is_some_and(|w| w.starts_with("work area full"));
+        if let Some(why) = why.filter(|_| !tmpfs_full) {
+            log.line(&format!("\n*** {why}"))?;
+            ended.reason = Some(match ended.reason.take() {
+                Some(reason) => format!("{why}; {reason}"),
+                None => why,
+            });
+        }
+        Ok(Attempt { ended, usage, phases, work_area: kind, tmpfs_full })
+    }
+}
+
+impl Attempt {
+    fn setup_failed(kind: WorkArea, reason: String) -> Attempt {
+        Attempt {
+            ended: Ended::setup_error(reason),
+            usage: Usage::default(),
+            phases: vec![],
+            work_area: kind,
+            tmpfs_full: false,
+        }
+    }
+}
+
+/// The per-phase measurements of one attempt (see the module docs).
+struct Meter<'a> {
+    cgroup: Option<&'a SandboxCgroup>,
+    make_jobs: u32,
+    /// The work area as seen through the helper's root.
+    work: Option<PathBuf>,
+    running: Option<RunningPhase>,
+    phases: Vec<PhaseUsage>,
+    /// The build's peak memory across the per-phase resets.
+    peak_memory: Option<u64>,
+    /// The work area when a phase failed, as PID 1 saw it.
+    failed_fill: Option<Fill>,
+    last_sample: Instant,
+}
+
+struct RunningPhase {
+    phase: Phase,
+    started: Instant,
+    cpu: Option<Duration>,
+    peak_work: Option<u64>,
+}
+
+impl<'a> Meter<'a> {
+    /// How often a running phase's work area is sampled.
+    const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+    fn new(cgroup: Option<&'a SandboxCgroup>, make_jobs: u32) -> Meter<'a> {
+        Meter {
+            cgroup,
+            make_jobs,
+            work: None,
+            running: None,
+            phases: vec![],
+            peak_memory: None,
+            failed_fill: None,
+            last_sample: Instant::now(),
+        }
+    }
+
+    /// The helper's PID 1 pivots the helper's root too, so its `root` link
+    /// shows the sandbox's work area.
+    fn watch(&mut self, helper_pid: u32) {
+        self.work = Some(PathBuf::from(format!("/proc/{helper_pid}/root{}", HelperSpec::CONSTRUCTION)));
+    }
+
+    fn start(&mut self, phase: Phase) {
+        self.peak_memory = self.peak_memory.max(self.cgroup.and_then(SandboxCgroup::peak_memory_now));
+        if let Some(cgroup) = self.cgroup {
+            cgroup.reset_peak_memory();
+        }
+        let cpu = self.cgroup.and_then(SandboxCgroup::cpu_now);
+        self.running = Some(RunningPhase { phase, started: Instant::now(), cpu, peak_work: None });
+        self.sample();
+    }
+
+    fn next_sample(&self) -> Option<Instant> {
+        self.running.as_ref().map(|_| self.last_sample + Self::SAMPLE_EVERY)
+    }
+
+    fn sample(&mut self) {
+        self.last_sample = Instant::now();
+        let used = self.work.as_deref().and_then(Fill::of).map(|f| f.used);
+        if let Some(running) = &mut self.running {
+            running.peak_work = running.peak_work.max(used);
+        }
+    }
+
+    /// Ends the running phase; returns its wall time.
+    fn end(&mut self, ok: bool, fill: Option<Fill>) -> Duration {
+        self.sample();
+        let Some(running) = self.running.take() else { return Duration::ZERO };
+        let phase = running.phase;
+        let wall = running.started.elapsed();
+        let cpu = match (self.cgroup.and_then(SandboxCgroup::cpu_now), running.cpu) {
+            (Some(now), Some(then)) => Some(now.saturating_sub(then)),
+            _ => None,
+        };
+        let peak_memory = self.cgroup.and_then(SandboxCgroup::peak_memory_now);
+        self.peak_memory = self.peak_memory.max(peak_memory);
+        if !ok {
+            self.failed_fill = fill;
+        }
+        self.phases.push(PhaseUsage {
+            phase: phase.name().to_string(),
+            wall_ms: wall.as_millis() as u64,
+            cpu_ms: cpu.map(|c| c.as_millis() as u64),
+            make_jobs: self.make_jobs,
+            peak_memory,
+            peak_work: running.peak_work.max(fill.map(|f| f.used)),
+        });
+        wall
+    }
+
+    /// The phases, and the work area of a failed one; folds the phases'
+    /// peaks into the build's `usage`.
+    /// A phase still running (its sandbox was killed) ends here.
+    fn finish(mut self, usage: &mut Usage) -> (Vec<PhaseUsage>, Option<Fill>) {
+        if self.running.is_some() {
+            self.end(false, None);
+        }
+        usage.peak_memory = usage.peak_memory.max(self.peak_memory);
+        (self.phases, self.failed_fill)
+    }
+}
+
+fn spec_for(
+    config: &Config,
+    request: &SandboxRequest,
+    slot: &Slot,
+    kit: Option<&UnpackedKit>,
+    work_device: Option<PathBuf>,
+) -> HelperSpec {
     let framework = config.framework.framework();
     HelperSpec {
         parent_pid: std::process::id(),
@@ -205,6 +467,7 @@ fn spec_for(config: &Config, request: &SandboxRequest, slot: &Slot, kit: Option<
         distfiles_dir: config.distfiles_dir.clone(),
         outbox: slot.outbox.clone(),
         tmpfs_size: config.tmpfs_size,
+        work_device,
         port_dir: request.origin.dir(),
         flavor: request.origin.flavor.clone(),
         pkgname: request.pkgname.clone(),
@@ -220,7 +483,7 @@ fn spec_for(config: &Config, request: &SandboxRequest, slot: &Slot, kit: Option<
         keep_work: request.keep_work_on_failure,
         build_user: config.build_user.clone(),
         make_program: crate::framework::pkgsrc::prefix::make_program(config, kit),
-        make_jobs: config.make_jobs.unwrap_or(1),
+        make_jobs: request.make_jobs as usize,
         make_env: config.make_conf.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         fetch_local_hosts: config.fetch_local_hosts.clone(),
         distfile_mirrors: config.distfile_mirrors.clone(),
@@ -297,12 +560,11 @@ struct Ended {
     status: OutcomeStatus,
     failed_phase: Option<Phase>,
     reason: Option<String>,
-    phase_times: Vec<(Phase, Duration)>,
 }
 
 impl Ended {
     fn setup_error(reason: String) -> Ended {
-        Ended { status: OutcomeStatus::Failed, failed_phase: None, reason: Some(reason), phase_times: vec![] }
+        Ended { status: OutcomeStatus::Failed, failed_phase: None, reason: Some(reason) }
     }
 }
 
@@ -314,7 +576,6 @@ struct Watch {
     setup_failure: Option<String>,
     killed_by: Option<String>,
     interrupted: bool,
-    phase_times: Vec<(Phase, Duration)>,
 }
 
 impl Watch {
@@ -323,7 +584,6 @@ impl Watch {
             status: OutcomeStatus::Failed,
             failed_phase: phase,
             reason: Some(reason),
-            phase_times: self.phase_times.clone(),
         };
         if let Some(reason) = &self.killed_by {
             let mut ended = failed(self.current, reason.clone());
@@ -339,12 +599,9 @@ impl Watch {
             return failed(self.current, format!("sandbox setup failed: {reason}"));
         }
         match self.exit.code() {
-            Some(EXIT_OK) if self.current == request.phases.last().copied() => Ended {
-                status: OutcomeStatus::Success,
-                failed_phase: None,
-                reason: None,
-                phase_times: self.phase_times,
-            },
+            Some(EXIT_OK) if self.current == request.phases.last().copied() => {
+                Ended { status: OutcomeStatus::Success, failed_phase: None, reason: None }
+            }
             Some(EXIT_PHASE_FAILED) => failed(self.current, "a phase failed".into()),
             _ => failed(self.current, format!("sandbox helper ended with {}", self.exit)),
         }
@@ -358,7 +615,7 @@ fn run_helper(
     log: &mut Log,
     progress: &dyn Fn(Progress),
     cancel: Option<&Cancel>,
-    cgroup: Option<&SandboxCgroup>,
+    meter: &mut Meter,
 ) -> Result<Watch> {
     let (output_read, output_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let (event_read, event_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
@@ -386,7 +643,7 @@ fn run_helper(
     drop(event_write);
     // The helper waits for its spec, so it is in the cgroup before it
     // starts anything.
-    if let Some(Err(e)) = cgroup.map(|c| c.add(child.id())) {
+    if let Some(Err(e)) = meter.cgroup.map(|c| c.add(child.id())) {
         let _ = child.kill();
         let _ = child.wait();
         return Err(e);
@@ -401,10 +658,10 @@ fn run_helper(
         setup_failure: None,
         killed_by: None,
         interrupted: false,
-        phase_times: vec![],
     };
     let pipes = HelperPipes { output: output_read, events: event_read, helper_pid: child.id() };
-    let result = pump(&mut watch, pipes, config, log, progress, cancel);
+    meter.watch(child.id());
+    let result = pump(&mut watch, pipes, config, log, progress, cancel, meter);
     if result.is_err() {
         let _ = child.kill();
     }
@@ -428,6 +685,7 @@ fn pump(
     log: &mut Log,
     progress: &dyn Fn(Progress),
     cancel: Option<&Cancel>,
+    meter: &mut Meter,
 ) -> Result<()> {
     let helper_pid = pipes.helper_pid;
     let mut output = Some(File::from(pipes.output));
@@ -453,14 +711,19 @@ fn pump(
             ),
         ];
         let (deadline, reason) = deadlines.into_iter().min_by_key(|(d, _)| *d).expect("two deadlines");
-        let now = Instant::now();
+        let mut now = Instant::now();
+        if meter.next_sample().is_some_and(|at| now >= at) {
+            meter.sample();
+            now = Instant::now();
+        }
         if now >= deadline {
             watch.killed_by = Some(format!("watchdog: {reason}; sandbox killed"));
             log.line(&format!("\n*** watchdog: {reason}; killing the sandbox"))?;
             kill_helper(helper_pid);
             return drain(output, events);
         }
-        let timeout = PollTimeout::try_from(deadline - now).unwrap_or(PollTimeout::MAX);
+        let wake = meter.next_sample().map_or(deadline, |at| at.min(deadline));
+        let timeout = PollTimeout::try_from(wake.saturating_duration_since(now)).unwrap_or(PollTimeout::MAX);
         let mut fds: Vec<PollFd> = Vec::new();
         let output_at = output.as_ref().map(|f| {
             fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
@@ -519,7 +782,8 @@ fn pump(
             while let Some(end) = event_buffer.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = event_buffer.drain(..=end).collect();
                 if let Ok(event) = serde_json::from_slice::<Event>(&line) {
-                    handle_event(watch, event, log, progress, &mut phase_started, &mut last_output)?;
+                    let clocks = (&mut phase_started, &mut last_output);
+                    handle_event(watch, event, log, progress, clocks, meter)?;
                 }
             }
         }
@@ -551,20 +815,20 @@ fn handle_event(
     event: Event,
     log: &mut Log,
     progress: &dyn Fn(Progress),
-    phase_started: &mut Instant,
-    last_output: &mut Instant,
+    (phase_started, last_output): (&mut Instant, &mut Instant),
+    meter: &mut Meter,
 ) -> Result<()> {
     match event {
         Event::PhaseStart { phase } => {
             watch.current = Some(phase);
             *phase_started = Instant::now();
             *last_output = Instant::now();
+            meter.start(phase);
             log.line(&format!("\n=======================<phase: {:<12}>============================", phase.name()))?;
             progress(Progress::Phase(phase));
         }
-        Event::PhaseEnd { phase, ok, detail } => {
-            let took = phase_started.elapsed();
-            watch.phase_times.push((phase, took));
+        Event::PhaseEnd { phase, ok, detail, work } => {
+            let took = meter.end(ok, work);
             let verdict = if ok { "ok".to_string() } else { format!("FAILED: {}", detail.clone().unwrap_or_default()) };
             log.line(&format!("===> {} {verdict} ({:.2} s)", phase.name(), took.as_secs_f64()))?;
             if !ok {
@@ -692,9 +956,18 @@ impl Log {
                 text.push_str(&format!("Reason:   {}\n", outcome.reason.as_deref().unwrap_or("")));
             }
         }
-        for (phase, took) in &outcome.phase_times {
-            text.push_str(&format!("  {:<12} {:>8.2} s\n", phase.name(), took.as_secs_f64()));
+        text.push_str(&format!(
+            "  {:<12} {:>10} {:>10} {:>5} {:>10} {:>10}\n",
+            "phase", "wall", "CPU", "jobs", "memory", "work area"
+        ));
+        for phase in &outcome.phases {
+            text.push_str(&format!("  {}\n", phase_row(phase)));
         }
+        text.push_str(&format!("Work:     {}", outcome.work_area.name()));
+        if outcome.retried_on_disk {
+            text.push_str(" (retried on disk: the tmpfs work area was full)");
+        }
+        text.push_str(&format!(", {} peak\n", megabytes(outcome.peak_work())));
         text.push_str(&format!("Total:    {:.2} s\n", outcome.duration.as_secs_f64()));
         if let Some(cpu) = outcome.cpu_time {
             text.push_str(&format!("CPU:      {:.2} s\n", cpu.as_secs_f64()));
@@ -707,6 +980,25 @@ impl Log {
         }
         self.line(text.trim_end())
     }
+}
+
+/// One phase as the log footer and `history` show it.
+pub fn phase_row(phase: &PhaseUsage) -> String {
+    let seconds = |ms: u64| format!("{:.2} s", ms as f64 / 1000.0);
+    format!(
+        "{:<12} {:>10} {:>10} {:>5} {:>10} {:>10}",
+        phase.phase,
+        seconds(phase.wall_ms),
+        phase.cpu_ms.map_or("-".into(), seconds),
+        phase.make_jobs,
+        megabytes(phase.peak_memory),
+        megabytes(phase.peak_work)
+    )
+}
+
+/// `12.5 MiB`, or `-` when unknown.
+pub fn megabytes(bytes: Option<u64>) -> String {
+    bytes.map_or("-".into(), |b| format!("{:.1} MiB", b as f64 / (1 << 20) as f64))
 }
 
 fn unix_ms() -> i64 {
