@@ -384,7 +384,7 @@ impl<'r, 'a> Coordinator<'r, 'a> {
             keep_work_on_failure: false,
             variant: meta.variant.clone(),
             bootstrap_pkg: meta.bootstrap_pkg,
-            make_jobs: self.run.config.make_jobs as u32,
+            make_jobs: self.run.config.make_jobs.unwrap_or(1) as u32,
             work_area: crate::sandbox::work_area::WorkArea::Tmpfs,
         };
         let distfiles = self.targets.get(&node).cloned().unwrap_or_default();
