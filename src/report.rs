@@ -80,8 +80,10 @@ impl RunLogs {
         );
     }
 
-    pub fn success(&self, origin: &str, pkgname: &str, seconds: f64) {
-        self.result(List::Success, origin, format!("{origin} {pkgname} {seconds:.1}s"));
+    /// `note`: what else happened on the way (a retry on disk).
+    pub fn success(&self, origin: &str, pkgname: &str, seconds: f64, note: Option<&str>) {
+        let note = note.map_or(String::new(), |n| format!(" ({n})"));
+        self.result(List::Success, origin, format!("{origin} {pkgname} {seconds:.1}s{note}"));
     }
 
     pub fn failure(&self, origin: &str, pkgname: &str, phase: &str, reason: &str, log: &Path) {
@@ -167,8 +169,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("02_failure_list.log"), "old run\n").unwrap();
         let logs = RunLogs::create(dir.path()).unwrap();
-        logs.success("misc/hello", "hello-2.1", 1.25);
-        logs.success("misc/hello", "hello-2.1", 1.25);
+        logs.success("misc/hello", "hello-2.1", 1.25, None);
+        logs.success("misc/hello", "hello-2.1", 1.25, None);
         logs.failure("misc/fails", "fails-1.0", "build", "make exited 2", Path::new("/l/misc___fails.log"));
         logs.skipped("misc/needs-fails", "needs-fails-1.0", "skipped: misc/fails failed");
         logs.ignored("misc/ignored", "ignored-1.0", "is ignored");

@@ -174,6 +174,11 @@ fn a_build_that_fills_its_tmpfs_is_retried_once_on_disk_and_succeeds() {
     assert!(retry.is_some() && disk > retry, "the retry is announced before it runs:\n{log}");
     assert!(log.contains("No space left on device"), "the first attempt hit the full tmpfs:\n{log}");
     assert!(log.contains("retried on disk: the tmpfs work area was full"), "{log}");
+    let successes = std::fs::read_to_string(env.base().join("logs/01_success_list.log")).unwrap();
+    assert!(
+        successes.contains("resource/writer writer-1.0") && successes.contains("(work area full (tmpfs_size 16M)"),
+        "the success list names the retry: {successes}"
+    );
     assert!(env.base().join("packages/All/writer-1.0.pkg").is_file());
     assert!(images(&env).is_empty(), "{:?}", images(&env));
     assert_nothing_attached(env.path(), &before);

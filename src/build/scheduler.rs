@@ -457,7 +457,8 @@ impl<'r, 'a> Coordinator<'r, 'a> {
             self.db_write("recording a success", run.db.record_success(build, &state, &entry));
         }
         self.tally.built += 1;
-        run.logs.success(&origin, &meta.pkgname, outcome.duration.as_secs_f64());
+        let note = outcome.reason.as_deref().filter(|_| outcome.retried_on_disk);
+        run.logs.success(&origin, &meta.pkgname, outcome.duration.as_secs_f64(), note);
         outcome
     }
 

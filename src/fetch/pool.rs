@@ -496,7 +496,7 @@ impl<'r, 'a> Coordinator<'r, 'a> {
         self.tally.fetched += 1;
         let origin = self.origin(node);
         let end = self.end(node, attempt, tries, None);
-        self.run.logs.success(&origin, self.pkgname(node), end.seconds);
+        self.run.logs.success(&origin, self.pkgname(node), end.seconds, None);
         self.run.ui.fetch_finished(slot, &origin, "fetched", &end.borrow());
     }
 
