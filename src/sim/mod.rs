@@ -40,6 +40,8 @@
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeSet, BinaryHeap};
 
+pub mod resources;
+
 use crate::graph::{Graph, NodeId};
 use crate::queue::{CriticalPath, DependencyQueue, Fifo, Order, Rank, ReadySet};
 
@@ -795,6 +797,62 @@ mod tests {
         let s = simulate(&Workload::all(&g, &[1.0; 3]), Slots::fixed(2), Policy::CriticalPath);
         assert_eq!(s.unscheduled, 2);
         assert!(close(s.makespan, 1.0));
+    }
+
+    /// The scheduler's loop over the one queue: fill the free slots with
+    /// `dequeue`, and on each completion (in the order the simulation says
+    /// builds end) `finish` the port and fill again.
+    fn drive_like_the_scheduler(g: &Graph, order: CriticalPath, workers: usize, ends: &[NodeId]) -> Vec<NodeId> {
+        let mut queue = DependencyQueue::new(g, &vec![true; g.len()], order);
+        let mut started = Vec::new();
+        let mut running = 0;
+        let mut fill = |queue: &mut DependencyQueue<'_, CriticalPath>, running: &mut usize| {
+            while *running < workers {
+                let Some(node) = queue.dequeue() else { break };
+                started.push(node);
+                *running += 1;
+            }
+        };
+        fill(&mut queue, &mut running);
+        for &node in ends {
+            queue.finish(node);
+            running -= 1;
+            fill(&mut queue, &mut running);
+        }
+        started
+    }
+
+    #[test]
+    fn the_scheduler_driving_the_queue_starts_ports_in_the_simulated_order() {
+        // A random DAG with distinct durations, so no two builds end at the
+        // same instant (the scheduler sees one report at a time).
+        let mut g = Graph::new();
+        let mut d = Vec::new();
+        let mut x: u64 = 99;
+        let mut next = || {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (x >> 33) as usize
+        };
+        for i in 0..400 {
+            let n = g.add_node(format!("c{}/p{i:03}", next() % 5));
+            d.push(1.0 + (next() % 100_000) as f64 / 997.0 + i as f64 * 1e-7);
+            for _ in 0..(next() % 4) {
+                if i > 0 {
+                    g.add_edge(n, next() % i, edge_kind(DepKind::Build));
+                }
+            }
+        }
+        for workers in [1, 3, 8, 50] {
+            let work = Workload::all(&g, &d);
+            let schedule = simulate(&work, Slots::fixed(workers), Policy::CriticalPath);
+            let mut ends: Vec<NodeId> = (0..g.len()).collect();
+            ends.sort_by(|&a, &b| {
+                let end = |v: NodeId| schedule.start[v].unwrap() + d[v];
+                end(a).total_cmp(&end(b)).then(a.cmp(&b))
+            });
+            let order = critical_path_order(&work, &vec![true; g.len()]);
+            assert_eq!(drive_like_the_scheduler(&g, order, workers, &ends), schedule.order, "W={workers}");
+        }
     }
 
     #[test]
