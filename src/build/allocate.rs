@@ -195,6 +195,19 @@ fn median(values: &mut [f64]) -> f64 {
     }
 }
 
+/// What must still happen after each port once it is built, in time: the
+/// longer of its chain of dependents (`chains_after`: its critical-path
+/// priority minus its own expected time) and the work of its transitive
+/// dependents spread over every core (estimated as their count times the
+/// mean work, since the exact weighted closure costs a bitset pass per
+/// run). A port that much of the tree waits for is critical even when no
+/// single chain through it is long.
+pub fn tails(chains_after: &[f64], dependents: &[u32], work: Vec<f64>, cores: u32) -> Vec<f64> {
+    let mean = work.iter().sum::<f64>() / work.len().max(1) as f64;
+    let cores = f64::from(cores.max(1));
+    chains_after.iter().zip(dependents).map(|(&chain, &count)| chain.max(f64::from(count) * mean / cores)).collect()
+}
+
 /// The budgets of a run.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Machine {
@@ -217,6 +230,8 @@ impl Machine {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RunningPort {
     pub jobs: u32,
+    /// Its expected time left.
+    pub left_ms: f64,
     /// Its expected peak memory.
     pub memory: u64,
     /// Expected time left of it plus the longest chain of expected time
@@ -303,7 +318,11 @@ pub fn next_start(machine: &Machine, running: &[RunningPort], ready: &[ReadyPort
     };
     let startable = ready.len().min(machine.workers.max(1) as usize - running.len());
     let horizon = horizon(machine, running, ready, remaining_work_ms);
-    let jobs = jobs_for(machine, &ready[index], horizon, free_cores, startable as u32);
+    let port = &ready[index];
+    if starved_on_the_critical_path(machine, running, port, horizon, free_cores) {
+        return Decision::Wait(Wait::Cores);
+    }
+    let jobs = jobs_for(machine, port, horizon, free_cores, startable as u32);
     Decision::Start { index, jobs }
 }
 
@@ -343,6 +362,38 @@ fn fewest_jobs_within(port: &ReadyPort, horizon: f64, cores: u32) -> u32 {
     (1..=useful).find(|&j| port.chain(j) <= horizon * (1.0 + 1e-9)).unwrap_or(useful)
 }
 
+/// The port needs more jobs than are free to stay within the horizon, and it
+/// would end sooner by waiting for the running builds to free them than by
+/// starting now with what is free: it waits, and nothing behind it takes the
+/// free cores meanwhile (a critical port crippled for its whole build costs
+/// more than cores idle until the next builds end).
+fn starved_on_the_critical_path(
+    machine: &Machine,
+    running: &[RunningPort],
+    port: &ReadyPort,
+    horizon: f64,
+    free_cores: u32,
+) -> bool {
+    let model = &port.model;
+    if running.is_empty() || !model.parallel_safe || !model.from_history {
+        return false;
+    }
+    let needed = fewest_jobs_within(port, horizon, machine.cores);
+    if needed <= free_cores || port.chain(free_cores) <= horizon * (1.0 + 1e-9) {
+        return false;
+    }
+    let mut ends: Vec<(f64, u32)> = running.iter().map(|r| (r.left_ms, r.jobs)).collect();
+    ends.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut free = free_cores;
+    for (left, jobs) in ends {
+        free += jobs;
+        if free >= needed {
+            return left + model.time(needed) < model.time(free_cores);
+        }
+    }
+    false
+}
+
 /// Jobs for `port`: the fewest that keep its chain within `horizon`, raised
 /// to an even split of the free cores among the `startable` ports, capped by
 /// its useful maximum and the free cores.
@@ -375,7 +426,7 @@ mod tests {
     }
 
     fn running(jobs: u32, memory: u64) -> RunningPort {
-        RunningPort { jobs, memory, chain_ms: 0.0 }
+        RunningPort { jobs, left_ms: 0.0, memory, chain_ms: 0.0 }
     }
 
     /// A port that parallelises well: 10 s serial, 100 s parallel.
@@ -513,7 +564,7 @@ mod tests {
         let m = machine(64, 64, 64 * GIB);
         let critical = ready(compiler(), 1_000_000.0);
         let slack = ready(compiler(), 0.0);
-        let busy = [RunningPort { jobs: 40, memory: 0, chain_ms: 1_000_000.0 }];
+        let busy = [RunningPort { jobs: 40, left_ms: 900_000.0, memory: 0, chain_ms: 1_000_000.0 }];
         let work = 64.0 * 50_000.0;
         let many_ready = vec![slack; 40];
         let mut with_critical = vec![critical];
@@ -524,6 +575,20 @@ mod tests {
         );
         // Its chain is short: one job keeps it within the horizon.
         assert_eq!(next_start(&m, &busy, &many_ready, work), Decision::Start { index: 0, jobs: 1 });
+    }
+
+    #[test]
+    fn a_critical_port_waits_for_cores_when_that_ends_it_sooner() {
+        // 16 cores, 14 held by a build ending in 1 s; the critical compiler
+        // (10 + 100 s) would take 60 s with the 2 free cores, 20 s with 10
+        // after waiting 1 s: it waits. If the running build had 500 s left,
+        // it starts now.
+        let m = machine(16, 16, 64 * GIB);
+        let critical = ready(compiler(), 1_000_000.0);
+        let soon = [RunningPort { jobs: 14, left_ms: 1_000.0, memory: 0, chain_ms: 1_000.0 }];
+        assert_eq!(next_start(&m, &soon, &[critical], 0.0), Decision::Wait(Wait::Cores));
+        let late = [RunningPort { left_ms: 500_000.0, chain_ms: 500_000.0, ..soon[0] }];
+        assert_eq!(next_start(&m, &late, &[critical], 0.0), Decision::Start { index: 0, jobs: 2 });
     }
 
     #[test]

@@ -74,16 +74,56 @@ pub struct ResourceSchedule {
     pub starts: Vec<Start>,
     /// The most memory the running builds really used at once.
     pub peak_memory: u64,
+    /// Core time the builds held: `Σ jobs × T(jobs)`.
+    pub core_time: f64,
     /// Ports never started (a dependency loop).
     pub unscheduled: usize,
 }
 
-/// `max(critical path at each port's useful maximum of jobs, work / cores)`.
+/// `max(critical path at each port's useful maximum of jobs (at most the
+/// cores), work / cores)`.
 pub fn lower_bound(ports: &Ports<'_>, cores: u32) -> f64 {
-    let best: Vec<f64> = ports.real.iter().map(PortModel::best_time).collect();
+    let best: Vec<f64> = ports.real.iter().map(|m| m.time(m.max_jobs.min(cores))).collect();
     let critical = ports.graph.priorities(&best).into_iter().fold(0.0, f64::max);
     let work: f64 = ports.real.iter().map(PortModel::work).sum();
     critical.max(work / f64::from(cores.max(1)))
+}
+
+/// A tighter bound, to tell the policy's shortfall from the instance's: for
+/// every instant `t`, `t` plus the CPU work of the ports that cannot start
+/// before `t` (their longest chain of dependencies at the useful maximum of
+/// jobs) over the cores, and the mirror image with the chains of
+/// dependents. A port that most of the tree needs and that takes an hour
+/// even with all its useful jobs leaves the machine idle whatever the
+/// policy; [`lower_bound`] does not see that.
+pub fn lower_bound_energy(ports: &Ports<'_>, cores: u32) -> f64 {
+    let g = ports.graph;
+    let best: Vec<f64> = ports.real.iter().map(|m| m.time(m.max_jobs.min(cores))).collect();
+    let work: Vec<f64> = ports.real.iter().map(PortModel::work).collect();
+    let after: Vec<f64> = g.priorities(&best).iter().zip(&best).map(|(p, b)| p - b).collect();
+    let mut before = vec![0.0_f64; g.len()];
+    if let Ok(order) = g.topo_order() {
+        for &v in &order {
+            for e in g.dependents(v) {
+                before[e.to] = before[e.to].max(before[v] + best[v]);
+            }
+        }
+    }
+    let cores = f64::from(cores.max(1));
+    lower_bound(ports, cores as u32).max(energy(&before, &work, cores)).max(energy(&after, &work, cores))
+}
+
+/// `max over t of t + (work of the ports released at t or later) / cores`.
+fn energy(release: &[f64], work: &[f64], cores: f64) -> f64 {
+    let mut by_release: Vec<usize> = (0..release.len()).collect();
+    by_release.sort_by(|&a, &b| release[b].total_cmp(&release[a]));
+    let mut later = 0.0;
+    let mut best: f64 = 0.0;
+    for v in by_release {
+        later += work[v];
+        best = best.max(release[v] + later / cores);
+    }
+    best
 }
 
 /// Simulates building every port of `ports` on `machine` under `allocation`.
@@ -93,7 +133,8 @@ pub fn simulate(ports: &Ports<'_>, machine: Machine, allocation: Allocation) -> 
     let all = vec![true; g.len()];
     match allocation {
         Allocation::Ours => {
-            let (order, tails) = our_order(ports);
+            let (order, chains_after) = our_order(ports);
+            let tails = allocate::tails(&chains_after, order.dependents(), ports_work(ports), machine.cores);
             let mut starter = Ours { tails, remaining_work: 0.0 };
             starter.remaining_work = (0..g.len()).map(|v| ports.expected(v).work()).sum();
             Run::new(ports, machine, DependencyQueue::new(g, &all, order)).go(&mut starter)
@@ -130,6 +171,11 @@ pub fn our_order(ports: &Ports<'_>) -> (CriticalPath, Vec<f64>) {
     (CriticalPath::new(g, priority, g.transitive_dependents_counts()), tails)
 }
 
+/// Expected CPU work of every port.
+fn ports_work(ports: &Ports<'_>) -> Vec<f64> {
+    (0..ports.graph.len()).map(|v| ports.expected(v).work()).collect()
+}
+
 /// bob's rank: summed PBULK_WEIGHT (uniform, so transitive dependents), then
 /// dependents, then CPU time, then name.
 fn bob_rank(ports: &Ports<'_>) -> Rank {
@@ -164,7 +210,8 @@ trait Starter<O: Order> {
 
 impl<'p, 'g, O: Order> Run<'p, 'g, O> {
     fn new(ports: &'p Ports<'g>, machine: Machine, queue: DependencyQueue<'g, O>) -> Self {
-        let schedule = ResourceSchedule { makespan: 0.0, starts: Vec::new(), peak_memory: 0, unscheduled: 0 };
+        let schedule =
+            ResourceSchedule { makespan: 0.0, starts: Vec::new(), peak_memory: 0, core_time: 0.0, unscheduled: 0 };
         Run { ports, machine, queue, active: Vec::new(), now: 0.0, schedule }
     }
 
@@ -182,7 +229,9 @@ impl<'p, 'g, O: Order> Run<'p, 'g, O> {
 
     fn start(&mut self, node: NodeId, jobs: u32) {
         let jobs = if self.ports.real[node].parallel_safe { jobs.max(1) } else { 1 };
-        self.active.push(Active { node, jobs, left: self.ports.real[node].time(jobs) });
+        let time = self.ports.real[node].time(jobs);
+        self.active.push(Active { node, jobs, left: time });
+        self.schedule.core_time += f64::from(jobs) * time;
         self.schedule.starts.push(Start { node, time: self.now, jobs });
         let memory = self.active.iter().map(|a| self.ports.real[a.node].memory).sum();
         self.schedule.peak_memory = self.schedule.peak_memory.max(memory);
@@ -245,7 +294,12 @@ impl Ours {
                 let expected = ports.expected(a.node);
                 let fraction_left = a.left / ports.real[a.node].time(a.jobs).max(f64::MIN_POSITIVE);
                 let left = expected.time(a.jobs) * fraction_left;
-                RunningPort { jobs: a.jobs, memory: expected.memory, chain_ms: left + self.tails[a.node] }
+                RunningPort {
+                    jobs: a.jobs,
+                    left_ms: left,
+                    memory: expected.memory,
+                    chain_ms: left + self.tails[a.node],
+                }
             })
             .collect()
     }
@@ -419,6 +473,8 @@ mod tests {
         assert!(ours.starts[0].jobs > 4, "{:?}", ours.starts[0]);
         let bound = lower_bound(&ports, 16);
         assert!(ours.makespan >= bound - 1e-9);
+        assert!(ours.makespan >= lower_bound_energy(&ports, 16) - 1e-9);
+        assert!(lower_bound_energy(&ports, 16) >= bound);
         // The bound is not attainable here: the 30 serial ports need 300
         // core-seconds beside the compiler, which holds its jobs for 41 s.
         assert!(ours.makespan <= bound * 1.2, "{} vs {bound}: {:?}", ours.makespan, ours.starts);
