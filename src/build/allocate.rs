@@ -27,8 +27,13 @@
 //!    expect. A port that does not fit lets a smaller one behind it start;
 //!    when nothing runs, the first ready port starts whatever its size, so a
 //!    port larger than the machine cannot deadlock the build.
-//! 3. **No core idles while a port is ready.** The next port starts as soon
-//!    as one core and one worker are free.
+//! 3. **No core idles while a port is ready**, with one exception. The next
+//!    port starts as soon as one core and one worker are free — unless it is
+//!    on the critical path, needs more jobs than are free to stay there, and
+//!    would end sooner by waiting for the running builds to free them than by
+//!    starting crippled now; then it waits and nothing behind it takes the
+//!    free cores (a critical port on one job for its whole build cost 25 % of
+//!    the makespan in the simulation).
 //! 4. **Jobs go where they shorten the makespan.** The remaining build
 //!    cannot end before `E = max(remaining CPU work / cores, the longest
 //!    remaining chain)`. A port whose chain (its own time plus the longest
