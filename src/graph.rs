@@ -37,12 +37,14 @@
 //!   it is computed with bitsets in column blocks so memory stays bounded on a
 //!   whole tree.
 
-use std::cmp::{Ordering, Reverse};
+use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use serde::Serialize;
+
+use crate::queue::{CriticalPath, DependencyQueue, Order, Rank, ReadySet};
 
 /// Index of a node in a [`Graph`]; ids are dense, `0..graph.len()`.
 pub type NodeId = usize;
@@ -244,7 +246,7 @@ impl Graph {
     pub fn find_cycles(&self) -> Vec<Cycle> {
         let components = self.components();
         let rank = self.label_ranks();
-        let mut cycles: Vec<(usize, Cycle)> = Vec::new();
+        let mut cycles: Vec<(u32, Cycle)> = Vec::new();
         for c in 0..components.count() {
             let members = components.members(c);
             let cyclic = members.len() > 1 || self.has_self_edge(members[0]);
@@ -263,20 +265,8 @@ impl Graph {
     /// time the alphabetically first comes first. On a cyclic graph, the first
     /// loop [`Graph::find_cycles`] reports.
     pub fn topo_order(&self) -> Result<Vec<NodeId>, Cycle> {
-        let rank = self.label_ranks();
-        let mut missing: Vec<usize> = self.deps.iter().map(Vec::len).collect();
-        let mut ready: BinaryHeap<Reverse<(usize, NodeId)>> =
-            (0..self.len()).filter(|&n| missing[n] == 0).map(|n| Reverse((rank[n], n))).collect();
-        let mut order = Vec::with_capacity(self.len());
-        while let Some(Reverse((_, n))) = ready.pop() {
-            order.push(n);
-            for edge in &self.rdeps[n] {
-                missing[edge.to] -= 1;
-                if missing[edge.to] == 0 {
-                    ready.push(Reverse((rank[edge.to], edge.to)));
-                }
-            }
-        }
+        let mut queue = DependencyQueue::new(self, &vec![true; self.len()], Rank::by_label(self));
+        let order = drain_in_order(&mut queue);
         if order.len() == self.len() {
             return Ok(order);
         }
@@ -378,25 +368,8 @@ impl Graph {
     /// so a result shorter than the subset means a loop.
     pub fn schedule_order(&self, subset: &[bool], priority: &[f64], tiebreak_dependents: &[u32]) -> Vec<NodeId> {
         assert_eq!(subset.len(), self.len(), "one subset flag per node");
-        assert_eq!(priority.len(), self.len(), "one priority per node");
-        assert_eq!(tiebreak_dependents.len(), self.len(), "one dependent count per node");
-        let mut ready = self.ready_queue(priority.to_vec(), tiebreak_dependents.to_vec());
-        let mut missing: Vec<usize> =
-            (0..self.len()).map(|n| self.deps[n].iter().filter(|e| subset[e.to]).count()).collect();
-        for n in (0..self.len()).filter(|&n| subset[n] && missing[n] == 0) {
-            ready.push(n);
-        }
-        let mut order = Vec::new();
-        while let Some(next) = ready.pop() {
-            order.push(next);
-            for edge in self.rdeps[next].iter().filter(|e| subset[e.to]) {
-                missing[edge.to] -= 1;
-                if missing[edge.to] == 0 {
-                    ready.push(edge.to);
-                }
-            }
-        }
-        order
+        let order = CriticalPath::new(self, priority.to_vec(), tiebreak_dependents.to_vec());
+        drain_in_order(&mut DependencyQueue::new(self, subset, order))
     }
 
     /// The set `nodes` in dependency order, ties by label: what
@@ -427,9 +400,7 @@ impl Graph {
 
     /// An empty ready queue ordered as in [`Graph::schedule_order`].
     pub fn ready_queue(&self, priority: Vec<f64>, dependents: Vec<u32>) -> ReadyQueue {
-        assert_eq!(priority.len(), self.len(), "one priority per node");
-        assert_eq!(dependents.len(), self.len(), "one dependent count per node");
-        ReadyQueue { heap: BinaryHeap::new(), priority, dependents, label_rank: self.label_ranks() }
+        ReadySet::new(CriticalPath::new(self, priority, dependents), self.len())
     }
 
     fn has_self_edge(&self, n: NodeId) -> bool {
@@ -437,12 +408,12 @@ impl Graph {
     }
 
     /// Each node's position in label order (equal labels: by id).
-    fn label_ranks(&self) -> Vec<usize> {
+    pub(crate) fn label_ranks(&self) -> Vec<u32> {
         let mut by_label: Vec<NodeId> = (0..self.len()).collect();
         by_label.sort_by(|&a, &b| self.labels[a].cmp(&self.labels[b]));
         let mut rank = vec![0; self.len()];
         for (position, &n) in by_label.iter().enumerate() {
-            rank[n] = position;
+            rank[n] = position as u32;
         }
         rank
     }
@@ -450,7 +421,7 @@ impl Graph {
     /// Breadth-first search from `start` back to itself without leaving its
     /// component; edges are tried in label order, then kind order, so the loop
     /// found is the same on every run.
-    fn shortest_loop_within(&self, start: NodeId, components: &Components, rank: &[usize]) -> Cycle {
+    fn shortest_loop_within(&self, start: NodeId, components: &Components, rank: &[u32]) -> Cycle {
         let component = components.of[start];
         let mut reached_by: HashMap<NodeId, (NodeId, &'static EdgeKind)> = HashMap::new();
         let mut queue = VecDeque::from([start]);
@@ -923,75 +894,20 @@ fn columns_in_processing_order(components: &Components) -> Vec<usize> {
     column
 }
 
-/// The ready queue of list scheduling, shared by [`Graph::schedule_order`]
-/// and the build scheduler: pops the ready node with the highest priority,
-/// then the most transitive dependents, then the alphabetically first label.
-pub struct ReadyQueue {
-    heap: BinaryHeap<Candidate>,
-    priority: Vec<f64>,
-    dependents: Vec<u32>,
-    label_rank: Vec<usize>,
+/// The ready queue of list scheduling in the build scheduler's order: the
+/// ready set of [`DependencyQueue`] under [`CriticalPath`], until the
+/// scheduler holds the whole queue.
+pub type ReadyQueue = ReadySet<CriticalPath>;
+
+/// Dequeues and finishes every node in turn: the order one worker builds in.
+fn drain_in_order<O: Order>(queue: &mut DependencyQueue<'_, O>) -> Vec<NodeId> {
+    let mut order = Vec::new();
+    while let Some(next) = queue.dequeue() {
+        order.push(next);
+        queue.finish(next);
+    }
+    order
 }
-
-impl ReadyQueue {
-    pub fn push(&mut self, node: NodeId) {
-        self.heap.push(Candidate {
-            priority: self.priority[node],
-            dependents: self.dependents[node],
-            label_rank: self.label_rank[node],
-            node,
-        });
-    }
-
-    pub fn pop(&mut self) -> Option<NodeId> {
-        self.heap.pop().map(|c| c.node)
-    }
-
-    /// The transitive dependent counts that break priority ties (the ETA
-    /// simulation orders the remaining ports with them too).
-    pub fn dependents(&self) -> &[u32] {
-        &self.dependents
-    }
-
-    pub fn len(&self) -> usize {
-        self.heap.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
-    }
-}
-
-/// A ready node in a [`ReadyQueue`]'s max-heap.
-struct Candidate {
-    priority: f64,
-    dependents: u32,
-    label_rank: usize,
-    node: NodeId,
-}
-
-impl Ord for Candidate {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.priority
-            .total_cmp(&other.priority)
-            .then(self.dependents.cmp(&other.dependents))
-            .then(other.label_rank.cmp(&self.label_rank))
-    }
-}
-
-impl PartialOrd for Candidate {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl PartialEq for Candidate {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-
-impl Eq for Candidate {}
 
 /// Lookup over a [`Graph::dependents_closure`] result, for walking many via
 /// chains without rescanning the result each time.

@@ -12,6 +12,7 @@ pub mod framework;
 pub mod graph;
 pub mod plan;
 pub mod ports;
+pub mod queue;
 pub mod repo;
 pub mod report;
 pub mod sandbox;

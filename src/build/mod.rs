@@ -11,6 +11,7 @@
 //! back. So no lock guards scheduler state, and the order of database writes
 //! is the order in which the coordinator saw events.
 
+pub mod allocate;
 pub mod interrupts;
 pub mod lock;
 pub mod scheduler;

@@ -2,8 +2,9 @@
 //! same shape as the build scheduler (`build::scheduler`).
 //!
 //! Fetching has no dependency order — a port's distfiles do not depend on
-//! any other port's — so the queue is a plain FIFO in plan order, and a
-//! failed port stops nobody. Each worker owns one slot for its life and
+//! any other port's — so the queue is the build's [`DependencyQueue`] over a
+//! work set without edges, ranked by plan order: every target is ready at
+//! once, they leave in plan order, and a failed port stops nobody. Each worker owns one slot for its life and
 //! handles one port at a time: first the present check in Rust (every
 //! distfile present with distinfo's size and digests → done, no sandbox),
 //! else the framework's fetch-only phases (`fetch`, and `checksum` where
@@ -16,7 +17,7 @@
 //! and talks to the UI's header.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,6 +33,7 @@ use crate::build::interrupts::{Interrupt, Stop};
 use crate::config::Config;
 use crate::graph::NodeId;
 use crate::ports::{Phase, PortTree};
+use crate::queue::{DependencyQueue, Rank};
 use crate::report::RunLogs;
 use crate::sandbox::runner::{build_one, Cancel, OutcomeStatus, Progress, SandboxRequest};
 use crate::ui::{FetchEnd, FetchTotals, Ui};
@@ -294,7 +296,8 @@ struct Coordinator<'r, 'a> {
     jobs: Vec<Sender<Job>>,
     cancel: Arc<Cancel>,
     targets: HashMap<NodeId, Vec<Distfile>>,
-    queue: VecDeque<NodeId>,
+    /// First attempts, in plan order; retries wait in `delayed`.
+    queue: DependencyQueue<'a, Rank>,
     /// Retries waiting for their time, earliest first.
     delayed: BinaryHeap<Reverse<(Instant, NodeId)>>,
     attempts: HashMap<NodeId, u32>,
@@ -314,7 +317,7 @@ impl<'r, 'a> Coordinator<'r, 'a> {
             jobs,
             cancel,
             targets: run.targets.iter().map(|t| (t.node, t.distfiles.clone())).collect(),
-            queue: run.targets.iter().map(|t| t.node).collect(),
+            queue: plan_order_queue(run.tree.len(), &run.targets),
             delayed: BinaryHeap::new(),
             attempts: HashMap::new(),
             first_start: HashMap::new(),
@@ -359,7 +362,7 @@ impl<'r, 'a> Coordinator<'r, 'a> {
             let Some(&slot) = self.idle.iter().next() else { return };
             let node = match self.next_due() {
                 Some(due) if due <= Instant::now() => self.delayed.pop().map(|Reverse((_, node))| node),
-                _ => self.queue.pop_front(),
+                _ => self.queue.dequeue(),
             };
             let Some(node) = node else { return };
             self.idle.remove(&slot);
@@ -430,6 +433,7 @@ impl<'r, 'a> Coordinator<'r, 'a> {
         self.running.remove(&slot);
         self.idle.insert(slot);
         self.tally.present += 1;
+        self.queue.finish(node);
         let origin = self.origin(node);
         self.run.logs.up_to_date(&origin, self.pkgname(node));
         self.run.ui.fetch_finished(slot, &origin, "present", &FetchEnd::default());
@@ -494,6 +498,7 @@ impl<'r, 'a> Coordinator<'r, 'a> {
 
     fn fetched(&mut self, slot: u32, node: NodeId, attempt: &Attempt, tries: u32) {
         self.tally.fetched += 1;
+        self.queue.finish(node);
         let origin = self.origin(node);
         let end = self.end(node, attempt, tries, None);
         self.run.logs.success(&origin, self.pkgname(node), end.seconds, None);
@@ -502,6 +507,7 @@ impl<'r, 'a> Coordinator<'r, 'a> {
 
     fn failed(&mut self, slot: u32, node: NodeId, attempt: &Attempt, tries: u32, reason: String) {
         self.tally.failed += 1;
+        self.queue.fail(node);
         let origin = self.origin(node);
         let phase = attempt.phase.map(|p| p.name());
         let reason = if tries > 1 { format!("{reason} (after {tries} attempts)") } else { reason };
@@ -526,7 +532,7 @@ impl<'r, 'a> Coordinator<'r, 'a> {
             fetched: self.tally.fetched,
             present: self.tally.present,
             failed: self.tally.failed,
-            remaining: self.queue.len() + self.delayed.len() + self.running.len(),
+            remaining: self.queue.ready_len() + self.delayed.len() + self.running.len(),
             downloads: self.running.values().filter(|r| r.started.is_some()).count(),
             jobs: self.run.jobs,
             elapsed: self.started.elapsed(),
@@ -535,10 +541,21 @@ impl<'r, 'a> Coordinator<'r, 'a> {
 
     fn finish(self) -> FetchOutcome {
         let mut tally = self.tally;
-        tally.not_started = self.queue.len() + self.delayed.len();
+        tally.not_started = self.queue.ready_len() + self.delayed.len();
         let stop = if self.stop == Stop::Draining && tally.not_started == 0 { Stop::None } else { self.stop };
         FetchOutcome { stop, tally, failed: self.failed, elapsed: self.started.elapsed() }
     }
+}
+
+/// Every target ready at once, leaving in the order of `targets` (the plan's);
+/// a port listed twice is fetched once, at its first place.
+fn plan_order_queue(nodes: usize, targets: &[Target]) -> DependencyQueue<'static, Rank> {
+    let mut position = vec![u32::MAX; nodes];
+    for (index, target) in targets.iter().enumerate().rev() {
+        position[target.node] = index as u32;
+    }
+    let members: Vec<NodeId> = targets.iter().map(|t| t.node).collect();
+    DependencyQueue::independent(nodes, &members, Rank(position))
 }
 
 /// A `fetch_end` event's details, owned by the coordinator.
@@ -565,6 +582,26 @@ impl OwnedEnd {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn target(node: NodeId) -> Target {
+        Target { node, distfiles: vec![] }
+    }
+
+    #[test]
+    fn targets_leave_the_queue_in_plan_order() {
+        let targets = [target(4), target(0), target(7), target(2)];
+        let mut queue = plan_order_queue(8, &targets);
+        let order: Vec<NodeId> = std::iter::from_fn(|| queue.dequeue()).collect();
+        assert_eq!(order, [4, 0, 7, 2]);
+    }
+
+    #[test]
+    fn a_target_listed_twice_is_fetched_once_at_its_first_place() {
+        let targets = [target(3), target(1), target(3)];
+        let mut queue = plan_order_queue(4, &targets);
+        let order: Vec<NodeId> = std::iter::from_fn(|| queue.dequeue()).collect();
+        assert_eq!(order, [3, 1]);
+    }
 
     #[test]
     fn backoff_doubles_from_the_base_and_is_capped() {

@@ -40,7 +40,10 @@
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeSet, BinaryHeap};
 
+pub mod resources;
+
 use crate::graph::{Graph, NodeId};
+use crate::queue::{CriticalPath, DependencyQueue, Fifo, Order, Rank, ReadySet};
 
 /// A ready-queue policy; see the module documentation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -230,37 +233,71 @@ pub fn lower_bound_energy(work: &Workload<'_>, workers: usize) -> f64 {
 pub fn simulate(work: &Workload<'_>, slots: Slots, policy: Policy) -> Schedule {
     let g = work.graph;
     assert_eq!(work.durations.len(), g.len(), "one duration per node");
-    let n = g.len();
-    let mut running_now = vec![false; n];
+    let mut in_scope: Vec<bool> = (0..g.len()).map(|v| work.is_pending(v)).collect();
     for &(node, _) in work.running {
-        running_now[node] = true;
+        in_scope[node] = true;
     }
-    let pending: Vec<bool> = (0..n).map(|v| work.is_pending(v) && !running_now[v]).collect();
-    let in_scope: Vec<bool> = (0..n).map(|v| pending[v] || running_now[v]).collect();
-    let mut queue = Queue::new(work, &in_scope, policy);
+    match policy {
+        Policy::CriticalPath => {
+            let order = critical_path_order(work, &in_scope);
+            run(work, slots, DependencyQueue::new(g, &in_scope, order), None)
+        }
+        Policy::Fifo => run(work, slots, DependencyQueue::new(g, &in_scope, Fifo(topological_rank(g))), None),
+        Policy::Synth | Policy::Poudriere => {
+            let rank = peer_ranks(work, &in_scope, policy).remove(0);
+            run(work, slots, DependencyQueue::new(g, &in_scope, rank), None)
+        }
+        Policy::Dsynth => {
+            let mut ranks = peer_ranks(work, &in_scope, policy);
+            let other_slots = ReadySet::new(ranks.remove(1), g.len());
+            run(work, slots, DependencyQueue::new(g, &in_scope, ranks.remove(0)), Some(other_slots))
+        }
+    }
+}
 
-    let mut missing: Vec<usize> = (0..n)
-        .map(|v| if pending[v] { g.dependencies(v).iter().filter(|e| in_scope[e.to]).count() } else { 0 })
-        .collect();
+/// Our order as the scheduler builds it: expected durations (0 outside the
+/// build) for the priorities, unless they are given.
+pub fn critical_path_order(work: &Workload<'_>, in_scope: &[bool]) -> CriticalPath {
+    let g = work.graph;
+    let priority = match work.priority {
+        Some(p) => p.to_vec(),
+        None => {
+            let expected = work.expected.unwrap_or(work.durations);
+            let weights: Vec<f64> = (0..g.len()).map(|v| if in_scope[v] { expected[v] } else { 0.0 }).collect();
+            g.priorities(&weights)
+        }
+    };
+    let dependents = work.dependents.map_or_else(|| g.transitive_dependents_counts(), <[u32]>::to_vec);
+    CriticalPath::new(g, priority, dependents)
+}
+
+/// The list scheduler over one dependency queue. `other_slots` is dsynth's
+/// second order: slots above `W/2` take from it; a port started from either
+/// order leaves both.
+fn run<O: Order>(
+    work: &Workload<'_>,
+    slots: Slots,
+    mut queue: DependencyQueue<'_, O>,
+    mut other_slots: Option<ReadySet<Rank>>,
+) -> Schedule {
+    let n = work.graph.len();
     let mut schedule = Schedule { makespan: 0.0, start: vec![None; n], order: Vec::new(), unscheduled: 0 };
     let mut events: BinaryHeap<Reverse<Event>> = BinaryHeap::new();
     let total_slots = slots.workers.max(work.running.len()).max(1);
     let mut free: BTreeSet<usize> = (work.running.len()..total_slots).collect();
     for (slot, &(node, left)) in work.running.iter().enumerate() {
+        queue.take(node);
         events.push(Reverse(Event { time: left.max(0.0), node, slot }));
     }
-    let mut busy = work.running.len();
-    for v in 0..n {
-        if pending[v] && missing[v] == 0 {
-            queue.push(v, 0.0);
-        }
+    if let Some(other) = other_slots.as_mut() {
+        queue.ready().for_each(|v| other.push(v));
     }
-
+    let mut busy = work.running.len();
     let mut now = 0.0_f64;
     loop {
         while busy < slots.limit_at(now) {
             let Some(&slot) = free.iter().next() else { break };
-            let Some(node) = queue.pop(slot, total_slots) else { break };
+            let Some(node) = next_for_slot(&mut queue, other_slots.as_mut(), slot, total_slots) else { break };
             free.remove(&slot);
             busy += 1;
             schedule.start[node] = Some(now);
@@ -269,7 +306,7 @@ pub fn simulate(work: &Workload<'_>, slots: Slots, policy: Policy) -> Schedule {
         }
         let next_event = events.peek().map(|Reverse(e)| e.time);
         let growth = if queue.is_empty() { None } else { slots.next_growth(now) };
-        let next_event = match (next_event, growth) {
+        now = match (next_event, growth) {
             (Some(e), Some(g)) if g < e => {
                 now = g;
                 continue;
@@ -281,7 +318,7 @@ pub fn simulate(work: &Workload<'_>, slots: Slots, policy: Policy) -> Schedule {
             (Some(e), _) => e,
             (None, None) => break,
         };
-        now = next_event;
+        queue.set_now(now);
         while let Some(Reverse(event)) = events.peek().copied() {
             if event.time != now {
                 break;
@@ -290,19 +327,34 @@ pub fn simulate(work: &Workload<'_>, slots: Slots, policy: Policy) -> Schedule {
             free.insert(event.slot);
             busy -= 1;
             schedule.makespan = schedule.makespan.max(now);
-            for edge in g.dependents(event.node) {
-                let d = edge.to;
-                if pending[d] {
-                    missing[d] -= 1;
-                    if missing[d] == 0 {
-                        queue.push(d, now);
-                    }
-                }
+            let released = queue.finish(event.node);
+            if let Some(other) = other_slots.as_mut() {
+                released.into_iter().for_each(|v| other.push(v));
             }
         }
     }
-    schedule.unscheduled = (0..n).filter(|&v| pending[v] && schedule.start[v].is_none()).count();
+    schedule.unscheduled = queue.ready_len() + queue.waiting_len();
     schedule
+}
+
+/// The port `slot` builds next. dsynth's first `W/2 + 1` slots use its
+/// dependents order, the others its dependencies order.
+fn next_for_slot<O: Order>(
+    queue: &mut DependencyQueue<'_, O>,
+    other_slots: Option<&mut ReadySet<Rank>>,
+    slot: usize,
+    slots: usize,
+) -> Option<NodeId> {
+    let Some(other) = other_slots else { return queue.dequeue() };
+    if slot > slots / 2 {
+        let node = other.pop()?;
+        queue.take(node);
+        Some(node)
+    } else {
+        let node = queue.dequeue()?;
+        other.remove(node);
+        Some(node)
+    }
 }
 
 /// A build ending: at `time`, `node` frees `slot`.
@@ -333,158 +385,60 @@ impl PartialEq for Event {
 
 impl Eq for Event {}
 
-/// A ready-queue entry: the smallest `(time, rank)` goes first. `time` is
-/// the release time for FIFO and 0 for every static policy.
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    time: f64,
-    rank: u32,
-    node: NodeId,
-}
-
-impl Ord for Entry {
-    fn cmp(&self, other: &Self) -> Ordering {
-        // Reversed: BinaryHeap pops the greatest, we want the smallest.
-        other.time.total_cmp(&self.time).then(other.rank.cmp(&self.rank))
+/// Each node's position in topological order (label order on a cyclic graph).
+fn topological_rank(g: &Graph) -> Rank {
+    let order = g.topo_order().unwrap_or_else(|_| {
+        let mut all: Vec<NodeId> = (0..g.len()).collect();
+        all.sort_by(|&a, &b| g.label(a).cmp(g.label(b)));
+        all
+    });
+    let mut rank = vec![u32::MAX; g.len()];
+    for (position, v) in order.into_iter().enumerate() {
+        rank[v] = position as u32;
     }
+    Rank(rank)
 }
 
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl PartialEq for Entry {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-
-impl Eq for Entry {}
-
-/// The ready ports, ordered by a policy. Ours is the scheduler's own queue
-/// ([`Graph::ready_queue`]); the peers' are ranked heaps here. dsynth keeps
-/// two orders over the same ports; a port started from one is skipped lazily
-/// in the other.
-enum Queue {
-    Ours(crate::graph::ReadyQueue),
-    Ranked(Ranked),
-}
-
-struct Ranked {
-    fifo: bool,
-    ranks: Vec<Vec<u32>>,
-    heaps: Vec<BinaryHeap<Entry>>,
-    taken: Vec<bool>,
-    len: usize,
-}
-
-impl Queue {
-    fn new(work: &Workload<'_>, in_scope: &[bool], policy: Policy) -> Self {
-        let g = work.graph;
-        let n = g.len();
-        let ranks = match policy {
-            Policy::CriticalPath => {
-                let priority = match work.priority {
-                    Some(p) => p.to_vec(),
-                    None => {
-                        // As the scheduler: expected durations, 0 outside the build.
-                        let expected = work.expected.unwrap_or(work.durations);
-                        let weights: Vec<f64> = (0..n).map(|v| if in_scope[v] { expected[v] } else { 0.0 }).collect();
-                        g.priorities(&weights)
-                    }
-                };
-                let dependents = work.dependents.map_or_else(|| g.transitive_dependents_counts(), <[u32]>::to_vec);
-                return Queue::Ours(g.ready_queue(priority, dependents));
-            }
-            Policy::Fifo => {
-                let mut rank = vec![u32::MAX; n];
-                let order = g.topo_order().unwrap_or_else(|_| {
-                    let mut all: Vec<NodeId> = (0..n).collect();
-                    all.sort_by(|&a, &b| g.label(a).cmp(g.label(b)));
-                    all
-                });
-                for (position, v) in order.into_iter().enumerate() {
-                    rank[v] = position as u32;
-                }
-                vec![rank]
-            }
-            Policy::Synth => {
-                let dependents = work.dependents.map_or_else(|| g.transitive_dependents_counts(), <[u32]>::to_vec);
-                vec![rank_by(g, in_scope, |a, b| dependents[b].cmp(&dependents[a]))]
-            }
-            Policy::Poudriere => {
-                let ones: Vec<f64> = (0..n).map(|v| if in_scope[v] { 1.0 } else { 0.0 }).collect();
-                let chain = g.priorities(&ones);
-                vec![rank_by(g, in_scope, |a, b| chain[b].total_cmp(&chain[a]))]
-            }
-            Policy::Dsynth => {
-                // depi_depth: the longest chain of ports that depend on me,
-                // not counting me (0 for a port nothing depends on).
-                let ones = vec![1.0; n];
-                let depth = g.priorities(&ones);
-                let depi_key: Vec<f64> = (0..n).map(|v| distinct_dependents(g, v) as f64 * (depth[v] - 1.0)).collect();
-                let idep_key: Vec<usize> = (0..n).map(|v| distinct_dependencies(g, v)).collect();
-                vec![
-                    rank_by(g, in_scope, |a, b| depi_key[b].total_cmp(&depi_key[a])),
-                    rank_by(g, in_scope, |a, b| idep_key[b].cmp(&idep_key[a])),
-                ]
-            }
-        };
-        let heaps = ranks.iter().map(|_| BinaryHeap::new()).collect();
-        Queue::Ranked(Ranked { fifo: policy == Policy::Fifo, ranks, heaps, taken: vec![false; n], len: 0 })
-    }
-
-    fn is_empty(&self) -> bool {
-        match self {
-            Queue::Ours(queue) => queue.is_empty(),
-            Queue::Ranked(r) => r.len == 0,
+/// The static orders of synth, poudriere and dsynth (dsynth: two).
+pub fn peer_ranks(work: &Workload<'_>, in_scope: &[bool], policy: Policy) -> Vec<Rank> {
+    let g = work.graph;
+    let n = g.len();
+    match policy {
+        Policy::Synth => {
+            let dependents = work.dependents.map_or_else(|| g.transitive_dependents_counts(), <[u32]>::to_vec);
+            vec![rank_by(g, in_scope, |a, b| dependents[b].cmp(&dependents[a]))]
         }
-    }
-
-    fn push(&mut self, node: NodeId, released: f64) {
-        match self {
-            Queue::Ours(queue) => queue.push(node),
-            Queue::Ranked(r) => {
-                let time = if r.fifo { released } else { 0.0 };
-                for (heap, rank) in r.heaps.iter_mut().zip(&r.ranks) {
-                    heap.push(Entry { time, rank: rank[node], node });
-                }
-                r.len += 1;
-            }
+        Policy::Poudriere => {
+            let ones: Vec<f64> = (0..n).map(|v| if in_scope[v] { 1.0 } else { 0.0 }).collect();
+            let chain = g.priorities(&ones);
+            vec![rank_by(g, in_scope, |a, b| chain[b].total_cmp(&chain[a]))]
         }
-    }
-
-    /// The port `slot` builds next. dsynth's first `W/2 + 1` slots use its
-    /// dependents order, the others its dependencies order.
-    fn pop(&mut self, slot: usize, slots: usize) -> Option<NodeId> {
-        let r = match self {
-            Queue::Ours(queue) => return queue.pop(),
-            Queue::Ranked(r) => r,
-        };
-        let which = if r.heaps.len() == 2 && slot > slots / 2 { 1 } else { 0 };
-        while let Some(entry) = r.heaps[which].pop() {
-            if !r.taken[entry.node] {
-                r.taken[entry.node] = true;
-                r.len -= 1;
-                return Some(entry.node);
-            }
+        Policy::Dsynth => {
+            // depi_depth: the longest chain of ports that depend on me,
+            // not counting me (0 for a port nothing depends on).
+            let ones = vec![1.0; n];
+            let depth = g.priorities(&ones);
+            let depi_key: Vec<f64> = (0..n).map(|v| distinct_dependents(g, v) as f64 * (depth[v] - 1.0)).collect();
+            let idep_key: Vec<usize> = (0..n).map(|v| distinct_dependencies(g, v)).collect();
+            vec![
+                rank_by(g, in_scope, |a, b| depi_key[b].total_cmp(&depi_key[a])),
+                rank_by(g, in_scope, |a, b| idep_key[b].cmp(&idep_key[a])),
+            ]
         }
-        None
+        Policy::CriticalPath | Policy::Fifo => panic!("{policy:?} has no static rank"),
     }
 }
 
 /// Position of each in-scope node in the order `better` (then label)
 /// defines; nodes out of scope get `u32::MAX`.
-fn rank_by(g: &Graph, in_scope: &[bool], better: impl Fn(NodeId, NodeId) -> Ordering) -> Vec<u32> {
+pub fn rank_by(g: &Graph, in_scope: &[bool], better: impl Fn(NodeId, NodeId) -> Ordering) -> Rank {
     let mut nodes: Vec<NodeId> = (0..g.len()).filter(|&v| in_scope[v]).collect();
     nodes.sort_by(|&a, &b| better(a, b).then_with(|| g.label(a).cmp(g.label(b))).then(a.cmp(&b)));
     let mut rank = vec![u32::MAX; g.len()];
     for (position, v) in nodes.into_iter().enumerate() {
         rank[v] = position as u32;
     }
-    rank
+    Rank(rank)
 }
 
 fn distinct_dependents(g: &Graph, v: NodeId) -> usize {
@@ -843,6 +797,62 @@ mod tests {
         let s = simulate(&Workload::all(&g, &[1.0; 3]), Slots::fixed(2), Policy::CriticalPath);
         assert_eq!(s.unscheduled, 2);
         assert!(close(s.makespan, 1.0));
+    }
+
+    /// The scheduler's loop over the one queue: fill the free slots with
+    /// `dequeue`, and on each completion (in the order the simulation says
+    /// builds end) `finish` the port and fill again.
+    fn drive_like_the_scheduler(g: &Graph, order: CriticalPath, workers: usize, ends: &[NodeId]) -> Vec<NodeId> {
+        let mut queue = DependencyQueue::new(g, &vec![true; g.len()], order);
+        let mut started = Vec::new();
+        let mut running = 0;
+        let mut fill = |queue: &mut DependencyQueue<'_, CriticalPath>, running: &mut usize| {
+            while *running < workers {
+                let Some(node) = queue.dequeue() else { break };
+                started.push(node);
+                *running += 1;
+            }
+        };
+        fill(&mut queue, &mut running);
+        for &node in ends {
+            queue.finish(node);
+            running -= 1;
+            fill(&mut queue, &mut running);
+        }
+        started
+    }
+
+    #[test]
+    fn the_scheduler_driving_the_queue_starts_ports_in_the_simulated_order() {
+        // A random DAG with distinct durations, so no two builds end at the
+        // same instant (the scheduler sees one report at a time).
+        let mut g = Graph::new();
+        let mut d = Vec::new();
+        let mut x: u64 = 99;
+        let mut next = || {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (x >> 33) as usize
+        };
+        for i in 0..400 {
+            let n = g.add_node(format!("c{}/p{i:03}", next() % 5));
+            d.push(1.0 + (next() % 100_000) as f64 / 997.0 + i as f64 * 1e-7);
+            for _ in 0..(next() % 4) {
+                if i > 0 {
+                    g.add_edge(n, next() % i, edge_kind(DepKind::Build));
+                }
+            }
+        }
+        for workers in [1, 3, 8, 50] {
+            let work = Workload::all(&g, &d);
+            let schedule = simulate(&work, Slots::fixed(workers), Policy::CriticalPath);
+            let mut ends: Vec<NodeId> = (0..g.len()).collect();
+            ends.sort_by(|&a, &b| {
+                let end = |v: NodeId| schedule.start[v].unwrap() + d[v];
+                end(a).total_cmp(&end(b)).then(a.cmp(&b))
+            });
+            let order = critical_path_order(&work, &vec![true; g.len()]);
+            assert_eq!(drive_like_the_scheduler(&g, order, workers, &ends), schedule.order, "W={workers}");
+        }
     }
 
     #[test]
