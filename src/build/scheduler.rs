@@ -6,6 +6,9 @@
 //! blocking, because readiness is counted (one counter of unfinished
 //! dependencies per port, decremented on each success) instead of checked.
 //!
+//! Readiness lives in the one [`DependencyQueue`] the simulator and the
+//! fetch pool use as well, so the simulated order is this order.
+//!
 //! The queue is ordered critical-path first: a port's priority is the
 //! longest chain of expected build time from it to the end of the build set
 //! (expected time = median of its past successful builds, else
@@ -13,6 +16,14 @@
 //! the single-threaded tail of a bulk build. Ties go to the port with more
 //! transitive dependents, then to the alphabetically first origin, so the
 //! order is deterministic.
+//!
+//! A free slot is not enough to start a port: [`crate::build::allocate`]
+//! decides, from each port's speed-up model (fitted from its recorded
+//! phases) and the critical path, how many of the `jobs` cores the next
+//! port gets, and whether its expected peak memory fits what the running
+//! builds leave of `memory_budget`; the header shows why a ready port waits.
+//! `work_dir = "auto"` puts a port whose recorded work area would not fit
+//! in memory on disk.
 //!
 //! Each worker thread owns one slot number for its whole life (so the UI's
 //! slot lines and the sandbox directories stay stable) and drives one
@@ -29,17 +40,19 @@ use anyhow::{anyhow, Context, Result};
 use crossbeam_channel::{select, unbounded, Receiver, Sender};
 use serde::Serialize;
 
+use super::allocate::{self, Decision, Machine, PortModel, ReadyPort, RunningPort, Sample};
 use super::interrupts::{Interrupt, Stop};
 use super::throttle::{self, Pressure};
 use crate::builddb::keys::KeyInputs;
 use crate::builddb::{BuildDb, BuildId, BuildStatus, NewBuild, PackageEntry, RunId};
 use crate::config::Config;
-use crate::graph::{NodeId, ReadyQueue};
+use crate::graph::NodeId;
 use crate::plan::{Plan, Verdict};
 use crate::ports::PortTree;
+use crate::queue::{CriticalPath, DependencyQueue};
 use crate::report::RunLogs;
 use crate::sandbox::runner::{build_one, BuildOutcome, Cancel, Dependency, OutcomeStatus, Progress, SandboxRequest};
-use crate::sandbox::work_area::WorkArea;
+use crate::sandbox::work_area::{self, WorkArea};
 use crate::ui::{Totals, Ui};
 
 /// Expected duration of a port never built successfully before.
@@ -168,6 +181,9 @@ struct Running {
     lines: u64,
     log_path: PathBuf,
     make_jobs: usize,
+    /// What the allocator expected of it when it started.
+    expected_ms: f64,
+    memory: u64,
 }
 
 struct Coordinator<'r, 'a> {
@@ -175,10 +191,17 @@ struct Coordinator<'r, 'a> {
     jobs: Vec<Sender<Job>>,
     cancel: Arc<Cancel>,
     state: Vec<Option<State>>,
-    missing: Vec<usize>,
     weight_ms: Vec<f64>,
     priority: Vec<f64>,
-    ready: ReadyQueue,
+    queue: DependencyQueue<'a, CriticalPath>,
+    /// Each port's speed-up model, from its recorded builds.
+    models: Vec<PortModel>,
+    /// Expected time after each port to the end of the build (its tail).
+    tails: Vec<f64>,
+    /// Recorded peak work area of each port (for `work_dir = "auto"`).
+    peak_work: Vec<Option<u64>>,
+    /// One-job CPU work of the ports not started yet.
+    pending_work_ms: f64,
     idle_slots: BTreeSet<u32>,
     running: HashMap<u32, Running>,
     limit: usize,
@@ -202,20 +225,28 @@ impl<'r, 'a> Coordinator<'r, 'a> {
         }
         let weight_ms = expected_durations(run, &state);
         let priority = tree.graph.priorities(&weight_ms);
-        let ready = tree.graph.ready_queue(priority.clone(), tree.graph.transitive_dependents_counts());
-        let missing = (0..tree.len())
-            .map(|n| tree.graph.dependencies(n).iter().filter(|e| state[e.to].is_some()).count())
-            .collect();
+        let dependents = tree.graph.transitive_dependents_counts();
+        let in_build: Vec<bool> = state.iter().map(Option::is_some).collect();
+        let queue =
+            DependencyQueue::new(&tree.graph, &in_build, CriticalPath::new(&tree.graph, priority.clone(), dependents));
+        let (models, peak_work) = port_models(run, &weight_ms);
+        let chains_after: Vec<f64> = priority.iter().zip(&weight_ms).map(|(p, w)| p - w).collect();
+        let work: Vec<f64> = models.iter().map(PortModel::work).collect();
+        let pending_work_ms = (0..tree.len()).filter(|&n| in_build[n]).map(|n| work[n]).sum();
+        let tails = allocate::tails(&chains_after, queue.order().dependents(), work, run.config.jobs as u32);
         let workers = run.workers.max(1);
         let mut coordinator = Coordinator {
             run,
             jobs,
             cancel,
             state,
-            missing,
             weight_ms,
             priority,
-            ready,
+            queue,
+            models,
+            tails,
+            peak_work,
+            pending_work_ms,
             idle_slots: (1..=workers as u32).collect(),
             running: HashMap::new(),
             limit: if run.config.throttle { throttle::RAMP_START.min(workers) } else { workers },
@@ -227,10 +258,8 @@ impl<'r, 'a> Coordinator<'r, 'a> {
             tally: Tally::default(),
             failed: Vec::new(),
         };
-        for node in 0..tree.len() {
-            if coordinator.state[node] == Some(State::Waiting) && coordinator.missing[node] == 0 {
-                coordinator.make_ready(node);
-            }
+        for node in coordinator.queue.ready().collect::<Vec<_>>() {
+            coordinator.state[node] = Some(State::Ready);
         }
         coordinator
     }
@@ -274,7 +303,7 @@ impl<'r, 'a> Coordinator<'r, 'a> {
         self.refresh_limit();
         loop {
             self.dispatch();
-            if self.running.is_empty() && (self.ready.is_empty() || self.stop != Stop::None) {
+            if self.running.is_empty() && (self.queue.is_empty() || self.stop != Stop::None) {
                 break;
             }
             select! {
@@ -290,21 +319,72 @@ impl<'r, 'a> Coordinator<'r, 'a> {
         }
     }
 
-    fn make_ready(&mut self, node: NodeId) {
-        self.state[node] = Some(State::Ready);
-        self.ready.push(node);
-    }
-
     fn dispatch(&mut self) {
+        self.waiting = None;
         while self.stop == Stop::None && self.running.len() < self.limit {
             let Some(&slot) = self.idle_slots.iter().next() else { return };
-            let Some(node) = self.ready.pop() else { return };
+            let (node, jobs) = match self.allocate() {
+                Ok(start) => start,
+                Err(wait) => {
+                    self.waiting = wait;
+                    return;
+                }
+            };
+            self.queue.take(node);
             self.idle_slots.remove(&slot);
-            self.start(node, slot);
+            self.start(node, slot, jobs);
         }
     }
 
-    fn start(&mut self, node: NodeId, slot: u32) {
+    /// The next port to start and its make jobs, or why none starts now
+    /// (`None`: nothing is ready).
+    fn allocate(&self) -> std::result::Result<(NodeId, u32), Option<String>> {
+        // The allocator reads the first few ready ports in queue order: enough
+        // to let a smaller port past one that waits for memory.
+        let lookahead = self.limit.saturating_sub(self.running.len()) + 8;
+        let candidates: Vec<NodeId> = self.queue.ready().take(lookahead).collect();
+        if candidates.is_empty() {
+            return Err(None);
+        }
+        let fixed = self.run.config.make_jobs.map(|j| j as u32);
+        let machine = Machine {
+            // Fixed make jobs are today's policy: cores never hold a port back.
+            cores: fixed.map_or(self.run.config.jobs as u32, |j| j * self.limit as u32),
+            workers: self.limit as u32,
+            memory: self.run.config.memory_budget,
+        };
+        let running: Vec<RunningPort> = self.running.values().map(|r| self.running_port(r)).collect();
+        let ready: Vec<ReadyPort> =
+            candidates.iter().map(|&n| ReadyPort { model: self.models[n], tail_ms: self.tails[n] }).collect();
+        let running_work: f64 = running.iter().map(|r| f64::from(r.jobs) * r.left_ms).sum();
+        match allocate::next_start(&machine, &running, &ready, self.pending_work_ms + running_work) {
+            Decision::Start { index, jobs } => Ok((candidates[index], fixed.unwrap_or(jobs))),
+            Decision::Wait(wait) => Err(Some(wait.to_string())),
+        }
+    }
+
+    fn running_port(&self, running: &Running) -> RunningPort {
+        let left_ms = (running.expected_ms - running.started.elapsed().as_millis() as f64).max(0.0);
+        RunningPort {
+            jobs: running.make_jobs as u32,
+            left_ms,
+            memory: running.memory,
+            chain_ms: left_ms + self.tails[running.node],
+        }
+    }
+
+    /// Where the port's work area goes: the configured place, or with `auto` a
+    /// tmpfs unless its recorded peak would not fit the memory left.
+    fn work_area(&self, node: NodeId) -> WorkArea {
+        let config = self.run.config;
+        config.work_dir.fixed().unwrap_or_else(|| {
+            let expected: u64 = self.running.values().map(|r| r.memory).sum();
+            let left = config.memory_budget.saturating_sub(expected);
+            work_area::place(self.peak_work[node], config.tmpfs_size, left)
+        })
+    }
+
+    fn start(&mut self, node: NodeId, slot: u32, make_jobs: u32) {
         let run = self.run;
         let tree = run.tree;
         let meta = tree.nodes[node].meta.as_ref().expect("ports in the build set have metadata");
@@ -317,8 +397,8 @@ impl<'r, 'a> Coordinator<'r, 'a> {
             keep_work_on_failure: run.check_plist.contains(&node),
             variant: meta.variant.clone(),
             bootstrap_pkg: meta.bootstrap_pkg,
-            make_jobs: run.config.make_jobs.unwrap_or(1) as u32,
-            work_area: WorkArea::for_config(run.config),
+            make_jobs,
+            work_area: self.work_area(node),
             dependencies: tree
                 .install_set(node)
                 .into_iter()
@@ -341,9 +421,19 @@ impl<'r, 'a> Coordinator<'r, 'a> {
         };
         let build = self.db_write("recording a build start", run.db.start_build(run.run, &new));
         self.state[node] = Some(State::Running);
-        let make_jobs = run.config.make_jobs.unwrap_or(1);
-        let running =
-            Running { node, build, started: Instant::now(), phase: "starting", lines: 0, log_path, make_jobs };
+        let model = &self.models[node];
+        self.pending_work_ms = (self.pending_work_ms - model.work()).max(0.0);
+        let running = Running {
+            node,
+            build,
+            started: Instant::now(),
+            phase: "starting",
+            lines: 0,
+            log_path,
+            make_jobs: make_jobs as usize,
+            expected_ms: model.time(make_jobs),
+            memory: model.memory,
+        };
         self.running.insert(slot, running);
         run.ui.build_started(slot, &origin.to_string());
         if self.jobs[slot as usize - 1].send(Job { node, request }).is_err() {
@@ -463,15 +553,9 @@ impl<'r, 'a> Coordinator<'r, 'a> {
     }
 
     fn release_dependents(&mut self, node: NodeId) {
-        let graph = &self.run.tree.graph;
-        let dependents: Vec<NodeId> = graph.dependents(node).iter().map(|e| e.to).collect();
-        for dependent in dependents {
-            if self.state[dependent] != Some(State::Waiting) {
-                continue;
-            }
-            self.missing[dependent] -= 1;
-            if self.missing[dependent] == 0 {
-                self.make_ready(dependent);
+        for dependent in self.queue.finish(node) {
+            if self.state[dependent] == Some(State::Waiting) {
+                self.state[dependent] = Some(State::Ready);
             }
         }
     }
@@ -486,6 +570,7 @@ impl<'r, 'a> Coordinator<'r, 'a> {
             let result = run.db.finish_build(build, BuildStatus::Failed, phase, Some(&reason));
             self.db_write("recording a failure", result);
         }
+        self.queue.fail(node);
         self.tally.failed += 1;
         run.logs.failure(&origin, &meta.pkgname, phase.unwrap_or("setup"), &reason, &outcome.log_path);
         self.failed.push(FailedPort {
@@ -602,7 +687,7 @@ impl<'r, 'a> Coordinator<'r, 'a> {
             pending: Some(&pending),
             running: &running,
             priority: Some(&self.priority),
-            dependents: Some(self.ready.dependents()),
+            dependents: Some(self.queue.order().dependents()),
             ..Workload::all(&self.run.tree.graph, &self.weight_ms)
         };
         let schedule = simulate(&work, Slots::fixed(self.limit), Policy::CriticalPath);
@@ -644,6 +729,43 @@ fn expected_durations(run: &Run<'_>, state: &[Option<State>]) -> Vec<f64> {
             history.get(&run.tree.nodes[node].origin.to_string()).and_then(|d| median(d)).unwrap_or(default_ms)
         })
         .collect()
+}
+
+/// Each port's speed-up model and recorded peak work area, from its last
+/// measured successful builds; a port without any gets the fair share of
+/// [`PortModel::unknown`] at its expected duration.
+fn port_models(run: &Run<'_>, weight_ms: &[f64]) -> (Vec<PortModel>, Vec<Option<u64>>) {
+    let history = run.db.resource_history_all(HISTORY_PER_PORT).unwrap_or_else(|e| {
+        run.logs.debug(&format!("cannot read the recorded resource use, using defaults: {e:#}"));
+        HashMap::new()
+    });
+    let tree = run.tree;
+    (0..tree.len())
+        .map(|node| {
+            let samples = history.get(&tree.nodes[node].origin.to_string()).map_or(&[][..], Vec::as_slice);
+            let peak_work = samples.iter().filter_map(|s| s.peak_work).max();
+            let model = if samples.is_empty() {
+                PortModel::unknown(weight_ms[node])
+            } else {
+                let samples: Vec<Sample> = samples.iter().map(sample_of).collect();
+                allocate::fit_model(&samples)
+            };
+            (model, peak_work)
+        })
+        .unzip()
+}
+
+/// Builds of a port its model is fitted from.
+const HISTORY_PER_PORT: usize = 5;
+
+fn sample_of(recorded: &crate::builddb::ResourceSample) -> Sample {
+    Sample {
+        jobs: recorded.make_jobs.max(1),
+        wall_ms: recorded.wall_ms as f64,
+        cpu_ms: recorded.cpu_ms.unwrap_or(recorded.wall_ms) as f64,
+        serial_phases_ms: Some(recorded.serial_ms as f64),
+        peak_memory: recorded.peak_memory,
+    }
 }
 
 fn median(values: &[u64]) -> Option<f64> {

@@ -1,0 +1,73 @@
+//! The scheduler allocating the machine in real runs: make jobs from the
+//! core budget reach the build's environment and the database, and memory
+//! admission against `memory_budget` (a fake machine size) never starts a
+//! build whose expectation does not fit, and never deadlocks on one larger
+//! than the machine. The fixture ports are tests/fixtures/resources.
+
+mod common;
+
+use common::Env;
+use portsynth::builddb::{BuildDb, BuildRecord};
+
+/// The fixture tree with the resource ports and `extra` config.
+fn env(extra: &str) -> Env {
+    let env = Env::fixtures();
+    common::copy_tree(&common::repo().join("tests/fixtures/resources/resource"), &env.ports().join("resource"));
+    env.write_config(&format!("throttle = false\n{extra}\n[make_conf]\nNAP = \"2\"\n"));
+    env
+}
+
+fn run_ok(env: &Env, args: &[&str]) {
+    let output = env.run(args);
+    assert!(output.status.success(), "portsynth {args:?}: {}\n{}", output.status, common::stderr(&output));
+}
+
+fn newest(env: &Env, origin: &str) -> BuildRecord {
+    let db = BuildDb::open_existing(env.base().join("builddb.sqlite")).unwrap().expect("a database");
+    db.builds_of_port(origin, 1).unwrap().pop().unwrap_or_else(|| panic!("no build of {origin}"))
+}
+
+fn log_of(build: &BuildRecord) -> String {
+    std::fs::read_to_string(build.log_path.as_ref().expect("a log")).unwrap_or_default()
+}
+
+fn overlap(a: &BuildRecord, b: &BuildRecord) -> bool {
+    let (a_end, b_end) = (a.ended_ms.unwrap(), b.ended_ms.unwrap());
+    a.started_ms < b_end && b.started_ms < a_end
+}
+
+#[test]
+fn make_jobs_from_the_core_budget_reach_the_build_and_the_database() {
+    // One worker, two cores, no history: the fair share is both cores.
+    let env = env("workers = 1\njobs = 2");
+    run_ok(&env, &["-y", "-q", "build", "resource/nap-a"]);
+    let build = newest(&env, "resource/nap-a");
+    assert_eq!(build.make_jobs, Some(2), "{build:?}");
+    assert!(log_of(&build).contains("make jobs: 2"), "{}", log_of(&build));
+
+    // make_jobs fixes the number whatever the budget.
+    env.write_config("workers = 1\njobs = 2\nmake_jobs = 1\n[make_conf]\nNAP = \"0\"\n");
+    run_ok(&env, &["-y", "-q", "force", "resource/nap-a"]);
+    let build = newest(&env, "resource/nap-a");
+    assert_eq!(build.make_jobs, Some(1), "{build:?}");
+    assert!(log_of(&build).contains("make jobs: 1"), "{}", log_of(&build));
+}
+
+#[test]
+fn memory_admission_keeps_within_the_budget_and_never_deadlocks() {
+    // Two workers and cores; each port without history expects 1 GiB.
+    // A budget of 1G fits one at a time; a budget of 512M fits none, and
+    // each still runs, alone.
+    for budget in ["1G", "512M"] {
+        let env = env(&format!("workers = 2\njobs = 2\nmemory_budget = \"{budget}\""));
+        run_ok(&env, &["-y", "-q", "build", "resource/nap-a", "resource/nap-b"]);
+        let (a, b) = (newest(&env, "resource/nap-a"), newest(&env, "resource/nap-b"));
+        assert_eq!((a.status.as_str(), b.status.as_str()), ("success", "success"));
+        assert!(!overlap(&a, &b), "budget {budget}: both ran at once: {a:?} {b:?}");
+    }
+    // The control: with room for both, they do run at once.
+    let env = env("workers = 2\njobs = 2\nmemory_budget = \"3G\"");
+    run_ok(&env, &["-y", "-q", "build", "resource/nap-a", "resource/nap-b"]);
+    let (a, b) = (newest(&env, "resource/nap-a"), newest(&env, "resource/nap-b"));
+    assert!(overlap(&a, &b), "with 3G both should run at once: {a:?} {b:?}");
+}
