@@ -602,6 +602,8 @@ impl<'r, 'a> Coordinator<'r, 'a> {
                 text.push_str(&format!(" (via {})", names.join(", ")));
             }
             self.state[node] = Some(State::Done);
+            // Never started: its work is no longer ahead of the build.
+            self.pending_work_ms = (self.pending_work_ms - self.models[node].work()).max(0.0);
             self.tally.skipped += 1;
             self.record_outcome(node, BuildStatus::Skipped, &text);
             let origin = tree.nodes[node].origin.to_string();
