@@ -143,7 +143,16 @@ fn sigterm_during_a_hanging_scan_leaves_no_process_and_no_mount() {
         let seconds = unique_seconds();
         let env = hostile_env(&format!("scan_timeout = 600\n[make_conf]\nHANG_SECONDS = \"{seconds}\"\n"));
         let mounts_before = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        let mut child = env.command(&["status"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut command = env.command(&["status"]);
+        // A test run started in the background of a non-interactive shell has
+        // SIGINT ignored, and the child would inherit that.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+                Ok(())
+            });
+        }
+        let mut child = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         while processes_with(&format!("sleep {seconds}")).is_empty() {
             assert!(Instant::now() < deadline, "the hanging scan never started");
