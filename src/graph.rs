@@ -175,6 +175,19 @@ impl Cycle {
     }
 }
 
+/// A graph of build edges for unit tests; `edges`: (dependent, dependency).
+#[cfg(test)]
+pub(crate) fn test_graph(labels: &[&str], edges: &[(usize, usize)]) -> Graph {
+    let mut g = Graph::new();
+    for label in labels {
+        g.add_node(*label);
+    }
+    for &(from, to) in edges {
+        g.add_edge(from, to, crate::framework::bundled::edge_kind(crate::ports::DepKind::Build));
+    }
+    g
+}
+
 impl Graph {
     pub fn new() -> Self {
         Self::default()

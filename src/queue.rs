@@ -431,20 +431,8 @@ impl<'g, O: Order> DependencyQueue<'g, O> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::framework::bundled::edge_kind;
-    use crate::ports::DepKind;
 
-    /// `edges`: (dependent, dependency).
-    fn graph(labels: &[&str], edges: &[(usize, usize)]) -> Graph {
-        let mut g = Graph::new();
-        for label in labels {
-            g.add_node(*label);
-        }
-        for &(from, to) in edges {
-            g.add_edge(from, to, edge_kind(DepKind::Build));
-        }
-        g
-    }
+    use crate::graph::test_graph as graph;
 
     /// a <- b, a <- c, {b, c} <- d; e alone.
     fn diamond() -> Graph {

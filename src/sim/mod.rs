@@ -461,17 +461,7 @@ mod tests {
     use crate::framework::bundled::edge_kind;
     use crate::ports::DepKind;
 
-    /// `edges`: (dependent, dependency).
-    fn graph(labels: &[&str], edges: &[(usize, usize)]) -> Graph {
-        let mut g = Graph::new();
-        for label in labels {
-            g.add_node(*label);
-        }
-        for &(from, to) in edges {
-            g.add_edge(from, to, edge_kind(DepKind::Build));
-        }
-        g
-    }
+    use crate::graph::test_graph as graph;
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-9

@@ -410,21 +410,10 @@ impl Starter<Rank> for Bob {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::framework::bundled::edge_kind;
-    use crate::ports::DepKind;
 
     const GIB: u64 = 1 << 30;
 
-    fn graph(labels: &[&str], edges: &[(usize, usize)]) -> Graph {
-        let mut g = Graph::new();
-        for label in labels {
-            g.add_node(*label);
-        }
-        for &(from, to) in edges {
-            g.add_edge(from, to, edge_kind(DepKind::Build));
-        }
-        g
-    }
+    use crate::graph::test_graph as graph;
 
     fn machine(cores: u32, workers: u32) -> Machine {
         Machine { cores, workers, memory: 1024 * GIB }
