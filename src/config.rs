@@ -480,9 +480,8 @@ fn validate(raw: RawSettings, at: &Locator, profile: Option<String>) -> Result<C
         memory_limit,
         max_processes: positive(at, "max_processes", raw.max_processes)?.map_or(DEFAULT_MAX_PROCESSES, |n| n as u64),
         max_log_size,
-        scan_timeout: Duration::from_secs(
-            positive(at, "scan_timeout", raw.scan_timeout)?.map_or(DEFAULT_SCAN_TIMEOUT_SECS, |n| n as u64),
-        ),
+        scan_timeout: positive(at, "scan_timeout", raw.scan_timeout)?
+            .map_or(framework.framework().default_scan_timeout(), |n| Duration::from_secs(n as u64)),
         package_size_limit,
         setuid_ports: raw.setuid_ports.unwrap_or_default().into_iter().map(Spanned::into_inner).collect(),
         fetch_local_hosts: raw.fetch_local_hosts.unwrap_or_default().into_iter().map(Spanned::into_inner).collect(),
@@ -795,7 +794,6 @@ fn check_build_user(at: &Locator, span: Option<Range<usize>>, user: &str, system
 pub const DEFAULT_MAX_PROCESSES: u64 = 4096;
 pub const DEFAULT_MAKE_PROGRAM: &str = "bmake";
 pub const DEFAULT_MAX_LOG_SIZE: u64 = 256 << 20;
-pub const DEFAULT_SCAN_TIMEOUT_SECS: u64 = 60;
 
 /// Physical memory of this machine (`MemTotal`), or 1 GiB if unreadable.
 pub fn machine_memory() -> u64 {
@@ -1025,8 +1023,8 @@ build_user = "nobody"
 # package_size_limit = "{tmpfs}"
 # Ports whose packages may install setuid/setgid files into a sandbox.
 # setuid_ports = []
-# Seconds one port's metadata query may take.
-# scan_timeout = {scan_timeout}
+# Seconds one port's metadata query may take (default 60, pkgsrc 600).
+# scan_timeout = 60
 # Local hosts (loopback, this machine's own addresses) that fetches may
 # reach: a local mirror. Everything else local is refused.
 # fetch_local_hosts = []
@@ -1060,7 +1058,6 @@ silent_timeout = 7200
         memory = format_size(default_memory_limit(machine_memory(), cpus)),
         ram = format_size(machine_memory()),
         max_processes = DEFAULT_MAX_PROCESSES,
-        scan_timeout = DEFAULT_SCAN_TIMEOUT_SECS,
     );
     for phase in Phase::ALL {
         let _ = writeln!(text, "# {} = {}", phase.name(), phase.default_timeout().as_secs());
@@ -1126,7 +1123,7 @@ mod tests {
         assert!(config.tmpfs_size * 3 * config.workers as u64 <= machine_memory());
         assert_eq!(config.memory_limit, default_memory_limit(machine_memory(), config.workers));
         assert_eq!(config.max_log_size, DEFAULT_MAX_LOG_SIZE);
-        assert_eq!(config.scan_timeout, Duration::from_secs(DEFAULT_SCAN_TIMEOUT_SECS));
+        assert_eq!(config.scan_timeout, Duration::from_secs(60));
         assert_eq!(config.package_size_limit, config.tmpfs_size);
         assert!(config.throttle);
         assert_eq!(config.phase_timeout(Phase::Build), Duration::from_secs(86400));
@@ -1341,6 +1338,7 @@ CFLAGS = "-O1"
         let config = parse_in(dir.path(), text, None).unwrap();
         assert_eq!(config.bootstrap_env.get("SH").map(String::as_str), Some("/bin/bash"));
         assert_eq!(config.bootstrap_timeout, Duration::from_secs(60));
+        assert_eq!(config.scan_timeout, Duration::from_secs(600), "pkgsrc's default scan deadline");
         let defaults = parse_in(dir.path(), "ports_dir = \"ports\"\n", None).unwrap();
         assert!(defaults.bootstrap_env.is_empty());
         assert_eq!(defaults.bootstrap_timeout, Duration::from_secs(DEFAULT_BOOTSTRAP_TIMEOUT_SECS));

@@ -205,6 +205,12 @@ impl Framework for Bundled {
         "/usr/local"
     }
 
+    /// A bundled port's query is one `bmake -V` of a few variables: a minute
+    /// is generous, and a hostile Makefile that hangs costs at most that.
+    fn default_scan_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(60)
+    }
+
     fn package_format(&self) -> &'static dyn crate::repo::PackageFormat {
         &crate::repo::format::Bundled
     }

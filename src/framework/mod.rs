@@ -174,6 +174,10 @@ pub trait Framework: Sync {
     /// and the prefix every package's files must be below.
     fn localbase(&self) -> &'static str;
 
+    /// How long one port's metadata query may take unless `scan_timeout`
+    /// says otherwise.
+    fn default_scan_timeout(&self) -> std::time::Duration;
+
     /// The format of the framework's package files: their name,
     /// verification, delivery and repository index.
     fn package_format(&self) -> &'static dyn PackageFormat;

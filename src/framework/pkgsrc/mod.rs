@@ -244,6 +244,16 @@ impl Framework for Pkgsrc {
         "/usr/pkg"
     }
 
+    /// `pbulk-index` of the big meta packages really takes over a minute
+    /// (x11/qt5-qttools: 65 s of CPU on this project's 2-CPU machine, bmake
+    /// evaluating every buildlink3.mk of Qt5 for each of its options), and
+    /// pbulk has no deadline at all. A scan that times out is retried by
+    /// every later run (only results are cached), so the deadline is set where
+    /// no real port of the tree reaches it.
+    fn default_scan_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(600)
+    }
+
     fn package_format(&self) -> &'static dyn crate::repo::PackageFormat {
         &package::Tgz
     }
