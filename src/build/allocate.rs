@@ -9,9 +9,13 @@
 //! model fitted from its history ([`fit_model`]): Amdahl's law with a serial
 //! time `s` (fetch, extract, configure, package, and the part of the build
 //! that does not parallelise) and parallel work `p`, `T(j) = s + p / j`. A
-//! recorded build gives `wall = s + p/j` and `cpu ≈ s + p`, so one build at
-//! `j > 1` determines both; phase times, where recorded, count wholly as
-//! serial. A build that holds `j` cores for `T(j)` spends `j·s + p` core
+//! build at `j > 1` determines both: the runner samples how many of its
+//! threads were runnable (`sandbox::parallelism`), which splits its build
+//! phase into serial wall time and parallel CPU time however many builds
+//! shared the cores; phases other than `build` count wholly as serial.
+//! (Wall and CPU alone, `wall = s + p/j` and `cpu ≈ s + p`, are the
+//! fallback for builds recorded without the split: they read a contended
+//! build as one that does not speed up.) A build that holds `j` cores for `T(j)` spends `j·s + p` core
 //! time: every job beyond the first wastes `s`, which is why jobs are not
 //! handed out evenly but where they shorten the build.
 //!
@@ -81,6 +85,9 @@ pub struct Sample {
     /// Wall time of the phases that never run in parallel (fetch, extract,
     /// configure, package …), when the phases were timed.
     pub serial_phases_ms: Option<f64>,
+    /// The build phase's serial wall time and parallel CPU time, sampled
+    /// from its runnable threads (`sandbox::parallelism`), where recorded.
+    pub build_split: Option<(f64, f64)>,
     /// Peak memory of the build's cgroup.
     pub peak_memory: Option<u64>,
 }
@@ -156,9 +163,13 @@ impl PortModel {
     }
 }
 
-/// Fits the model to a port's past builds: per build, `p = (cpu - wall) · j
-/// / (j - 1)` of the build phase and `s = wall - p / j`; the medians over the
-/// builds. Without any build at `j > 1` the build phase is split by
+/// Fits the model to a port's past builds: per build at `j > 1`, the
+/// sampled split of its build phase (`s` = the other phases plus the build
+/// phase's serial wall time, `p` = its parallel CPU time), which holds
+/// however contended the build was; where it was not sampled, `p = (cpu -
+/// wall) · j / (j - 1)` of the build phase and `s = wall - p / j`, which
+/// holds only for a build that had its cores. The medians over the builds.
+/// Without any build at `j > 1` the build phase is split by
 /// [`DEFAULT_PARALLEL_FRACTION`] (all of it parallel when the serial phases
 /// were timed separately). No samples: [`PortModel::unknown`] at 60 s.
 pub fn fit_model(samples: &[Sample]) -> PortModel {
@@ -181,6 +192,9 @@ fn split(sample: &Sample) -> (f64, f64) {
     let phases = sample.serial_phases_ms.unwrap_or(0.0).clamp(0.0, sample.wall_ms);
     let build_wall = sample.wall_ms - phases;
     let build_cpu = (sample.cpu_ms - phases).max(build_wall);
+    if let (true, Some((serial_wall, parallel_cpu))) = (sample.jobs > 1, sample.build_split) {
+        return (phases + serial_wall.clamp(0.0, build_wall), parallel_cpu.max(0.0));
+    }
     if sample.jobs > 1 {
         let j = f64::from(sample.jobs);
         let parallel = ((build_cpu - build_wall) * j / (j - 1.0)).min(build_wall * j);
@@ -442,12 +456,37 @@ mod tests {
     #[test]
     fn the_model_fits_one_parallel_build_exactly() {
         // s = 10, p = 80, j = 4: wall 30, cpu 90.
-        let sample = Sample { jobs: 4, wall_ms: 30_000.0, cpu_ms: 90_000.0, serial_phases_ms: None, peak_memory: None };
+        let sample = Sample {
+            jobs: 4,
+            wall_ms: 30_000.0,
+            cpu_ms: 90_000.0,
+            serial_phases_ms: None,
+            build_split: None,
+            peak_memory: None,
+        };
         let model = fit_model(&[sample]);
         assert!((model.serial_ms - 10_000.0).abs() < 1e-6, "{model:?}");
         assert!((model.parallel_ms - 80_000.0).abs() < 1e-6, "{model:?}");
         assert!(model.from_history);
         assert_eq!(model.memory, DEFAULT_MEMORY);
+    }
+
+    #[test]
+    fn a_contended_build_is_fitted_from_its_sampled_split() {
+        // s = 10 s, p = 80 s at 2 jobs, but sharing 2 CPUs with another build
+        // of 2 jobs: the parallel part took 80 s instead of 40.
+        let sample = Sample {
+            jobs: 2,
+            wall_ms: 5_000.0 + 5_000.0 + 80_000.0,
+            cpu_ms: 5_000.0 + 5_000.0 + 80_000.0,
+            serial_phases_ms: Some(5_000.0),
+            build_split: Some((5_000.0, 80_000.0)),
+            peak_memory: None,
+        };
+        let model = fit_model(&[sample]);
+        assert_eq!((model.serial_ms, model.parallel_ms), (10_000.0, 80_000.0));
+        let unsampled = fit_model(&[Sample { build_split: None, ..sample }]);
+        assert!(unsampled.parallel_ms < 1.0, "wall and CPU alone read no speed-up: {unsampled:?}");
     }
 
     #[test]
@@ -458,6 +497,7 @@ mod tests {
             wall_ms: 60_000.0,
             cpu_ms: 60_000.0,
             serial_phases_ms: Some(20_000.0),
+            build_split: None,
             peak_memory: Some(3 * GIB),
         };
         let model = fit_model(&[sample]);
@@ -472,6 +512,7 @@ mod tests {
             wall_ms: s + p / f64::from(jobs),
             cpu_ms: s + p,
             serial_phases_ms: None,
+            build_split: None,
             peak_memory: Some(u64::from(jobs) * GIB),
         };
         let model = fit_model(&[at(2, 10.0, 100.0), at(8, 12.0, 90.0), at(4, 11.0, 95.0)]);

@@ -766,6 +766,10 @@ fn sample_of(recorded: &crate::builddb::ResourceSample) -> Sample {
         wall_ms: recorded.wall_ms as f64,
         cpu_ms: recorded.cpu_ms.unwrap_or(recorded.wall_ms) as f64,
         serial_phases_ms: Some(recorded.serial_ms as f64),
+        build_split: recorded
+            .build_serial_wall_ms
+            .zip(recorded.build_parallel_cpu_ms)
+            .map(|(serial, parallel)| (serial as f64, parallel as f64)),
         peak_memory: recorded.peak_memory,
     }
 }

@@ -219,6 +219,11 @@ pub struct PhaseUsage {
     /// Peak size of the work area during the phase (sampled at least every
     /// second and at the phase's end).
     pub peak_work: Option<u64>,
+    /// Wall time with at most one thread runnable (see
+    /// `sandbox::parallelism`): what more jobs would not have shortened.
+    pub serial_wall_ms: Option<u64>,
+    /// CPU time while more threads were runnable: the work more jobs share.
+    pub parallel_cpu_ms: Option<u64>,
 }
 
 /// What a whole build used, as the coordinator stores it.
@@ -249,6 +254,10 @@ pub struct ResourceSample {
     /// The `build` phase.
     pub build_wall_ms: u64,
     pub build_cpu_ms: Option<u64>,
+    /// The `build` phase's serial wall time and parallel CPU time, where
+    /// they were sampled.
+    pub build_serial_wall_ms: Option<u64>,
+    pub build_parallel_cpu_ms: Option<u64>,
     pub peak_memory: Option<u64>,
     pub peak_work: Option<u64>,
     pub retried_on_disk: bool,

@@ -146,8 +146,16 @@ CREATE TABLE build_phases (
 ) WITHOUT ROWID;
 ";
 
+/// Per phase, its serial wall time and parallel CPU time as sampled from
+/// the runnable threads of the sandbox's cgroup (`sandbox::parallelism`):
+/// the speed-up a port showed, whatever the other builds took of the cores.
+const SCHEMA_V5: &str = "
+ALTER TABLE build_phases ADD COLUMN serial_wall_ms INTEGER;
+ALTER TABLE build_phases ADD COLUMN parallel_cpu_ms INTEGER;
+";
+
 /// Every schema step, oldest first. Append to change the schema.
-pub(crate) const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
+pub(crate) const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;

@@ -319,6 +319,8 @@ fn phase(name: &str, wall_ms: u64, cpu_ms: u64) -> PhaseUsage {
         make_jobs: 4,
         peak_memory: Some(wall_ms << 10),
         peak_work: Some(wall_ms << 20),
+        serial_wall_ms: Some(wall_ms / 4),
+        parallel_cpu_ms: Some(cpu_ms / 2),
     }
 }
 
@@ -370,6 +372,7 @@ fn the_resource_history_sums_build_and_serial_phases_of_the_latest_successes() {
     let newest = &samples[0];
     assert_eq!((newest.build_wall_ms, newest.build_cpu_ms, newest.serial_ms), (300, Some(400), 37));
     assert_eq!((newest.make_jobs, newest.cpu_ms, newest.peak_work), (4, Some(408), Some(300 << 20)));
+    assert_eq!((newest.build_serial_wall_ms, newest.build_parallel_cpu_ms), (Some(75), Some(200)), "the build phase's");
     assert!(newest.retried_on_disk && !samples[1].retried_on_disk);
     assert_eq!(samples[1].build_wall_ms, 100);
     assert_eq!(db.resource_history_all(1).unwrap()["devel/a"].len(), 1);
@@ -385,13 +388,33 @@ fn a_v3_database_migrates_to_the_phase_table_and_keeps_its_builds() {
     db.conn.execute("UPDATE builds SET cpu_ms = 5, peak_memory = 6 WHERE id = ?1", [build.as_str()]).unwrap();
     drop(db);
     let db = BuildDb::open(&path).unwrap();
-    assert_eq!(read_version(&db.conn).unwrap(), 4);
+    assert_eq!(read_version(&db.conn).unwrap(), SCHEMA_VERSION);
     let record = db.build(&build).unwrap().unwrap();
     assert_eq!((record.cpu_ms, record.peak_memory, record.peak_work), (Some(5), Some(6), None));
     assert_eq!((record.make_jobs, record.work_dir, record.retried_on_disk), (None, None, false));
     assert!(db.build_phases(&build).unwrap().is_empty());
     db.record_usage(&build, &usage(vec![phase("build", 1, 1)], false)).unwrap();
     assert_eq!(db.build_phases(&build).unwrap().len(), 1);
+}
+
+#[test]
+fn v4_phases_migrate_without_a_parallelism_split() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("builddb.sqlite");
+    let db = BuildDb::open_with(&path, &MIGRATIONS[..4]).unwrap();
+    let run = db.start_run("build", None).unwrap();
+    let build = db.start_build(&run, &new_build("devel/a")).unwrap();
+    db.conn
+        .execute(
+            "INSERT INTO build_phases (build_id, seq, phase, wall_ms, cpu_ms, make_jobs) VALUES (?1, 0, 'build', 9, 8, 2)",
+            [build.as_str()],
+        )
+        .unwrap();
+    drop(db);
+    let db = BuildDb::open(&path).unwrap();
+    let phases = db.build_phases(&build).unwrap();
+    assert_eq!((phases[0].wall_ms, phases[0].make_jobs), (9, 2));
+    assert_eq!((phases[0].serial_wall_ms, phases[0].parallel_cpu_ms), (None, None));
 }
 
 #[test]

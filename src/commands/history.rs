@@ -10,7 +10,7 @@ use anyhow::Result;
 use crate::builddb::{BuildDb, BuildRecord, PhaseUsage};
 use crate::cli::{GlobalArgs, HistoryArgs};
 use crate::config::Config;
-use crate::sandbox::runner::{megabytes, phase_row};
+use crate::sandbox::runner::{megabytes, phase_header, phase_row};
 
 pub fn run(config: &Config, global: &GlobalArgs, args: &HistoryArgs) -> Result<ExitCode> {
     let mut out = std::io::stdout().lock();
@@ -102,11 +102,7 @@ fn write_phases(out: &mut impl Write, build: &BuildRecord, phases: &[PhaseUsage]
     let work = build.work_dir.as_deref().unwrap_or("-");
     let retried = if build.retried_on_disk { ", retried on disk" } else { "" };
     writeln!(out, "    work area {work}{retried}, peak {}", megabytes(build.peak_work))?;
-    writeln!(
-        out,
-        "    {:<12} {:>10} {:>10} {:>5} {:>10} {:>10}",
-        "phase", "wall", "CPU", "jobs", "memory", "work area"
-    )?;
+    writeln!(out, "    {}", phase_header())?;
     for phase in phases {
         writeln!(out, "    {}", phase_row(phase))?;
     }

@@ -44,6 +44,9 @@ pub struct SandboxCgroup {
     /// kernel allows it (Linux 6.12+): read through this descriptor, it is
     /// the peak since that reset.
     phase_peak: std::sync::Mutex<Option<std::fs::File>>,
+    /// The file listing the cgroup's threads (v1 `tasks` of the CPU
+    /// accounting hierarchy, v2 `cgroup.threads`), found once.
+    threads_file: Option<std::path::PathBuf>,
 }
 
 static WARNED: AtomicBool = AtomicBool::new(false);
@@ -78,7 +81,8 @@ impl SandboxCgroup {
         let path = format!("portsynth/{name}");
         let cgroup = Cgroup::new_with_specified_controllers(hierarchy, &path, Some(controllers))
             .with_context(|| format!("cannot create cgroup {path}"))?;
-        let sandbox = SandboxCgroup { cgroup, phase_peak: std::sync::Mutex::new(None) };
+        let threads_file = threads_file(&cgroup);
+        let sandbox = SandboxCgroup { cgroup, phase_peak: std::sync::Mutex::new(None), threads_file };
         sandbox.apply(limits).with_context(|| format!("cannot set the limits of cgroup {path}"))?;
         Ok(sandbox)
     }
@@ -106,6 +110,26 @@ impl SandboxCgroup {
             return Some(Duration::from_nanos(cpuacct.cpuacct().usage));
         }
         cpu_stat_usage(&self.cgroup.controller_of::<CpuController>()?.cpu().stat)
+    }
+
+    /// How many of the cgroup's threads are runnable now (running or
+    /// waiting for a CPU), counting no further than `at_most`: what the
+    /// build wants of the machine at this moment, whatever it gets. The
+    /// threads are the port's, so their number is bounded by
+    /// `max_processes` and the count by `at_most`, not by the port.
+    pub fn runnable_threads(&self, at_most: u32) -> Option<u32> {
+        let list = std::fs::read_to_string(self.threads_file.as_ref()?).ok()?;
+        let mut runnable = 0;
+        for tid in list.split_ascii_whitespace() {
+            if runnable >= at_most {
+                break;
+            }
+            let Ok(stat) = std::fs::read(format!("/proc/{tid}/stat")) else { continue };
+            if thread_state(&stat) == Some(b'R') {
+                runnable += 1;
+            }
+        }
+        Some(runnable)
     }
 
     /// Starts a new peak (a phase's): v1 resets `memory.max_usage_in_bytes`
@@ -207,6 +231,24 @@ fn cgroup_roots() -> Vec<std::path::PathBuf> {
         .collect()
 }
 
+/// Where the cgroup's thread list is read: v1 `tasks` under the CPU
+/// accounting hierarchy, v2 `cgroup.threads`.
+fn threads_file(cgroup: &Cgroup) -> Option<std::path::PathBuf> {
+    use cgroups_rs::Controller;
+    let path = match cgroup.controller_of::<CpuAcctController>() {
+        Some(accounting) => accounting.path().join("tasks"),
+        None => cgroup.controller_of::<CpuController>()?.path().join("cgroup.threads"),
+    };
+    Some(path).filter(|path| path.is_file())
+}
+
+/// The state letter of a `/proc/<tid>/stat` line: the field after the
+/// command name, which is in parentheses and may itself hold `)` or spaces.
+fn thread_state(stat: &[u8]) -> Option<u8> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    stat[close + 1..].iter().copied().find(|b| !b.is_ascii_whitespace())
+}
+
 /// A v2 `memory.peak` as read: bytes and a newline.
 fn parse_peak(text: &[u8]) -> Option<u64> {
     std::str::from_utf8(text).ok()?.trim().parse().ok().filter(|b| *b > 0)
@@ -265,6 +307,40 @@ mod tests {
         cgroup.reset_peak_memory();
         let after = cgroup.peak_memory_now().unwrap_or(0);
         assert!(after < 32 << 20, "a new phase starts from the current usage: {after}");
+    }
+
+    #[test]
+    fn the_thread_state_follows_the_last_parenthesis() {
+        assert_eq!(thread_state(b"42 (cc1) R 1 42 42 0"), Some(b'R'));
+        assert_eq!(thread_state(b"42 (a) S (b) R 1) S 1 42"), Some(b'S'), "a name holding ') R'");
+        assert_eq!(thread_state(b"42 (make"), None);
+    }
+
+    #[test]
+    fn runnable_threads_count_what_burns_and_not_what_sleeps() {
+        let name = format!("unit-runnable-{}", std::process::id());
+        let cgroup = SandboxCgroup::create(&name, Limits { memory: 256 << 20, processes: 16 }).expect("cgroup");
+        // Released on stdin once in the cgroup: two processes burn, one sleeps.
+        let script =
+            "import os, sys, time\nsys.stdin.read()\nif os.fork() == 0:\n    time.sleep(30)\n    os._exit(0)\n\
+                      os.fork()\nend = time.time() + 30\nwhile time.time() < end: pass\n";
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", script])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        cgroup.add(child.id()).unwrap();
+        drop(child.stdin.take());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut seen = 0;
+        while seen < 2 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            seen = seen.max(cgroup.runnable_threads(8).unwrap());
+        }
+        assert_eq!(cgroup.runnable_threads(1), Some(1), "counting stops at at_most");
+        drop(cgroup);
+        let _ = child.wait();
+        assert_eq!(seen, 2, "two burning processes are runnable, the sleeping one is not");
     }
 
     #[test]

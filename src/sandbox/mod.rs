@@ -25,6 +25,7 @@ pub mod helper;
 pub mod kit;
 pub mod limits;
 pub mod mounts;
+pub mod parallelism;
 pub mod runner;
 pub mod scan;
 pub mod scan_pool;

@@ -13,8 +13,9 @@
 //! events are the boundaries): wall time, CPU time and peak memory from the
 //! sandbox's cgroup (read, and the v1 peak reset, at each boundary), and the
 //! peak size of the work area, sampled with `statvfs` through the helper's
-//! root at least every second and taken once more by PID 1 at the phase's
-//! end. A build whose tmpfs work area was full when a phase failed is run
+//! root four times a second and taken once more by PID 1 at the phase's
+//! end; the same samples split the phase into serial wall time and parallel
+//! CPU time (see [`super::parallelism`]). A build whose tmpfs work area was full when a phase failed is run
 //! once more with a disk work area (see [`super::work_area`]), so that a
 //! port larger than `tmpfs_size` needs no operator and no scheduler.
 
@@ -33,6 +34,7 @@ use serde::Serialize;
 use super::abnormal::AbnormalOutput;
 use super::helper::{EXIT_OK, EXIT_PHASE_FAILED};
 use super::limits::{self, Limits, SandboxCgroup, Usage};
+use super::parallelism::Split;
 use super::work_area::{DiskImage, Fill, WorkArea};
 use super::{DependencyInstall, Event, HelperSpec, EVENT_FD};
 use crate::builddb::{BuildUsage, PhaseUsage};
@@ -364,11 +366,15 @@ struct RunningPhase {
     started: Instant,
     cpu: Option<Duration>,
     peak_work: Option<u64>,
+    split: Split,
+    /// No sample of the runnable threads failed: the split is whole.
+    split_complete: bool,
 }
 
 impl<'a> Meter<'a> {
-    /// How often a running phase's work area is sampled.
-    const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+    /// How often a running phase's work area, CPU time and runnable
+    /// threads are sampled.
+    const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 
     fn new(cgroup: Option<&'a SandboxCgroup>, make_jobs: u32) -> Meter<'a> {
         Meter {
@@ -395,7 +401,14 @@ impl<'a> Meter<'a> {
             cgroup.reset_peak_memory();
         }
         let cpu = self.cgroup.and_then(SandboxCgroup::cpu_now);
-        self.running = Some(RunningPhase { phase, started: Instant::now(), cpu, peak_work: None });
+        self.running = Some(RunningPhase {
+            phase,
+            started: Instant::now(),
+            cpu,
+            peak_work: None,
+            split: Split::default(),
+            split_complete: true,
+        });
         self.sample();
     }
 
@@ -406,8 +419,13 @@ impl<'a> Meter<'a> {
     fn sample(&mut self) {
         self.last_sample = Instant::now();
         let used = self.work.as_deref().and_then(Fill::of).map(|f| f.used);
+        let cpu = self.cgroup.and_then(|c| Some((c.cpu_now()?, c.runnable_threads(2)?)));
         if let Some(running) = &mut self.running {
             running.peak_work = running.peak_work.max(used);
+            match cpu {
+                Some((cpu, runnable)) => running.split.sample(self.last_sample, cpu, runnable),
+                None => running.split_complete = false,
+            }
         }
     }
 
@@ -417,6 +435,7 @@ impl<'a> Meter<'a> {
         let Some(running) = self.running.take() else { return Duration::ZERO };
         let phase = running.phase;
         let wall = running.started.elapsed();
+        let split = running.split_complete.then_some(running.split);
         let cpu = match (self.cgroup.and_then(SandboxCgroup::cpu_now), running.cpu) {
             (Some(now), Some(then)) => Some(now.saturating_sub(then)),
             _ => None,
@@ -433,6 +452,8 @@ impl<'a> Meter<'a> {
             make_jobs: self.make_jobs,
             peak_memory,
             peak_work: running.peak_work.max(fill.map(|f| f.used)),
+            serial_wall_ms: split.map(|s| s.serial_wall.as_millis() as u64),
+            parallel_cpu_ms: split.map(|s| s.parallel_cpu.as_millis() as u64),
         });
         wall
     }
@@ -956,10 +977,7 @@ impl Log {
                 text.push_str(&format!("Reason:   {}\n", outcome.reason.as_deref().unwrap_or("")));
             }
         }
-        text.push_str(&format!(
-            "  {:<12} {:>10} {:>10} {:>5} {:>10} {:>10}\n",
-            "phase", "wall", "CPU", "jobs", "memory", "work area"
-        ));
+        text.push_str(&format!("  {}\n", phase_header()));
         for phase in &outcome.phases {
             text.push_str(&format!("  {}\n", phase_row(phase)));
         }
@@ -986,13 +1004,24 @@ impl Log {
 pub fn phase_row(phase: &PhaseUsage) -> String {
     let seconds = |ms: u64| format!("{:.2} s", ms as f64 / 1000.0);
     format!(
-        "{:<12} {:>10} {:>10} {:>5} {:>10} {:>10}",
+        "{:<12} {:>10} {:>10} {:>5} {:>10} {:>10} {:>10} {:>10}",
         phase.phase,
         seconds(phase.wall_ms),
         phase.cpu_ms.map_or("-".into(), seconds),
         phase.make_jobs,
+        phase.serial_wall_ms.map_or("-".into(), seconds),
+        phase.parallel_cpu_ms.map_or("-".into(), seconds),
         megabytes(phase.peak_memory),
         megabytes(phase.peak_work)
+    )
+}
+
+/// The column names over [`phase_row`]s: `serial` is the wall time with at
+/// most one thread runnable, `par. CPU` the CPU time with more.
+pub fn phase_header() -> String {
+    format!(
+        "{:<12} {:>10} {:>10} {:>5} {:>10} {:>10} {:>10} {:>10}",
+        "phase", "wall", "CPU", "jobs", "serial", "par. CPU", "memory", "work area"
     )
 }
 
