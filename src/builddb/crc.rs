@@ -118,12 +118,27 @@ pub fn file_crc(path: &Path) -> std::io::Result<u32> {
 /// CRC32 of a sequence of byte strings, each terminated by NUL, so that
 /// ("ab", "c") and ("a", "bc") differ.
 pub fn crc_of_parts<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> u32 {
-    let mut hasher = crc32fast::Hasher::new();
+    let mut crc = PartsCrc::default();
     for part in parts {
-        hasher.update(part);
-        hasher.update(&[0]);
+        crc.part(part);
     }
-    hasher.finalize()
+    crc.finish()
+}
+
+/// [`crc_of_parts`] fed one part at a time, for parts that are not at hand
+/// as slices all at once.
+#[derive(Default)]
+pub struct PartsCrc(crc32fast::Hasher);
+
+impl PartsCrc {
+    pub fn part(&mut self, part: &[u8]) {
+        self.0.update(part);
+        self.0.update(&[0]);
+    }
+
+    pub fn finish(self) -> u32 {
+        self.0.finalize()
+    }
 }
 
 /// How close to the moment a signature was recorded a file's mtime or ctime

@@ -10,6 +10,7 @@
 //! never cached, so it is retried next time.
 
 use foldhash::HashMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -58,14 +59,22 @@ impl<'a> CachedScanner<'a> {
         let key = dir.dir();
         let dir_crc = self.dir_crc(dir);
         let stored = self.stored.lock().expect("scan cache lock").remove(&key);
-        if let (Some(crc), Some(entry)) = (dir_crc, stored) {
-            if let Some(metas) = self.reuse(crc, &entry) {
+        if let (Some(crc), Some(mut entry)) = (dir_crc, stored) {
+            if let Some(mut metas) = self.reuse(crc, &entry) {
                 self.hits.fetch_add(1, Ordering::Relaxed);
+                if sort_makefiles(&mut metas) {
+                    // Stored by an older version: store it sorted, once.
+                    if let Ok(metadata) = serde_json::to_string(&metas) {
+                        entry.metadata = metadata;
+                        self.fresh.lock().expect("scan cache lock").push((key, entry));
+                    }
+                }
                 return Ok(metas);
             }
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
-        let metas = self.scanner.scan_dir(dir)?;
+        let mut metas = self.scanner.scan_dir(dir)?;
+        sort_makefiles(&mut metas);
         if let Some(entry) = dir_crc.and_then(|crc| self.entry_for(crc, dir, &metas)) {
             self.fresh.lock().expect("scan cache lock").push((key, entry));
         }
@@ -89,7 +98,7 @@ impl<'a> CachedScanner<'a> {
     fn entry_for(&self, dir_crc: u32, dir: &Origin, metas: &[PortMeta]) -> Option<ScanCacheEntry> {
         let port_dir = self.scanner.port_dir(dir);
         let mut paths: Vec<_> =
-            metas.iter().flat_map(|m| m.makefiles.iter()).filter(|p| !p.starts_with(&port_dir)).collect();
+            metas.iter().flat_map(|m| m.makefiles.iter()).filter(|p| !is_under(p, &port_dir)).collect();
         paths.sort();
         paths.dedup();
         let mut makefiles = Vec::new();
@@ -108,5 +117,46 @@ impl<'a> CachedScanner<'a> {
     /// (cache hits, bmake scans) so far.
     pub fn stats(&self) -> (usize, usize) {
         (self.hits.load(Ordering::Relaxed), self.misses.load(Ordering::Relaxed))
+    }
+}
+
+/// Sorts and dedups every variant's makefile list (a set: the order bmake
+/// read them in means nothing to a key), so that what is cached is sorted
+/// and the keys need not sort it again; whether anything changed.
+fn sort_makefiles(metas: &mut [PortMeta]) -> bool {
+    let mut changed = false;
+    for meta in metas {
+        if !meta.makefiles.is_sorted() || meta.makefiles.windows(2).any(|w| w[0] == w[1]) {
+            meta.makefiles.sort();
+            meta.makefiles.dedup();
+            changed = true;
+        }
+    }
+    changed
+}
+
+/// `path` is `dir` or below it, for the normalised absolute paths of a
+/// scan: a byte comparison, where `Path::starts_with` walks components.
+pub fn is_under(path: &Path, dir: &Path) -> bool {
+    let (path, dir) = (path.as_os_str().as_encoded_bytes(), dir.as_os_str().as_encoded_bytes());
+    let dir = dir.strip_suffix(b"/").unwrap_or(dir);
+    path.starts_with(dir) && matches!(path.get(dir.len()), None | Some(b'/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn under_is_a_whole_directory_prefix() {
+        let dir = Path::new("/t/devel/gmake");
+        assert!(is_under(Path::new("/t/devel/gmake/Makefile"), dir));
+        assert!(is_under(Path::new("/t/devel/gmake"), dir));
+        assert!(is_under(Path::new("/t/devel/gmake/Makefile"), Path::new("/t/devel/gmake/")));
+        assert!(!is_under(Path::new("/t/devel/gmake-4/Makefile"), dir));
+        assert!(!is_under(Path::new("/t/devel/gm"), dir));
+        for (path, dir) in [("/t/a/b", "/t/a"), ("/t/ab", "/t/a"), ("/t/a", "/t/a/b")] {
+            assert_eq!(is_under(Path::new(path), Path::new(dir)), Path::new(path).starts_with(dir), "{path} {dir}");
+        }
     }
 }
