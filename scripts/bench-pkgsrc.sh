@@ -25,7 +25,12 @@
 #                  9: 36 packages of packages.txt, 2 builders and MAKE_JOBS 1
 #                  each; bulk, no-change rerun, mk/ edit, kill -9 and resume;
 #                  results in WORKDIR/builds); --reps counts its repetitions;
-#                  BENCH_BULK_ONLY=1: the bulk phase only; BENCH_KILL_AFTER=S
+#                  BENCH_BULK_ONLY=1: the bulk phase only; BENCH_DYNAMIC=1: make
+#                  jobs from a budget of $(nproc) cores instead of 1 each (portsynth
+#                  jobs = CPUs, bob dynamic = { jobs = CPUs }), the bulk from empty
+#                  and a second bulk with the history of the first (packages
+#                  removed, databases kept), results in results-dynamic.tsv;
+#                  BENCH_KILL_AFTER=S
 #                  (default 45): when the kill phase kills the coordinator
 #   --whole-tree   also: warm no-change `status` of the whole tree (a second,
 #                  pristine copy); the first time this runs the cold whole-tree
@@ -383,6 +388,15 @@ build_set=(pkgtools/digest devel/nbpatch
 bd=$workdir/builds
 kill_after=${BENCH_KILL_AFTER:-45}   # seconds into the bulk of the kill phase
 bulk_only=${BENCH_BULK_ONLY:-0}      # 1: the bulk phase only (more repetitions of it)
+dynamic=${BENCH_DYNAMIC:-0}          # 1: make jobs from a core budget, bulk and history bulk only
+cpus=$(nproc)
+if [ "$dynamic" = 1 ]; then
+    ps_jobs="jobs = $cpus" bob_dynamic="dynamic = { jobs = $cpus }" bob_make_jobs="" jobs_text="a budget of $cpus cores"
+else
+    ps_jobs="make_jobs = 1" bob_dynamic="" bob_make_jobs='MAKE_JOBS = "1",' jobs_text="MAKE_JOBS 1"
+fi
+variant=${BENCH_BULK_ONLY:+-bulk}
+[ "$dynamic" = 1 ] && variant=-dynamic
 mkdir -p "$bd"
 btree=$bd/tree/pkgsrc
 if [ ! -e "$bd/tree/.done" ]; then
@@ -410,7 +424,7 @@ distfiles_dir = "$ps_b/distfiles"
 bootstrap_kit = "$kit"
 pkgpaths = [${list%, }]
 workers = 2
-make_jobs = 1
+$ps_jobs
 throttle = false
 fetch_upstream = false
 EOF
@@ -423,6 +437,7 @@ options = {
     log_level = "info",
     tui = false,
 }
+$bob_dynamic
 pkgsrc = {
     basedir = "$btree",
     bootstrap = "$kit",
@@ -440,7 +455,7 @@ sandboxes = {
                 DISTDIR = "$bob_b/distfiles",
                 PACKAGES = "$bob_b/packages",
                 WRKOBJDIR = "/tmp/work",
-                MAKE_JOBS = "1",
+                $bob_make_jobs
             },
         },
     },
@@ -469,9 +484,9 @@ sandboxes = {
 }
 EOF
 ps_repo=$ps_b/base/packages/All bob_repo=$bob_b/packages/All
-b_results=$bd/results${BENCH_BULK_ONLY:+-bulk}.tsv
+b_results=$bd/results$variant.tsv
 printf 'rep\tphase\ttool\torder\twall\tcpu\tload1\trc\tpackages\trebuilt\tdetail\n' >"$b_results"
-blogs=$bd/logs${BENCH_BULK_ONLY:+-bulk}
+blogs=$bd/logs$variant
 rm -rf "$blogs" && mkdir -p "$blogs"
 
 fresh() {   # tool: empty repository and state
@@ -569,12 +584,18 @@ readers_of() {   # FILE: PKGNAMEs of the set whose SCAN_DEPENDS lists FILE (bob'
         }' | sort -u | paste -sd, -
 }
 
-log "builds: portsynth $rev; $bob_version; kit $kit; ${#build_set[@]} pkgpaths; 2 builders, MAKE_JOBS 1; $reps reps"
+log "builds: portsynth $rev; $bob_version; kit $kit; ${#build_set[@]} pkgpaths; 2 builders, $jobs_text; $reps reps"
 bstarted=$(date -u '+%Y-%m-%d %H:%M UTC')
 for rep in $(seq 1 "$reps"); do
     if [ $((rep % 2)) -eq 1 ]; then order=(bob portsynth); else order=(portsynth bob); fi
     restore_btree
     i=1; for t in "${order[@]}"; do fresh "$t"; btimed "$rep" bulk "$t" $i; i=$((i + 1)); done
+    if [ "$dynamic" = 1 ]; then
+        # The same bulk again with the first one's history: packages removed, state kept.
+        rm -f "$ps_repo"/*.tgz "$bob_repo"/*.tgz
+        i=1; for t in "${order[@]}"; do btimed "$rep" history "$t" $i; i=$((i + 1)); done
+        continue
+    fi
     [ "$bulk_only" = 1 ] && continue
     i=1; for t in "${order[@]}"; do btimed "$rep" nochange "$t" $i; i=$((i + 1)); done
     { cat "$bd/bsd.options.mk.orig"; printf '# bench-pkgsrc.sh edit %s\n' "$(date +%s.%N)"; } >"$bd/bsd.options.mk.edit"
@@ -588,7 +609,7 @@ done
 restore_btree
 echo
 echo "portsynth pkgsrc BUILDS vs $bob_version, $(date -u '+%Y-%m-%d %H:%M UTC') (started $bstarted)"
-echo "portsynth $rev; kit $(basename "$kit"); ${#build_set[@]} pkgpaths; 2 builders each, MAKE_JOBS 1; $(nproc) CPUs; $reps reps"
+echo "portsynth $rev; kit $(basename "$kit"); ${#build_set[@]} pkgpaths; 2 builders each, $jobs_text; $(nproc) CPUs; $reps reps"
 echo "right set after the mk/bsd.options.mk edit (SCAN_DEPENDS lists it): $(cat "$bd/readers-bsd.options.mk" 2>/dev/null)"
 echo
 column -t -s$'\t' "$b_results"
