@@ -752,7 +752,8 @@ fn port_models(run: &Run<'_>, weight_ms: &[f64]) -> (Vec<PortModel>, Vec<Option<
                 let samples: Vec<Sample> = samples.iter().map(sample_of).collect();
                 allocate::fit_model(&samples)
             };
-            (model, peak_work)
+            let safe = tree.nodes[node].meta.as_ref().is_none_or(|m| m.parallel_safe);
+            (if safe { model } else { model.not_parallel_safe() }, peak_work)
         })
         .unzip()
 }
