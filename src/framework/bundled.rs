@@ -541,6 +541,23 @@ mod tests {
     }
 
     #[test]
+    fn make_jobs_safe_is_yes_or_no_and_nothing_else() {
+        let origin = Origin::parse("misc/x").unwrap();
+        let at = QUERY_VARS.iter().position(|v| *v == "_MAKE_JOBS_SAFE").unwrap();
+        let parse = |value: &str| {
+            let mut lines = vec![""; QUERY_VARS.len()];
+            (lines[0], lines[1], lines[2], lines[at]) = ("x-1.0", "1.0", "/p/All/x-1.0.pkg", value);
+            parse_query(origin.clone(), std::path::Path::new("/p/misc/x"), &lines)
+        };
+        assert!(parse("yes").unwrap().parallel_safe);
+        assert!(!parse("no").unwrap().parallel_safe);
+        for bad in ["", "NO", "yes no", "maybe"] {
+            let err = parse(bad).unwrap_err();
+            assert!(err.contains("_MAKE_JOBS_SAFE") && err.contains(&format!("{bad:?}")), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn make_targets_and_the_environment_are_the_frameworks() {
         assert_eq!(Bundled.make_args("build", &[]), ["-m", "/xports/Mk", "build"]);
         let env = Bundled.build_environment(Some("full"), 3);

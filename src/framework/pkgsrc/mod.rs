@@ -366,15 +366,15 @@ fn meta_of(
         .flatten()
         .find(|r| !r.trim().is_empty())
         .map(|r| r.trim().to_string());
-    // Makefiles outside the tree (the kit's mk files and mk.conf) are part
-    // of the kit, whose own key covers them. The paths are normalised: the
-    // scan cache tells a port's own files from the rest by prefix, and
-    // `../../mk/bsd.pkg.mk` would pass for one of the port's own.
     // The scan's mk.conf ends every record with this line ([`scan_mk_conf`]).
     let parallel_safe = record
         .make_jobs_safe
         .ok_or("pbulk-index printed no MAKE_JOBS_SAFE line (the scan's mk.conf hook did not run)")?
         .is_safe();
+    // Makefiles outside the tree (the kit's mk files and mk.conf) are part
+    // of the kit, whose own key covers them. The paths are normalised: the
+    // scan cache tells a port's own files from the rest by prefix, and
+    // `../../mk/bsd.pkg.mk` would pass for one of the port's own.
     let makefiles = record
         .scan_depends
         .as_ref()
