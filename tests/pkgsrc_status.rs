@@ -113,6 +113,28 @@ fn status_of_a_real_pkgsrc_tree_plans_with_pbulks_resolution_and_caches_the_scan
 }
 
 #[test]
+fn make_jobs_safe_is_scanned_per_record() {
+    // net/xymonclient sets `MAKE_JOBS_SAFE= NO`, archivers/bzip2 `no`;
+    // figlet and both variants of py-libxml2 say nothing (safe).
+    let env = Env::new(tree());
+    let ports = ["net/xymonclient", "archivers/bzip2", "misc/figlet", "textproc/py-libxml2"];
+    env.plan(&ports);
+    let db = portsynth::builddb::BuildDb::open_existing(env.dir.path().join("base/builddb.sqlite")).unwrap().unwrap();
+    let cache = db.scan_cache_load().unwrap();
+    let safe = |dir: &str| -> Vec<(String, bool)> {
+        let entry = cache.get(dir).unwrap_or_else(|| panic!("{dir} is not in the scan cache"));
+        let metas: Vec<portsynth::ports::scan::PortMeta> = serde_json::from_str(&entry.metadata).unwrap();
+        metas.into_iter().map(|m| (m.pkgname, m.parallel_safe)).collect()
+    };
+    assert_eq!(safe("net/xymonclient"), [("xymonclient-4.3.17".to_string(), false)]);
+    assert_eq!(safe("archivers/bzip2"), [("bzip2-1.0.6nb1".to_string(), false)]);
+    assert_eq!(safe("misc/figlet"), [("figlet-2.2.5".to_string(), true)]);
+    let variants = safe("textproc/py-libxml2");
+    assert_eq!(variants.len(), 3, "{variants:?}");
+    assert!(variants.iter().all(|(_, safe)| *safe), "{variants:?}");
+}
+
+#[test]
 fn a_buildlink3_edit_rescans_exactly_the_packages_that_read_it() {
     // A copy of the tree that shares the files (hard links), so that one
     // file can be replaced without touching the shared tree.

@@ -2,7 +2,8 @@
 //! core budget reach the build's environment and the database, and memory
 //! admission against `memory_budget` (a fake machine size) never starts a
 //! build whose expectation does not fit, and never deadlocks on one larger
-//! than the machine. The fixture ports are tests/fixtures/resources.
+//! than the machine; a port not safe for parallel make gets one job. The
+//! fixture ports are tests/fixtures/resources.
 
 mod common;
 
@@ -51,6 +52,49 @@ fn make_jobs_from_the_core_budget_reach_the_build_and_the_database() {
     let build = newest(&env, "resource/nap-a");
     assert_eq!(build.make_jobs, Some(1), "{build:?}");
     assert!(log_of(&build).contains("make jobs: 1"), "{}", log_of(&build));
+}
+
+#[test]
+fn a_port_not_safe_for_parallel_make_builds_with_one_job() {
+    // One worker and two cores: nap-a gets both; nap-serial, MAKE_JOBS_UNSAFE,
+    // one, in its make variable and its commands' environment, and the
+    // database records one.
+    let env = env("");
+    env.write_config("throttle = false\nworkers = 1\njobs = 2\n[make_conf]\nNAP = \"0\"\n");
+    run_ok(&env, &["-y", "-q", "build", "resource/nap-a", "resource/nap-serial"]);
+    let (safe, serial) = (newest(&env, "resource/nap-a"), newest(&env, "resource/nap-serial"));
+    assert_eq!((safe.status.as_str(), serial.status.as_str()), ("success", "success"));
+    assert_eq!(safe.make_jobs, Some(2), "{safe:?}");
+    assert!(log_of(&safe).contains("make jobs: 2"), "{}", log_of(&safe));
+    assert_eq!(serial.make_jobs, Some(1), "{serial:?}");
+    let log = log_of(&serial);
+    assert!(log.contains("make jobs: 1\n") && log.contains("make jobs in the environment: 1\n"), "{log}");
+
+    // A fixed make_jobs is not for it either.
+    env.write_config("throttle = false\nworkers = 1\nmake_jobs = 2\n[make_conf]\nNAP = \"0\"\n");
+    run_ok(&env, &["-y", "-q", "force", "resource/nap-a", "resource/nap-serial"]);
+    let (safe, serial) = (newest(&env, "resource/nap-a"), newest(&env, "resource/nap-serial"));
+    assert_eq!((safe.make_jobs, serial.make_jobs), (Some(2), Some(1)), "{safe:?} {serial:?}");
+
+    // build-one gives a port alone the whole budget, this one a single job.
+    let output = env.run(&["--json", "build-one", "resource/nap-serial"]);
+    assert!(output.status.success(), "build-one: {}", common::stderr(&output));
+    let outcome: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let log = std::fs::read_to_string(outcome["log_path"].as_str().expect("a log path")).unwrap();
+    assert!(log.contains("make jobs: 1\n") && !log.contains("make jobs: 2"), "{log}");
+
+    // The framework itself holds the port to one job whatever it is passed.
+    let query = |port: &str| {
+        let out = std::process::Command::new("bmake")
+            .current_dir(env.ports().join(port))
+            .args(["-m", env.ports().join("Mk").to_str().unwrap(), "-V", "MAKE_JOBS_NUMBER", "-V", "_MAKE_JOBS_SAFE"])
+            .env("MAKE_JOBS_NUMBER", "4")
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(query("resource/nap-serial"), "1\nno\n");
+    assert_eq!(query("resource/nap-a"), "4\nyes\n");
 }
 
 #[test]

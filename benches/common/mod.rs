@@ -286,6 +286,7 @@ pub fn tree_on_disk(syn: &Synthetic, root: &Path) -> PortTree {
             makefiles: vec![dir.join("Makefile"), mk.join("bsd.port.mk"), mk.join("sys.mk")],
             variant: vec![],
             bootstrap_pkg: false,
+            parallel_safe: true,
         };
         by_dir.insert(origin.dir(), meta);
     }

@@ -131,6 +131,21 @@ IGNORE=			is marked as broken: ${BROKEN}
 .endif
 
 #
+# Make jobs.  The builder passes MAKE_JOBS_NUMBER in the environment.  A port
+# that is not safe for parallel make defines MAKE_JOBS_UNSAFE (with any value,
+# as FreeBSD's Mk/bsd.port.mk reads it) and builds with one job whatever was
+# passed, its commands' environment included.  _MAKE_JOBS_SAFE (yes or no) is
+# what the scan reads.
+#
+.if defined(MAKE_JOBS_UNSAFE)
+MAKE_JOBS_NUMBER=	1
+.export MAKE_JOBS_NUMBER
+_MAKE_JOBS_SAFE=	no
+.else
+_MAKE_JOBS_SAFE=	yes
+.endif
+
+#
 # Work areas and distfiles.
 #
 # A flavored port keeps one work area per flavor below work/, so that the

@@ -358,7 +358,11 @@ impl<'r, 'a> Coordinator<'r, 'a> {
             candidates.iter().map(|&n| ReadyPort { model: self.models[n], tail_ms: self.tails[n] }).collect();
         let running_work: f64 = running.iter().map(|r| f64::from(r.jobs) * r.left_ms).sum();
         match allocate::next_start(&machine, &running, &ready, self.pending_work_ms + running_work) {
-            Decision::Start { index, jobs } => Ok((candidates[index], fixed.unwrap_or(jobs))),
+            Decision::Start { index, jobs } => {
+                let node = candidates[index];
+                // A port unsafe for parallel make gets one job even where the number is fixed.
+                Ok((node, fixed.filter(|_| self.models[node].parallel_safe).unwrap_or(jobs)))
+            }
             Decision::Wait(wait) => Err(Some(wait.to_string())),
         }
     }
@@ -752,7 +756,8 @@ fn port_models(run: &Run<'_>, weight_ms: &[f64]) -> (Vec<PortModel>, Vec<Option<
                 let samples: Vec<Sample> = samples.iter().map(sample_of).collect();
                 allocate::fit_model(&samples)
             };
-            (model, peak_work)
+            let safe = tree.nodes[node].meta.as_ref().is_none_or(|m| m.parallel_safe);
+            (if safe { model } else { model.not_parallel_safe() }, peak_work)
         })
         .unzip()
 }

@@ -48,8 +48,9 @@ pub fn run(config: &Config, global: &GlobalArgs, args: &BuildOneArgs) -> Result<
         keep_work_on_failure: false,
         variant: meta.variant.clone(),
         bootstrap_pkg: meta.bootstrap_pkg,
-        // One build alone: the whole core budget unless make_jobs fixes it.
-        make_jobs: config.make_jobs.unwrap_or(config.jobs) as u32,
+        // One build alone: the whole core budget unless make_jobs fixes it,
+        // one job for a port that is not safe for parallel make.
+        make_jobs: if meta.parallel_safe { config.make_jobs.unwrap_or(config.jobs) as u32 } else { 1 },
         work_area: crate::sandbox::work_area::WorkArea::for_config(config),
     };
     let quiet = global.quiet || global.json;

@@ -105,14 +105,13 @@ pub fn scanner(config: &Config) -> Result<Scanner> {
     let ports_dir = std::path::absolute(&config.ports_dir)?;
     let kit = crate::framework::pkgsrc::prefix::of_config(config)?;
     let make_program = crate::framework::pkgsrc::prefix::make_program(config, kit.as_ref());
-    // pkgsrc: the config's mk_conf lines after the kit's own mk.conf.
-    let mk_conf = match (&kit, &config.mk_conf) {
-        (Some(kit), Some(lines)) => Some((
+    // pkgsrc: the kit's own mk.conf, the config's mk_conf lines, the scan's hook.
+    let mk_conf = kit.as_ref().map(|kit| {
+        (
             std::path::PathBuf::from(crate::framework::pkgsrc::MK_CONF),
-            format!(".include \"{}\"\n{lines}\n", kit.prefix.join("etc/mk.conf").display()),
-        )),
-        _ => None,
-    };
+            crate::framework::pkgsrc::scan_mk_conf(&kit.prefix, config.mk_conf.as_deref()),
+        )
+    });
     let settings = ScanSettings {
         helper: crate::sandbox::scan_pool::helper_binary()?,
         root: config.build_base.join(SCAN_ROOT),

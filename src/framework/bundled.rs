@@ -40,6 +40,7 @@ pub const QUERY_VARS: &[&str] = &[
     "DIST_SUBDIR",
     "COMMENT",
     ".MAKE.MAKEFILES",
+    "_MAKE_JOBS_SAFE",
 ];
 
 /// The graph's kinds of the six variables, in [`DepKind::ALL`] order (the
@@ -388,6 +389,13 @@ fn parse_query(origin: Origin, port_dir: &std::path::Path, lines: &[&str]) -> Re
         }
     }
     check_package_names(value("PKGNAME"), value("PKGFILE"), &Bundled.package_file(value("PKGNAME")))?;
+    // bsd.port.mk derives it from MAKE_JOBS_UNSAFE; anything else is a
+    // Makefile that overrode the framework's variable.
+    let parallel_safe = match value("_MAKE_JOBS_SAFE") {
+        "yes" => true,
+        "no" => false,
+        other => return Err(format!("_MAKE_JOBS_SAFE is {other:?}, not yes or no (set by bsd.port.mk only)")),
+    };
     let flavors = words("FLAVORS");
     if let (Some(wanted), false) = (&origin.flavor, flavors.is_empty()) {
         if value("FLAVOR") != wanted {
@@ -407,6 +415,7 @@ fn parse_query(origin: Origin, port_dir: &std::path::Path, lines: &[&str]) -> Re
         makefiles: words(".MAKE.MAKEFILES").iter().map(|m| port_dir.join(m)).collect(),
         variant: vec![],
         bootstrap_pkg: false,
+        parallel_safe,
         origin,
     })
 }
@@ -455,6 +464,7 @@ mod tests {
             makefiles: vec![],
             variant: vec![],
             bootstrap_pkg: false,
+            parallel_safe: true,
         };
         let unverifiable = Bundled.port_distfiles(&scanner, &meta(&["a"])).unwrap();
         assert_eq!(unverifiable, [Distfile { key: "sub/a".into(), expected: None }], "no distinfo: unverifiable");
@@ -528,6 +538,23 @@ mod tests {
         lines[2] = "/p/All/../../x-1.0.pkg";
         let err = parse_query(origin, std::path::Path::new("/p/evil/x"), &lines).unwrap_err();
         assert!(err.contains("PKGNAME \"../../x-1.0\""), "{err}");
+    }
+
+    #[test]
+    fn make_jobs_safe_is_yes_or_no_and_nothing_else() {
+        let origin = Origin::parse("misc/x").unwrap();
+        let at = QUERY_VARS.iter().position(|v| *v == "_MAKE_JOBS_SAFE").unwrap();
+        let parse = |value: &str| {
+            let mut lines = vec![""; QUERY_VARS.len()];
+            (lines[0], lines[1], lines[2], lines[at]) = ("x-1.0", "1.0", "/p/All/x-1.0.pkg", value);
+            parse_query(origin.clone(), std::path::Path::new("/p/misc/x"), &lines)
+        };
+        assert!(parse("yes").unwrap().parallel_safe);
+        assert!(!parse("no").unwrap().parallel_safe);
+        for bad in ["", "NO", "yes no", "maybe"] {
+            let err = parse(bad).unwrap_err();
+            assert!(err.contains("_MAKE_JOBS_SAFE") && err.contains(&format!("{bad:?}")), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -7,7 +7,10 @@
 //! outside the port directory. Editing `Mk/bsd.port.mk` therefore invalidates
 //! every port, editing a shared include invalidates exactly the ports that
 //! read it, and editing one port invalidates that port. A failed scan is
-//! never cached, so it is retried next time.
+//! never cached, so it is retried next time. The scan's own format
+//! ([`SCAN_FORMAT`]) is folded in with the config CRC: an entry an older
+//! portsynth stored, without a field the scan yields now, is scanned again
+//! (the build keys do not include it: a new format rebuilds nothing).
 
 use foldhash::HashMap;
 use std::path::Path;
@@ -16,7 +19,7 @@ use std::sync::Mutex;
 
 use rayon::prelude::*;
 
-use super::scan::{DirScan, PortMeta, Scanner};
+use super::scan::{DirScan, PortMeta, Scanner, SCAN_FORMAT};
 use super::Origin;
 use crate::builddb::crc::{crc_of_parts, CrcMemo};
 use crate::builddb::ScanCacheEntry;
@@ -83,7 +86,7 @@ impl<'a> CachedScanner<'a> {
 
     fn dir_crc(&self, dir: &Origin) -> Option<u32> {
         let port_crc = self.memo.dir(&self.scanner.port_dir(dir))?;
-        Some(crc_of_parts([&port_crc.to_le_bytes()[..], &self.config_crc.to_le_bytes()]))
+        Some(dir_crc(port_crc, self.config_crc, SCAN_FORMAT))
     }
 
     fn reuse(&self, dir_crc: u32, entry: &ScanCacheEntry) -> Option<Vec<PortMeta>> {
@@ -143,6 +146,11 @@ pub fn is_under(path: &Path, dir: &Path) -> bool {
     path.starts_with(dir) && matches!(path.get(dir.len()), None | Some(b'/'))
 }
 
+/// An entry's directory CRC: the port's files, the config, the scan format.
+fn dir_crc(port_crc: u32, config_crc: u32, format: u32) -> u32 {
+    crc_of_parts([&port_crc.to_le_bytes()[..], &config_crc.to_le_bytes(), &format.to_le_bytes()])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,5 +166,72 @@ mod tests {
         for (path, dir) in [("/t/a/b", "/t/a"), ("/t/ab", "/t/a"), ("/t/a", "/t/a/b")] {
             assert_eq!(is_under(Path::new(path), Path::new(dir)), Path::new(path).starts_with(dir), "{path} {dir}");
         }
+    }
+    use crate::framework::Kind;
+    use std::path::Path;
+
+    /// A bundled tree (the framework's Mk, bmake on the host) with one port
+    /// that is not safe for parallel make.
+    fn tree() -> (tempfile::TempDir, Scanner) {
+        let dir = tempfile::tempdir().unwrap();
+        let mk = Path::new(env!("CARGO_MANIFEST_DIR")).join("ports-testdata/Mk");
+        std::fs::create_dir_all(dir.path().join("Mk")).unwrap();
+        for file in ["bsd.port.mk", "sys.mk"] {
+            std::fs::copy(mk.join(file), dir.path().join("Mk").join(file)).unwrap();
+        }
+        std::fs::create_dir_all(dir.path().join("misc/serial")).unwrap();
+        std::fs::write(
+            dir.path().join("misc/serial/Makefile"),
+            "PORTNAME=\tserial\nPORTVERSION=\t1.0\nCATEGORIES=\tmisc\nMAKE_JOBS_UNSAFE=\tyes\n\n.include <bsd.port.mk>\n",
+        )
+        .unwrap();
+        let scanner = Scanner {
+            framework: Kind::Bundled,
+            ports_dir: dir.path().to_path_buf(),
+            make_program: "bmake".into(),
+            make_env: vec![],
+            sandbox: None,
+        };
+        (dir, scanner)
+    }
+
+    #[test]
+    fn an_entry_of_an_older_scan_format_is_scanned_again() {
+        let (_dir, scanner) = tree();
+        let origin = Origin::parse("misc/serial").unwrap();
+        let memo = CrcMemo::default();
+        let config_crc = 0x1234_5678;
+        let fresh = |stored: HashMap<String, ScanCacheEntry>| {
+            let cached = CachedScanner::new(&scanner, &memo, config_crc, stored);
+            let metas = cached.scan_dirs(std::slice::from_ref(&origin)).pop().unwrap().unwrap();
+            let stats = cached.stats();
+            (metas, stats, cached.take_fresh())
+        };
+        let (metas, stats, mut entries) = fresh(HashMap::default());
+        assert_eq!(stats, (0, 1));
+        assert!(!metas[0].parallel_safe, "MAKE_JOBS_UNSAFE is scanned");
+        let (key, entry) = entries.pop().unwrap();
+
+        // What format 1 stored for the same files and config: no scan format
+        // in the CRC, no parallel_safe in the metadata (which still decodes,
+        // as parallel-safe: reusing it would be wrong).
+        let port_crc = memo.dir(&scanner.port_dir(&origin)).unwrap();
+        let mut old_meta = serde_json::to_value(&metas).unwrap();
+        old_meta[0].as_object_mut().unwrap().remove("parallel_safe");
+        let decoded: Vec<PortMeta> = serde_json::from_value(old_meta.clone()).unwrap();
+        assert!(decoded[0].parallel_safe);
+        let old = ScanCacheEntry {
+            dir_crc: crc_of_parts([&port_crc.to_le_bytes()[..], &config_crc.to_le_bytes()]),
+            makefiles: entry.makefiles.clone(),
+            metadata: old_meta.to_string(),
+        };
+        let (metas, stats, _) = fresh([(key.clone(), old)].into_iter().collect());
+        assert_eq!(stats, (0, 1), "the old entry is not reused");
+        assert!(!metas[0].parallel_safe);
+
+        // The entry of this format is reused as it stands.
+        let (metas, stats, _) = fresh([(key, entry)].into_iter().collect());
+        assert_eq!(stats, (1, 0));
+        assert!(!metas[0].parallel_safe);
     }
 }

@@ -49,7 +49,28 @@ pub struct PortMeta {
     pub variant: Vec<String>,
     /// The bootstrap kit holds this package already (pkgsrc's BOOTSTRAP_PKG).
     pub bootstrap_pkg: bool,
+    /// The port may build with more than one make job; `false` (pkgsrc's
+    /// `MAKE_JOBS_SAFE=no`, the bundled framework's `MAKE_JOBS_UNSAFE`): one
+    /// job, always. Absent from entries of [`SCAN_FORMAT`] 1, which are never
+    /// reused; the default only keeps them decodable.
+    #[serde(default = "parallel_safe_by_default")]
+    pub parallel_safe: bool,
 }
+
+fn parallel_safe_by_default() -> bool {
+    true
+}
+
+/// The version of what a scan yields: the frameworks' queries (the bundled
+/// `-V` list, pkgsrc's `pbulk-index` with the scan's own mk.conf) and the
+/// fields of [`PortMeta`]. Part of every scan-cache entry's validity
+/// ([`crate::ports::cache`]), so an entry scanned by an older portsynth is
+/// scanned again; never part of a build key, so a new format rebuilds no
+/// package. Bump it whenever a scan of an unchanged port would yield
+/// something different.
+///
+/// 1: the first format; 2: `parallel_safe`.
+pub const SCAN_FORMAT: u32 = 2;
 
 impl PortMeta {
     /// The parsed dependency entries of every kind, plus one error per

@@ -39,9 +39,43 @@ use crate::ports::Phase;
 use crate::ports::PortTree;
 use crate::sandbox::download::Wanted;
 
-/// The `MAKECONF` of a pkgsrc sandbox (scan with `mk_conf` set, and every
-/// build): root-owned, it includes the kit's own `etc/mk.conf`.
+/// The `MAKECONF` of a pkgsrc sandbox (every scan, [`scan_mk_conf`], and
+/// every build, `build_mk_conf`): root-owned, it includes the kit's own
+/// `etc/mk.conf`.
 pub const MK_CONF: &str = "/.portsynth/mk.conf";
+
+/// The `MAKECONF` of the scan sandboxes: the kit's mk.conf, the config's
+/// `mk_conf` lines, then a `.USE` hook that ends every `pbulk-index` record
+/// with `MAKE_JOBS_SAFE=yes` or `no`, which the 2014 `mk/pbulk/pbulk-index.mk`
+/// does not print. The verdict is `mk/build/build.mk`'s own rule
+/// (`.if defined(MAKE_JOBS_SAFE) && !empty(MAKE_JOBS_SAFE:M[nN][oO])`: one
+/// job when any word of the value is `no` in any case), evaluated by bmake
+/// on the package's value, so nothing the package prints reaches the line
+/// but that one word. It runs once per record: a MULTI_VERSION package's
+/// `pbulk-index` runs `${MAKE} pbulk-index-item` per variant, each reading
+/// this file again with the variant's assignments. A tree whose
+/// pbulk-index prints MAKE_JOBS_SAFE itself gets the hook's line after its
+/// own, and the last line of a key is the one that counts
+/// (`pkgsrc::ScanIndex`). The hook exists only for `pbulk-index`: other
+/// scan queries (the fetch list's `-V`) see the kit's mk.conf and the
+/// config's lines alone. Changing this text changes what the scan yields:
+/// bump [`crate::ports::scan::SCAN_FORMAT`].
+pub fn scan_mk_conf(kit_prefix: &Path, mk_conf: Option<&str>) -> String {
+    let mut text = format!(".include \"{}\"\n", kit_prefix.join("etc/mk.conf").display());
+    if let Some(lines) = mk_conf {
+        text.push_str(lines);
+        text.push('\n');
+    }
+    text.push_str(
+        "# portsynth: MAKE_JOBS_SAFE in every pbulk-index record (mk/build/build.mk's rule)\n\
+         .if make(pbulk-index) || make(pbulk-index-item)\n\
+         pbulk-index-item: _portsynth-make-jobs-safe\n\
+         _portsynth-make-jobs-safe: .USE\n\
+         \t@echo MAKE_JOBS_SAFE=${\"${MAKE_JOBS_SAFE:M[nN][oO]}\" == \"\":?yes:no}\n\
+         .endif\n",
+    );
+    text
+}
 
 /// The phases of a pkgsrc build. They are those of pbulk's `pkg-build`
 /// (checksum, configure, all, stage-install, package, then a test
@@ -332,6 +366,11 @@ fn meta_of(
         .flatten()
         .find(|r| !r.trim().is_empty())
         .map(|r| r.trim().to_string());
+    // The scan's mk.conf ends every record with this line ([`scan_mk_conf`]).
+    let parallel_safe = record
+        .make_jobs_safe
+        .ok_or("pbulk-index printed no MAKE_JOBS_SAFE line (the scan's mk.conf hook did not run)")?
+        .is_safe();
     // Makefiles outside the tree (the kit's mk files and mk.conf) are part
     // of the kit, whose own key covers them. The paths are normalised: the
     // scan cache tells a port's own files from the rest by prefix, and
@@ -355,6 +394,7 @@ fn meta_of(
         makefiles,
         variant: record.multi_version.clone().unwrap_or_default(),
         bootstrap_pkg: record.bootstrap_pkg.as_ref().is_some_and(|b| b.is_bootstrap()),
+        parallel_safe,
     })
 }
 
@@ -444,6 +484,7 @@ mod tests {
             makefiles: vec![],
             variant: vec![],
             bootstrap_pkg: false,
+            parallel_safe: true,
         };
         assert_eq!(
             Pkgsrc.dependency_dirs(&meta, &|_| false),
@@ -456,7 +497,7 @@ mod tests {
     #[test]
     fn the_makefiles_a_record_read_are_the_trees_by_their_normalised_paths() {
         let record = "PKGNAME=figlet-2.2.5\nALL_DEPENDS=\nSCAN_DEPENDS=../../mk/bsd.options.mk \
-                      ../../textproc/libxml2/buildlink3.mk /usr/pkg/share/mk/sys.mk Makefile\n";
+                      ../../textproc/libxml2/buildlink3.mk /usr/pkg/share/mk/sys.mk Makefile\nMAKE_JOBS_SAFE=yes\n";
         let index = pkgsrc::ScanIndex::from_reader(record.as_bytes()).next().unwrap().unwrap();
         let tree = Path::new("/t");
         let meta = meta_of(&index, Origin::parse("misc/figlet").unwrap(), &tree.join("misc/figlet"), tree, vec![]);
@@ -469,6 +510,69 @@ mod tests {
             ],
             "outside the package directory, not dropped as its own; the kit's are left out"
         );
+    }
+
+    /// The scan's hook, run by bmake on a stand-in for pbulk-index.mk: each
+    /// record ends with build.mk's verdict on the package's MAKE_JOBS_SAFE,
+    /// whatever the value holds, and only `pbulk-index` runs get the hook.
+    #[test]
+    fn the_scan_mk_conf_ends_each_record_with_build_mks_verdict() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+        std::fs::write(dir.path().join("etc/mk.conf"), "KIT_MK_CONF= read\n").unwrap();
+        let conf = dir.path().join("scan-mk.conf");
+        std::fs::write(&conf, scan_mk_conf(dir.path(), Some("CONFIG_LINE= read"))).unwrap();
+        // bsd.prefs.mk includes MAKECONF before the package sets its
+        // variables; pbulk-index-item is defined later, with its commands,
+        // and pbulk-index (without MULTI_VERSION) depends on it.
+        let makefile = format!(
+            ".include \"{}\"\n.if defined(VALUE)\nMAKE_JOBS_SAFE= ${{VALUE}}\n.endif\n\
+             pbulk-index: pbulk-index-item\n\
+             pbulk-index-item other:\n\t@echo PKGNAME=x-1 ${{KIT_MK_CONF}} ${{CONFIG_LINE}}\n",
+            conf.display()
+        );
+        std::fs::write(dir.path().join("Makefile"), makefile).unwrap();
+        let run = |target: &str, value: Option<&str>| {
+            let mut command = std::process::Command::new("bmake");
+            command.current_dir(dir.path()).arg(target);
+            if let Some(value) = value {
+                command.env("VALUE", value);
+            }
+            let out = command.output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8(out.stdout).unwrap()
+        };
+        for (value, verdict) in [
+            (None, "yes"),
+            (Some(""), "yes"),
+            (Some("yes"), "yes"),
+            (Some("no"), "no"),
+            (Some("NO"), "no"),
+            (Some("nO"), "no"),
+            (Some("yes no"), "no"),
+            (Some("nope"), "yes"),
+            (Some("no\""), "yes"),
+            (Some("\" } $(x) yes\n"), "yes"),
+        ] {
+            let out = run("pbulk-index-item", value);
+            assert_eq!(out, format!("PKGNAME=x-1 read read\nMAKE_JOBS_SAFE={verdict}\n"), "{value:?}");
+        }
+        assert!(run("pbulk-index", Some("no")).ends_with("\nMAKE_JOBS_SAFE=no\n"));
+        assert_eq!(run("other", Some("no")), "PKGNAME=x-1 read read\n", "no hook outside pbulk-index");
+    }
+
+    #[test]
+    fn make_jobs_safe_of_a_record_is_required() {
+        let meta = |record: &str| {
+            let index = pkgsrc::ScanIndex::from_reader(record.as_bytes()).next().unwrap().unwrap();
+            meta_of(&index, Origin::parse("misc/x").unwrap(), Path::new("/t/misc/x"), Path::new("/t"), vec![])
+        };
+        assert!(meta("PKGNAME=x-1\nALL_DEPENDS=\nMAKE_JOBS_SAFE=yes\n").unwrap().parallel_safe);
+        assert!(!meta("PKGNAME=x-1\nALL_DEPENDS=\nMAKE_JOBS_SAFE=no\n").unwrap().parallel_safe);
+        // A tree whose pbulk-index prints the package's value first: the hook's line, last, counts.
+        assert!(!meta("PKGNAME=x-1\nMAKE_JOBS_SAFE=yes no\nALL_DEPENDS=\nMAKE_JOBS_SAFE=no\n").unwrap().parallel_safe);
+        let err = meta("PKGNAME=x-1\nALL_DEPENDS=\n").unwrap_err();
+        assert!(err.contains("no MAKE_JOBS_SAFE line"), "{err}");
     }
 
     /// A tree of `(pkgpath, pbulk-index record)` loaded as `status` loads
@@ -499,9 +603,9 @@ mod tests {
     #[test]
     fn edges_are_all_depends_entries_in_cycles_and_plans() {
         let tree = tree_of(&[
-            ("misc/top", "PKGNAME=top-1\nALL_DEPENDS=a-[0-9]*:../../x/a\n"),
-            ("x/a", "PKGNAME=a-1\nALL_DEPENDS=b>=1:../../x/b\n"),
-            ("x/b", "PKGNAME=b-1\nALL_DEPENDS=a-[0-9]*:../../x/a\n"),
+            ("misc/top", "PKGNAME=top-1\nALL_DEPENDS=a-[0-9]*:../../x/a\nMAKE_JOBS_SAFE=yes\n"),
+            ("x/a", "PKGNAME=a-1\nALL_DEPENDS=b>=1:../../x/b\nMAKE_JOBS_SAFE=yes\n"),
+            ("x/b", "PKGNAME=b-1\nALL_DEPENDS=a-[0-9]*:../../x/a\nMAKE_JOBS_SAFE=yes\n"),
         ]);
         let node = |origin: &str| tree.id(&Origin::parse(origin).unwrap()).unwrap();
         let cycle = "dependency cycle: x/a -[ALL_DEPENDS]-> x/b -[ALL_DEPENDS]-> x/a";
