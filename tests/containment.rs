@@ -16,9 +16,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::{mounts, processes_with, Env};
-use portsynth::framework::Kind;
-use portsynth::ports::{Origin, Phase};
-use portsynth::sandbox::runner::{build_one, BuildOutcome, OutcomeStatus, SandboxRequest};
+use portsynth::ports::Phase;
+use portsynth::sandbox::runner::{BuildOutcome, OutcomeStatus};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -35,20 +34,7 @@ fn env(extra: &str) -> Env {
 }
 
 fn build(env: &Env, port: &str) -> BuildOutcome {
-    let config = portsynth::config::load(&env.config(), None).unwrap();
-    let request = SandboxRequest {
-        slot: 1,
-        origin: Origin::parse(port).unwrap(),
-        pkgname: format!("{}-1.0", port.split('/').nth(1).unwrap()),
-        phases: Kind::Bundled.framework().phases(false),
-        dependencies: vec![],
-        keep_work_on_failure: false,
-        variant: vec![],
-        bootstrap_pkg: false,
-        make_jobs: 1,
-        work_area: portsynth::sandbox::work_area::WorkArea::Tmpfs,
-    };
-    build_one(&config, &common::bin(), &request, &|_| {}, None).unwrap()
+    common::build_alone(env, port, portsynth::sandbox::work_area::WorkArea::Tmpfs)
 }
 
 fn log_of(outcome: &BuildOutcome) -> String {

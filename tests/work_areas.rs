@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use common::{mounts, Env};
 use portsynth::builddb::{BuildDb, BuildRecord, PhaseUsage};
 use portsynth::framework::Kind;
-use portsynth::ports::{Origin, Phase};
-use portsynth::sandbox::runner::{build_one, BuildOutcome, OutcomeStatus, SandboxRequest};
+use portsynth::ports::Phase;
+use portsynth::sandbox::runner::{BuildOutcome, OutcomeStatus};
 use portsynth::sandbox::work_area::WorkArea;
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -35,20 +35,7 @@ fn env(extra: &str, write_mb: u32, hold: u32) -> Env {
 }
 
 fn build(env: &Env, port: &str, work_area: WorkArea) -> BuildOutcome {
-    let config = portsynth::config::load(&env.config(), None).unwrap();
-    let request = SandboxRequest {
-        slot: 1,
-        origin: Origin::parse(port).unwrap(),
-        pkgname: format!("{}-1.0", port.split('/').nth(1).unwrap()),
-        phases: Kind::Bundled.framework().phases(false),
-        dependencies: vec![],
-        keep_work_on_failure: false,
-        variant: vec![],
-        bootstrap_pkg: false,
-        make_jobs: 1,
-        work_area,
-    };
-    build_one(&config, &common::bin(), &request, &|_| {}, None).unwrap()
+    common::build_alone(env, port, work_area)
 }
 
 fn log_of(path: &Path) -> String {

@@ -177,3 +177,28 @@ pub fn mounts() -> std::collections::BTreeSet<String> {
         .map(|l| l.split(' ').skip(3).take(2).collect::<Vec<_>>().join(" "))
         .collect()
 }
+
+/// Builds `port` (`category/name`, version 1.0, no dependencies) of `env`'s
+/// tree in one sandbox through the runner alone, with one make job and a
+/// work area of `work_area`: what the containment tests need of a build.
+pub fn build_alone(
+    env: &Env,
+    port: &str,
+    work_area: portsynth::sandbox::work_area::WorkArea,
+) -> portsynth::sandbox::runner::BuildOutcome {
+    use portsynth::sandbox::runner::{build_one, SandboxRequest};
+    let config = portsynth::config::load(&env.config(), None).unwrap();
+    let request = SandboxRequest {
+        slot: 1,
+        origin: portsynth::ports::Origin::parse(port).unwrap(),
+        pkgname: format!("{}-1.0", port.split('/').nth(1).unwrap()),
+        phases: portsynth::framework::Kind::Bundled.framework().phases(false),
+        dependencies: vec![],
+        keep_work_on_failure: false,
+        variant: vec![],
+        bootstrap_pkg: false,
+        make_jobs: 1,
+        work_area,
+    };
+    build_one(&config, &bin(), &request, &|_| {}, None).unwrap()
+}
