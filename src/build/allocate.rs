@@ -11,7 +11,7 @@
 //! that does not parallelise) and parallel work `p`, `T(j) = s + p / j`. A
 //! build at `j > 1` determines both: the runner samples how many of its
 //! threads were runnable (`sandbox::parallelism`), which splits its build
-//! phase into serial wall time and parallel CPU time however many builds
+//! phase into serial time and parallel CPU time however many builds
 //! shared the cores; phases other than `build` count wholly as serial.
 //! (Wall and CPU alone, `wall = s + p/j` and `cpu ≈ s + p`, are the
 //! fallback for builds recorded without the split: they read a contended
@@ -85,7 +85,7 @@ pub struct Sample {
     /// Wall time of the phases that never run in parallel (fetch, extract,
     /// configure, package …), when the phases were timed.
     pub serial_phases_ms: Option<f64>,
-    /// The build phase's serial wall time and parallel CPU time, sampled
+    /// The build phase's serial time and parallel CPU time, sampled
     /// from its runnable threads (`sandbox::parallelism`), where recorded.
     pub build_split: Option<(f64, f64)>,
     /// Peak memory of the build's cgroup.
@@ -165,7 +165,7 @@ impl PortModel {
 
 /// Fits the model to a port's past builds: per build at `j > 1`, the
 /// sampled split of its build phase (`s` = the other phases plus the build
-/// phase's serial wall time, `p` = its parallel CPU time), which holds
+/// phase's serial time, `p` = its parallel CPU time), which holds
 /// however contended the build was; where it was not sampled, `p = (cpu -
 /// wall) · j / (j - 1)` of the build phase and `s = wall - p / j`, which
 /// holds only for a build that had its cores. The medians over the builds.
@@ -192,8 +192,8 @@ fn split(sample: &Sample) -> (f64, f64) {
     let phases = sample.serial_phases_ms.unwrap_or(0.0).clamp(0.0, sample.wall_ms);
     let build_wall = sample.wall_ms - phases;
     let build_cpu = (sample.cpu_ms - phases).max(build_wall);
-    if let (true, Some((serial_wall, parallel_cpu))) = (sample.jobs > 1, sample.build_split) {
-        return (phases + serial_wall.clamp(0.0, build_wall), parallel_cpu.max(0.0));
+    if let (true, Some((serial, parallel_cpu))) = (sample.jobs > 1, sample.build_split) {
+        return (phases + serial.clamp(0.0, build_wall), parallel_cpu.max(0.0));
     }
     if sample.jobs > 1 {
         let j = f64::from(sample.jobs);

@@ -772,7 +772,7 @@ fn sample_of(recorded: &crate::builddb::ResourceSample) -> Sample {
         cpu_ms: recorded.cpu_ms.unwrap_or(recorded.wall_ms) as f64,
         serial_phases_ms: Some(recorded.serial_ms as f64),
         build_split: recorded
-            .build_serial_wall_ms
+            .build_serial_ms
             .zip(recorded.build_parallel_cpu_ms)
             .map(|(serial, parallel)| (serial as f64, parallel as f64)),
         peak_memory: recorded.peak_memory,

@@ -100,7 +100,7 @@ impl BuildDb {
         for (seq, phase) in usage.phases.iter().enumerate() {
             tx.execute(
                 "INSERT INTO build_phases (build_id, seq, phase, wall_ms, cpu_ms, make_jobs, peak_memory, peak_work,
-                                           serial_wall_ms, parallel_cpu_ms)
+                                           serial_ms, parallel_cpu_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     build.as_str(),
@@ -111,7 +111,7 @@ impl BuildDb {
                     phase.make_jobs,
                     phase.peak_memory.map(signed),
                     phase.peak_work.map(signed),
-                    phase.serial_wall_ms.map(signed),
+                    phase.serial_ms.map(signed),
                     phase.parallel_cpu_ms.map(signed)
                 ],
             )
@@ -124,7 +124,7 @@ impl BuildDb {
     pub fn build_phases(&self, build: &BuildId) -> Result<Vec<PhaseUsage>> {
         let read = || -> rusqlite::Result<Vec<PhaseUsage>> {
             let mut statement = self.conn.prepare_cached(
-                "SELECT phase, wall_ms, cpu_ms, make_jobs, peak_memory, peak_work, serial_wall_ms, parallel_cpu_ms
+                "SELECT phase, wall_ms, cpu_ms, make_jobs, peak_memory, peak_work, serial_ms, parallel_cpu_ms
                  FROM build_phases WHERE build_id = ?1 ORDER BY seq",
             )?;
             let rows = statement.query_map([build.as_str()], phase_from_row)?;
@@ -141,7 +141,7 @@ impl BuildDb {
                 "SELECT b.origin, b.id, b.make_jobs, b.duration_ms, b.cpu_ms, b.peak_memory, b.peak_work,
                         b.retried_on_disk,
                         p.phase, p.wall_ms, p.cpu_ms, p.make_jobs, p.peak_memory, p.peak_work,
-                        p.serial_wall_ms, p.parallel_cpu_ms
+                        p.serial_ms, p.parallel_cpu_ms
                  FROM builds b JOIN build_phases p ON p.build_id = b.id
                  WHERE b.status = ?1
                  ORDER BY b.origin, b.started_ms DESC, b.id DESC, p.seq",
@@ -154,7 +154,7 @@ impl BuildDb {
                     serial_ms: 0,
                     build_wall_ms: 0,
                     build_cpu_ms: None,
-                    build_serial_wall_ms: None,
+                    build_serial_ms: None,
                     build_parallel_cpu_ms: None,
                     peak_memory: row.get::<_, Option<i64>>(5)?.map(unsigned),
                     peak_work: row.get::<_, Option<i64>>(6)?.map(unsigned),
@@ -464,7 +464,7 @@ fn phase_from_row_at(row: &Row<'_>, at: usize) -> rusqlite::Result<PhaseUsage> {
         make_jobs: row.get(at + 3)?,
         peak_memory: row.get::<_, Option<i64>>(at + 4)?.map(unsigned),
         peak_work: row.get::<_, Option<i64>>(at + 5)?.map(unsigned),
-        serial_wall_ms: row.get::<_, Option<i64>>(at + 6)?.map(unsigned),
+        serial_ms: row.get::<_, Option<i64>>(at + 6)?.map(unsigned),
         parallel_cpu_ms: row.get::<_, Option<i64>>(at + 7)?.map(unsigned),
     })
 }
@@ -492,7 +492,7 @@ fn history_from_rows(
         if phase.phase == crate::ports::Phase::Build.name() {
             sample.build_wall_ms += phase.wall_ms;
             sample.build_cpu_ms = sum(sample.build_cpu_ms, phase.cpu_ms);
-            sample.build_serial_wall_ms = sum(sample.build_serial_wall_ms, phase.serial_wall_ms);
+            sample.build_serial_ms = sum(sample.build_serial_ms, phase.serial_ms);
             sample.build_parallel_cpu_ms = sum(sample.build_parallel_cpu_ms, phase.parallel_cpu_ms);
         } else {
             sample.serial_ms += phase.wall_ms;

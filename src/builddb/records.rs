@@ -219,9 +219,10 @@ pub struct PhaseUsage {
     /// Peak size of the work area during the phase (sampled at least every
     /// second and at the phase's end).
     pub peak_work: Option<u64>,
-    /// Wall time with at most one thread runnable (see
+    /// The time of the serial part (at most one thread runnable) as it
+    /// would have taken alone (see
     /// `sandbox::parallelism`): what more jobs would not have shortened.
-    pub serial_wall_ms: Option<u64>,
+    pub serial_ms: Option<u64>,
     /// CPU time while more threads were runnable: the work more jobs share.
     pub parallel_cpu_ms: Option<u64>,
 }
@@ -254,9 +255,9 @@ pub struct ResourceSample {
     /// The `build` phase.
     pub build_wall_ms: u64,
     pub build_cpu_ms: Option<u64>,
-    /// The `build` phase's serial wall time and parallel CPU time, where
+    /// The `build` phase's serial time and parallel CPU time, where
     /// they were sampled.
-    pub build_serial_wall_ms: Option<u64>,
+    pub build_serial_ms: Option<u64>,
     pub build_parallel_cpu_ms: Option<u64>,
     pub peak_memory: Option<u64>,
     pub peak_work: Option<u64>,

@@ -146,11 +146,11 @@ CREATE TABLE build_phases (
 ) WITHOUT ROWID;
 ";
 
-/// Per phase, its serial wall time and parallel CPU time as sampled from
+/// Per phase, its serial time and parallel CPU time as sampled from
 /// the runnable threads of the sandbox's cgroup (`sandbox::parallelism`):
 /// the speed-up a port showed, whatever the other builds took of the cores.
 const SCHEMA_V5: &str = "
-ALTER TABLE build_phases ADD COLUMN serial_wall_ms INTEGER;
+ALTER TABLE build_phases ADD COLUMN serial_ms INTEGER;
 ALTER TABLE build_phases ADD COLUMN parallel_cpu_ms INTEGER;
 ";
 

@@ -319,7 +319,7 @@ fn phase(name: &str, wall_ms: u64, cpu_ms: u64) -> PhaseUsage {
         make_jobs: 4,
         peak_memory: Some(wall_ms << 10),
         peak_work: Some(wall_ms << 20),
-        serial_wall_ms: Some(wall_ms / 4),
+        serial_ms: Some(wall_ms / 4),
         parallel_cpu_ms: Some(cpu_ms / 2),
     }
 }
@@ -372,7 +372,7 @@ fn the_resource_history_sums_build_and_serial_phases_of_the_latest_successes() {
     let newest = &samples[0];
     assert_eq!((newest.build_wall_ms, newest.build_cpu_ms, newest.serial_ms), (300, Some(400), 37));
     assert_eq!((newest.make_jobs, newest.cpu_ms, newest.peak_work), (4, Some(408), Some(300 << 20)));
-    assert_eq!((newest.build_serial_wall_ms, newest.build_parallel_cpu_ms), (Some(75), Some(200)), "the build phase's");
+    assert_eq!((newest.build_serial_ms, newest.build_parallel_cpu_ms), (Some(75), Some(200)), "the build phase's");
     assert!(newest.retried_on_disk && !samples[1].retried_on_disk);
     assert_eq!(samples[1].build_wall_ms, 100);
     assert_eq!(db.resource_history_all(1).unwrap()["devel/a"].len(), 1);
@@ -414,7 +414,7 @@ fn v4_phases_migrate_without_a_parallelism_split() {
     let db = BuildDb::open(&path).unwrap();
     let phases = db.build_phases(&build).unwrap();
     assert_eq!((phases[0].wall_ms, phases[0].make_jobs), (9, 2));
-    assert_eq!((phases[0].serial_wall_ms, phases[0].parallel_cpu_ms), (None, None));
+    assert_eq!((phases[0].serial_ms, phases[0].parallel_cpu_ms), (None, None));
 }
 
 #[test]

@@ -14,7 +14,7 @@
 //! sandbox's cgroup (read, and the v1 peak reset, at each boundary), and the
 //! peak size of the work area, sampled with `statvfs` through the helper's
 //! root four times a second and taken once more by PID 1 at the phase's
-//! end; the same samples split the phase into serial wall time and parallel
+//! end; the same samples split the phase into serial time and parallel
 //! CPU time (see [`super::parallelism`]). A build whose tmpfs work area was full when a phase failed is run
 //! once more with a disk work area (see [`super::work_area`]), so that a
 //! port larger than `tmpfs_size` needs no operator and no scheduler.
@@ -452,7 +452,7 @@ impl<'a> Meter<'a> {
             make_jobs: self.make_jobs,
             peak_memory,
             peak_work: running.peak_work.max(fill.map(|f| f.used)),
-            serial_wall_ms: split.map(|s| s.serial_wall.as_millis() as u64),
+            serial_ms: split.map(|s| s.serial.as_millis() as u64),
             parallel_cpu_ms: split.map(|s| s.parallel_cpu.as_millis() as u64),
         });
         wall
@@ -1009,7 +1009,7 @@ pub fn phase_row(phase: &PhaseUsage) -> String {
         seconds(phase.wall_ms),
         phase.cpu_ms.map_or("-".into(), seconds),
         phase.make_jobs,
-        phase.serial_wall_ms.map_or("-".into(), seconds),
+        phase.serial_ms.map_or("-".into(), seconds),
         phase.parallel_cpu_ms.map_or("-".into(), seconds),
         megabytes(phase.peak_memory),
         megabytes(phase.peak_work)
