@@ -371,7 +371,7 @@ mod tests {
         let parsed: Vec<Event> = out.text().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(parsed, examples());
         let text = text.text();
-        assert!(text.contains("Run 0193b8c1 completed in 10s: 1 built, 1 failed"), "{text}");
+        assert!(text.contains("Run 0193b8c1 completed in 10.5s: 1 built, 1 failed"), "{text}");
         assert!(text.contains("  misc/fails  phase build  log /var/cache/portsynth/logs/misc___fails.log"), "{text}");
         assert!(text.contains("Run 0193b8c2 aborted") && text.contains("1 not scanned, 1 not started"), "{text}");
         assert!(text.contains("  misc/broken  scan failed\nDistfiles: /var/cache/portsynth/distfiles\n"), "{text}");
