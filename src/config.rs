@@ -594,7 +594,11 @@ fn hooks(at: &Locator, raw: Option<RawHooks>, timeout: Option<Spanned<i64>>) -> 
                 ))
             }
             other => {
-                return Err(at.error(&key, &value, format!("must be a list of words or a string, not {}", other.type_str())))
+                return Err(at.error(
+                    &key,
+                    &value,
+                    format!("must be a list of words or a string, not {}", other.type_str()),
+                ))
             }
         };
         commands.insert(hook, command);

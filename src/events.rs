@@ -520,7 +520,11 @@ pub fn examples() -> Vec<Event> {
             scope: RunScope::Fetch { ports: 3, distfiles: 4, jobs: 2 },
         },
         Event::UpToDate { origin: "misc/current".into(), pkgname: "current-1.0".into() },
-        Event::Ignored { origin: "misc/ignored".into(), pkgname: Some("ignored-1.0".into()), reason: "is ignored".into() },
+        Event::Ignored {
+            origin: "misc/ignored".into(),
+            pkgname: Some("ignored-1.0".into()),
+            reason: "is ignored".into(),
+        },
         Event::Skip {
             origin: "misc/needs-ignored".into(),
             pkgname: Some("needs-ignored-1.0".into()),
@@ -603,7 +607,12 @@ pub fn examples() -> Vec<Event> {
             reason: "skipped: misc/fails failed".into(),
             cause: SkipCause::FailedDependency { failed: "misc/fails".into(), via: vec![] },
         },
-        Event::FetchStart { slot: 1, origin: "misc/hello".into(), attempt: 1, distfiles: vec!["hello-2.1.tar.gz".into()] },
+        Event::FetchStart {
+            slot: 1,
+            origin: "misc/hello".into(),
+            attempt: 1,
+            distfiles: vec!["hello-2.1.tar.gz".into()],
+        },
         Event::FetchRetry {
             slot: 1,
             origin: "misc/hello".into(),

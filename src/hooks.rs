@@ -58,7 +58,8 @@ pub enum Hook {
 }
 
 impl Hook {
-    pub const ALL: [Hook; 6] = [Hook::RunStart, Hook::RunEnd, Hook::Success, Hook::Failure, Hook::Ignored, Hook::Skipped];
+    pub const ALL: [Hook; 6] =
+        [Hook::RunStart, Hook::RunEnd, Hook::Success, Hook::Failure, Hook::Ignored, Hook::Skipped];
 
     pub fn key(self) -> &'static str {
         match self {
@@ -228,7 +229,6 @@ pub fn hook_call(event: &Event, facts: &RunFacts) -> Option<HookCall> {
         }
         _ => return None,
     };
-    let mut env = env;
     env.splice(
         0..0,
         [
@@ -401,8 +401,17 @@ mod tests {
         assert_eq!(
             hooks,
             [
-                "run_start", "run_start", "ignored", "skipped", "skipped", "success", "failure", "skipped", "success",
-                "run_end", "run_end"
+                "run_start",
+                "run_start",
+                "ignored",
+                "skipped",
+                "skipped",
+                "success",
+                "failure",
+                "skipped",
+                "success",
+                "run_end",
+                "run_end"
             ]
         );
         for call in &calls {

@@ -140,11 +140,17 @@ impl Reporter for LogsReporter {
         let logs = &self.0;
         match event {
             Event::UpToDate { origin, pkgname } => logs.up_to_date(origin, pkgname),
-            Event::Ignored { origin, pkgname, reason } => logs.ignored(origin, pkgname.as_deref().unwrap_or("-"), reason),
-            Event::Skip { origin, cause: SkipCause::NotBuildable { problem } | SkipCause::NotFetched { problem }, .. } => {
-                logs.not_buildable(origin, problem)
+            Event::Ignored { origin, pkgname, reason } => {
+                logs.ignored(origin, pkgname.as_deref().unwrap_or("-"), reason)
             }
-            Event::Skip { origin, pkgname, reason, .. } => logs.skipped(origin, pkgname.as_deref().unwrap_or("-"), reason),
+            Event::Skip {
+                origin,
+                cause: SkipCause::NotBuildable { problem } | SkipCause::NotFetched { problem },
+                ..
+            } => logs.not_buildable(origin, problem),
+            Event::Skip { origin, pkgname, reason, .. } => {
+                logs.skipped(origin, pkgname.as_deref().unwrap_or("-"), reason)
+            }
             Event::BuildEnd(end) => {
                 match end.status {
                     BuildEndStatus::Success => {

@@ -139,7 +139,8 @@ impl Terminal {
     fn progress(&mut self, slots: &[crate::events::SlotStatus]) {
         for status in slots {
             let started = Instant::now().checked_sub(Duration::from_secs_f64(status.seconds)).unwrap_or(Instant::now());
-            let line = SlotLine { origin: status.origin.clone(), phase: status.phase.clone(), started, lines: status.lines };
+            let line =
+                SlotLine { origin: status.origin.clone(), phase: status.phase.clone(), started, lines: status.lines };
             self.slots.insert(status.slot, line);
             self.show_slot(status.slot);
         }
@@ -311,7 +312,8 @@ pub fn summary_text(end: &RunEnd) -> String {
                 "\nRun {run} {status} in {elapsed}: {} fetched, {} present, {} failed, {} ignored, {} without distfiles",
                 t.fetched, t.present, t.failed, t.ignored, t.without_distfiles,
             );
-            for (count, what) in [(t.unknown, "not scanned"), (t.interrupted, "interrupted"), (t.not_started, "not started")]
+            for (count, what) in
+                [(t.unknown, "not scanned"), (t.interrupted, "interrupted"), (t.not_started, "not started")]
             {
                 if count > 0 {
                     text.push_str(&format!(", {count} {what}"));

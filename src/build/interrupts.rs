@@ -15,8 +15,8 @@ use signal_hook::iterator::{Handle, Signals};
 
 use serde::Serialize;
 
-use crate::sandbox::runner::Cancel;
 use crate::events::Events;
+use crate::sandbox::runner::Cancel;
 
 /// What the operator asked for by signal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -44,7 +44,14 @@ impl Stop {
     /// Moves to where `interrupt` leads, tells the operator what happens to
     /// the `running` jobs (`work`: singular and plural noun) and, when
     /// killing, fires `cancel`.
-    pub fn apply(&mut self, interrupt: Interrupt, work: (&str, &str), running: usize, events: &Events, cancel: &Cancel) {
+    pub fn apply(
+        &mut self,
+        interrupt: Interrupt,
+        work: (&str, &str),
+        running: usize,
+        events: &Events,
+        cancel: &Cancel,
+    ) {
         let Some(next) = self.after(interrupt) else { return };
         *self = next;
         let (one, many) = work;

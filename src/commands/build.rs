@@ -141,8 +141,7 @@ pub fn rebuild_repository(config: &Config, global: &GlobalArgs, prune: bool) -> 
     }
     let mut out = std::io::stdout().lock();
     if global.json {
-        let result =
-            json!({"packages": summary.packages, "obsolete": obsolete, "pruned": pruned, "unreadable": summary.unreadable});
+        let result = json!({"packages": summary.packages, "obsolete": obsolete, "pruned": pruned, "unreadable": summary.unreadable});
         writeln!(out, "{result}")?;
     } else {
         writeln!(out, "{}: {} packages indexed", config.packages_dir.display(), summary.packages)?;

@@ -25,8 +25,8 @@ use clap::Parser;
 use crate::cli::{Cli, Command, GlobalArgs};
 use crate::config::{self, Config};
 use crate::events::Events;
-use crate::report::{LogsReporter, RunLogs};
 use crate::ports::{Origin, Scanner};
+use crate::report::{LogsReporter, RunLogs};
 use crate::sandbox::scan_pool::{ScanPool, ScanSettings};
 
 /// Exit codes of DESIGN.md.
@@ -50,9 +50,6 @@ impl std::fmt::Display for ExitWith {
 impl std::error::Error for ExitWith {}
 
 pub fn exit_code_of(error: &anyhow::Error) -> ExitCode {
-    if is_broken_pipe(error) {
-        return ExitCode::SUCCESS;
-    }
     let code = error.chain().find_map(|e| e.downcast_ref::<ExitWith>()).map_or(exit::USAGE, |e| e.0);
     ExitCode::from(code)
 }
@@ -75,10 +72,8 @@ pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
 /// The reporters of a build or fetch-only run's events: the screen (bars,
 /// plain lines or NDJSON), the summary logs, and the operator's hooks.
 pub fn run_events(config: &Config, global: &GlobalArgs, slots: usize, logs: &Arc<RunLogs>) -> Events {
-    let events = Events::new(vec![
-        crate::ui::reporter(global.json, global.quiet, slots),
-        Box::new(LogsReporter(logs.clone())),
-    ]);
+    let events =
+        Events::new(vec![crate::ui::reporter(global.json, global.quiet, slots), Box::new(LogsReporter(logs.clone()))]);
     let hooks_log = config.logs_dir.join(crate::hooks::LOG);
     if let Some(hooks) = crate::hooks::Hooks::start(&config.hooks, &hooks_log, events.poster()) {
         events.add(Box::new(hooks));

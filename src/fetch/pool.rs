@@ -30,11 +30,11 @@ use super::lock::DistfileLock;
 use super::{attempt_log, failure};
 use crate::build::interrupts::{Interrupt, Stop};
 use crate::config::Config;
+use crate::events::{Event, Events, FetchEnd, FetchProgress, FetchStatus, SlotStatus};
 use crate::graph::NodeId;
 use crate::ports::{Phase, PortTree};
 use crate::queue::{DependencyQueue, Rank};
 use crate::sandbox::runner::{build_one, Cancel, OutcomeStatus, Progress, SandboxRequest};
-use crate::events::{Event, Events, FetchEnd, FetchProgress, FetchStatus, SlotStatus};
 
 pub use crate::events::FailedFetch;
 
