@@ -41,6 +41,9 @@ pub use crate::events::FailedFetch;
 /// How often the header is refreshed when nothing happens.
 const TICK: Duration = Duration::from_secs(1);
 
+/// The shortest gap between two progress events.
+const PROGRESS_GAP: Duration = Duration::from_millis(250);
+
 /// The longest wait between two attempts, whatever the backoff says.
 const MAX_DELAY: Duration = Duration::from_secs(300);
 
@@ -547,9 +550,12 @@ impl<'r, 'a> Coordinator<'r, 'a> {
         self.stop.apply(interrupt, ("fetch", "fetches"), self.running.len(), self.run.events, &self.cancel);
     }
 
-    /// A progress event when something it shows changed, else at most once per [`TICK`].
+    /// A progress event when something it shows changed (at most every
+    /// [`PROGRESS_GAP`]: a warm cache finishes thousands of ports a second),
+    /// else once per [`TICK`].
     fn refresh_header(&mut self) {
-        if !self.changed && self.last_progress.is_some_and(|at| at.elapsed() < TICK) {
+        let since = self.last_progress.map(|at| at.elapsed());
+        if since.is_some_and(|since| since < if self.changed { PROGRESS_GAP } else { TICK }) {
             return;
         }
         let mut slots: Vec<SlotStatus> = self
