@@ -102,6 +102,17 @@ pub enum Event {
     RunEnd(RunEnd),
 }
 
+/// An event as reporters get it and NDJSON prints it: the event and when
+/// the coordinator emitted it (`"time_ms"`, milliseconds since the Unix
+/// epoch, next to `"event"`), so a stream read back later (a report, a
+/// diff of two runs) has the times without the wall clock of its reader.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub time_ms: i64,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
 /// What a run is about to do: a build's plan counts, or fetch-only's scope.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -411,7 +422,7 @@ impl Event {
 
 /// Something that shows or keeps a run's events.
 pub trait Reporter: Send {
-    fn report(&mut self, event: &Event);
+    fn report(&mut self, record: &Record);
 
     /// Whether [`Progress::eta_seconds`] should be computed (a simulation of
     /// the rest of the run, milliseconds on a big tree, once per second).
@@ -445,12 +456,13 @@ impl Events {
         self.reporters.lock().unwrap_or_else(|e| e.into_inner()).push(reporter);
     }
 
-    /// Delivers `event` to every reporter, then whatever other threads posted.
+    /// Delivers `event`, stamped with the time, to every reporter, then
+    /// whatever other threads posted (stamped when delivered).
     pub fn emit(&self, event: Event) {
         let mut reporters = self.reporters.lock().unwrap_or_else(|e| e.into_inner());
-        deliver(&mut reporters, &event);
+        deliver(&mut reporters, event);
         while let Ok(posted) = self.posted.1.try_recv() {
-            deliver(&mut reporters, &posted);
+            deliver(&mut reporters, posted);
         }
     }
 
@@ -479,32 +491,40 @@ impl Events {
         for index in 0..reporters.len() {
             reporters[index].finish();
             while let Ok(posted) = self.posted.1.try_recv() {
-                deliver(&mut reporters, &posted);
+                deliver(&mut reporters, posted);
             }
         }
     }
 }
 
-fn deliver(reporters: &mut [Box<dyn Reporter>], event: &Event) {
+fn deliver(reporters: &mut [Box<dyn Reporter>], event: Event) {
+    let record = Record { time_ms: crate::builddb::now_ms(), event };
     for reporter in reporters.iter_mut() {
-        reporter.report(event);
+        reporter.report(&record);
     }
 }
 
 /// A reporter that keeps every event, for tests of producers.
 #[derive(Default, Clone)]
-pub struct Recorder(pub std::sync::Arc<Mutex<Vec<Event>>>);
+pub struct Recorder(pub std::sync::Arc<Mutex<Vec<Record>>>);
 
 impl Recorder {
-    pub fn events(&self) -> Vec<Event> {
+    pub fn records(&self) -> Vec<Record> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
 impl Reporter for Recorder {
-    fn report(&mut self, event: &Event) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(event.clone());
+    fn report(&mut self, record: &Record) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(record.clone());
     }
+}
+
+/// [`examples`] as the records of a run one second apart, from
+/// 2026-11-18 11:06:40 UTC.
+pub fn example_records() -> Vec<Record> {
+    let start = 1_795_000_000_000;
+    examples().into_iter().enumerate().map(|(i, event)| Record { time_ms: start + 1000 * i as i64, event }).collect()
 }
 
 /// One event of every kind with every field set: the examples of
@@ -683,18 +703,21 @@ pub fn events_document() -> String {
          <!-- Generated from src/events.rs by `cargo test --release --locked events_document`; do not edit. -->\n\n\
          `portsynth --json` prints one JSON object per line on stdout while a build\n\
          or fetch-only run lasts; human text goes to stderr. Each object is one\n\
-         `portsynth::events::Event`, its kind in `\"event\"`. The Rust type (with its\n\
-         doc comments) is the schema; below is one example of every kind, as the\n\
-         program serializes it. Fields may be added; none is renamed or removed\n\
-         without a note here. `null` marks an optional value that is absent.\n\n",
+         `portsynth::events::Record`: an `Event`, its kind in `\"event\"`, and\n\
+         `\"time_ms\"`, when it was emitted (milliseconds since the Unix epoch).\n\
+         The Rust types (with their doc comments) are the schema; below is one\n\
+         example of every kind, as the program serializes it (`docs/EVENTS.md`\n\
+         pretty-prints; the stream has one line per record).\n\
+         Fields may be added; none is renamed or removed without a note here.\n\
+         `null` marks an optional value that is absent.\n\n",
     );
     let mut seen = std::collections::BTreeSet::new();
-    for event in examples() {
-        let name = event.name();
+    for record in example_records() {
+        let name = record.event.name();
         if seen.insert(name) {
-            text.push_str(&format!("## `{name}`\n\n{}\n\n", describe(&event)));
+            text.push_str(&format!("## `{name}`\n\n{}\n\n", describe(&record.event)));
         }
-        let json = serde_json::to_string_pretty(&event).expect("events serialize");
+        let json = serde_json::to_string_pretty(&record).expect("events serialize");
         text.push_str(&format!("```json\n{json}\n```\n\n"));
     }
     text
@@ -758,6 +781,19 @@ mod tests {
     }
 
     #[test]
+    fn records_round_trip_with_their_time_beside_the_event() {
+        for (index, event) in examples().into_iter().enumerate() {
+            let record = Record { time_ms: 1_795_000_000_000 + index as i64, event };
+            let line = serde_json::to_string(&record).unwrap();
+            let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(value["time_ms"], record.time_ms, "{line}");
+            assert_eq!(value["event"], record.event.name(), "{line}");
+            let back: Record = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
+            assert_eq!(back, record, "{line}");
+        }
+    }
+
+    #[test]
     fn the_examples_cover_every_kind() {
         let names: std::collections::BTreeSet<&str> = examples().iter().map(Event::name).collect();
         // `Event::name` is an exhaustive match: a new kind must be named there and here.
@@ -804,10 +840,11 @@ mod tests {
         events.debug("two");
         poster.send(Event::notice("late")).unwrap();
         events.finish();
-        let messages: Vec<String> = recorder
-            .events()
+        let records = recorder.records();
+        assert!(records.windows(2).all(|w| w[0].time_ms <= w[1].time_ms), "{records:?}");
+        let messages: Vec<String> = records
             .into_iter()
-            .map(|e| match e {
+            .map(|r| match r.event {
                 Event::Notice { message } | Event::Debug { message } => message,
                 other => panic!("{other:?}"),
             })

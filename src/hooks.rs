@@ -35,7 +35,7 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use serde::Serialize;
 
-use crate::events::{BuildEndStatus, Event, FetchStatus, Reporter, RunResult, RunScope, SkipCause};
+use crate::events::{BuildEndStatus, Event, FetchStatus, Record, Reporter, RunResult, RunScope, SkipCause};
 
 /// The hooks' output, in `logs_dir`.
 pub const LOG: &str = "hooks.log";
@@ -290,11 +290,11 @@ impl Hooks {
 }
 
 impl Reporter for Hooks {
-    fn report(&mut self, event: &Event) {
-        if let Event::RunStart { run, command, .. } = event {
+    fn report(&mut self, record: &Record) {
+        if let Event::RunStart { run, command, .. } = &record.event {
             self.facts = RunFacts { run_id: run.clone(), command: command.clone() };
         }
-        let Some(call) = hook_call(event, &self.facts) else { return };
+        let Some(call) = hook_call(&record.event, &self.facts) else { return };
         let (Some(command), Some(queue)) = (self.commands.get(&call.hook), &self.queue) else { return };
         let _ = queue.send((command.clone(), call));
     }
@@ -387,7 +387,7 @@ fn describe_status(status: ExitStatus) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::examples;
+    use crate::events::{example_records, examples};
 
     fn var<'a>(call: &'a HookCall, name: &str) -> Option<&'a str> {
         call.env.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
@@ -456,8 +456,8 @@ mod tests {
         let (tx, rx) = unbounded();
         let mut hooks = Hooks::start(&settings(&commands, Duration::from_secs(10)), &dir.path().join("hooks.log"), tx)
             .expect("hooks configured");
-        for event in examples() {
-            hooks.report(&event);
+        for record in example_records() {
+            hooks.report(&record);
         }
         hooks.finish();
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "success misc/hello\nsuccess misc/hello\n");
@@ -481,7 +481,7 @@ mod tests {
         let mut hooks =
             Hooks::start(&settings(&commands, Duration::from_secs(1)), &dir.path().join("hooks.log"), tx).unwrap();
         let started = Instant::now();
-        hooks.report(&examples()[0]);
+        hooks.report(&example_records()[0]);
         hooks.finish();
         let took = started.elapsed();
         assert!(took < Duration::from_secs(1) + KILL_GRACE + Duration::from_secs(3), "{took:?}");

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 
-use crate::events::{BuildEndStatus, Event, FetchStatus, Reporter, SkipCause};
+use crate::events::{BuildEndStatus, Event, FetchStatus, Record, Reporter, SkipCause};
 
 /// The obsolete-packages list, rewritten whole by every index rebuild.
 pub const OBSOLETE: &str = "06_obsolete_packages.log";
@@ -136,9 +136,9 @@ impl RunLogs {
 pub struct LogsReporter(pub Arc<RunLogs>);
 
 impl Reporter for LogsReporter {
-    fn report(&mut self, event: &Event) {
+    fn report(&mut self, record: &Record) {
         let logs = &self.0;
-        match event {
+        match &record.event {
             Event::UpToDate { origin, pkgname } => logs.up_to_date(origin, pkgname),
             Event::Ignored { origin, pkgname, reason } => {
                 logs.ignored(origin, pkgname.as_deref().unwrap_or("-"), reason)
@@ -264,8 +264,8 @@ mod tests {
     fn the_logs_reporter_files_each_event_in_its_list() {
         let dir = tempfile::tempdir().unwrap();
         let mut reporter = LogsReporter(Arc::new(RunLogs::create(dir.path()).unwrap()));
-        for event in crate::events::examples() {
-            reporter.report(&event);
+        for record in crate::events::example_records() {
+            reporter.report(&record);
         }
         let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
         // The build's success and the fetch's are one port: listed once.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::events::{BuildEnd, Event, FetchEnd, FetchProgress, Progress, RunEnd, RunResult, RunScope};
+use crate::events::{BuildEnd, Event, FetchEnd, FetchProgress, Progress, Record, RunEnd, RunResult, RunScope};
 
 /// The reporter that shows the run to people: bars on a terminal (unless
 /// `quiet`), else plain lines. With `json` the NDJSON stream instead.
@@ -43,12 +43,12 @@ impl Ndjson {
 }
 
 impl crate::events::Reporter for Ndjson {
-    fn report(&mut self, event: &Event) {
-        if let Ok(line) = serde_json::to_string(event) {
+    fn report(&mut self, record: &Record) {
+        if let Ok(line) = serde_json::to_string(record) {
             let _ = writeln!(self.out, "{line}");
             let _ = self.out.flush();
         }
-        if let Event::RunEnd(end) = event {
+        if let Event::RunEnd(end) = &record.event {
             let _ = write!(self.text, "{}", summary_text(end));
             let _ = self.text.flush();
         }
@@ -172,8 +172,8 @@ impl crate::events::Reporter for Terminal {
         matches!(self.screen, Screen::Bars { .. })
     }
 
-    fn report(&mut self, event: &Event) {
-        match event {
+    fn report(&mut self, record: &Record) {
+        match &record.event {
             Event::RunStart { run, command, scope: RunScope::Build(counts) } => {
                 self.line(format!("run {run}: {command}, {} ports to build", counts.to_build))
             }
@@ -340,7 +340,7 @@ pub fn summary_text(end: &RunEnd) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{examples, Reporter};
+    use crate::events::{example_records, Reporter};
     use std::sync::{Arc, Mutex};
 
     /// A `Write` whose bytes the test reads afterwards.
@@ -367,11 +367,11 @@ mod tests {
     fn ndjson_writes_one_parsable_line_per_event_and_the_summary_on_the_other_stream() {
         let (out, text) = (Shared::default(), Shared::default());
         let mut ndjson = Ndjson::new(Box::new(out.clone()), Box::new(text.clone()));
-        for event in examples() {
-            ndjson.report(&event);
+        for record in example_records() {
+            ndjson.report(&record);
         }
-        let parsed: Vec<Event> = out.text().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-        assert_eq!(parsed, examples());
+        let parsed: Vec<Record> = out.text().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(parsed, example_records());
         let text = text.text();
         assert!(text.contains("Run 0193b8c1 completed in 10.5s: 1 built, 1 failed"), "{text}");
         assert!(text.contains("  misc/fails  phase build  log /var/cache/portsynth/logs/misc___fails.log"), "{text}");
@@ -383,8 +383,8 @@ mod tests {
     fn plain_lines_name_each_outcome_and_leave_out_progress_and_debug() {
         let out = Shared::default();
         let mut terminal = Terminal::plain(Box::new(out.clone()), false);
-        for event in examples() {
-            terminal.report(&event);
+        for record in example_records() {
+            terminal.report(&record);
         }
         let text = out.text();
         let lines: Vec<&str> = text.lines().collect();
@@ -412,15 +412,16 @@ mod tests {
     fn quiet_plain_output_is_the_summary_alone() {
         let out = Shared::default();
         let mut terminal = Terminal::plain(Box::new(out.clone()), true);
-        for event in examples() {
-            terminal.report(&event);
+        for record in example_records() {
+            terminal.report(&record);
         }
         assert!(out.text().starts_with("\nRun 0193b8c1 completed"), "{}", out.text());
     }
 
     #[test]
     fn the_header_shows_counts_workers_jobs_and_the_wait() {
-        let Some(Event::Progress(progress)) = examples().into_iter().find(|e| e.name() == "progress") else {
+        let Some(Event::Progress(progress)) = crate::events::examples().into_iter().find(|e| e.name() == "progress")
+        else {
             panic!("no progress example")
         };
         let text = header_text(&progress);

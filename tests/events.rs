@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::{dump, events, Env};
 use portsynth::builddb::{BuildDb, BuildStatus};
-use portsynth::events::Event;
+use portsynth::events::Record;
 use serde_json::Value;
 
 /// The fixture tree with an ignored port and `extra` config.
@@ -81,10 +81,12 @@ fn a_real_run_s_stream_parses_back_and_every_hook_fires_with_its_facts() {
     let mut kinds = std::collections::BTreeSet::new();
     for line in stdout.lines() {
         let value: Value = serde_json::from_str(line).unwrap();
-        let event: Event = serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
-        assert_eq!(serde_json::to_value(&event).unwrap(), value, "lost in the round trip: {line}");
-        kinds.insert(event.name());
+        let record: Record = serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        assert_eq!(serde_json::to_value(&record).unwrap(), value, "lost in the round trip: {line}");
+        kinds.insert(record.event.name());
     }
+    let records: Vec<Record> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(records.windows(2).all(|w| w[0].time_ms <= w[1].time_ms), "times go forward");
     for kind in ["run_start", "ignored", "skip", "build_start", "build_phase", "progress", "build_end", "run_end"] {
         assert!(kinds.contains(kind), "no {kind} event in\n{stdout}");
     }
@@ -166,7 +168,12 @@ fn logs_follow_prints_a_running_build_as_it_grows_and_ends_with_it() {
     let env = Env::fixtures();
     common::copy_tree(&common::repo().join("tests/fixtures/resources/resource"), &env.ports().join("resource"));
     env.write_config("workers = 1\nthrottle = false\n[make_conf]\nNAP = \"4\"\n");
-    let mut build = env.command(&["-y", "-q", "build", "resource/nap-a"]).stdin(Stdio::null()).spawn().unwrap();
+    let mut build = env
+        .command(&["-y", "-q", "build", "resource/nap-a"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
     let db_path = env.base().join("builddb.sqlite");
     let deadline = Instant::now() + Duration::from_secs(120);
     // Wait for the build's row to say it runs.
