@@ -75,7 +75,11 @@ pub struct Terminal {
 
 impl Terminal {
     pub fn bars(slots: usize) -> Terminal {
-        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        Terminal::bars_on(ProgressDrawTarget::stderr(), slots)
+    }
+
+    fn bars_on(target: ProgressDrawTarget, slots: usize) -> Terminal {
+        let multi = MultiProgress::with_draw_target(target);
         let header = multi.add(ProgressBar::new_spinner());
         header.set_style(ProgressStyle::with_template("{msg}").expect("template"));
         let slots = (0..slots)
@@ -416,6 +420,34 @@ mod tests {
             terminal.report(&record);
         }
         assert!(out.text().starts_with("\nRun 0193b8c1 completed"), "{}", out.text());
+    }
+
+    #[test]
+    fn the_bars_show_each_slot_s_build_and_the_run_s_figures() {
+        let mut terminal = Terminal::bars_on(ProgressDrawTarget::hidden(), 2);
+        let message = |terminal: &Terminal, slot: usize| match &terminal.screen {
+            Screen::Bars { header, slots, .. } if slot == 0 => header.message(),
+            Screen::Bars { slots, .. } => slots[slot - 1].message(),
+            Screen::Plain { .. } => unreachable!(),
+        };
+        let records = example_records();
+        let upto = |name: &str| records.iter().position(|r| r.event.name() == name).unwrap();
+        for record in &records[..=upto("build_start")] {
+            terminal.report(record);
+        }
+        assert_eq!(message(&terminal, 1), "SL01 misc/hello: starting");
+        terminal.report(&records[upto("build_phase")]);
+        assert!(
+            message(&terminal, 1).starts_with("SL01 misc/hello                       build "),
+            "{}",
+            message(&terminal, 1)
+        );
+        terminal.report(&records[upto("progress")]);
+        assert!(message(&terminal, 0).starts_with("built 0 failed 0 ignored 1"), "{}", message(&terminal, 0));
+        assert!(message(&terminal, 1).ends_with("    2s     120 lines"), "{}", message(&terminal, 1));
+        terminal.report(&records[upto("build_end")]);
+        assert_eq!(message(&terminal, 1), "SL01 idle");
+        assert_eq!(message(&terminal, 2), "", "slot 2 untouched");
     }
 
     #[test]

@@ -224,18 +224,17 @@ fn logs_follow_of_a_port_not_building_prints_its_last_log_once() {
 }
 
 #[test]
-fn a_closed_stdout_ends_status_quietly_with_success() {
+fn a_closed_stdout_ends_commands_quietly_with_success() {
     let env = fixtures("");
-    let mut child = env
-        .command(&["status", "misc/good", "misc/needs-fails"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The reader goes away before portsynth writes anything (`| head -0`).
-    drop(child.stdout.take());
-    let output = child.wait_with_output().unwrap();
-    assert_eq!(output.status.code(), Some(0), "{}", dump(&output));
-    assert_eq!(String::from_utf8_lossy(&output.stderr), "", "nothing on stderr");
+    let commands: [&[&str]; 4] =
+        [&["status", "misc/good", "misc/needs-fails"], &["--json", "status", "misc/good"], &["history"], &["version"]];
+    for args in commands {
+        let mut child =
+            env.command(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        // The reader goes away before portsynth writes anything (`| head -0`).
+        drop(child.stdout.take());
+        let output = child.wait_with_output().unwrap();
+        assert_eq!(output.status.code(), Some(0), "{args:?}: {}", dump(&output));
+        assert_eq!(String::from_utf8_lossy(&output.stderr), "", "{args:?}: nothing on stderr");
+    }
 }
