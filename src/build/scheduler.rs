@@ -37,6 +37,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::{anyhow, Context, Result};
+use crossbeam_channel::{select, unbounded, Receiver, Sender};
+
 use super::allocate::{self, Decision, Machine, PortModel, ReadyPort, RunningPort, Sample};
 use super::interrupts::{Interrupt, Stop};
 use super::throttle::{self, Pressure};
@@ -51,8 +54,6 @@ use crate::queue::{CriticalPath, DependencyQueue};
 use crate::report::RunLogs;
 use crate::sandbox::runner::{build_one, BuildOutcome, Cancel, Dependency, OutcomeStatus, Progress, SandboxRequest};
 use crate::sandbox::work_area::{self, WorkArea};
-use anyhow::{anyhow, Context, Result};
-use crossbeam_channel::{select, unbounded, Receiver, Sender};
 
 pub use crate::events::{FailedPort, Tally};
 
