@@ -69,6 +69,9 @@ pub enum Event {
         slot: u32,
         origin: String,
         pkgname: String,
+        /// Why it is built: the plan's reason ("new", "dependency changed: devel/libgreet").
+        #[serde(default)]
+        why: String,
         /// The make jobs the allocator gave it.
         make_jobs: u32,
         /// `tmpfs` or `disk`.
@@ -561,6 +564,7 @@ pub fn examples() -> Vec<Event> {
             slot: 1,
             origin: "misc/hello".into(),
             pkgname: "hello-2.1".into(),
+            why: "new".into(),
             make_jobs: 2,
             work_area: "tmpfs".into(),
             log: log.clone(),
@@ -739,7 +743,9 @@ fn describe(event: &Event) -> &'static str {
              skipped ports `via` which it is reached), `not_buildable` or `not_fetched` (with the \
              `problem`)."
         }
-        Event::BuildStart { .. } => "A build was handed to slot `slot`; its log is `log`.",
+        Event::BuildStart { .. } => {
+            "A build was handed to slot `slot` with `make_jobs`; `why` is the plan's reason to build it, `log` its log."
+        }
         Event::BuildPhase { .. } => "A running build entered `phase`.",
         Event::Progress(_) => {
             "Once a second and after every build: the run's counts, the throttle's `workers`, \

@@ -90,6 +90,11 @@ fn a_real_run_s_stream_parses_back_and_every_hook_fires_with_its_facts() {
     for kind in ["run_start", "ignored", "skip", "build_start", "build_phase", "progress", "build_end", "run_end"] {
         assert!(kinds.contains(kind), "no {kind} event in\n{stdout}");
     }
+    for record in &records {
+        if let portsynth::events::Event::BuildStart { origin, why, make_jobs, .. } = &record.event {
+            assert!(!why.is_empty() && *make_jobs >= 1, "{origin}: {record:?}");
+        }
+    }
 
     // Each hook with the documented variables.
     let run =

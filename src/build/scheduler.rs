@@ -193,6 +193,8 @@ struct Coordinator<'r, 'a> {
     started: Instant,
     tally: Tally,
     failed: Vec<FailedPort>,
+    /// The plan's reason to build each port of the build set.
+    build_reasons: HashMap<NodeId, String>,
 }
 
 impl<'r, 'a> Coordinator<'r, 'a> {
@@ -236,6 +238,7 @@ impl<'r, 'a> Coordinator<'r, 'a> {
             started: Instant::now(),
             tally: Tally::default(),
             failed: Vec::new(),
+            build_reasons: HashMap::new(),
         };
         for node in coordinator.queue.ready().collect::<Vec<_>>() {
             coordinator.state[node] = Some(State::Ready);
@@ -244,14 +247,17 @@ impl<'r, 'a> Coordinator<'r, 'a> {
     }
 
     /// Records the plan's verdicts that need no build: ignored, skipped
-    /// because of an ignored dependency, not buildable, up to date.
+    /// because of an ignored dependency, not buildable, up to date; and
+    /// keeps why each of the others is built, for its `build_start` event.
     fn record_unbuildable(&mut self) {
         let run = self.run;
         for entry in &run.plan.entries {
             let origin = entry.origin.to_string();
             let pkgname = entry.pkgname.clone();
             match &entry.verdict {
-                Verdict::Build(_) => {}
+                Verdict::Build(why) => {
+                    self.build_reasons.insert(entry.node, why.clone());
+                }
                 Verdict::UpToDate => {
                     self.tally.up_to_date += 1;
                     let pkgname = pkgname.unwrap_or_else(|| "-".into());
@@ -421,6 +427,7 @@ impl<'r, 'a> Coordinator<'r, 'a> {
             slot,
             origin: origin.to_string(),
             pkgname: meta.pkgname.clone(),
+            why: self.build_reasons.get(&node).cloned().unwrap_or_default(),
             make_jobs,
             work_area: work_area.name().to_string(),
             log: running.log_path.clone(),
