@@ -105,6 +105,8 @@ pub struct Config {
     /// Size of a disk work area (`disk_work_size`), at most; see
     /// [`crate::sandbox::work_area`].
     pub disk_work_size: u64,
+    /// The operator's hooks (`[hooks]`, `hook_timeout`), see [`crate::hooks`].
+    pub hooks: crate::hooks::HookSettings,
 }
 
 /// Config `work_dir`: every build's work area in a tmpfs, on disk, or
@@ -180,7 +182,23 @@ struct RawSettings {
     bootstrap_timeout: Option<Spanned<i64>>,
     work_dir: Option<Spanned<String>>,
     disk_work_size: Option<Spanned<String>>,
+    hooks: Option<RawHooks>,
+    hook_timeout: Option<Spanned<i64>>,
     profile: Option<BTreeMap<String, Spanned<RawSettings>>>,
+}
+
+/// `[hooks]` as written: each hook a list of words or (with `shell = true`)
+/// a shell command string.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHooks {
+    run_start: Option<Spanned<toml::Value>>,
+    run_end: Option<Spanned<toml::Value>>,
+    success: Option<Spanned<toml::Value>>,
+    failure: Option<Spanned<toml::Value>>,
+    ignored: Option<Spanned<toml::Value>>,
+    skipped: Option<Spanned<toml::Value>>,
+    shell: Option<Spanned<bool>>,
 }
 
 /// `pkgpaths`: a list of ports, or the name of a file with one port per
@@ -269,7 +287,9 @@ impl RawSettings {
             bootstrap_env,
             bootstrap_timeout,
             work_dir,
-            disk_work_size
+            disk_work_size,
+            hooks,
+            hook_timeout
         );
         self
     }
@@ -514,6 +534,7 @@ fn validate(raw: RawSettings, at: &Locator, profile: Option<String>) -> Result<C
         ),
         work_dir: work_dir(at, raw.work_dir)?,
         disk_work_size: disk_work_size(at, raw.disk_work_size)?,
+        hooks: hooks(at, raw.hooks, raw.hook_timeout)?,
     };
     let paths = [
         &config.ports_dir,
@@ -531,6 +552,58 @@ fn validate(raw: RawSettings, at: &Locator, profile: Option<String>) -> Result<C
     check_dirs(at, &dirs, &config.system_path)?;
     check_build_user(at, user_span, &config.build_user, &config.system_path)?;
     Ok(config)
+}
+
+/// `[hooks]` and `hook_timeout`. A string is a shell command and needs
+/// `shell = true`: without it a hook never goes through a shell.
+fn hooks(at: &Locator, raw: Option<RawHooks>, timeout: Option<Spanned<i64>>) -> Result<crate::hooks::HookSettings> {
+    use crate::hooks::{Hook, HookCommand, HookSettings};
+    let timeout =
+        positive(at, "hook_timeout", timeout)?.map_or(crate::hooks::DEFAULT_TIMEOUT, |n| Duration::from_secs(n as u64));
+    let Some(raw) = raw else { return Ok(HookSettings { commands: BTreeMap::new(), timeout }) };
+    let shell = raw.shell.as_ref().is_some_and(|s| *s.get_ref());
+    let mut commands = BTreeMap::new();
+    let written = [
+        (Hook::RunStart, raw.run_start),
+        (Hook::RunEnd, raw.run_end),
+        (Hook::Success, raw.success),
+        (Hook::Failure, raw.failure),
+        (Hook::Ignored, raw.ignored),
+        (Hook::Skipped, raw.skipped),
+    ];
+    for (hook, value) in written {
+        let Some(value) = value else { continue };
+        let key = format!("hooks.{}", hook.key());
+        let command = match value.get_ref() {
+            toml::Value::Array(items) => {
+                let words: Option<Vec<String>> = items.iter().map(|i| i.as_str().map(str::to_string)).collect();
+                match words {
+                    Some(words) if words.first().is_some_and(|w| !w.is_empty()) => HookCommand::Exec(words),
+                    Some(_) => return Err(at.error(&key, &value, "needs a program: [\"/path/prog\", \"arg\", ...]")),
+                    None => return Err(at.error(&key, &value, "every word of the command must be a string")),
+                }
+            }
+            toml::Value::String(text) if shell && !text.trim().is_empty() => HookCommand::Shell(text.clone()),
+            toml::Value::String(_) if shell => return Err(at.error(&key, &value, "the shell command is empty")),
+            toml::Value::String(_) => {
+                return Err(at.error(
+                    &key,
+                    &value,
+                    "a string is a shell command: write the command as a list of words ([\"/path/prog\", \"arg\"]), \
+                     or set shell = true in [hooks] to run strings with /bin/sh -c",
+                ))
+            }
+            other => {
+                return Err(at.error(
+                    &key,
+                    &value,
+                    format!("must be a list of words or a string, not {}", other.type_str()),
+                ))
+            }
+        };
+        commands.insert(hook, command);
+    }
+    Ok(HookSettings { commands, timeout })
 }
 
 /// `distfile_mirrors`: each a base URL portsynth can fetch from.
@@ -1038,6 +1111,8 @@ build_user = "nobody"
 # bootstrap_timeout = 3600
 # Seconds without any output before a build is killed.
 silent_timeout = 7200
+# Seconds a hook ([hooks] below) may run before it is killed.
+# hook_timeout = 60
 
 # fetch-only: ports fetched at once (default 4 per CPU, at most 64; never
 # more than 4 per CPU, {max_jobs} here), extra
@@ -1077,6 +1152,15 @@ silent_timeout = 7200
 # NOGCCERROR = "yes"
 # PREFER_PKGSRC = "openssl"
 # NBCOMPAT_CONFIGURE_ARGS = "--enable-db"
+
+# Commands run at a run's start and end and for each port's outcome, facts
+# in PORTSYNTH_* variables (README, "Hooks"). A list runs without a shell;
+# a string runs with /bin/sh -c only with shell = true. A failing or slow
+# hook is a notice, never a change to the run.
+[hooks]
+# run_end = ["/usr/local/bin/notify-run", "--quiet"]
+# failure = "mail -s \"$PORTSYNTH_ORIGIN failed\" root < \"$PORTSYNTH_LOG\""
+# shell = true
 
 # Profiles override the settings above: portsynth --profile quick ...
 # [profile.quick]
@@ -1524,6 +1608,31 @@ CFLAGS = "-O1"
         assert!(parse_size("5X").is_err());
         assert!(parse_size("G").is_err());
         assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn hooks_are_words_unless_a_shell_is_asked_for() {
+        use crate::hooks::{Hook, HookCommand};
+        let dir = tree();
+        let text = "ports_dir = \"ports\"\nhook_timeout = 5\n[hooks]\nsuccess = [\"/bin/echo\", \"built\"]\n";
+        let config = parse_in(dir.path(), text, None).unwrap();
+        assert_eq!(config.hooks.timeout, Duration::from_secs(5));
+        assert_eq!(config.hooks.commands[&Hook::Success], HookCommand::Exec(vec!["/bin/echo".into(), "built".into()]));
+        assert_eq!(parse_in(dir.path(), "ports_dir = \"ports\"\n", None).unwrap().hooks.commands.len(), 0);
+        let shell = "ports_dir = \"ports\"\n[hooks]\nshell = true\nfailure = \"echo $PORTSYNTH_ORIGIN\"\n";
+        let config = parse_in(dir.path(), shell, None).unwrap();
+        assert_eq!(config.hooks.commands[&Hook::Failure], HookCommand::Shell("echo $PORTSYNTH_ORIGIN".into()));
+        for (text, wanted) in [
+            ("[hooks]\nfailure = \"echo x\"\n", "line 3: hooks.failure: a string is a shell command"),
+            ("[hooks]\nrun_end = []\n", "line 3: hooks.run_end: needs a program"),
+            ("[hooks]\nrun_end = [\"/bin/echo\", 3]\n", "hooks.run_end: every word of the command must be a string"),
+            ("[hooks]\nrun_end = 3\n", "hooks.run_end: must be a list of words or a string, not integer"),
+            ("[hooks]\nbuilt = [\"/bin/true\"]\n", "unknown field `built`"),
+            ("hook_timeout = 0\n", "line 2: hook_timeout: must be at least 1"),
+        ] {
+            let err = error_in(dir.path(), &format!("ports_dir = \"ports\"\n{text}"));
+            assert!(err.contains(wanted), "{text}: {err}");
+        }
     }
 
     #[test]

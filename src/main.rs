@@ -10,6 +10,8 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     match portsynth::run() {
         Ok(code) => code,
+        // `portsynth status | head`: the reader has what it wanted.
+        Err(error) if portsynth::commands::is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("portsynth: error: {error:#}");
             portsynth::exit_code_of(&error)

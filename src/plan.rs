@@ -46,7 +46,7 @@ pub struct Dependency {
     pub kind: &'static EdgeKind,
 }
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Counts {
     pub to_build: usize,
     pub up_to_date: usize,

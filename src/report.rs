@@ -7,14 +7,20 @@
 //! Only a build run creates (truncates) them; read-only commands never do.
 //! Each list holds one line per port per outcome: a port reported twice in
 //! the same list is written once.
+//!
+//! [`LogsReporter`] writes them from the run's event stream
+//! (`crate::events`); [`RunLogs`] is also shared with the code around the
+//! run for its debug lines (planning, the repository index).
 
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
+
+use crate::events::{BuildEndStatus, Event, FetchStatus, Record, Reporter, SkipCause};
 
 /// The obsolete-packages list, rewritten whole by every index rebuild.
 pub const OBSOLETE: &str = "06_obsolete_packages.log";
@@ -125,6 +131,72 @@ impl RunLogs {
     }
 }
 
+/// The summary logs as a reporter of the run's events. Every notice is
+/// also a line of `07_debug.log`, so the log holds what the operator saw.
+pub struct LogsReporter(pub Arc<RunLogs>);
+
+impl Reporter for LogsReporter {
+    fn report(&mut self, record: &Record) {
+        let logs = &self.0;
+        match &record.event {
+            Event::UpToDate { origin, pkgname } => logs.up_to_date(origin, pkgname),
+            Event::Ignored { origin, pkgname, reason } => {
+                logs.ignored(origin, pkgname.as_deref().unwrap_or("-"), reason)
+            }
+            Event::Skip {
+                origin,
+                cause: SkipCause::NotBuildable { problem } | SkipCause::NotFetched { problem },
+                ..
+            } => logs.not_buildable(origin, problem),
+            Event::Skip { origin, pkgname, reason, .. } => {
+                logs.skipped(origin, pkgname.as_deref().unwrap_or("-"), reason)
+            }
+            Event::BuildEnd(end) => {
+                match end.status {
+                    BuildEndStatus::Success => {
+                        let note = end.reason.as_deref().filter(|_| end.retried_on_disk);
+                        logs.success(&end.origin, &end.pkgname, end.seconds, note);
+                    }
+                    BuildEndStatus::Failed => logs.failure(
+                        &end.origin,
+                        &end.pkgname,
+                        end.phase.as_deref().unwrap_or("setup"),
+                        end.reason.as_deref().unwrap_or("failed"),
+                        &end.log,
+                    ),
+                    BuildEndStatus::Interrupted => {}
+                }
+                if !end.abnormal_output.is_empty() {
+                    let what = format!("{} (log: {})", end.origin, end.log.display());
+                    logs.abnormal(&what, &end.abnormal_output.join("\n"));
+                }
+            }
+            Event::FetchEnd(end) => match end.status {
+                FetchStatus::Present => logs.up_to_date(&end.origin, &end.pkgname),
+                FetchStatus::Fetched => logs.success(&end.origin, &end.pkgname, end.seconds, None),
+                FetchStatus::Failed => logs.failure(
+                    &end.origin,
+                    &end.pkgname,
+                    end.phase.as_deref().unwrap_or("setup"),
+                    end.reason.as_deref().unwrap_or("failed"),
+                    end.log.as_deref().unwrap_or(Path::new("-")),
+                ),
+                FetchStatus::Interrupted => {}
+            },
+            Event::Notice { message } | Event::Debug { message } => logs.debug(message),
+            Event::RunStart { .. }
+            | Event::BuildStart { .. }
+            | Event::BuildPhase { .. }
+            | Event::Progress(_)
+            | Event::ThrottleChange { .. }
+            | Event::FetchStart { .. }
+            | Event::FetchRetry { .. }
+            | Event::FetchProgress(_)
+            | Event::RunEnd(_) => {}
+        }
+    }
+}
+
 /// Replaces `06_obsolete_packages.log` with `files`, one path per line
 /// (`rebuild-repository` writes it without starting a run's logs).
 pub fn write_obsolete(dir: &Path, files: &[PathBuf]) -> Result<()> {
@@ -186,5 +258,37 @@ mod tests {
         assert!(read("00_last_results.log").starts_with("success  misc/hello"));
         assert!(read("07_debug.log").contains("database write failed"));
         assert_eq!(read("06_obsolete_packages.log"), "");
+    }
+
+    #[test]
+    fn the_logs_reporter_files_each_event_in_its_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut reporter = LogsReporter(Arc::new(RunLogs::create(dir.path()).unwrap()));
+        for record in crate::events::example_records() {
+            reporter.report(&record);
+        }
+        let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+        // The build's success and the fetch's are one port: listed once.
+        assert_eq!(read("01_success_list.log"), "misc/hello hello-2.1 4.2s\n");
+        assert_eq!(
+            read("02_failure_list.log"),
+            "misc/broken - phase=scan scan failed\n\
+             misc/fails fails-1.0 phase=build make exited with status 2 (log: /var/cache/portsynth/logs/misc___fails.log)\n"
+        );
+        assert_eq!(read("03_ignored_list.log"), "misc/ignored ignored-1.0 is ignored\n");
+        assert_eq!(
+            read("04_skipped_list.log"),
+            "misc/needs-ignored needs-ignored-1.0 depends on misc/ignored, which is ignored\n\
+             misc/needs-fails needs-fails-1.0 skipped: misc/fails failed\n"
+        );
+        assert_eq!(
+            read("05_abnormal_command_output.log"),
+            "misc/fails (log: /var/cache/portsynth/logs/misc___fails.log):\nSegmentation fault\n\n"
+        );
+        let results = read("00_last_results.log");
+        assert!(results.contains("up-to-date misc/current current-1.0\n"), "{results}");
+        let debug = read("07_debug.log");
+        assert!(debug.contains("warning: database error recording a success: disk full"), "{debug}");
+        assert!(debug.contains("cannot read past durations"), "{debug}");
     }
 }

@@ -15,8 +15,8 @@ use signal_hook::iterator::{Handle, Signals};
 
 use serde::Serialize;
 
+use crate::events::Events;
 use crate::sandbox::runner::Cancel;
-use crate::ui::Ui;
 
 /// What the operator asked for by signal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -44,17 +44,24 @@ impl Stop {
     /// Moves to where `interrupt` leads, tells the operator what happens to
     /// the `running` jobs (`work`: singular and plural noun) and, when
     /// killing, fires `cancel`.
-    pub fn apply(&mut self, interrupt: Interrupt, work: (&str, &str), running: usize, ui: &Ui, cancel: &Cancel) {
+    pub fn apply(
+        &mut self,
+        interrupt: Interrupt,
+        work: (&str, &str),
+        running: usize,
+        events: &Events,
+        cancel: &Cancel,
+    ) {
         let Some(next) = self.after(interrupt) else { return };
         *self = next;
         let (one, many) = work;
         let (noun, verb) = if running == 1 { (one, "finishes") } else { (many, "finish") };
         match next {
-            Stop::Draining => ui.notice(&format!(
+            Stop::Draining => events.notice(format!(
                 "interrupt: no new {many} start; {running} running {noun} {verb} (Ctrl-C again to kill them)"
             )),
             Stop::Killing => {
-                ui.notice(&format!("interrupt: killing {running} running {noun}"));
+                events.notice(format!("interrupt: killing {running} running {noun}"));
                 cancel.fire();
             }
             Stop::None => {}

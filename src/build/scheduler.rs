@@ -28,8 +28,9 @@
 //! Each worker thread owns one slot number for its whole life (so the UI's
 //! slot lines and the sandbox directories stay stable) and drives one
 //! sandbox at a time through [`crate::sandbox::runner::build_one`]. The
-//! coordinator is the only thread that touches the database, the summary
-//! logs and the scheduling state.
+//! coordinator is the only thread that touches the database and the
+//! scheduling state; what happens it says as [`Event`]s, which the
+//! reporters (terminal, NDJSON, summary logs, hooks) turn into output.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
@@ -38,7 +39,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use crossbeam_channel::{select, unbounded, Receiver, Sender};
-use serde::Serialize;
 
 use super::allocate::{self, Decision, Machine, PortModel, ReadyPort, RunningPort, Sample};
 use super::interrupts::{Interrupt, Stop};
@@ -46,6 +46,7 @@ use super::throttle::{self, Pressure};
 use crate::builddb::keys::KeyInputs;
 use crate::builddb::{BuildDb, BuildId, BuildStatus, NewBuild, PackageEntry, RunId};
 use crate::config::Config;
+use crate::events::{self, Event, Events, SkipCause, SlotStatus};
 use crate::graph::NodeId;
 use crate::plan::{Plan, Verdict};
 use crate::ports::PortTree;
@@ -53,7 +54,8 @@ use crate::queue::{CriticalPath, DependencyQueue};
 use crate::report::RunLogs;
 use crate::sandbox::runner::{build_one, BuildOutcome, Cancel, Dependency, OutcomeStatus, Progress, SandboxRequest};
 use crate::sandbox::work_area::{self, WorkArea};
-use crate::ui::{Totals, Ui};
+
+pub use crate::events::{FailedPort, Tally};
 
 /// Expected duration of a port never built successfully before.
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(60);
@@ -69,38 +71,15 @@ pub struct Run<'a> {
     pub keys: &'a [Option<KeyInputs>],
     pub db: &'a BuildDb,
     pub run: &'a RunId,
+    /// For the planning's own debug lines; the run's outcomes go to `events`.
     pub logs: &'a RunLogs,
-    pub ui: &'a Ui,
+    pub events: &'a Events,
     /// Ports built with `check-plist` whose work area is kept on failure
     /// (the `test` command's port).
     pub check_plist: HashSet<NodeId>,
     pub helper: PathBuf,
     pub workers: usize,
     pub interrupts: Receiver<Interrupt>,
-}
-
-/// What the run did, for the run record, the summary and the exit code.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Tally {
-    pub built: usize,
-    pub failed: usize,
-    pub ignored: usize,
-    pub skipped: usize,
-    pub up_to_date: usize,
-    pub not_buildable: usize,
-    pub interrupted: usize,
-    /// Ports of the build set never started because the run was stopped.
-    pub not_started: usize,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct FailedPort {
-    pub origin: String,
-    pub phase: Option<String>,
-    pub reason: String,
-    pub log: PathBuf,
-    /// The work area, kept by `portsynth test`.
-    pub kept_work: Option<PathBuf>,
 }
 
 pub struct Outcome {
@@ -214,6 +193,8 @@ struct Coordinator<'r, 'a> {
     started: Instant,
     tally: Tally,
     failed: Vec<FailedPort>,
+    /// The plan's reason to build each port of the build set.
+    build_reasons: HashMap<NodeId, String>,
 }
 
 impl<'r, 'a> Coordinator<'r, 'a> {
@@ -257,6 +238,7 @@ impl<'r, 'a> Coordinator<'r, 'a> {
             started: Instant::now(),
             tally: Tally::default(),
             failed: Vec::new(),
+            build_reasons: HashMap::new(),
         };
         for node in coordinator.queue.ready().collect::<Vec<_>>() {
             coordinator.state[node] = Some(State::Ready);
@@ -265,34 +247,40 @@ impl<'r, 'a> Coordinator<'r, 'a> {
     }
 
     /// Records the plan's verdicts that need no build: ignored, skipped
-    /// because of an ignored dependency, not buildable, up to date.
+    /// because of an ignored dependency, not buildable, up to date; and
+    /// keeps why each of the others is built, for its `build_start` event.
     fn record_unbuildable(&mut self) {
         let run = self.run;
         for entry in &run.plan.entries {
             let origin = entry.origin.to_string();
-            let pkgname = entry.pkgname.as_deref().unwrap_or("-");
+            let pkgname = entry.pkgname.clone();
             match &entry.verdict {
-                Verdict::Build(_) => {}
+                Verdict::Build(why) => {
+                    self.build_reasons.insert(entry.node, why.clone());
+                }
                 Verdict::UpToDate => {
                     self.tally.up_to_date += 1;
-                    run.logs.up_to_date(&origin, pkgname);
+                    let pkgname = pkgname.unwrap_or_else(|| "-".into());
+                    run.events.emit(Event::UpToDate { origin, pkgname });
                 }
                 Verdict::Ignored(reason) => {
                     self.tally.ignored += 1;
                     self.record_outcome(entry.node, BuildStatus::Ignored, reason);
-                    run.logs.ignored(&origin, pkgname, reason);
-                    run.ui.ignored(&origin, reason);
+                    run.events.emit(Event::Ignored { origin, pkgname, reason: reason.clone() });
                 }
                 Verdict::Skipped(reason) => {
                     self.tally.skipped += 1;
                     self.record_outcome(entry.node, BuildStatus::Skipped, reason);
-                    run.logs.skipped(&origin, pkgname, reason);
-                    run.ui.skipped(&origin, reason);
+                    run.events.emit(Event::Skip { origin, pkgname, reason: reason.clone(), cause: SkipCause::Plan });
                 }
                 Verdict::NotBuildable(reason) => {
                     self.tally.not_buildable += 1;
-                    run.logs.not_buildable(&origin, reason);
-                    run.ui.skipped(&origin, &format!("not buildable: {reason}"));
+                    run.events.emit(Event::Skip {
+                        origin,
+                        pkgname,
+                        reason: format!("not buildable: {reason}"),
+                        cause: SkipCause::NotBuildable { problem: reason.clone() },
+                    });
                 }
             }
         }
@@ -416,6 +404,7 @@ impl<'r, 'a> Coordinator<'r, 'a> {
                 .collect(),
         };
         let log_path = origin.log_file(&run.config.logs_dir);
+        let work_area = request.work_area;
         let new = NewBuild {
             origin: &origin.to_string(),
             pkgname: &meta.pkgname,
@@ -438,8 +427,16 @@ impl<'r, 'a> Coordinator<'r, 'a> {
             expected_ms: model.time(make_jobs),
             memory: model.memory,
         };
+        run.events.emit(Event::BuildStart {
+            slot,
+            origin: origin.to_string(),
+            pkgname: meta.pkgname.clone(),
+            why: self.build_reasons.get(&node).cloned().unwrap_or_default(),
+            make_jobs,
+            work_area: work_area.name().to_string(),
+            log: running.log_path.clone(),
+        });
         self.running.insert(slot, running);
-        run.ui.build_started(slot, &origin.to_string());
         if self.jobs[slot as usize - 1].send(Job { node, request }).is_err() {
             let result = Err(anyhow!("the worker of slot {slot} is gone"));
             self.finished(slot, node, result);
@@ -456,20 +453,20 @@ impl<'r, 'a> Coordinator<'r, 'a> {
     fn progress(&mut self, slot: u32, progress: Progress) {
         let run = self.run;
         let Some(running) = self.running.get_mut(&slot) else { return };
-        let origin = run.tree.nodes[running.node].origin.to_string();
         match progress {
             Progress::Phase(phase) => {
                 running.phase = phase.name();
                 if let Some(build) = &running.build {
                     if let Err(e) = run.db.update_build_phase(build, phase.name()) {
-                        run.logs.debug(&format!("database: {e:#}"));
+                        run.events.debug(format!("database: {e:#}"));
                     }
                 }
-                run.ui.phase(slot, &origin, phase.name());
+                let origin = run.tree.nodes[running.node].origin.to_string();
+                run.events.emit(Event::BuildPhase { slot, origin, phase: phase.name().to_string() });
             }
+            // Shown with the next progress event, once a second.
             Progress::Lines(lines) => running.lines = lines,
         }
-        run.ui.slot_status(slot, &origin, running.phase, running.started.elapsed(), running.lines);
     }
 
     fn finished(&mut self, slot: u32, node: NodeId, result: Result<BuildOutcome>) {
@@ -499,20 +496,7 @@ impl<'r, 'a> Coordinator<'r, 'a> {
             OutcomeStatus::Success => self.succeeded(node, running.build.as_ref(), outcome),
             _ => outcome,
         };
-        let origin = self.run.tree.nodes[node].origin.to_string();
-        if !outcome.abnormal_output.is_empty() {
-            let what = format!("{origin} (log: {})", outcome.log_path.display());
-            self.run.logs.abnormal(&what, &outcome.abnormal_output.join("\n"));
-        }
-        let seconds = outcome.duration.as_secs_f64();
-        let log = outcome.log_path.display().to_string();
-        let phase = outcome.failed_phase.map(|p| p.name());
-        let status = match outcome.status {
-            OutcomeStatus::Success => "success",
-            OutcomeStatus::Failed => "failed",
-            OutcomeStatus::Interrupted => "interrupted",
-        };
-        self.run.ui.build_finished(slot, &origin, status, seconds, phase, &log);
+        self.run.events.emit(Event::BuildEnd(self.build_end(slot, node, &outcome)));
         match outcome.status {
             OutcomeStatus::Success => self.release_dependents(node),
             OutcomeStatus::Failed => self.failed(node, running.build.as_ref(), &outcome),
@@ -526,7 +510,41 @@ impl<'r, 'a> Coordinator<'r, 'a> {
                 }
             }
         }
-        self.show_totals();
+        self.emit_progress();
+    }
+
+    /// The `build_end` event of a finished build.
+    fn build_end(&self, slot: u32, node: NodeId, outcome: &BuildOutcome) -> events::BuildEnd {
+        let tree = self.run.tree;
+        let reason = match outcome.status {
+            OutcomeStatus::Success => outcome.reason.clone().filter(|_| outcome.retried_on_disk),
+            OutcomeStatus::Failed => Some(outcome.reason.clone().unwrap_or_else(|| "failed".into())),
+            OutcomeStatus::Interrupted => Some(outcome.reason.clone().unwrap_or_else(|| "interrupted".into())),
+        };
+        events::BuildEnd {
+            slot,
+            origin: tree.nodes[node].origin.to_string(),
+            pkgname: tree.nodes[node].meta.as_ref().map_or_else(|| "-".into(), |m| m.pkgname.clone()),
+            status: match outcome.status {
+                OutcomeStatus::Success => events::BuildEndStatus::Success,
+                OutcomeStatus::Failed => events::BuildEndStatus::Failed,
+                OutcomeStatus::Interrupted => events::BuildEndStatus::Interrupted,
+            },
+            seconds: outcome.duration.as_secs_f64(),
+            phase: outcome.failed_phase.map(|p| p.name().to_string()),
+            log: outcome.log_path.clone(),
+            reason,
+            make_jobs: outcome.make_jobs,
+            work_area: outcome.work_area.name().to_string(),
+            retried_on_disk: outcome.retried_on_disk,
+            phases: outcome
+                .phases
+                .iter()
+                .map(|p| events::PhaseTime { phase: p.phase.clone(), seconds: p.wall_ms as f64 / 1000.0 })
+                .collect(),
+            kept_work: outcome.kept_work.clone(),
+            abnormal_output: outcome.abnormal_output.clone(),
+        }
     }
 
     /// Stores the success; a package that cannot be indexed turns the
@@ -534,7 +552,6 @@ impl<'r, 'a> Coordinator<'r, 'a> {
     fn succeeded(&mut self, node: NodeId, build: Option<&BuildId>, outcome: BuildOutcome) -> BuildOutcome {
         let run = self.run;
         let meta = run.tree.nodes[node].meta.as_ref().expect("built ports have metadata");
-        let origin = run.tree.nodes[node].origin.to_string();
         let Some(package) = outcome.package.clone() else {
             return BuildOutcome {
                 status: OutcomeStatus::Failed,
@@ -551,8 +568,6 @@ impl<'r, 'a> Coordinator<'r, 'a> {
             self.db_write("recording a success", run.db.record_success(build, &state, &entry));
         }
         self.tally.built += 1;
-        let note = outcome.reason.as_deref().filter(|_| outcome.retried_on_disk);
-        run.logs.success(&origin, &meta.pkgname, outcome.duration.as_secs_f64(), note);
         outcome
     }
 
@@ -566,7 +581,6 @@ impl<'r, 'a> Coordinator<'r, 'a> {
 
     fn failed(&mut self, node: NodeId, build: Option<&BuildId>, outcome: &BuildOutcome) {
         let run = self.run;
-        let meta = run.tree.nodes[node].meta.as_ref().expect("built ports have metadata");
         let origin = run.tree.nodes[node].origin.to_string();
         let phase = outcome.failed_phase.map(|p| p.name());
         let reason = outcome.reason.clone().unwrap_or_else(|| "failed".into());
@@ -576,7 +590,6 @@ impl<'r, 'a> Coordinator<'r, 'a> {
         }
         self.queue.fail(node);
         self.tally.failed += 1;
-        run.logs.failure(&origin, &meta.pkgname, phase.unwrap_or("setup"), &reason, &outcome.log_path);
         self.failed.push(FailedPort {
             origin,
             phase: phase.map(str::to_string),
@@ -601,19 +614,21 @@ impl<'r, 'a> Coordinator<'r, 'a> {
                 continue;
             }
             let mut text = format!("skipped: {} failed", tree.nodes[failed].origin);
-            if !chain.is_empty() {
-                let names: Vec<String> = chain.iter().rev().map(|n| tree.nodes[*n].origin.to_string()).collect();
-                text.push_str(&format!(" (via {})", names.join(", ")));
+            let via: Vec<String> = chain.iter().rev().map(|n| tree.nodes[*n].origin.to_string()).collect();
+            if !via.is_empty() {
+                text.push_str(&format!(" (via {})", via.join(", ")));
             }
             self.state[node] = Some(State::Done);
             // Never started: its work is no longer ahead of the build.
             self.pending_work_ms = (self.pending_work_ms - self.models[node].work()).max(0.0);
             self.tally.skipped += 1;
             self.record_outcome(node, BuildStatus::Skipped, &text);
-            let origin = tree.nodes[node].origin.to_string();
-            let pkgname = tree.nodes[node].meta.as_ref().map_or("-", |m| m.pkgname.as_str());
-            run.logs.skipped(&origin, pkgname, &text);
-            run.ui.skipped(&origin, &text);
+            run.events.emit(Event::Skip {
+                origin: tree.nodes[node].origin.to_string(),
+                pkgname: tree.nodes[node].meta.as_ref().map(|m| m.pkgname.clone()),
+                reason: text,
+                cause: SkipCause::FailedDependency { failed: tree.nodes[failed].origin.to_string(), via },
+            });
             let mut next = vec![node];
             next.extend(chain);
             skipped.insert(node, next);
@@ -630,47 +645,58 @@ impl<'r, 'a> Coordinator<'r, 'a> {
     }
 
     fn interrupt(&mut self, interrupt: Interrupt) {
-        self.stop.apply(interrupt, ("build", "builds"), self.running.len(), self.run.ui, &self.cancel);
+        self.stop.apply(interrupt, ("build", "builds"), self.running.len(), self.run.events, &self.cancel);
     }
 
     fn refresh_limit(&mut self) {
         let pressure = Pressure::read();
         let workers = self.run.workers.max(1);
+        let previous = self.limit;
         self.limit =
             if self.run.config.throttle { throttle::limit(workers, self.started.elapsed(), pressure) } else { workers };
         self.pressure = pressure;
-        if self.run.ui.shows_totals() {
+        if self.limit != previous {
+            self.run.events.emit(Event::ThrottleChange { workers: self.limit, previous });
+        }
+        if self.run.events.wants_eta() {
             // Simulating the rest of the run costs milliseconds on a big
             // tree: once per tick, never per event, and only when shown.
             self.eta = Some(self.eta());
         }
-        self.show_totals();
-        for (slot, running) in &self.running {
-            let origin = self.run.tree.nodes[running.node].origin.to_string();
-            self.run.ui.slot_status(*slot, &origin, running.phase, running.started.elapsed(), running.lines);
-        }
+        self.emit_progress();
     }
 
-    fn show_totals(&self) {
-        if !self.run.ui.shows_totals() {
-            return;
-        }
+    /// The run's figures and the busy slots, for the header and the reports.
+    fn emit_progress(&self) {
+        let mut slots: Vec<SlotStatus> = self
+            .running
+            .iter()
+            .map(|(slot, running)| SlotStatus {
+                slot: *slot,
+                origin: self.run.tree.nodes[running.node].origin.to_string(),
+                phase: running.phase.to_string(),
+                seconds: running.started.elapsed().as_secs_f64(),
+                lines: running.lines,
+            })
+            .collect();
+        slots.sort_by_key(|s| s.slot);
         let pressure = self.pressure;
-        self.run.ui.totals(&Totals {
+        self.run.events.emit(Event::Progress(events::Progress {
             built: self.tally.built,
             failed: self.tally.failed,
             ignored: self.tally.ignored,
             skipped: self.tally.skipped,
             remaining: self.remaining(),
-            limit: self.limit,
+            workers: self.limit,
             load1: pressure.load1,
             swap_used: pressure.swap_used,
-            elapsed: self.started.elapsed(),
-            eta: self.eta,
+            elapsed_seconds: self.started.elapsed().as_secs_f64(),
+            eta_seconds: self.eta.map(|d| d.as_secs_f64()),
             jobs_used: self.running.values().map(|r| r.make_jobs).sum(),
             jobs: self.run.config.jobs,
             waiting: self.waiting.clone(),
-        });
+            slots,
+        }));
     }
 
     fn remaining(&self) -> usize {
@@ -704,8 +730,8 @@ impl<'r, 'a> Coordinator<'r, 'a> {
         match result {
             Ok(value) => Some(value),
             Err(e) => {
-                self.run.logs.debug(&format!("database error {what}: {e:#}"));
-                self.run.ui.notice(&format!("warning: database error {what}: {e:#}"));
+                // The logs reporter puts every notice in 07_debug.log too.
+                self.run.events.notice(format!("warning: database error {what}: {e:#}"));
                 None
             }
         }

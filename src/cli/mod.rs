@@ -208,6 +208,10 @@ pub struct LogsArgs {
     /// The port's last fetch-only log instead of its build log.
     #[arg(long, requires = "port")]
     pub fetch: bool,
+    /// Follow the port's running build: print its log as it grows and end
+    /// when the build ends (a port not building now: its last log, once).
+    #[arg(short = 'f', long, requires = "port", conflicts_with_all = ["path", "fetch"])]
+    pub follow: bool,
 }
 
 #[derive(Debug, clap::Args)]

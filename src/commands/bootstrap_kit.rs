@@ -2,6 +2,7 @@
 //! `bootstrap/`, made in a sandbox and cached by its inputs (see
 //! [`crate::framework::pkgsrc::kit`]).
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -34,17 +35,19 @@ pub fn run(config: &Config, global: &GlobalArgs, args: &BootstrapKitArgs) -> Res
             "log": outcome.log,
             "seconds": started.elapsed().as_secs_f64(),
         });
-        println!("{value}");
+        writeln!(std::io::stdout().lock(), "{value}")?;
     } else {
         let how = if outcome.cached { "cached" } else { "built" };
-        println!(
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
             "{} ({how}, {} entries, {:.1} s)",
             outcome.kit.display(),
             outcome.entries,
             started.elapsed().as_secs_f64()
-        );
+        )?;
         if let Some(output) = &outcome.output {
-            println!("copied to {}", output.display());
+            writeln!(out, "copied to {}", output.display())?;
         }
     }
     Ok(ExitCode::SUCCESS)

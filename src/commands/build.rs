@@ -8,8 +8,9 @@
 //! are real; only `just-build` leaves the index alone.
 
 use std::collections::HashSet;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use serde_json::json;
@@ -24,11 +25,11 @@ use crate::build::scheduler::{self, Outcome};
 use crate::builddb::{BuildDb, RunCounts, RunStatus};
 use crate::cli::GlobalArgs;
 use crate::config::Config;
+use crate::events::{Event, Events, RunEnd, RunResult, RunScope};
 use crate::ports::PortTree;
 use crate::repo::index;
 use crate::report::{self, RunLogs};
 use crate::sandbox::runner::default_helper;
-use crate::ui::Ui;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -72,10 +73,14 @@ pub fn run(config: &Config, global: &GlobalArgs, mode: Mode, ports: &[String]) -
         return Ok(ExitCode::SUCCESS);
     }
     let command = std::iter::once(mode.name().to_string()).chain(ports.iter().cloned()).collect::<Vec<_>>().join(" ");
-    let logs = RunLogs::create(&config.logs_dir)?;
+    let logs = Arc::new(RunLogs::create(&config.logs_dir)?);
     let run_id = db.start_run(&command, global.profile.as_deref())?;
-    let ui = Ui::new(global.json, global.quiet, config.workers);
-    ui.run_started(run_id.as_str(), &command, &prepared.plan.counts);
+    let events = super::run_events(config, global, config.workers, &logs);
+    events.emit(Event::RunStart {
+        run: run_id.as_str().to_string(),
+        command: command.clone(),
+        scope: RunScope::Build(prepared.plan.counts),
+    });
     let interrupts = Interrupts::catch()?;
     let check_plist = match mode {
         Mode::Test => origins.iter().filter_map(|o| prepared.tree.lookup(o)).collect(),
@@ -89,7 +94,7 @@ pub fn run(config: &Config, global: &GlobalArgs, mode: Mode, ports: &[String]) -
         db: &db,
         run: &run_id,
         logs: &logs,
-        ui: &ui,
+        events: &events,
         check_plist,
         helper: default_helper()?,
         workers: config.workers,
@@ -98,17 +103,22 @@ pub fn run(config: &Config, global: &GlobalArgs, mode: Mode, ports: &[String]) -
     let status = run_status(outcome.stop);
     if let Err(e) = db.finish_run(&run_id, status, &run_counts(&outcome)) {
         warn(&format!("{e:#}"));
-        logs.debug(&format!("{e:#}"));
+        events.debug(format!("{e:#}"));
     }
     if mode != Mode::JustBuild {
         // Obsolete packages need every port of the tree, not a pkgpaths subset.
         let whole_tree = (mode == Mode::Everything && config.pkgpaths.is_none()).then_some(&prepared.tree);
-        refresh_repository(config, &db, whole_tree, &logs, &ui);
+        refresh_repository(config, &db, whole_tree, &events);
     }
-    ui.run_finished(
-        summary_json(run_id.as_str(), status, &outcome),
-        &summary_text(run_id.as_str(), status, &outcome, config),
-    );
+    events.emit(Event::RunEnd(RunEnd {
+        run: run_id.as_str().to_string(),
+        status: outcome.stop.into(),
+        seconds: outcome.elapsed.as_secs_f64(),
+        logs: config.logs_dir.clone(),
+        result: RunResult::Build { counts: outcome.tally.clone(), failed: outcome.failed.clone() },
+    }));
+    // The hooks' last calls (run_end) end before the process does.
+    events.finish();
     drop(interrupts);
     Ok(ExitCode::from(exit_code(&outcome)))
 }
@@ -129,20 +139,20 @@ pub fn rebuild_repository(config: &Config, global: &GlobalArgs, prune: bool) -> 
     for (path, error) in &summary.unreadable {
         warn(&format!("{} left out of the index: {error}", path.display()));
     }
+    let mut out = std::io::stdout().lock();
     if global.json {
-        println!(
-            "{}",
-            json!({"packages": summary.packages, "obsolete": obsolete, "pruned": pruned, "unreadable": summary.unreadable})
-        );
+        let result = json!({"packages": summary.packages, "obsolete": obsolete, "pruned": pruned, "unreadable": summary.unreadable});
+        writeln!(out, "{result}")?;
     } else {
-        println!("{}: {} packages indexed", config.packages_dir.display(), summary.packages);
+        writeln!(out, "{}: {} packages indexed", config.packages_dir.display(), summary.packages)?;
         match (obsolete.len(), prune) {
-            (0, _) => println!("no obsolete packages"),
-            (n, true) => println!("{n} obsolete packages removed ({pruned} files)"),
-            (n, false) => println!(
+            (0, _) => writeln!(out, "no obsolete packages")?,
+            (n, true) => writeln!(out, "{n} obsolete packages removed ({pruned} files)")?,
+            (n, false) => writeln!(
+                out,
                 "{n} obsolete packages, listed in {} (remove them with --prune)",
                 config.logs_dir.join(report::OBSOLETE).display()
-            ),
+            )?,
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -171,34 +181,32 @@ fn confirmed(mode: Mode, global: &GlobalArgs) -> Result<bool> {
 }
 
 /// The index from `All/`; with the whole tree known, the obsolete list too.
-fn refresh_repository(config: &Config, db: &BuildDb, whole_tree: Option<&PortTree>, logs: &RunLogs, ui: &Ui) {
+fn refresh_repository(config: &Config, db: &BuildDb, whole_tree: Option<&PortTree>, events: &Events) {
     let format = config.framework.framework().package_format();
     if let Some(tree) = whole_tree {
         match index::obsolete(&config.packages_dir, format, &produced_files(config, tree)) {
             Ok(files) if !files.is_empty() => {
-                ui.notice(&format!("{} obsolete package(s), listed in {}", files.len(), report::OBSOLETE));
+                events.notice(format!("{} obsolete package(s), listed in {}", files.len(), report::OBSOLETE));
                 if let Err(e) = report::write_obsolete(&config.logs_dir, &files) {
-                    logs.debug(&format!("{e:#}"));
+                    events.debug(format!("{e:#}"));
                 }
             }
             Ok(_) => {}
-            Err(e) => logs.debug(&format!("cannot list obsolete packages: {e:#}")),
+            Err(e) => events.debug(format!("cannot list obsolete packages: {e:#}")),
         }
     }
     let recorded = recorded_digests(db).unwrap_or_else(|e| {
-        logs.debug(&format!("cannot read recorded package digests, hashing every package: {e:#}"));
+        events.debug(format!("cannot read recorded package digests, hashing every package: {e:#}"));
         index::RecordedDigests::new()
     });
     match format.rebuild_index(&config.packages_dir, &recorded).context("cannot rebuild the repository index") {
         Ok(summary) => {
             for (path, error) in &summary.unreadable {
-                ui.notice(&format!("warning: {} left out of the index: {error}", path.display()));
+                events.notice(format!("warning: {} left out of the index: {error}", path.display()));
             }
         }
-        Err(e) => {
-            ui.notice(&format!("warning: {e:#}"));
-            logs.debug(&format!("{e:#}"));
-        }
+        // A notice is in 07_debug.log as well.
+        Err(e) => events.notice(format!("warning: {e:#}")),
     }
 }
 
@@ -248,51 +256,4 @@ fn exit_code(outcome: &Outcome) -> u8 {
     } else {
         super::exit::OK
     }
-}
-
-fn summary_json(run_id: &str, status: RunStatus, outcome: &Outcome) -> serde_json::Value {
-    json!({
-        "run": run_id,
-        "status": status.as_str(),
-        "counts": outcome.tally,
-        "seconds": outcome.elapsed.as_secs_f64(),
-        "failed": outcome.failed,
-    })
-}
-
-fn summary_text(run_id: &str, status: RunStatus, outcome: &Outcome, config: &Config) -> String {
-    let t = &outcome.tally;
-    let mut text = format!(
-        "\nRun {run_id} {status} in {}: {} built, {} failed, {} ignored, {} skipped, {} up to date, {} not buildable",
-        super::history::duration(outcome.elapsed.as_millis() as i64),
-        t.built,
-        t.failed,
-        t.ignored,
-        t.skipped,
-        t.up_to_date,
-        t.not_buildable
-    );
-    if t.interrupted > 0 {
-        text.push_str(&format!(", {} interrupted", t.interrupted));
-    }
-    if t.not_started > 0 {
-        text.push_str(&format!(", {} not started", t.not_started));
-    }
-    text.push('\n');
-    if !outcome.failed.is_empty() {
-        text.push_str("Failed ports:\n");
-        for failed in &outcome.failed {
-            text.push_str(&format!(
-                "  {}  phase {}  log {}\n",
-                failed.origin,
-                failed.phase.as_deref().unwrap_or("setup"),
-                failed.log.display()
-            ));
-            if let Some(kept) = &failed.kept_work {
-                text.push_str(&format!("    work area kept in {}\n", kept.display()));
-            }
-        }
-    }
-    text.push_str(&format!("Logs: {}\n", config.logs_dir.display()));
-    text
 }

@@ -3,6 +3,7 @@
 //! touched (beyond the scan cache). Like every command that changes the build
 //! base, it holds the build-base lock.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
@@ -66,7 +67,7 @@ pub fn run(config: &Config, global: &GlobalArgs, args: &BuildOneArgs) -> Result<
         None,
     )?;
     if global.json {
-        println!("{}", serde_json::to_string(&outcome)?);
+        writeln!(std::io::stdout().lock(), "{}", serde_json::to_string(&outcome)?)?;
     } else {
         match outcome.status {
             OutcomeStatus::Success => eprintln!(

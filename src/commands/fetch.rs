@@ -15,10 +15,10 @@
 
 use std::collections::HashSet;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Result;
 use rayon::prelude::*;
-use serde_json::json;
 
 use super::prepare::{prepare, recover_dangling_runs, warn};
 use crate::build::interrupts::Interrupts;
@@ -27,13 +27,13 @@ use crate::build::lock::BuildLock;
 use crate::builddb::{BuildDb, RunCounts, RunStatus};
 use crate::cli::{FetchOnlyArgs, GlobalArgs};
 use crate::config::Config;
+use crate::events::{Event, Events, FetchCounts, RunEnd, RunResult, RunScope, SkipCause, UnknownPort};
 use crate::fetch::distinfo::Distfile;
 use crate::fetch::pool::{self, FetchOutcome, FetchRun, Target};
 use crate::graph::NodeId;
 use crate::ports::{PortTree, Scanner};
 use crate::report::RunLogs;
 use crate::sandbox::runner::default_helper;
-use crate::ui::Ui;
 
 /// The ports of the request, sorted by what fetch-only does with them.
 #[derive(Default)]
@@ -66,18 +66,21 @@ pub fn run(config: &Config, global: &GlobalArgs, args: &FetchOnlyArgs) -> Result
     let scope = classify(&prepared.tree, &scanner, &nodes);
     let command =
         std::iter::once("fetch-only".to_string()).chain(args.ports.iter().cloned()).collect::<Vec<_>>().join(" ");
-    let logs = RunLogs::create(&config.logs_dir)?;
+    let logs = Arc::new(RunLogs::create(&config.logs_dir)?);
     let run_id = db.start_run(&command, global.profile.as_deref())?;
-    let ui = Ui::new(global.json, global.quiet, jobs);
-    ui.fetch_run_started(run_id.as_str(), &command, scope.targets.len(), scope.distinct_distfiles(), jobs);
-    record_unfetchable(&prepared.tree, &scope, &logs, &ui);
+    let events = super::run_events(config, global, jobs, &logs);
+    events.emit(Event::RunStart {
+        run: run_id.as_str().to_string(),
+        command: command.clone(),
+        scope: RunScope::Fetch { ports: scope.targets.len(), distfiles: scope.distinct_distfiles(), jobs },
+    });
+    record_unfetchable(&prepared.tree, &scope, &events);
     let interrupts = Interrupts::catch()?;
     let outcome = pool::execute(FetchRun {
         config,
         tree: &prepared.tree,
         targets: scope.targets.clone(),
-        logs: &logs,
-        ui: &ui,
+        events: &events,
         helper: default_helper()?,
         jobs,
         interrupts: interrupts.receiver.clone(),
@@ -90,10 +93,10 @@ pub fn run(config: &Config, global: &GlobalArgs, args: &FetchOnlyArgs) -> Result
     };
     if let Err(e) = db.finish_run(&run_id, status, &run_counts(&outcome, &scope)) {
         warn(&format!("{e:#}"));
-        logs.debug(&format!("{e:#}"));
+        events.debug(format!("{e:#}"));
     }
-    let summary = Summary { run_id: run_id.as_str(), status, outcome: &outcome, scope: &scope, tree: &prepared.tree };
-    ui.run_finished(summary.json(), &summary.text(config));
+    events.emit(Event::RunEnd(run_end(run_id.as_str(), &outcome, &scope, &prepared.tree, config)));
+    events.finish();
     Ok(ExitCode::from(exit_code(&outcome, &scope)))
 }
 
@@ -134,17 +137,19 @@ fn list_distfiles(tree: &PortTree, scanner: &Scanner, node: NodeId) -> Listed {
     }
 }
 
-fn record_unfetchable(tree: &PortTree, scope: &Scope, logs: &RunLogs, ui: &Ui) {
+fn record_unfetchable(tree: &PortTree, scope: &Scope, events: &Events) {
     for (node, reason) in &scope.ignored {
         let origin = tree.nodes[*node].origin.to_string();
-        let pkgname = tree.nodes[*node].meta.as_ref().map_or("-", |m| m.pkgname.as_str());
-        logs.ignored(&origin, pkgname, reason);
-        ui.ignored(&origin, reason);
+        let pkgname = tree.nodes[*node].meta.as_ref().map(|m| m.pkgname.clone());
+        events.emit(Event::Ignored { origin, pkgname, reason: reason.clone() });
     }
     for (node, reason) in &scope.unknown {
-        let origin = tree.nodes[*node].origin.to_string();
-        logs.not_buildable(&origin, reason);
-        ui.skipped(&origin, &format!("not fetched: {reason}"));
+        events.emit(Event::Skip {
+            origin: tree.nodes[*node].origin.to_string(),
+            pkgname: None,
+            reason: format!("not fetched: {reason}"),
+            cause: SkipCause::NotFetched { problem: reason.clone() },
+        });
     }
 }
 
@@ -170,73 +175,33 @@ fn exit_code(outcome: &FetchOutcome, scope: &Scope) -> u8 {
     }
 }
 
-struct Summary<'a> {
-    run_id: &'a str,
-    status: RunStatus,
-    outcome: &'a FetchOutcome,
-    scope: &'a Scope,
-    tree: &'a PortTree,
-}
-
-impl Summary<'_> {
-    fn json(&self) -> serde_json::Value {
-        let t = &self.outcome.tally;
-        let unknown: Vec<_> = self
-            .scope
-            .unknown
-            .iter()
-            .map(|(node, reason)| json!({"origin": self.tree.nodes[*node].origin.to_string(), "reason": reason}))
-            .collect();
-        json!({
-            "run": self.run_id,
-            "status": self.status.as_str(),
-            "counts": {
-                "fetched": t.fetched,
-                "present": t.present,
-                "failed": t.failed,
-                "interrupted": t.interrupted,
-                "not_started": t.not_started,
-                "ignored": self.scope.ignored.len(),
-                "unknown": self.scope.unknown.len(),
-                "without_distfiles": self.scope.without_distfiles,
+/// The `run_end` event: fetch-only's counts, failures and unknown ports.
+fn run_end(run_id: &str, outcome: &FetchOutcome, scope: &Scope, tree: &PortTree, config: &Config) -> RunEnd {
+    let t = &outcome.tally;
+    let unknown = scope
+        .unknown
+        .iter()
+        .map(|(node, reason)| UnknownPort { origin: tree.nodes[*node].origin.to_string(), reason: reason.clone() })
+        .collect();
+    RunEnd {
+        run: run_id.to_string(),
+        status: outcome.stop.into(),
+        seconds: outcome.elapsed.as_secs_f64(),
+        logs: config.logs_dir.clone(),
+        result: RunResult::Fetch {
+            counts: FetchCounts {
+                fetched: t.fetched,
+                present: t.present,
+                failed: t.failed,
+                interrupted: t.interrupted,
+                not_started: t.not_started,
+                ignored: scope.ignored.len(),
+                unknown: scope.unknown.len(),
+                without_distfiles: scope.without_distfiles,
             },
-            "seconds": self.outcome.elapsed.as_secs_f64(),
-            "failed": self.outcome.failed,
-            "unknown": unknown,
-        })
-    }
-
-    fn text(&self, config: &Config) -> String {
-        let t = &self.outcome.tally;
-        let mut text = format!(
-            "\nRun {} {} in {}: {} fetched, {} present, {} failed, {} ignored, {} without distfiles",
-            self.run_id,
-            self.status,
-            super::history::duration(self.outcome.elapsed.as_millis() as i64),
-            t.fetched,
-            t.present,
-            t.failed,
-            self.scope.ignored.len(),
-            self.scope.without_distfiles,
-        );
-        for (count, what) in
-            [(self.scope.unknown.len(), "not scanned"), (t.interrupted, "interrupted"), (t.not_started, "not started")]
-        {
-            if count > 0 {
-                text.push_str(&format!(", {count} {what}"));
-            }
-        }
-        text.push('\n');
-        if !self.outcome.failed.is_empty() {
-            text.push_str("Failed fetches:\n");
-            for failed in &self.outcome.failed {
-                text.push_str(&format!("  {}  {}\n    log {}\n", failed.origin, failed.reason, failed.log.display()));
-            }
-        }
-        for (node, reason) in &self.scope.unknown {
-            text.push_str(&format!("  {}  {reason}\n", self.tree.nodes[*node].origin));
-        }
-        text.push_str(&format!("Distfiles: {}\nLogs: {}\n", config.distfiles_dir.display(), config.logs_dir.display()));
-        text
+            failed: outcome.failed.clone(),
+            unknown,
+            distfiles: config.distfiles_dir.clone(),
+        },
     }
 }

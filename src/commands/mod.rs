@@ -17,13 +17,16 @@ mod reset_db;
 mod status;
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Result;
 use clap::Parser;
 
 use crate::cli::{Cli, Command, GlobalArgs};
 use crate::config::{self, Config};
+use crate::events::Events;
 use crate::ports::{Origin, Scanner};
+use crate::report::{LogsReporter, RunLogs};
 use crate::sandbox::scan_pool::{ScanPool, ScanSettings};
 
 /// Exit codes of DESIGN.md.
@@ -49,6 +52,33 @@ impl std::error::Error for ExitWith {}
 pub fn exit_code_of(error: &anyhow::Error) -> ExitCode {
     let code = error.chain().find_map(|e| e.downcast_ref::<ExitWith>()).map_or(exit::USAGE, |e| e.0);
     ExitCode::from(code)
+}
+
+/// Whether `error` is a write to a closed pipe (`portsynth status | head`):
+/// the reader has what it wanted, so the command ends quietly with
+/// success, as ripgrep does. Rust ignores SIGPIPE, so every write to
+/// stdout must be a `writeln!` whose error reaches here, never a
+/// `println!` (which panics).
+pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        let kind = cause
+            .downcast_ref::<std::io::Error>()
+            .map(std::io::Error::kind)
+            .or_else(|| cause.downcast_ref::<serde_json::Error>().and_then(serde_json::Error::io_error_kind));
+        kind == Some(std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// The reporters of a build or fetch-only run's events: the screen (bars,
+/// plain lines or NDJSON), the summary logs, and the operator's hooks.
+pub fn run_events(config: &Config, global: &GlobalArgs, slots: usize, logs: &Arc<RunLogs>) -> Events {
+    let events =
+        Events::new(vec![crate::ui::reporter(global.json, global.quiet, slots), Box::new(LogsReporter(logs.clone()))]);
+    let hooks_log = config.logs_dir.join(crate::hooks::LOG);
+    if let Some(hooks) = crate::hooks::Hooks::start(&config.hooks, &hooks_log, events.poster()) {
+        events.add(Box::new(hooks));
+    }
+    events
 }
 
 pub fn run() -> Result<ExitCode> {
@@ -82,7 +112,8 @@ pub fn run() -> Result<ExitCode> {
         Command::Monitor(args) => monitor::run(&load_config(&cli.global)?, &cli.global, &args),
         Command::PkgsrcResolve(args) => pkgsrc_resolve::run(&args, cli.global.verbose > 0),
         Command::Version => {
-            println!("portsynth {}", env!("CARGO_PKG_VERSION"));
+            use std::io::Write;
+            writeln!(std::io::stdout().lock(), "portsynth {}", env!("CARGO_PKG_VERSION"))?;
             Ok(ExitCode::SUCCESS)
         }
     }

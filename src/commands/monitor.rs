@@ -19,13 +19,13 @@ const REFRESH: Duration = Duration::from_secs(1);
 
 pub fn run(config: &Config, global: &GlobalArgs, args: &MonitorArgs) -> Result<ExitCode> {
     let Some(db) = BuildDb::open_existing(&config.database_path)? else {
-        println!("no build database yet at {}", config.database_path.display());
+        writeln!(std::io::stdout().lock(), "no build database yet at {}", config.database_path.display())?;
         return Ok(ExitCode::SUCCESS);
     };
     let live = !args.once && !global.json && std::io::stdout().is_terminal();
     loop {
         let Some(run) = db.runs(1)?.into_iter().next() else {
-            println!("no run recorded yet");
+            writeln!(std::io::stdout().lock(), "no run recorded yet")?;
             return Ok(ExitCode::SUCCESS);
         };
         let builds = db.builds_of_run(&run.id)?;

@@ -11,6 +11,7 @@
 //! `fetch::purge`). If some distfiles are unknown (a port cannot be
 //! scanned, a distinfo does not parse), nothing is deleted at all.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::{bail, Result};
@@ -43,7 +44,7 @@ pub fn run(config: &Config, global: &GlobalArgs) -> Result<ExitCode> {
     let question = format!("Delete these {} files ({})?", files.len(), human(total));
     let go = !files.is_empty() && (global.yes || confirm(&question)?);
     let purged = if go { purge::remove(dir, &files, &referenced) } else { Purged::default() };
-    report(global, &files, total, go, &purged);
+    report(global, &files, total, go, &purged)?;
     Ok(ExitCode::from(if purged.errors.is_empty() { super::exit::OK } else { super::exit::PORT_FAILED }))
 }
 
@@ -54,7 +55,7 @@ fn list(config: &Config, files: &[Unreferenced], total: u64) {
     eprintln!("{} unreferenced file(s) in {}, {} in total", files.len(), config.distfiles_dir.display(), human(total));
 }
 
-fn report(global: &GlobalArgs, files: &[Unreferenced], total: u64, deleted: bool, purged: &Purged) {
+fn report(global: &GlobalArgs, files: &[Unreferenced], total: u64, deleted: bool, purged: &Purged) -> Result<()> {
     for busy in &purged.busy {
         eprintln!("purge-distfiles: {busy} is being downloaded (its lock is held); left alone");
     }
@@ -62,12 +63,10 @@ fn report(global: &GlobalArgs, files: &[Unreferenced], total: u64, deleted: bool
         eprintln!("purge-distfiles: {error}");
     }
     if global.json {
-        println!(
-            "{}",
-            json!({"unreferenced": files, "bytes": total, "deleted": deleted, "removed": purged.removed,
-                "removed_bytes": purged.bytes, "busy": purged.busy, "lock_files_removed": purged.lock_files,
-                "directories_removed": purged.directories, "errors": purged.errors})
-        );
+        let result = json!({"unreferenced": files, "bytes": total, "deleted": deleted, "removed": purged.removed,
+            "removed_bytes": purged.bytes, "busy": purged.busy, "lock_files_removed": purged.lock_files,
+            "directories_removed": purged.directories, "errors": purged.errors});
+        writeln!(std::io::stdout().lock(), "{result}")?;
     } else if deleted {
         eprintln!(
             "removed {} file(s), {}; {} stale lock file(s) and {} empty director(ies)",
@@ -79,6 +78,7 @@ fn report(global: &GlobalArgs, files: &[Unreferenced], total: u64, deleted: bool
     } else if !files.is_empty() {
         eprintln!("nothing deleted (answer yes, or pass -y)");
     }
+    Ok(())
 }
 
 /// 1536 → "1.5 KiB".

@@ -13,8 +13,8 @@
 //! Retries belong to the coordinator: a failed attempt goes into a delayed
 //! queue with exponential backoff (`fetch_retry_delay` × 2^(n-1)) and its
 //! slot takes the next port meanwhile, so a flaky mirror never holds a slot
-//! idle. The coordinator is the only thread that writes the summary logs
-//! and talks to the UI's header.
+//! idle. The coordinator says what happens as events (`crate::events`);
+//! the reporters show it and write the summary logs.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
@@ -24,22 +24,25 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use crossbeam_channel::{select, unbounded, Receiver, Sender};
-use serde::Serialize;
 
 use super::distinfo::{Distfile, State};
 use super::lock::DistfileLock;
 use super::{attempt_log, failure};
 use crate::build::interrupts::{Interrupt, Stop};
 use crate::config::Config;
+use crate::events::{Event, Events, FetchEnd, FetchProgress, FetchStatus, SlotStatus};
 use crate::graph::NodeId;
 use crate::ports::{Phase, PortTree};
 use crate::queue::{DependencyQueue, Rank};
-use crate::report::RunLogs;
 use crate::sandbox::runner::{build_one, Cancel, OutcomeStatus, Progress, SandboxRequest};
-use crate::ui::{FetchEnd, FetchTotals, Ui};
+
+pub use crate::events::FailedFetch;
 
 /// How often the header is refreshed when nothing happens.
 const TICK: Duration = Duration::from_secs(1);
+
+/// The shortest gap between two progress events.
+const PROGRESS_GAP: Duration = Duration::from_millis(250);
 
 /// The longest wait between two attempts, whatever the backoff says.
 const MAX_DELAY: Duration = Duration::from_secs(300);
@@ -56,15 +59,14 @@ pub struct FetchRun<'a> {
     pub config: &'a Config,
     pub tree: &'a PortTree,
     pub targets: Vec<Target>,
-    pub logs: &'a RunLogs,
-    pub ui: &'a Ui,
+    pub events: &'a Events,
     pub helper: PathBuf,
     pub jobs: usize,
     pub interrupts: Receiver<Interrupt>,
 }
 
 /// What the run did with the ports it was given.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default)]
 pub struct FetchTally {
     pub fetched: usize,
     pub present: usize,
@@ -72,15 +74,6 @@ pub struct FetchTally {
     pub interrupted: usize,
     /// Ports never (re)tried because the run was stopped.
     pub not_started: usize,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct FailedFetch {
-    pub origin: String,
-    pub phase: Option<String>,
-    pub reason: String,
-    pub attempts: u32,
-    pub log: PathBuf,
 }
 
 pub struct FetchOutcome {
@@ -289,6 +282,7 @@ struct Running {
     /// Set when the sandbox starts; a present check alone never sets it.
     started: Option<Instant>,
     phase: &'static str,
+    lines: u64,
 }
 
 struct Coordinator<'r, 'a> {
@@ -308,6 +302,10 @@ struct Coordinator<'r, 'a> {
     started: Instant,
     tally: FetchTally,
     failed: Vec<FailedFetch>,
+    /// When the last progress event went out, and whether something it
+    /// shows changed since (line counts alone wait for the next second).
+    last_progress: Option<Instant>,
+    changed: bool,
 }
 
 impl<'r, 'a> Coordinator<'r, 'a> {
@@ -327,6 +325,8 @@ impl<'r, 'a> Coordinator<'r, 'a> {
             started: Instant::now(),
             tally: FetchTally::default(),
             failed: Vec::new(),
+            last_progress: None,
+            changed: true,
         }
     }
 
@@ -391,7 +391,7 @@ impl<'r, 'a> Coordinator<'r, 'a> {
             work_area: crate::sandbox::work_area::WorkArea::Tmpfs,
         };
         let distfiles = self.targets.get(&node).cloned().unwrap_or_default();
-        self.running.insert(slot, Running { node, started: None, phase: "check" });
+        self.running.insert(slot, Running { node, started: None, phase: "check", lines: 0 });
         let job = Job { node, attempt, request, distfiles };
         if self.jobs[slot as usize - 1].send(job).is_err() {
             let attempt = Attempt {
@@ -418,10 +418,7 @@ impl<'r, 'a> Coordinator<'r, 'a> {
 
     fn handle(&mut self, report: Report) {
         match report {
-            Report::Notice(text) => {
-                self.run.ui.notice(&text);
-                self.run.logs.debug(&text);
-            }
+            Report::Notice(text) => self.run.events.notice(text),
             Report::Present { slot, node } => self.present(slot, node),
             Report::Started { slot, node } => self.sandbox_started(slot, node),
             Report::Progress { slot, progress } => self.progress(slot, progress),
@@ -434,9 +431,18 @@ impl<'r, 'a> Coordinator<'r, 'a> {
         self.idle.insert(slot);
         self.tally.present += 1;
         self.queue.finish(node);
-        let origin = self.origin(node);
-        self.run.logs.up_to_date(&origin, self.pkgname(node));
-        self.run.ui.fetch_finished(slot, &origin, "present", &FetchEnd::default());
+        self.run.events.emit(Event::FetchEnd(FetchEnd {
+            slot,
+            origin: self.origin(node),
+            pkgname: self.pkgname(node).to_string(),
+            status: FetchStatus::Present,
+            seconds: 0.0,
+            attempts: 0,
+            phase: None,
+            reason: None,
+            log: None,
+        }));
+        self.changed = true;
     }
 
     fn sandbox_started(&mut self, slot: u32, node: NodeId) {
@@ -448,25 +454,26 @@ impl<'r, 'a> Coordinator<'r, 'a> {
         }
         let keys: Vec<String> = self.targets.get(&node).map_or(vec![], |d| d.iter().map(|d| d.key.clone()).collect());
         let attempt = self.attempts.get(&node).copied().unwrap_or(1);
-        self.run.ui.fetch_started(slot, &self.origin(node), attempt, &keys);
+        self.run.events.emit(Event::FetchStart { slot, origin: self.origin(node), attempt, distfiles: keys });
+        self.changed = true;
     }
 
     fn progress(&mut self, slot: u32, progress: Progress) {
         let Some(running) = self.running.get_mut(&slot) else { return };
-        let origin = self.run.tree.nodes[running.node].origin.to_string();
-        let elapsed = running.started.map_or(Duration::ZERO, |s| s.elapsed());
         match progress {
             Progress::Phase(phase) => {
                 running.phase = phase.name();
-                self.run.ui.slot_status(slot, &origin, phase.name(), elapsed, 0);
+                running.lines = 0;
+                self.changed = true;
             }
-            Progress::Lines(lines) => self.run.ui.slot_status(slot, &origin, running.phase, elapsed, lines),
+            Progress::Lines(lines) => running.lines = lines,
         }
     }
 
     fn finished(&mut self, slot: u32, node: NodeId, attempt: Attempt) {
         self.running.remove(&slot);
         self.idle.insert(slot);
+        self.changed = true;
         let tries = self.attempts.get(&node).copied().unwrap_or(1);
         let reason = attempt.reason.clone().unwrap_or_else(|| "failed".into());
         match attempt.status {
@@ -475,34 +482,51 @@ impl<'r, 'a> Coordinator<'r, 'a> {
                 let delay = backoff(self.run.config.fetch_retry_delay, tries);
                 self.delayed.push(Reverse((Instant::now() + delay, node)));
                 let max = max_attempts(self.run.config);
-                self.run.ui.fetch_retry(slot, &self.origin(node), tries, max, delay, &reason);
+                self.run.events.emit(Event::FetchRetry {
+                    slot,
+                    origin: self.origin(node),
+                    attempt: tries,
+                    attempts: max,
+                    delay_seconds: delay.as_secs_f64(),
+                    reason,
+                });
             }
             OutcomeStatus::Failed => self.failed(slot, node, &attempt, tries, reason),
             OutcomeStatus::Interrupted => {
                 self.tally.interrupted += 1;
-                let end = self.end(node, &attempt, tries, Some(&reason));
-                self.run.ui.fetch_finished(slot, &self.origin(node), "interrupted", &end.borrow());
+                let end = self.end(slot, node, FetchStatus::Interrupted, &attempt, tries, Some(reason));
+                self.run.events.emit(Event::FetchEnd(end));
             }
         }
     }
 
-    fn end(&self, node: NodeId, attempt: &Attempt, tries: u32, reason: Option<&str>) -> OwnedEnd {
-        OwnedEnd {
+    fn end(
+        &self,
+        slot: u32,
+        node: NodeId,
+        status: FetchStatus,
+        attempt: &Attempt,
+        tries: u32,
+        reason: Option<String>,
+    ) -> FetchEnd {
+        FetchEnd {
+            slot,
+            origin: self.origin(node),
+            pkgname: self.pkgname(node).to_string(),
+            status,
             seconds: self.first_start.get(&node).map_or(0.0, |s| s.elapsed().as_secs_f64()),
             attempts: tries,
-            phase: attempt.phase.map(|p| p.name()),
-            reason: reason.map(str::to_string),
-            log: attempt.log.display().to_string(),
+            phase: attempt.phase.map(|p| p.name().to_string()),
+            reason,
+            log: Some(attempt.log.clone()),
         }
     }
 
     fn fetched(&mut self, slot: u32, node: NodeId, attempt: &Attempt, tries: u32) {
         self.tally.fetched += 1;
         self.queue.finish(node);
-        let origin = self.origin(node);
-        let end = self.end(node, attempt, tries, None);
-        self.run.logs.success(&origin, self.pkgname(node), end.seconds, None);
-        self.run.ui.fetch_finished(slot, &origin, "fetched", &end.borrow());
+        let end = self.end(slot, node, FetchStatus::Fetched, attempt, tries, None);
+        self.run.events.emit(Event::FetchEnd(end));
     }
 
     fn failed(&mut self, slot: u32, node: NodeId, attempt: &Attempt, tries: u32, reason: String) {
@@ -511,9 +535,8 @@ impl<'r, 'a> Coordinator<'r, 'a> {
         let origin = self.origin(node);
         let phase = attempt.phase.map(|p| p.name());
         let reason = if tries > 1 { format!("{reason} (after {tries} attempts)") } else { reason };
-        let end = self.end(node, attempt, tries, Some(&reason));
-        self.run.logs.failure(&origin, self.pkgname(node), phase.unwrap_or("setup"), &reason, &attempt.log);
-        self.run.ui.fetch_finished(slot, &origin, "failed", &end.borrow());
+        let end = self.end(slot, node, FetchStatus::Failed, attempt, tries, Some(reason.clone()));
+        self.run.events.emit(Event::FetchEnd(end));
         self.failed.push(FailedFetch {
             origin,
             phase: phase.map(str::to_string),
@@ -524,19 +547,43 @@ impl<'r, 'a> Coordinator<'r, 'a> {
     }
 
     fn interrupt(&mut self, interrupt: Interrupt) {
-        self.stop.apply(interrupt, ("fetch", "fetches"), self.running.len(), self.run.ui, &self.cancel);
+        self.stop.apply(interrupt, ("fetch", "fetches"), self.running.len(), self.run.events, &self.cancel);
     }
 
-    fn refresh_header(&self) {
-        self.run.ui.fetch_totals(&FetchTotals {
+    /// A progress event when something it shows changed (at most every
+    /// [`PROGRESS_GAP`]: a warm cache finishes thousands of ports a second),
+    /// else once per [`TICK`].
+    fn refresh_header(&mut self) {
+        let since = self.last_progress.map(|at| at.elapsed());
+        if since.is_some_and(|since| since < if self.changed { PROGRESS_GAP } else { TICK }) {
+            return;
+        }
+        let mut slots: Vec<SlotStatus> = self
+            .running
+            .iter()
+            .filter_map(|(slot, running)| {
+                Some(SlotStatus {
+                    slot: *slot,
+                    origin: self.origin(running.node),
+                    phase: running.phase.to_string(),
+                    seconds: running.started?.elapsed().as_secs_f64(),
+                    lines: running.lines,
+                })
+            })
+            .collect();
+        slots.sort_by_key(|s| s.slot);
+        self.run.events.emit(Event::FetchProgress(FetchProgress {
             fetched: self.tally.fetched,
             present: self.tally.present,
             failed: self.tally.failed,
             remaining: self.queue.ready_len() + self.delayed.len() + self.running.len(),
             downloads: self.running.values().filter(|r| r.started.is_some()).count(),
             jobs: self.run.jobs,
-            elapsed: self.started.elapsed(),
-        });
+            elapsed_seconds: self.started.elapsed().as_secs_f64(),
+            slots,
+        }));
+        self.last_progress = Some(Instant::now());
+        self.changed = false;
     }
 
     fn finish(self) -> FetchOutcome {
@@ -556,27 +603,6 @@ fn plan_order_queue(nodes: usize, targets: &[Target]) -> DependencyQueue<'static
     }
     let members: Vec<NodeId> = targets.iter().map(|t| t.node).collect();
     DependencyQueue::independent(nodes, &members, Rank(position))
-}
-
-/// A `fetch_end` event's details, owned by the coordinator.
-struct OwnedEnd {
-    seconds: f64,
-    attempts: u32,
-    phase: Option<&'static str>,
-    reason: Option<String>,
-    log: String,
-}
-
-impl OwnedEnd {
-    fn borrow(&self) -> FetchEnd<'_> {
-        FetchEnd {
-            seconds: self.seconds,
-            attempts: self.attempts,
-            phase: self.phase,
-            reason: self.reason.as_deref(),
-            log: Some(&self.log),
-        }
-    }
 }
 
 #[cfg(test)]
