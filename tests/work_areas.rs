@@ -30,7 +30,10 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 fn env(extra: &str, write_mb: u32, hold: u32) -> Env {
     let env = Env::fixtures();
     common::copy_tree(&common::repo().join("tests/fixtures/resources/resource"), &env.ports().join("resource"));
-    env.write_config(&format!("{extra}\n[make_conf]\nWRITE_MB = \"{write_mb}\"\nHOLD = \"{hold}\"\n"));
+    // No load throttle: a loaded machine must not change the make jobs a build gets.
+    env.write_config(&format!(
+        "throttle = false\n{extra}\n[make_conf]\nWRITE_MB = \"{write_mb}\"\nHOLD = \"{hold}\"\n"
+    ));
     env
 }
 
