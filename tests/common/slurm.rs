@@ -1,0 +1,269 @@
+//! The Slurm testbed of `scripts/slurm-testbed` (docs/SLURM.md) for the
+//! tests: one test at a time holds it (a lock shared by every test binary
+//! and worktree of the machine), brings it up or reuses it, and talks to it
+//! with Slurm's own commands run in the controller's network namespace (the
+//! testbed's submit host).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{Flock, FlockArg};
+
+use super::repo;
+
+/// Held by the test that uses the testbed, for its whole length.
+pub const TESTS_LOCK: &str = "/run/lock/portsynth-slurm-testbed-tests.lock";
+
+pub fn script() -> PathBuf {
+    repo().join("scripts/slurm-testbed")
+}
+
+/// Runs `scripts/slurm-testbed ARGS`; panics with its output when it fails.
+pub fn testbed_ok(args: &[&str]) -> String {
+    let output = Command::new(script()).args(args).output().unwrap();
+    assert!(output.status.success(), "slurm-testbed {args:?} failed: {}", super::dump(&output));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// The `KEY=VALUE` lines of `up`/`env`.
+pub fn parse_env(text: &str) -> BTreeMap<String, String> {
+    text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// Takes the tests' lock (waiting for another test to finish with the
+/// testbed).
+pub fn lock() -> Flock<File> {
+    std::fs::create_dir_all(Path::new(TESTS_LOCK).parent().unwrap()).unwrap();
+    let file = File::create(TESTS_LOCK).unwrap();
+    Flock::lock(file, FlockArg::LockExclusive).unwrap_or_else(|_| panic!("cannot lock {TESTS_LOCK}"))
+}
+
+/// A testbed that is up, for the holder of the tests' lock.
+pub struct Testbed {
+    pub conf: PathBuf,
+    pub nodes: Vec<String>,
+    pub state_dir: PathBuf,
+    /// The controller's network namespace (a file for `nsenter --net`).
+    pub submit_netns: PathBuf,
+    _lock: Flock<File>,
+}
+
+impl Testbed {
+    /// Takes the lock and brings the testbed up with `nodes` nodes, or
+    /// reuses it when it is already up with as many.
+    pub fn acquire(nodes: usize) -> Testbed {
+        let lock = lock();
+        Testbed::up(nodes, lock)
+    }
+
+    /// Brings the testbed up (or reuses it) under a lock already taken.
+    pub fn up(nodes: usize, lock: Flock<File>) -> Testbed {
+        let env = parse_env(&testbed_ok(&["up", "--nodes", &nodes.to_string()]));
+        let get = |key: &str| env.get(key).unwrap_or_else(|| panic!("slurm-testbed up printed no {key}=")).clone();
+        Testbed {
+            conf: PathBuf::from(get("SLURM_CONF")),
+            nodes: get("NODES").split(',').map(String::from).collect(),
+            state_dir: PathBuf::from(get("STATE_DIR")),
+            submit_netns: PathBuf::from(get("SUBMIT_NETNS")),
+            _lock: lock,
+        }
+    }
+
+    /// A Slurm command (`sbatch`, `srun`, `squeue`, `sacct`, …) run on the
+    /// submit host: in the controller's network namespace, with SLURM_CONF.
+    pub fn command(&self, program: &str) -> Command {
+        let mut command = Command::new("nsenter");
+        command.arg(format!("--net={}", self.submit_netns.display())).arg(program).env("SLURM_CONF", &self.conf);
+        command
+    }
+
+    pub fn output(&self, program: &str, args: &[&str]) -> Output {
+        self.command(program).args(args).output().unwrap()
+    }
+
+    /// Runs a Slurm command and returns its stdout; panics when it fails.
+    pub fn run_ok(&self, program: &str, args: &[&str]) -> String {
+        let output = self.output(program, args);
+        assert!(output.status.success(), "{program} {args:?} failed: {}", super::dump(&output));
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    /// `sbatch --parsable ARGS`: the job id.
+    pub fn sbatch(&self, args: &[&str]) -> u64 {
+        let mut all = vec!["--parsable"];
+        all.extend_from_slice(args);
+        parse_job_id(&self.run_ok("sbatch", &all))
+    }
+
+    /// `sbatch --parsable --wait ARGS`: the job id and sbatch's output
+    /// (its exit status is the job's).
+    pub fn sbatch_wait(&self, args: &[&str]) -> (u64, Output) {
+        let mut all = vec!["--parsable", "--wait"];
+        all.extend_from_slice(args);
+        let output = self.output("sbatch", &all);
+        (parse_job_id(&String::from_utf8_lossy(&output.stdout)), output)
+    }
+
+    /// The accounting record of a job's allocation (`sacct -X`), field
+    /// name to value, once slurmdbd has it in a final state; panics after
+    /// `timeout`.
+    pub fn sacct(&self, job: u64, timeout: Duration) -> BTreeMap<String, String> {
+        const FIELDS: &str = "JobID,JobName,State,NodeList,ExitCode,Start,End,Elapsed";
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = self.run_ok("sacct", &["-X", "-n", "-P", "-j", &job.to_string(), "-o", FIELDS]);
+            let record: BTreeMap<String, String> = FIELDS
+                .split(',')
+                .map(String::from)
+                .zip(text.lines().next().unwrap_or("").split('|').map(String::from))
+                .collect();
+            let state = record.get("State").map(String::as_str).unwrap_or("");
+            if !state.is_empty() && !matches!(state, "PENDING" | "RUNNING" | "REQUEUED" | "COMPLETING") {
+                return record;
+            }
+            assert!(Instant::now() < deadline, "no final sacct record of job {job} within {timeout:?}: {text:?}");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// The node's state as `sinfo -h -N -n NODE -o %T` prints it (`idle`,
+    /// `idle*` for not responding, `down*`, …).
+    pub fn node_state(&self, node: &str) -> String {
+        self.run_ok("sinfo", &["-h", "-N", "-n", node, "-o", "%T"]).trim().to_string()
+    }
+
+    /// Waits until `accept(state)` for the node's state; returns it and the
+    /// time it took; panics after `timeout`.
+    pub fn wait_node_state(&self, node: &str, timeout: Duration, accept: impl Fn(&str) -> bool) -> (String, Duration) {
+        let start = Instant::now();
+        loop {
+            let state = self.node_state(node);
+            if accept(&state) {
+                return (state, start.elapsed());
+            }
+            assert!(start.elapsed() < timeout, "{node} still {state:?} after {timeout:?}");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// `scripts/slurm-testbed kill-node NODE`: its slurmd and its job steps
+    /// killed with SIGKILL, as a crashed machine.
+    pub fn kill_node(&self, node: &str) {
+        testbed_ok(&["kill-node", node]);
+    }
+
+    /// `scripts/slurm-testbed start-node NODE` (returns once it is back).
+    pub fn start_node(&self, node: &str) {
+        testbed_ok(&["start-node", node]);
+    }
+
+    /// The inode of every network namespace of the testbed (controller and
+    /// nodes), to find the processes in them.
+    pub fn netns_inodes(&self) -> Vec<u64> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::read_dir(self.state_dir.join("netns"))
+            .unwrap()
+            .map(|e| std::fs::metadata(e.unwrap().path()).unwrap().ino())
+            .collect()
+    }
+
+    /// Tears the testbed down (`scripts/slurm-testbed down`) and releases
+    /// the lock.
+    pub fn down(self) {
+        testbed_ok(&["down"]);
+    }
+}
+
+fn parse_job_id(text: &str) -> u64 {
+    let first = text.lines().next().unwrap_or("").split(';').next().unwrap_or("").trim();
+    first.parse().unwrap_or_else(|_| panic!("no job id in sbatch's output {text:?}"))
+}
+
+/// Expands a Slurm host list (`node[1-3,5],other`) into names.
+pub fn expand_nodelist(list: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = list.trim();
+    while !rest.is_empty() {
+        let (item, tail) = split_top(rest);
+        rest = tail;
+        match item.split_once('[') {
+            Some((prefix, ranges)) => {
+                for range in ranges.trim_end_matches(']').split(',') {
+                    let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+                    let width = lo.len();
+                    let (lo, hi): (u64, u64) = (lo.parse().unwrap(), hi.parse().unwrap());
+                    names.extend((lo..=hi).map(|i| format!("{prefix}{i:0width$}")));
+                }
+            }
+            None => names.push(item.to_string()),
+        }
+    }
+    names
+}
+
+/// The first item of a host list (up to a comma outside brackets) and the rest.
+fn split_top(list: &str) -> (&str, &str) {
+    let mut depth = 0;
+    for (i, c) in list.char_indices() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth -= 1,
+            ',' if depth == 0 => return (&list[..i], &list[i + 1..]),
+            _ => {}
+        }
+    }
+    (list, "")
+}
+
+/// The processes in the network namespace of inode `inode`, as
+/// `pid: command line`.
+pub fn processes_in_netns(inode: u64) -> Vec<String> {
+    let wanted = format!("net:[{inode}]");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        if std::fs::read_link(entry.path().join("ns/net")).map(|l| l.to_string_lossy() == wanted).unwrap_or(false) {
+            let cmdline = String::from_utf8_lossy(&std::fs::read(entry.path().join("cmdline")).unwrap_or_default())
+                .replace('\0', " ");
+            found.push(format!("{name}: {cmdline}"));
+        }
+    }
+    found
+}
+
+/// The pids of the running (not zombie) processes whose name is one of the
+/// testbed's daemons.
+pub fn daemon_pids() -> std::collections::BTreeSet<String> {
+    const DAEMONS: &[&str] = &["munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd", "slurmstepd"];
+    let mut found = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        let comm = &stat[open + 1..close];
+        let state = stat[close + 1..].split_whitespace().next().unwrap_or("");
+        if DAEMONS.contains(&comm) && state != "Z" {
+            found.insert(format!("{name} {comm}"));
+        }
+    }
+    found
+}
+
+/// The names of the host's network links (`ip -o link`).
+pub fn host_links() -> Vec<String> {
+    let output = Command::new("ip").args(["-o", "link", "show"]).output().unwrap();
+    assert!(output.status.success());
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| l.split(':').nth(1).map(|n| n.trim().to_string()))
+        .collect()
+}
