@@ -8,6 +8,8 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::slurm::{daemon_pids, expand_nodelist, host_links, lock, processes_in_netns, testbed_ok, Testbed};
@@ -28,12 +30,14 @@ fn testbed_runs_jobs_on_its_nodes_and_leaves_nothing() {
     // From a clean state, so that "as before" means before the testbed.
     testbed_ok(&["down"]);
     let links_before = host_links();
+    let named_netns_before = ip_netns();
     let mounts_before = mounts();
     let daemons_before = daemon_pids();
 
     let started = Instant::now();
     let testbed = Testbed::up(3, lock);
     let up_took = started.elapsed();
+    let _guard = DownOnPanic(testbed.state_dir.clone());
     assert_eq!(testbed.nodes, ["node1", "node2", "node3"]);
     assert_eq!(host_links(), links_before, "up added links to the host's network namespace");
     let netns = testbed.netns_inodes();
@@ -84,7 +88,11 @@ fn testbed_runs_jobs_on_its_nodes_and_leaves_nothing() {
     }
     assert!(ran_on.len() >= 2, "the jobs ran on {ran_on:?}");
 
-    // A lost node: Slurm sees it stop responding and marks it down.
+    // A lost node, with a job running on it: Slurm sees the node stop
+    // responding, marks it down, and records the job's run as NODE_FAIL on
+    // it (the job itself is requeued: pinned to node2, it waits for it).
+    let lost = testbed.sbatch(&["-w", "node2", "-J", "portsynth-lost", "-o", "/dev/null", "--wrap", "sleep 300"]);
+    testbed.wait_job_state(lost, "RUNNING", Duration::from_secs(20));
     let started = Instant::now();
     testbed.kill_node("node2");
     let (state, _) = testbed.wait_node_state("node2", Duration::from_secs(60), |s| s.starts_with("down"));
@@ -92,6 +100,13 @@ fn testbed_runs_jobs_on_its_nodes_and_leaves_nothing() {
     let reason = testbed.run_ok("sinfo", &["-h", "-N", "-n", "node2", "-o", "%E"]);
     assert!(reason.contains("Not responding"), "node2 is {state}, reason {reason:?}");
     assert!(testbed.node_state("node1") == "idle" && testbed.node_state("node3") == "idle", "the others are still up");
+    let failed = testbed.wait_sacct(lost, Duration::from_secs(20), |attempts| {
+        attempts.iter().find(|r| r["State"] == "NODE_FAIL").cloned()
+    });
+    assert_eq!(failed["NodeList"], "node2", "{failed:?}");
+    let node2 = std::fs::metadata(testbed.state_dir.join("netns/node2")).unwrap().ino();
+    assert!(processes_in_netns(node2).is_empty(), "the job's processes died with the node");
+    testbed.run_ok("scancel", &[&lost.to_string()]);
     // And it comes back.
     testbed.start_node("node2");
     let out = testbed.run_ok("srun", &["-w", "node2", "hostname"]);
@@ -113,6 +128,7 @@ fn testbed_runs_jobs_on_its_nodes_and_leaves_nothing() {
         assert!(processes_in_netns(inode).is_empty(), "processes left in a namespace of the testbed");
     }
     assert_eq!(host_links(), links_before, "links left");
+    assert_eq!(ip_netns(), named_netns_before, "ip netns changed");
     let new_mounts: Vec<_> = mounts().difference(&mounts_before).cloned().collect();
     assert!(new_mounts.is_empty(), "mounts left: {new_mounts:?}");
     eprintln!(
@@ -121,4 +137,27 @@ fn testbed_runs_jobs_on_its_nodes_and_leaves_nothing() {
         down_took.as_secs_f64(),
         down_cmd_took.as_secs_f64()
     );
+}
+
+fn ip_netns() -> String {
+    let output = std::process::Command::new("ip").args(["netns", "list"]).output().unwrap();
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// On a failing assertion: prints the tails of the testbed's logs, then
+/// tears it down (nothing is left running after a failed test).
+struct DownOnPanic(PathBuf);
+
+impl Drop for DownOnPanic {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for entry in std::fs::read_dir(self.0.join("log")).into_iter().flatten().flatten() {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            eprintln!("--- {}:\n{}", entry.path().display(), lines[lines.len().saturating_sub(15)..].join("\n"));
+        }
+        let _ = std::process::Command::new(common::slurm::script()).arg("down").status();
+    }
 }

@@ -107,24 +107,59 @@ impl Testbed {
         (parse_job_id(&String::from_utf8_lossy(&output.stdout)), output)
     }
 
-    /// The accounting record of a job's allocation (`sacct -X`), field
-    /// name to value, once slurmdbd has it in a final state; panics after
+    /// Every accounting record of a job's allocation, oldest first (`sacct
+    /// -X -D`: one per run of a requeued job), each field name to value.
+    pub fn sacct_attempts(&self, job: u64) -> Vec<BTreeMap<String, String>> {
+        let text = self.run_ok("sacct", &["-X", "-D", "-n", "-P", "-j", &job.to_string(), "-o", SACCT_FIELDS]);
+        text.lines()
+            .map(|line| SACCT_FIELDS.split(',').map(String::from).zip(line.split('|').map(String::from)).collect())
+            .collect()
+    }
+
+    /// The latest accounting record of a job (`sacct -X`) once slurmdbd has
+    /// it in a final state (COMPLETED, FAILED, NODE_FAIL, …); panics after
     /// `timeout`.
     pub fn sacct(&self, job: u64, timeout: Duration) -> BTreeMap<String, String> {
-        const FIELDS: &str = "JobID,JobName,State,NodeList,ExitCode,Start,End,Elapsed";
+        self.wait_sacct(job, timeout, |attempts| {
+            attempts.last().filter(|r| !matches!(r["State"].as_str(), "PENDING" | "RUNNING" | "REQUEUED")).cloned()
+        })
+    }
+
+    /// Waits until `accept` finds what it wants in the job's accounting
+    /// records (`sacct_attempts`); panics after `timeout`.
+    pub fn wait_sacct<T>(
+        &self,
+        job: u64,
+        timeout: Duration,
+        accept: impl Fn(&[BTreeMap<String, String>]) -> Option<T>,
+    ) -> T {
         let deadline = Instant::now() + timeout;
         loop {
-            let text = self.run_ok("sacct", &["-X", "-n", "-P", "-j", &job.to_string(), "-o", FIELDS]);
-            let record: BTreeMap<String, String> = FIELDS
-                .split(',')
-                .map(String::from)
-                .zip(text.lines().next().unwrap_or("").split('|').map(String::from))
-                .collect();
-            let state = record.get("State").map(String::as_str).unwrap_or("");
-            if !state.is_empty() && !matches!(state, "PENDING" | "RUNNING" | "REQUEUED" | "COMPLETING") {
-                return record;
+            let attempts = self.sacct_attempts(job);
+            if let Some(found) = accept(&attempts) {
+                return found;
             }
-            assert!(Instant::now() < deadline, "no final sacct record of job {job} within {timeout:?}: {text:?}");
+            assert!(Instant::now() < deadline, "sacct of job {job} after {timeout:?}: {attempts:?}");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// The job's state in the queue (`squeue -h -j JOB -o %T`: `PENDING`,
+    /// `RUNNING`, …; empty once it has left the queue).
+    pub fn job_state(&self, job: u64) -> String {
+        let output = self.output("squeue", &["-h", "-j", &job.to_string(), "-o", "%T"]);
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+
+    /// Waits until the job is in state `state`; panics after `timeout`.
+    pub fn wait_job_state(&self, job: u64, state: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let now = self.job_state(job);
+            if now == state {
+                return;
+            }
+            assert!(Instant::now() < deadline, "job {job} still {now:?}, not {state}, after {timeout:?}");
             std::thread::sleep(Duration::from_millis(250));
         }
     }
@@ -176,6 +211,9 @@ impl Testbed {
         testbed_ok(&["down"]);
     }
 }
+
+/// The fields of `Testbed::sacct_attempts`' records.
+pub const SACCT_FIELDS: &str = "JobID,JobName,State,NodeList,ExitCode,Start,End,Elapsed";
 
 fn parse_job_id(text: &str) -> u64 {
     let first = text.lines().next().unwrap_or("").split(';').next().unwrap_or("").trim();
