@@ -8,7 +8,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -40,7 +39,7 @@ fn testbed_runs_jobs_on_its_nodes_and_leaves_nothing() {
     let _guard = DownOnPanic(testbed.state_dir.clone());
     assert_eq!(testbed.nodes, ["node1", "node2", "node3"]);
     assert_eq!(host_links(), links_before, "up added links to the host's network namespace");
-    let netns = testbed.netns_inodes();
+    let netns = testbed.netns_ids();
     assert_eq!(netns.len(), 4, "a namespace for the controller and one per node");
 
     // One job step per node: three hostnames, one per node.
@@ -104,8 +103,8 @@ fn testbed_runs_jobs_on_its_nodes_and_leaves_nothing() {
         attempts.iter().find(|r| r["State"] == "NODE_FAIL").cloned()
     });
     assert_eq!(failed["NodeList"], "node2", "{failed:?}");
-    let node2 = std::fs::metadata(testbed.state_dir.join("netns/node2")).unwrap().ino();
-    assert!(processes_in_netns(node2).is_empty(), "the job's processes died with the node");
+    let node2: Vec<_> = processes_in_netns(&testbed.netns_id("node2"));
+    assert!(node2.len() == 1 && node2[0].contains("sleep infinity"), "only its namespace's holder is left: {node2:?}");
     testbed.run_ok("scancel", &[&lost.to_string()]);
     // And it comes back.
     testbed.start_node("node2");
@@ -124,8 +123,9 @@ fn testbed_runs_jobs_on_its_nodes_and_leaves_nothing() {
     );
     let new_daemons: Vec<_> = daemon_pids().difference(&daemons_before).cloned().collect();
     assert!(new_daemons.is_empty(), "daemons left running: {new_daemons:?}");
-    for inode in netns {
-        assert!(processes_in_netns(inode).is_empty(), "processes left in a namespace of the testbed");
+    for id in &netns {
+        let left = processes_in_netns(id);
+        assert!(left.is_empty(), "processes left in the testbed's namespace {id}: {left:?}");
     }
     assert_eq!(host_links(), links_before, "links left");
     assert_eq!(ip_netns(), named_netns_before, "ip netns changed");

@@ -195,14 +195,16 @@ impl Testbed {
         testbed_ok(&["start-node", node]);
     }
 
-    /// The inode of every network namespace of the testbed (controller and
-    /// nodes), to find the processes in them.
-    pub fn netns_inodes(&self) -> Vec<u64> {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::read_dir(self.state_dir.join("netns"))
-            .unwrap()
-            .map(|e| std::fs::metadata(e.unwrap().path()).unwrap().ino())
-            .collect()
+    /// The network namespace of `name` (`ctl` or a node) as
+    /// `/proc/PID/ns/net` reads: `net:[INODE]`.
+    pub fn netns_id(&self, name: &str) -> String {
+        let pid = std::fs::read_to_string(self.state_dir.join(format!("netns/{name}.pid"))).unwrap();
+        std::fs::read_link(format!("/proc/{}/ns/net", pid.trim())).unwrap().to_string_lossy().into_owned()
+    }
+
+    /// The network namespace of the controller and of every node.
+    pub fn netns_ids(&self) -> Vec<String> {
+        std::iter::once("ctl").chain(self.nodes.iter().map(String::as_str)).map(|n| self.netns_id(n)).collect()
     }
 
     /// Tears the testbed down (`scripts/slurm-testbed down`) and releases
@@ -256,17 +258,22 @@ fn split_top(list: &str) -> (&str, &str) {
     (list, "")
 }
 
-/// The processes in the network namespace of inode `inode`, as
-/// `pid: command line`.
-pub fn processes_in_netns(inode: u64) -> Vec<String> {
-    let wanted = format!("net:[{inode}]");
+/// The live (not zombie) processes in the network namespace `id`
+/// (`net:[INODE]`), as `pid: command line`.
+pub fn processes_in_netns(id: &str) -> Vec<String> {
+    let wanted = id;
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if !name.chars().all(|c| c.is_ascii_digit()) {
             continue;
         }
-        if std::fs::read_link(entry.path().join("ns/net")).map(|l| l.to_string_lossy() == wanted).unwrap_or(false) {
+        let zombie = std::fs::read_to_string(entry.path().join("stat"))
+            .map(|stat| stat.rsplit_once(") ").map(|(_, rest)| rest.starts_with('Z')).unwrap_or(false))
+            .unwrap_or(true);
+        if !zombie
+            && std::fs::read_link(entry.path().join("ns/net")).map(|l| l.to_string_lossy() == wanted).unwrap_or(false)
+        {
             let cmdline = String::from_utf8_lossy(&std::fs::read(entry.path().join("cmdline")).unwrap_or_default())
                 .replace('\0', " ");
             found.push(format!("{name}: {cmdline}"));
