@@ -39,6 +39,8 @@ fn testbed_runs_jobs_on_its_nodes_and_leaves_nothing() {
     let _guard = DownOnPanic(testbed.state_dir.clone());
     assert_eq!(testbed.nodes, ["node1", "node2", "node3"]);
     assert_eq!(host_links(), links_before, "up added links to the host's network namespace");
+    let new_mounts: Vec<_> = mounts().difference(&mounts_before).cloned().collect();
+    assert!(new_mounts.is_empty(), "up mounted {new_mounts:?}");
     let netns = testbed.netns_ids();
     assert_eq!(netns.len(), 4, "a namespace for the controller and one per node");
 
