@@ -144,6 +144,28 @@ impl Testbed {
         }
     }
 
+    /// The job's line in slurmctld's job completion log (`jobcomp/filetxt`:
+    /// `JobId=… Name=… JobState=… NodeList=…`), field name to value, once
+    /// it is there; panics after `timeout`. Unlike sacct's, its `Name` is
+    /// always the job's: slurmdbd records a job that ended before its start
+    /// reached the database under the name "allocation".
+    pub fn jobcomp(&self, job: u64, timeout: Duration) -> BTreeMap<String, String> {
+        let deadline = Instant::now() + timeout;
+        let prefix = format!("JobId={job} ");
+        loop {
+            let log = std::fs::read_to_string(self.state_dir.join("jobcomp.log")).unwrap_or_default();
+            if let Some(line) = log.lines().filter(|l| l.starts_with(&prefix)).last() {
+                return line
+                    .split(' ')
+                    .filter_map(|field| field.split_once('='))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+            }
+            assert!(Instant::now() < deadline, "no line of job {job} in jobcomp.log after {timeout:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// The job's state in the queue (`squeue -h -j JOB -o %T`: `PENDING`,
     /// `RUNNING`, …; empty once it has left the queue).
     pub fn job_state(&self, job: u64) -> String {
