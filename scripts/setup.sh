@@ -10,6 +10,10 @@ declare -A NEEDS=(
     [bmake]=bmake [zstd]=zstd [curl]=curl [patch]=patch [gcc]=gcc [make]=make
     [python3]=python3 [sha256sum]=coreutils [tar]=tar [gzip]=gzip [ip]=iproute2
     [ps]=procps [unshare]=util-linux [mkfs.ext4]=e2fsprogs
+    # The Slurm testbed (scripts/slurm-testbed, docs/SLURM.md).
+    [slurmctld]=slurmctld [slurmd]=slurmd [sbatch]=slurm-client [slurmdbd]=slurmdbd
+    [munged]=munge [mariadbd]=mariadb-server-core [mariadb]=mariadb-client-core
+    [nsenter]=util-linux [flock]=util-linux
 )
 missing=()
 for program in "${!NEEDS[@]}"; do

@@ -4,6 +4,7 @@
 
 pub mod mirror;
 pub mod pkgsrc;
+pub mod slurm;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
