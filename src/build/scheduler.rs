@@ -214,7 +214,8 @@ impl<'r, 'a> Coordinator<'r, 'a> {
         let chains_after: Vec<f64> = priority.iter().zip(&weight_ms).map(|(p, w)| p - w).collect();
         let work: Vec<f64> = models.iter().map(PortModel::work).collect();
         let pending_work_ms = (0..tree.len()).filter(|&n| in_build[n]).map(|n| work[n]).sum();
-        let tails = allocate::tails(&chains_after, queue.order().dependents(), work, run.config.jobs as u32);
+        let behind = allocate::work_behind(&tree.graph, &in_build, &work, queue.order().dependents());
+        let tails = allocate::tails(&chains_after, &behind, run.config.jobs as u32);
         let workers = run.workers.max(1);
         let mut coordinator = Coordinator {
             run,

@@ -213,7 +213,8 @@ pub fn simulate(ports: &Ports<'_>, machine: Machine, allocation: Allocation) -> 
     match allocation {
         Allocation::Ours => {
             let (order, chains_after) = our_order(ports);
-            let tails = allocate::tails(&chains_after, order.dependents(), ports_work(ports), machine.cores);
+            let behind = allocate::work_behind(g, &all, &ports_work(ports), order.dependents());
+            let tails = allocate::tails(&chains_after, &behind, machine.cores);
             let mut starter = Ours { tails, remaining_work: 0.0 };
             starter.remaining_work = (0..g.len()).map(|v| ports.expected(v).work()).sum();
             Run::new(ports, machine, DependencyQueue::new(g, &all, order)).go(&mut starter)
