@@ -507,7 +507,7 @@ tool_cmd() {   # tool
     if [ "$1" = portsynth ]; then
         echo "$binary --config $ps_b/portsynth.toml --json -y everything"
     else
-        echo "unshare -m -n --propagation private $bob -c $bob_b/config.lua build"
+        echo "unshare -m -n --propagation private $bob -c $bob_b/config.lua ${bob_subcommand:-build}"
     fi
 }
 repo_of() { [ "$1" = portsynth ] && echo "$ps_repo" || echo "$bob_repo"; }
@@ -593,7 +593,10 @@ for rep in $(seq 1 "$reps"); do
     if [ "$dynamic" = 1 ]; then
         # The same bulk again with the first one's history: packages removed, state kept.
         rm -f "$ps_repo"/*.tgz "$bob_repo"/*.tgz
+        # bob trusts its database over the repository: `bob build` would rebuild nothing.
+        bob_subcommand="rebuild ${build_set[*]}"
         i=1; for t in "${order[@]}"; do btimed "$rep" history "$t" $i; i=$((i + 1)); done
+        bob_subcommand=
         continue
     fi
     [ "$bulk_only" = 1 ] && continue
