@@ -36,7 +36,14 @@ fn write_builds(path: &Path, writer: usize) -> Result<()> {
         let version = i.to_string();
         let build = db.start_build(
             &run,
-            &NewBuild { origin: &origin, pkgname: "pkg", version: &version, slot: Some(i as u32 % 4), log_path: None },
+            &NewBuild {
+                origin: &origin,
+                pkgname: "pkg",
+                version: &version,
+                slot: Some(i as u32 % 4),
+                log_path: None,
+                why: None,
+            },
         )?;
         db.update_build_phase(&build, "build")?;
         let state = PortState { effective_key: i as u32, package_file: format!("pkg-{i}.pkg"), ..PortState::default() };

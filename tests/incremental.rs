@@ -39,6 +39,7 @@ fn mark_all_built(env: &Env) {
                     version: &meta.pkgversion,
                     slot: Some(1),
                     log_path: None,
+                    why: None,
                 },
             )
             .unwrap();
@@ -318,7 +319,14 @@ fn readers_in_other_processes_are_not_blocked_by_a_writer() {
                 let build = db
                     .start_build(
                         &run,
-                        &NewBuild { origin: &origin, pkgname: "p", version: "1", slot: None, log_path: None },
+                        &NewBuild {
+                            origin: &origin,
+                            pkgname: "p",
+                            version: "1",
+                            slot: None,
+                            log_path: None,
+                            why: None,
+                        },
                     )
                     .unwrap();
                 db.finish_build(&build, portsynth::builddb::BuildStatus::Failed, Some("build"), Some("test")).unwrap();

@@ -412,6 +412,7 @@ impl<'r, 'a> Coordinator<'r, 'a> {
             version: &meta.pkgversion,
             slot: Some(slot),
             log_path: Some(&log_path),
+            why: self.build_reasons.get(&node).map(String::as_str),
         };
         let build = self.db_write("recording a build start", run.db.start_build(run.run, &new));
         self.state[node] = Some(State::Running);

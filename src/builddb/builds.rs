@@ -22,7 +22,7 @@ use super::store::{now_ms, sql_limit, unsigned, BuildDb};
 
 const BUILD_COLUMNS: &str =
     "id, run_id, origin, pkgname, version, status, last_phase, slot, started_ms, ended_ms, duration_ms, reason, log_path, \
-                             cpu_ms, peak_memory, peak_work, make_jobs, work_dir, retried_on_disk";
+                             cpu_ms, peak_memory, peak_work, make_jobs, work_dir, retried_on_disk, why";
 const PORT_COLUMNS: &str = "origin, port_crc, makefiles_crc, config_crc, dep_keys, effective_key, pkgname, version, \
                             package_file, last_build_id";
 const PACKAGE_COLUMNS: &str = "origin, pkgname, version, file, sha256, size, build_id, updated_ms";
@@ -34,8 +34,8 @@ impl BuildDb {
         let log_path = build.log_path.map(|path| path.to_string_lossy().into_owned());
         self.conn
             .execute(
-                "INSERT INTO builds (id, run_id, origin, pkgname, version, status, slot, started_ms, log_path)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT INTO builds (id, run_id, origin, pkgname, version, status, slot, started_ms, log_path, why)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     id.as_str(),
                     run.as_str(),
@@ -45,7 +45,8 @@ impl BuildDb {
                     BuildStatus::Running,
                     build.slot,
                     now_ms(),
-                    log_path
+                    log_path,
+                    build.why
                 ],
             )
             .with_context(|| self.at(format_args!("recording the start of the build of {}", build.origin)))?;
@@ -448,6 +449,7 @@ fn build_from_row(row: &Row<'_>) -> rusqlite::Result<BuildRecord> {
         make_jobs: row.get(16)?,
         work_dir: row.get(17)?,
         retried_on_disk: row.get(18)?,
+        why: row.get(19)?,
     })
 }
 

@@ -174,6 +174,8 @@ pub struct NewBuild<'a> {
     pub version: &'a str,
     pub slot: Option<u32>,
     pub log_path: Option<&'a Path>,
+    /// Why the plan builds it (`needs_build`'s reason).
+    pub why: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -202,6 +204,8 @@ pub struct BuildRecord {
     pub work_dir: Option<String>,
     /// A full tmpfs work area made the runner retry the build on disk.
     pub retried_on_disk: bool,
+    /// Why the plan built it (`changed`, `dependency changed: …`).
+    pub why: Option<String>,
 }
 
 /// What one phase of a build used.

@@ -149,9 +149,12 @@ CREATE TABLE build_phases (
 /// Per phase, its serial time and parallel CPU time as sampled from
 /// the runnable threads of the sandbox's cgroup (`sandbox::parallelism`):
 /// the speed-up a port showed, whatever the other builds took of the cores.
+/// Per build, why the plan built it (`changed`, `dependency changed: …`):
+/// what `diff` says changed in a new failure's inputs.
 const SCHEMA_V5: &str = "
 ALTER TABLE build_phases ADD COLUMN serial_ms INTEGER;
 ALTER TABLE build_phases ADD COLUMN parallel_cpu_ms INTEGER;
+ALTER TABLE builds ADD COLUMN why TEXT;
 ";
 
 /// Every schema step, oldest first. Append to change the schema.

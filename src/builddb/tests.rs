@@ -17,7 +17,14 @@ fn temp_db() -> (TempDir, BuildDb) {
 }
 
 fn new_build(origin: &str) -> NewBuild<'_> {
-    NewBuild { origin, pkgname: "pkg", version: "1.0", slot: Some(3), log_path: Some(Path::new("/logs/pkg.log")) }
+    NewBuild {
+        origin,
+        pkgname: "pkg",
+        version: "1.0",
+        slot: Some(3),
+        log_path: Some(Path::new("/logs/pkg.log")),
+        why: Some("changed"),
+    }
 }
 
 fn port_state(key: u32) -> PortState {
@@ -183,7 +190,7 @@ fn an_older_schema_migrates_forward_and_keeps_its_data() {
     let db = BuildDb::open_with(&path, v1).unwrap();
     assert_eq!(read_version(&db.conn).unwrap(), 1);
     let run = db.start_run("build", None).unwrap();
-    let build = db.start_build(&run, &new_build("devel/a")).unwrap();
+    let build = old_build(&db, &run, "devel/a");
     db.record_success(&build, &port_state(42), &package("1.0")).unwrap();
     db.scan_cache_store(&[("devel/a".into(), ScanCacheEntry::default())]).unwrap();
     drop(db);
@@ -384,7 +391,7 @@ fn a_v3_database_migrates_to_the_phase_table_and_keeps_its_builds() {
     let path = dir.path().join("builddb.sqlite");
     let db = BuildDb::open_with(&path, &MIGRATIONS[..3]).unwrap();
     let run = db.start_run("build", None).unwrap();
-    let build = db.start_build(&run, &new_build("devel/a")).unwrap();
+    let build = old_build(&db, &run, "devel/a");
     db.conn.execute("UPDATE builds SET cpu_ms = 5, peak_memory = 6 WHERE id = ?1", [build.as_str()]).unwrap();
     drop(db);
     let db = BuildDb::open(&path).unwrap();
@@ -403,7 +410,7 @@ fn v4_phases_migrate_without_a_parallelism_split() {
     let path = dir.path().join("builddb.sqlite");
     let db = BuildDb::open_with(&path, &MIGRATIONS[..4]).unwrap();
     let run = db.start_run("build", None).unwrap();
-    let build = db.start_build(&run, &new_build("devel/a")).unwrap();
+    let build = old_build(&db, &run, "devel/a");
     db.conn
         .execute(
             "INSERT INTO build_phases (build_id, seq, phase, wall_ms, cpu_ms, make_jobs) VALUES (?1, 0, 'build', 9, 8, 2)",
@@ -759,4 +766,17 @@ fn records_serialize_with_lowercase_statuses() {
     let json = serde_json::to_value(db.run(&run).unwrap().unwrap()).unwrap();
     assert_eq!(json["status"], "running");
     assert_eq!(json["counts"]["up_to_date"], 0);
+}
+
+/// A build row as an older binary started it: only the columns of schema v1.
+fn old_build(db: &BuildDb, run: &RunId, origin: &str) -> BuildId {
+    let id = BuildId::generate();
+    db.conn
+        .execute(
+            "INSERT INTO builds (id, run_id, origin, pkgname, version, status, started_ms)
+             VALUES (?1, ?2, ?3, 'pkg', '1.0', 'running', 0)",
+            params![id.as_str(), run.as_str(), origin],
+        )
+        .unwrap();
+    id
 }

@@ -47,6 +47,10 @@ pub enum Command {
     Status(PortsArgs),
     /// Past runs, or past builds of one port.
     History(HistoryArgs),
+    /// What changed between two runs (default: the last two that built
+    /// something): new failures and what changed in their inputs, fixed
+    /// ports, newly skipped ones, durations that moved.
+    Diff(DiffArgs),
     /// Remove the build database (after confirmation, or with -y).
     ResetDb,
     /// Build every port of the tree that is not up to date.
@@ -147,6 +151,19 @@ pub struct HistoryArgs {
     /// How many entries to show, newest first.
     #[arg(long, default_value_t = 20)]
     pub limit: usize,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DiffArgs {
+    /// The older run (an id or a unique prefix, see `history`).
+    #[arg(value_name = "OLD")]
+    pub old: Option<String>,
+    /// The newer run (default: the newest other run that built something).
+    #[arg(value_name = "NEW")]
+    pub new: Option<String>,
+    /// Durations are listed when they move by this many percent (and 5 s).
+    #[arg(long, value_name = "PERCENT", default_value_t = 25.0)]
+    pub threshold: f64,
 }
 
 #[derive(Debug, clap::Args)]

@@ -5,6 +5,7 @@ mod bootstrap_kit;
 mod build;
 mod build_one;
 mod cleanup;
+mod diff;
 mod fetch;
 pub mod history;
 mod init;
@@ -87,6 +88,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Init(args) => init::run(&cli.global, &args),
         Command::Status(args) => status::run(&load_config(&cli.global)?, &cli.global, &args.ports),
         Command::History(args) => history::run(&load_config(&cli.global)?, &cli.global, &args),
+        Command::Diff(args) => diff::run(&load_config(&cli.global)?, &cli.global, &args),
         Command::ResetDb => reset_db::run(&load_config(&cli.global)?, &cli.global),
         Command::Everything => build::run(&load_config(&cli.global)?, &cli.global, build::Mode::Everything, &[]),
         Command::Build(args) => build::run(&load_config(&cli.global)?, &cli.global, build::Mode::Build, &args.ports),

@@ -108,6 +108,7 @@ mod tests {
             make_jobs: None,
             work_dir: None,
             retried_on_disk: false,
+            why: None,
         }
     }
 
