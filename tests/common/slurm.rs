@@ -154,7 +154,7 @@ impl Testbed {
         let prefix = format!("JobId={job} ");
         loop {
             let log = std::fs::read_to_string(self.state_dir.join("jobcomp.log")).unwrap_or_default();
-            if let Some(line) = log.lines().filter(|l| l.starts_with(&prefix)).last() {
+            if let Some(line) = log.lines().rfind(|l| l.starts_with(&prefix)) {
                 return line
                     .split(' ')
                     .filter_map(|field| field.split_once('='))
