@@ -97,18 +97,7 @@ pub fn lower_bound(ports: &Ports<'_>, cores: u32) -> f64 {
 /// even with all its useful jobs leaves the machine idle whatever the
 /// policy; [`lower_bound`] does not see that.
 pub fn lower_bound_energy(ports: &Ports<'_>, cores: u32) -> f64 {
-    let g = ports.graph;
-    let best: Vec<f64> = ports.real.iter().map(|m| m.time(m.max_jobs.min(cores))).collect();
-    let work: Vec<f64> = ports.real.iter().map(PortModel::work).collect();
-    let after: Vec<f64> = g.priorities(&best).iter().zip(&best).map(|(p, b)| p - b).collect();
-    let mut before = vec![0.0_f64; g.len()];
-    if let Ok(order) = g.topo_order() {
-        for &v in &order {
-            for e in g.dependents(v) {
-                before[e.to] = before[e.to].max(before[v] + best[v]);
-            }
-        }
-    }
+    let Chains { work, before, after } = chains(ports, cores);
     let cores = f64::from(cores.max(1));
     lower_bound(ports, cores as u32).max(energy(&before, &work, cores)).max(energy(&after, &work, cores))
 }
@@ -128,18 +117,8 @@ pub fn lower_bound_tradeoff(ports: &Ports<'_>, cores: u32) -> f64 {
     const CANDIDATES: usize = 3;
     let g = ports.graph;
     let c = f64::from(cores.max(1));
-    let best: Vec<f64> = ports.real.iter().map(|m| m.time(m.max_jobs.min(cores))).collect();
-    let work: Vec<f64> = ports.real.iter().map(PortModel::work).collect();
+    let Chains { work, before, after } = chains(ports, cores);
     let total: f64 = work.iter().sum();
-    let after: Vec<f64> = g.priorities(&best).iter().zip(&best).map(|(p, b)| p - b).collect();
-    let mut before = vec![0.0_f64; g.len()];
-    if let Ok(order) = g.topo_order() {
-        for &v in &order {
-            for e in g.dependents(v) {
-                before[e.to] = before[e.to].max(before[v] + best[v]);
-            }
-        }
-    }
     // The candidates: the ports whose dependents' work is largest.
     let mut behind: Vec<(f64, NodeId)> = (0..g.len())
         .filter(|&v| ports.real[v].parallel_safe && ports.real[v].serial_ms > 0.0)
@@ -190,6 +169,30 @@ fn dependents_work(g: &Graph, v: NodeId, work: &[f64]) -> f64 {
         }
     }
     sum
+}
+
+/// Per port at its useful maximum of jobs: its CPU work, the longest chain
+/// of expected time before it can start, and the longest after it ends.
+struct Chains {
+    work: Vec<f64>,
+    before: Vec<f64>,
+    after: Vec<f64>,
+}
+
+fn chains(ports: &Ports<'_>, cores: u32) -> Chains {
+    let g = ports.graph;
+    let best: Vec<f64> = ports.real.iter().map(|m| m.time(m.max_jobs.min(cores))).collect();
+    let work: Vec<f64> = ports.real.iter().map(PortModel::work).collect();
+    let after: Vec<f64> = g.priorities(&best).iter().zip(&best).map(|(p, b)| p - b).collect();
+    let mut before = vec![0.0_f64; g.len()];
+    if let Ok(order) = g.topo_order() {
+        for &v in &order {
+            for e in g.dependents(v) {
+                before[e.to] = before[e.to].max(before[v] + best[v]);
+            }
+        }
+    }
+    Chains { work, before, after }
 }
 
 /// `max over t of t + (work of the ports released at t or later) / cores`.
