@@ -40,8 +40,10 @@
 //!    the makespan in the simulation).
 //! 4. **Jobs go where they shorten the makespan.** The remaining build
 //!    cannot end before `E = max(remaining CPU work / cores, the longest
-//!    remaining chain)`. A port whose chain (its own time plus the longest
-//!    chain of expected time after it) fits within `E` with fewer jobs has
+//!    remaining chain)`. A port whose chain (its own time plus what must
+//!    still happen after it: the longest chain of expected time after it,
+//!    or the exact work of its dependents in the build over the cores,
+//!    whichever is longer — [`tails`]) fits within `E` with fewer jobs has
 //!    slack: it gets the fewest jobs that keep it within `E` — one, on a
 //!    full machine, the most efficient use of a core. A port on the critical
 //!    path gets its useful maximum: the `j` beyond which one job more saves
