@@ -74,10 +74,10 @@ impl CriticalPath {
 }
 
 impl Order for CriticalPath {
-    type Key = (Descending, Reverse<u32>, u32);
+    type Key = (Reverse<Ascending>, Reverse<u32>, u32);
 
     fn key(&self, node: NodeId, _released: f64) -> Self::Key {
-        (Descending(self.priority[node]), Reverse(self.dependents[node]), self.label_rank[node])
+        (Reverse(Ascending(self.priority[node])), Reverse(self.dependents[node]), self.label_rank[node])
     }
 }
 
@@ -111,30 +111,6 @@ impl Order for Fifo {
         (Ascending(released), self.0 .0[node])
     }
 }
-
-/// An `f64` ordered by `total_cmp`, largest first.
-#[derive(Debug, Clone, Copy)]
-pub struct Descending(pub f64);
-
-impl Ord for Descending {
-    fn cmp(&self, other: &Self) -> Ordering {
-        other.0.total_cmp(&self.0)
-    }
-}
-
-impl PartialOrd for Descending {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl PartialEq for Descending {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-
-impl Eq for Descending {}
 
 /// An `f64` ordered by `total_cmp`, smallest first.
 #[derive(Debug, Clone, Copy)]
