@@ -188,6 +188,23 @@ pub(crate) fn test_graph(labels: &[&str], edges: &[(usize, usize)]) -> Graph {
     g
 }
 
+/// A tiny deterministic LCG (Knuth's MMIX constants), for the random graphs
+/// of unit tests.
+#[cfg(test)]
+pub(crate) struct Lcg(pub u64);
+
+#[cfg(test)]
+impl Lcg {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+
+    pub fn below(&mut self, bound: usize) -> usize {
+        (self.next() % bound as u64) as usize
+    }
+}
+
 impl Graph {
     pub fn new() -> Self {
         Self::default()
@@ -1009,19 +1026,6 @@ mod tests {
             }
             let expected = g.schedule_order(&subset, &vec![0.0; g.len()], &vec![0; g.len()]);
             assert_eq!(g.dependency_order(&subset_nodes), expected);
-        }
-    }
-
-    /// A tiny deterministic LCG (Knuth's MMIX constants).
-    struct Lcg(u64);
-
-    impl Lcg {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            self.0 >> 33
-        }
-        fn below(&mut self, bound: usize) -> usize {
-            (self.next() % bound as u64) as usize
         }
     }
 

@@ -560,11 +560,8 @@ mod tests {
         // Random layered DAG with skewed durations.
         let mut g = Graph::new();
         let mut d = Vec::new();
-        let mut x: u64 = 12345;
-        let mut next = || {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (x >> 33) as usize
-        };
+        let mut rng = crate::graph::Lcg(12345);
+        let mut next = || rng.next() as usize;
         for i in 0..300 {
             let n = g.add_node(format!("c{}/p{i:03}", next() % 7));
             d.push(if next() % 10 == 0 { 20.0 } else { 1.0 + (next() % 5) as f64 });
@@ -818,11 +815,8 @@ mod tests {
         // same instant (the scheduler sees one report at a time).
         let mut g = Graph::new();
         let mut d = Vec::new();
-        let mut x: u64 = 99;
-        let mut next = || {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (x >> 33) as usize
-        };
+        let mut rng = crate::graph::Lcg(99);
+        let mut next = || rng.next() as usize;
         for i in 0..400 {
             let n = g.add_node(format!("c{}/p{i:03}", next() % 5));
             d.push(1.0 + (next() % 100_000) as f64 / 997.0 + i as f64 * 1e-7);
