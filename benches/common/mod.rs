@@ -290,13 +290,7 @@ pub fn tree_on_disk(syn: &Synthetic, root: &Path) -> PortTree {
         };
         by_dir.insert(origin.dir(), meta);
     }
-    let scanner = Scanner {
-        framework: portsynth::framework::Kind::Bundled,
-        ports_dir: root.to_path_buf(),
-        make_program: "bmake".into(),
-        make_env: vec![],
-        sandbox: None,
-    };
+    let scanner = Scanner::on_host(portsynth::framework::Kind::Bundled, root);
     PortTree::load(&scanner, Scope::Everything, &|dirs| {
         dirs.iter().map(|d| Ok(vec![by_dir[&d.dir()].clone()])).collect()
     })

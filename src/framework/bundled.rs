@@ -443,13 +443,7 @@ mod tests {
     #[test]
     fn a_ports_distfiles_are_its_scanned_distfiles_with_its_distinfo() {
         let dir = tempfile::tempdir().unwrap();
-        let scanner = Scanner {
-            framework: Kind::Bundled,
-            ports_dir: dir.path().to_path_buf(),
-            make_program: "bmake".into(),
-            make_env: vec![],
-            sandbox: None,
-        };
+        let scanner = Scanner::on_host(Kind::Bundled, dir.path());
         let meta = |distfiles: &[&str]| PortMeta {
             origin: Origin::parse("misc/x").unwrap(),
             pkgname: "x-1".into(),

@@ -185,13 +185,7 @@ mod tests {
             "PORTNAME=\tserial\nPORTVERSION=\t1.0\nCATEGORIES=\tmisc\nMAKE_JOBS_UNSAFE=\tyes\n\n.include <bsd.port.mk>\n",
         )
         .unwrap();
-        let scanner = Scanner {
-            framework: Kind::Bundled,
-            ports_dir: dir.path().to_path_buf(),
-            make_program: "bmake".into(),
-            make_env: vec![],
-            sandbox: None,
-        };
+        let scanner = Scanner::on_host(Kind::Bundled, dir.path());
         (dir, scanner)
     }
 

@@ -126,6 +126,18 @@ pub struct Listing {
 pub type DirScan = Result<Vec<PortMeta>, ScanError>;
 
 impl Scanner {
+    /// A scanner running `bmake` straight on the host, without a scan
+    /// sandbox: for the unit tests and benches of trusted trees only.
+    pub fn on_host(framework: Kind, ports_dir: &Path) -> Scanner {
+        Scanner {
+            framework,
+            ports_dir: ports_dir.to_path_buf(),
+            make_program: "bmake".into(),
+            make_env: vec![],
+            sandbox: None,
+        }
+    }
+
     /// The port directories of the tree, as its framework lists them.
     pub fn list_ports(&self) -> anyhow::Result<Listing> {
         self.framework.framework().list_ports(self)

@@ -588,13 +588,7 @@ mod tests {
             let index = pkgsrc::ScanIndex::from_reader(record.as_bytes()).next().unwrap().unwrap();
             metas.insert(origin.dir(), meta_of(&index, origin, &port_dir, root.path(), vec![]).unwrap());
         }
-        let scanner = Scanner {
-            framework: Kind::Pkgsrc,
-            ports_dir: root.path().to_path_buf(),
-            make_program: "bmake".into(),
-            make_env: vec![],
-            sandbox: None,
-        };
+        let scanner = Scanner::on_host(Kind::Pkgsrc, root.path());
         let requested = [Origin::parse(packages[0].0).unwrap()];
         let scan = |dirs: &[Origin]| dirs.iter().map(|d| Ok(vec![metas[&d.dir()].clone()])).collect();
         PortTree::load(&scanner, crate::ports::Scope::Ports(&requested), &scan).unwrap()
