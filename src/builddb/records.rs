@@ -208,6 +208,36 @@ pub struct BuildRecord {
     pub why: Option<String>,
 }
 
+#[cfg(test)]
+impl BuildRecord {
+    /// A finished-nothing row of `origin` with `status` in run `r`, every
+    /// measurement unknown: what unit tests start from.
+    pub(crate) fn example(origin: &str, status: BuildStatus) -> BuildRecord {
+        BuildRecord {
+            id: BuildId::from(origin),
+            run_id: RunId::from("r"),
+            origin: origin.into(),
+            pkgname: "p".into(),
+            version: "1".into(),
+            status,
+            last_phase: None,
+            slot: None,
+            started_ms: 0,
+            ended_ms: None,
+            duration_ms: None,
+            reason: None,
+            log_path: None,
+            cpu_ms: None,
+            peak_memory: None,
+            peak_work: None,
+            make_jobs: None,
+            work_dir: None,
+            retried_on_disk: false,
+            why: None,
+        }
+    }
+}
+
 /// What one phase of a build used.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PhaseUsage {

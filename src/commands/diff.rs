@@ -209,7 +209,7 @@ fn write_text(out: &mut impl Write, diff: &RunDiff, threshold: f64) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::builddb::{BuildId, RunCounts, RunId, RunStatus};
+    use crate::builddb::{RunCounts, RunId, RunStatus};
 
     fn run(id: &str) -> RunRecord {
         RunRecord {
@@ -226,26 +226,12 @@ mod tests {
 
     fn build(origin: &str, status: BuildStatus, duration_ms: u64, why: &str) -> BuildRecord {
         BuildRecord {
-            id: BuildId::generate(),
-            run_id: RunId::from("r".to_string()),
-            origin: origin.into(),
-            pkgname: "p".into(),
-            version: "1".into(),
-            status,
             last_phase: Some("build".into()),
-            slot: None,
-            started_ms: 0,
             ended_ms: Some(duration_ms as i64),
             duration_ms: Some(duration_ms),
             reason: (status == BuildStatus::Failed).then(|| "bmake build exited with status 2".into()),
-            log_path: None,
-            cpu_ms: None,
-            peak_memory: None,
-            peak_work: None,
-            make_jobs: None,
-            work_dir: None,
-            retried_on_disk: false,
             why: Some(why.into()),
+            ..BuildRecord::example(origin, status)
         }
     }
 

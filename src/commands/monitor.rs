@@ -85,30 +85,14 @@ fn snapshot(run: &RunRecord, builds: &[BuildRecord], now_ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::builddb::{BuildId, RunCounts, RunId};
+    use crate::builddb::{RunCounts, RunId};
 
     fn build(origin: &str, status: BuildStatus, slot: Option<u32>, phase: Option<&str>) -> BuildRecord {
         BuildRecord {
-            id: BuildId::from(origin),
-            run_id: RunId::from("r"),
-            origin: origin.into(),
-            pkgname: "p".into(),
-            version: "1".into(),
-            status,
-            last_phase: phase.map(String::from),
             slot,
+            last_phase: phase.map(String::from),
             started_ms: 1_000,
-            ended_ms: None,
-            duration_ms: None,
-            reason: None,
-            log_path: None,
-            cpu_ms: None,
-            peak_memory: None,
-            peak_work: None,
-            make_jobs: None,
-            work_dir: None,
-            retried_on_disk: false,
-            why: None,
+            ..BuildRecord::example(origin, status)
         }
     }
 
