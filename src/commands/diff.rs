@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Result};
 use serde::Serialize;
 
-use crate::builddb::{BuildDb, BuildRecord, BuildStatus, RunRecord};
+use crate::builddb::{BuildDb, BuildRecord, BuildStatus, RunId, RunRecord};
 use crate::cli::{DiffArgs, GlobalArgs};
 use crate::config::Config;
 
@@ -68,8 +68,8 @@ pub fn run(config: &Config, global: &GlobalArgs, args: &DiffArgs) -> Result<Exit
     let Some(db) = BuildDb::open_existing(&config.database_path)? else {
         bail!("no build database yet at {}: there is no run to compare", config.database_path.display());
     };
-    let (old, new) = pick_runs(&db, args.old.as_deref(), args.new.as_deref())?;
-    let diff = compare(&old, &db.builds_of_run(&old.id)?, &new, &db.builds_of_run(&new.id)?, args.threshold);
+    let ((old, old_builds), (new, new_builds)) = pick_runs(&db, args.old.as_deref(), args.new.as_deref())?;
+    let diff = compare(&old, &old_builds, &new, &new_builds, args.threshold);
     let mut out = std::io::stdout().lock();
     if global.json {
         serde_json::to_writer_pretty(&mut out, &diff)?;
@@ -80,33 +80,40 @@ pub fn run(config: &Config, global: &GlobalArgs, args: &DiffArgs) -> Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
+/// A run and its build rows.
+type RunWithBuilds = (RunRecord, Vec<BuildRecord>);
+
 /// The runs named (an id or a unique prefix of one), else the two newest
-/// runs that built something.
-fn pick_runs(db: &BuildDb, old: Option<&str>, new: Option<&str>) -> Result<(RunRecord, RunRecord)> {
+/// runs that built something; each with its builds, read once.
+fn pick_runs(db: &BuildDb, old: Option<&str>, new: Option<&str>) -> Result<(RunWithBuilds, RunWithBuilds)> {
     let runs = db.runs(usize::MAX)?;
-    let built_something = |run: &RunRecord| db.builds_of_run(&run.id).is_ok_and(|builds| !builds.is_empty());
-    let find = |prefix: &str| -> Result<RunRecord> {
+    let with_builds = |run: &RunRecord| -> Result<RunWithBuilds> { Ok((run.clone(), db.builds_of_run(&run.id)?)) };
+    let find = |prefix: &str| -> Result<&RunRecord> {
         let found: Vec<&RunRecord> = runs.iter().filter(|r| r.id.as_str().starts_with(prefix)).collect();
         match found.as_slice() {
-            [one] => Ok((*one).clone()),
+            [one] => Ok(one),
             [] => bail!("no run '{prefix}' in {} (see portsynth history)", db.path().display()),
             _ => bail!("'{prefix}' names {} runs; give more of the id", found.len()),
         }
     };
+    // Newest first, read as far as needed; a read error is not "built nothing".
+    let built_something = |except: Option<RunId>| {
+        let runs = runs.iter().filter(move |r| Some(&r.id) != except.as_ref());
+        runs.map(with_builds).filter(|run| !matches!(run, Ok((_, builds)) if builds.is_empty()))
+    };
     match (old, new) {
-        (Some(old), Some(new)) => Ok((find(old)?, find(new)?)),
+        (Some(old), Some(new)) => Ok((with_builds(find(old)?)?, with_builds(find(new)?)?)),
         (Some(old), None) => {
-            let old = find(old)?;
-            let newest = runs.iter().find(|r| r.id != old.id && built_something(r)).cloned();
-            let Some(newest) = newest else {
-                bail!("no other run that built something to compare run {} with", old.id)
+            let old = with_builds(find(old)?)?;
+            let Some(newest) = built_something(Some(old.0.id.clone())).next() else {
+                bail!("no other run that built something to compare run {} with", old.0.id)
             };
-            Ok((old, newest))
+            Ok((old, newest?))
         }
         (None, _) => {
-            let mut built = runs.iter().filter(|r| built_something(r));
+            let mut built = built_something(None);
             match (built.next(), built.next()) {
-                (Some(new), Some(old)) => Ok((old.clone(), new.clone())),
+                (Some(new), Some(old)) => Ok((old?, new?)),
                 _ => bail!("fewer than two runs that built something in {}", db.path().display()),
             }
         }
@@ -170,6 +177,14 @@ fn summary(run: &RunRecord) -> RunSummary {
     RunSummary { id: run.id.as_str().into(), command: run.command.clone(), started_ms: run.started_ms }
 }
 
+fn write_origins(out: &mut impl Write, title: &str, origins: &[String]) -> Result<()> {
+    writeln!(out, "\n{title} ({}):", origins.len())?;
+    for origin in origins {
+        writeln!(out, "  {origin}")?;
+    }
+    Ok(())
+}
+
 fn write_text(out: &mut impl Write, diff: &RunDiff, threshold: f64) -> Result<()> {
     let run = |r: &RunSummary| format!("{} ({}, {})", r.id, crate::report::utc_time(r.started_ms), r.command);
     writeln!(out, "from run {}\n  to run {}", run(&diff.old), run(&diff.new))?;
@@ -182,18 +197,12 @@ fn write_text(out: &mut impl Write, diff: &RunDiff, threshold: f64) -> Result<()
             writeln!(out, "      log: {log}")?;
         }
     }
-    writeln!(out, "\nFixed ({}):", diff.fixed.len())?;
-    for origin in &diff.fixed {
-        writeln!(out, "  {origin}")?;
-    }
+    write_origins(out, "Fixed", &diff.fixed)?;
     writeln!(out, "\nNewly skipped ({}):", diff.newly_skipped.len())?;
     for skipped in &diff.newly_skipped {
         writeln!(out, "  {:<40} {}", skipped.origin, skipped.reason.as_deref().unwrap_or(""))?;
     }
-    writeln!(out, "\nStill failing ({}):", diff.still_failing.len())?;
-    for origin in &diff.still_failing {
-        writeln!(out, "  {origin}")?;
-    }
+    write_origins(out, "Still failing", &diff.still_failing)?;
     writeln!(
         out,
         "\nDurations changed by {threshold} % and {MIN_DURATION_CHANGE_S} s or more ({}):",
