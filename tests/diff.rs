@@ -44,7 +44,7 @@ fn a_port_broken_between_runs_is_a_new_failure_and_then_fixed() {
     assert!(common::stderr(&output).contains("fewer than two runs"), "{}", common::stderr(&output));
     let makefile = env.ports().join("resource/nap-a/Makefile");
     let good = std::fs::read_to_string(&makefile).unwrap();
-    std::fs::write(&makefile, good.replace("\t@sleep ${NAP}", "\t@echo broken on purpose; false")).unwrap();
+    std::fs::write(&makefile, format!("{good}\npost-build:\n\t@echo broken on purpose; false\n")).unwrap();
     build(false);
     let diff = diff_json(&env, &[]);
     assert_eq!(origins(&diff["new_failures"]), ["resource/nap-a"], "{diff:#}");
