@@ -26,9 +26,12 @@
 //!    reorders them, it only decides how much the next one gets, or that it
 //!    must wait.
 //! 2. **Memory is admission, never overcommitted.** A port starts only if its
-//!    expected peak memory (the largest of its history, else
-//!    [`DEFAULT_MEMORY`]) fits the budget minus what the running builds
-//!    expect. A port that does not fit lets a smaller one behind it start;
+//!    expected peak memory at one job fits the budget minus what the running
+//!    builds expect at their jobs, and it gets no more jobs than keep it
+//!    within what is left. Expected memory grows with the jobs: a fixed part
+//!    and a part per job, fitted from the largest peak seen at each number of
+//!    jobs ([`fit_memory`]); without history, [`DEFAULT_MEMORY`] at any
+//!    jobs. A port that does not fit lets a smaller one behind it start;
 //!    when nothing runs, the first ready port starts whatever its size, so a
 //!    port larger than the machine cannot deadlock the build.
 //! 3. **No core idles while a port is ready**, with one exception. The next
@@ -49,10 +52,11 @@
 //!    path gets its useful maximum: the `j` beyond which one job more saves
 //!    less than [`USEFUL_GAIN`] of its time ([`PortModel::useful_jobs`]).
 //! 5. **Spare cores are shared, not hoarded.** Cores that no ready port needs
-//!    for its chain are split evenly among the ports that can start now
-//!    (capped by their useful maximum), so a thin ready queue still uses the
-//!    machine, and no port takes so many that the next one waits on an
-//!    otherwise idle machine.
+//!    for its chain are shared among the ports that can start now in
+//!    proportion to their expected work (capped by their useful maximum), so
+//!    a thin ready queue still uses the machine, a long build beside many
+//!    short ones gets the cores they would hand back at once, and no port
+//!    takes so many that the next one waits on an otherwise idle machine.
 //! 6. **Without history, a fair share**: `cores / workers` jobs (at least
 //!    one); a port that declares itself unsafe for parallel make (pkgsrc
 //!    `MAKE_JOBS_SAFE=no`) always gets one.
@@ -77,6 +81,10 @@ pub const USEFUL_GAIN: f64 = 0.05;
 /// Without a build at more than one job, the share of the build phase taken
 /// as parallel (refined by the first build with `j > 1`).
 pub const DEFAULT_PARALLEL_FRACTION: f64 = 0.7;
+
+/// With the peak memory recorded at one number of jobs only, the share of it
+/// taken as growing with the jobs (refined by builds at other jobs).
+pub const DEFAULT_MEMORY_PER_JOB_FRACTION: f64 = 0.5;
 
 /// One past build of a port, as the build database records it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -103,8 +111,10 @@ pub struct PortModel {
     pub parallel_ms: f64,
     /// The useful maximum of jobs (see [`PortModel::useful_jobs`]).
     pub max_jobs: u32,
-    /// Expected peak memory (bytes).
+    /// Expected peak memory (bytes) at one job; see [`PortModel::memory_at`].
     pub memory: u64,
+    /// What each job beyond the first adds to the peak memory (bytes).
+    pub memory_per_job: u64,
     pub parallel_safe: bool,
     /// False: no history, the numbers are defaults (fair share applies).
     pub from_history: bool,
@@ -115,7 +125,15 @@ impl PortModel {
     pub fn new(serial_ms: f64, parallel_ms: f64) -> Self {
         let (serial_ms, parallel_ms) = (serial_ms.max(0.0), parallel_ms.max(0.0));
         let max_jobs = Self::useful_jobs(serial_ms, parallel_ms);
-        PortModel { serial_ms, parallel_ms, max_jobs, memory: DEFAULT_MEMORY, parallel_safe: true, from_history: true }
+        PortModel {
+            serial_ms,
+            parallel_ms,
+            max_jobs,
+            memory: DEFAULT_MEMORY,
+            memory_per_job: 0,
+            parallel_safe: true,
+            from_history: true,
+        }
     }
 
     /// A port never built: `expected_ms` at one job, split by
@@ -125,8 +143,22 @@ impl PortModel {
         PortModel { from_history: false, ..Self::new(expected_ms - parallel, parallel) }
     }
 
+    /// The same peak memory at any number of jobs.
     pub fn with_memory(self, memory: u64) -> Self {
-        PortModel { memory, ..self }
+        PortModel { memory, memory_per_job: 0, ..self }
+    }
+
+    /// Peak memory `memory` at one job, `per_job` more for each job beyond.
+    pub fn with_memory_per_job(self, memory: u64, per_job: u64) -> Self {
+        PortModel { memory, memory_per_job: per_job, ..self }
+    }
+
+    /// Expected peak memory with `jobs` make jobs: a fixed part (the one
+    /// process that links, the work area) and a part per job (each
+    /// compiler running at once).
+    pub fn memory_at(&self, jobs: u32) -> u64 {
+        let jobs = if self.parallel_safe { jobs.max(1) } else { 1 };
+        self.memory.saturating_add(self.memory_per_job.saturating_mul(u64::from(jobs - 1)))
     }
 
     /// `MAKE_JOBS_SAFE=no`: one job, always.
@@ -174,7 +206,8 @@ impl PortModel {
 /// wall) · j / (j - 1)` of the build phase and `s = wall - p / j`, which
 /// holds only for a build that had its cores. The medians over the builds.
 /// Without any build at `j > 1` the build phase is split by
-/// [`DEFAULT_PARALLEL_FRACTION`]. No samples: [`PortModel::unknown`] at 60 s.
+/// [`DEFAULT_PARALLEL_FRACTION`]. Memory: see [`fit_memory`]. No samples:
+/// [`PortModel::unknown`] at 60 s.
 pub fn fit_model(samples: &[Sample]) -> PortModel {
     if samples.is_empty() {
         return PortModel::unknown(60_000.0);
@@ -186,8 +219,52 @@ pub fn fit_model(samples: &[Sample]) -> PortModel {
         serial.push(s);
         parallel.push(p);
     }
-    let memory = samples.iter().filter_map(|s| s.peak_memory).max().unwrap_or(DEFAULT_MEMORY);
-    PortModel::new(median(&mut serial), median(&mut parallel)).with_memory(memory)
+    let model = PortModel::new(median(&mut serial), median(&mut parallel));
+    match fit_memory(samples) {
+        Some((memory, per_job)) => model.with_memory_per_job(memory, per_job),
+        None => model,
+    }
+}
+
+/// Peak memory at one job and per job beyond it, from the largest peak seen
+/// at each number of jobs: with peaks at two or more numbers, the
+/// least-squares slope (never negative), raised so that the line lies on or
+/// above every peak — admission must not under-expect; with peaks at one
+/// number `j0` only, [`DEFAULT_MEMORY_PER_JOB_FRACTION`] of that peak is
+/// taken as growing with the jobs (`j0` jobs' worth of it). A port's peak
+/// is one process's (a link) or the sum of its compilers', and one number
+/// of jobs cannot tell which.
+fn fit_memory(samples: &[Sample]) -> Option<(u64, u64)> {
+    let mut peaks = std::collections::BTreeMap::<u32, u64>::new();
+    for sample in samples {
+        if let Some(peak) = sample.peak_memory {
+            let at = peaks.entry(sample.jobs.max(1)).or_default();
+            *at = (*at).max(peak);
+        }
+    }
+    let points: Vec<(f64, f64)> = peaks.iter().map(|(&j, &m)| (f64::from(j), m as f64)).collect();
+    let slope = match points.as_slice() {
+        [] => return None,
+        [(j0, m0)] => m0 * DEFAULT_MEMORY_PER_JOB_FRACTION / j0,
+        _ => least_squares_slope(&points).max(0.0),
+    };
+    // The intercept at one job that puts every point on or below the line,
+    // both rounded up so that none falls below it in whole bytes.
+    let slope = slope.ceil();
+    let at_one = points.iter().map(|(j, m)| m - slope * (j - 1.0)).fold(f64::NEG_INFINITY, f64::max);
+    Some((at_one.max(0.0).ceil() as u64, slope as u64))
+}
+
+fn least_squares_slope(points: &[(f64, f64)]) -> f64 {
+    let n = points.len() as f64;
+    let (mean_x, mean_y) = points.iter().fold((0.0, 0.0), |(x, y), p| (x + p.0 / n, y + p.1 / n));
+    let (cov, var) =
+        points.iter().fold((0.0, 0.0), |(c, v), (x, y)| (c + (x - mean_x) * (y - mean_y), v + (x - mean_x).powi(2)));
+    if var > 0.0 {
+        cov / var
+    } else {
+        0.0
+    }
 }
 
 /// `(serial, parallel)` of one build.
@@ -391,19 +468,30 @@ pub fn next_start(machine: &Machine, running: &[RunningPort], ready: &[ReadyPort
     if starved_on_the_critical_path(machine, running, port, horizon, free_cores) {
         return Decision::Wait(Wait::Cores);
     }
-    let jobs = jobs_for(machine, port, horizon, free_cores, startable as u32);
-    Decision::Start { index, jobs }
+    let share = share_of_free_cores(index, &ready[..startable.max(index + 1)], free_cores);
+    let jobs = jobs_for(machine, port, horizon, free_cores, share);
+    Decision::Start { index, jobs: within_memory(&port.model, jobs, free_memory(machine, running)) }
 }
 
-/// The first ready port whose memory fits; the first of all when nothing
-/// runs (no deadlock).
+fn free_memory(machine: &Machine, running: &[RunningPort]) -> u64 {
+    machine.memory.saturating_sub(running.iter().map(|r| r.memory).sum())
+}
+
+/// The first ready port whose memory at one job fits; the first of all when
+/// nothing runs (no deadlock).
 fn first_that_fits(machine: &Machine, running: &[RunningPort], ready: &[ReadyPort]) -> Result<usize, Wait> {
     if running.is_empty() {
         return Ok(0);
     }
-    let used: u64 = running.iter().map(|r| r.memory).sum();
-    let free = machine.memory.saturating_sub(used);
-    ready.iter().position(|port| port.model.memory <= free).ok_or(Wait::Memory { needs: ready[0].model.memory, free })
+    let free = free_memory(machine, running);
+    let needs = |port: &ReadyPort| port.model.memory_at(1);
+    ready.iter().position(|port| needs(port) <= free).ok_or(Wait::Memory { needs: needs(&ready[0]), free })
+}
+
+/// The most of `jobs` whose expected memory fits `free` (one at least: a
+/// port admitted at one job, or one larger than the machine running alone).
+fn within_memory(model: &PortModel, jobs: u32, free: u64) -> u32 {
+    (1..=jobs).rev().find(|&j| model.memory_at(j) <= free).unwrap_or(1)
 }
 
 /// The earliest the remaining build can end, from now: the remaining core
@@ -463,10 +551,26 @@ fn starved_on_the_critical_path(
     false
 }
 
+/// The part of the free cores that `startable[index]` may take when no
+/// chain needs them: a share in proportion to its expected work among the
+/// ports that can start now. An even split gave a compiler of two hours
+/// the one core that each of thirty ten-second ports beside it got; those
+/// end at once and leave their cores idle, while the compiler holds its one
+/// core for two hours (on figure 10's 30,000 ports × 64 cores, half the
+/// machine stood idle for an hour that way).
+fn share_of_free_cores(index: usize, startable: &[ReadyPort], free_cores: u32) -> u32 {
+    let work: f64 = startable.iter().map(|p| p.model.work()).sum();
+    let own = startable[index].model.work();
+    if work <= 0.0 {
+        return free_cores / startable.len().max(1) as u32;
+    }
+    (f64::from(free_cores) * own / work).floor() as u32
+}
+
 /// Jobs for `port`: the fewest that keep its chain within `horizon`, raised
-/// to an even split of the free cores among the `startable` ports, capped by
-/// its useful maximum and the free cores.
-fn jobs_for(machine: &Machine, port: &ReadyPort, horizon: f64, free_cores: u32, startable: u32) -> u32 {
+/// to its `share` of the free cores, capped by its useful maximum and the
+/// free cores.
+fn jobs_for(machine: &Machine, port: &ReadyPort, horizon: f64, free_cores: u32, share: u32) -> u32 {
     let model = &port.model;
     if !model.parallel_safe {
         return 1;
@@ -476,8 +580,7 @@ fn jobs_for(machine: &Machine, port: &ReadyPort, horizon: f64, free_cores: u32, 
     }
     let useful = model.max_jobs.min(machine.cores).max(1);
     let needed = fewest_jobs_within(port, horizon, machine.cores);
-    let even_split = free_cores / startable.max(1);
-    needed.max(even_split).min(useful).min(free_cores).max(1)
+    needed.max(share).min(useful).min(free_cores).max(1)
 }
 
 #[cfg(test)]
@@ -582,7 +685,51 @@ mod tests {
         };
         let model = fit_model(&[at(2, 10.0, 100.0), at(8, 12.0, 90.0), at(4, 11.0, 95.0)]);
         assert!((model.serial_ms - 11.0).abs() < 1e-9 && (model.parallel_ms - 95.0).abs() < 1e-9, "{model:?}");
-        assert_eq!(model.memory, 8 * GIB, "the largest peak");
+        assert_eq!(model.memory_at(8), 8 * GIB, "the largest peak, at its jobs");
+        assert_eq!((model.memory, model.memory_per_job), (GIB, GIB), "1 GiB a job");
+    }
+
+    #[test]
+    fn peak_memory_grows_with_the_jobs() {
+        let at = |jobs: u32, peak: u64| Sample {
+            jobs,
+            wall_ms: 1.0,
+            cpu_ms: 1.0,
+            serial_phases_ms: None,
+            build_split: None,
+            peak_memory: Some(peak),
+        };
+        // One number of jobs: half of its peak grows with them.
+        let once = fit_model(&[at(4, 4 * GIB)]);
+        assert_eq!(once.memory_at(4), 4 * GIB);
+        assert_eq!(once.memory_at(8), 6 * GIB);
+        assert_eq!(once.memory_at(1), 5 * GIB / 2);
+        // Several: the line lies on or above every recorded peak.
+        let noisy = [at(1, 3 * GIB), at(2, 2 * GIB), at(4, 6 * GIB), at(4, 5 * GIB), at(8, 9 * GIB)];
+        let model = fit_model(&noisy);
+        for sample in &noisy {
+            assert!(model.memory_at(sample.jobs) >= sample.peak_memory.unwrap(), "{model:?} under {sample:?}");
+        }
+        assert!(model.memory_per_job > 0 && model.memory_at(16) > 9 * GIB, "{model:?}");
+        // A port unsafe for parallel make runs with one job whatever it is given.
+        assert_eq!(model.not_parallel_safe().memory_at(8), model.memory_at(1));
+        assert_eq!(PortModel::unknown(1.0).memory_at(64), DEFAULT_MEMORY, "no history: the default at any jobs");
+    }
+
+    #[test]
+    fn a_port_gets_no_more_jobs_than_fit_in_memory() {
+        // 1 GiB + 1 GiB a job on a 64-core machine with 8 GiB, 3 of them
+        // expected by a running build: 5 GiB free, so 5 jobs at most.
+        let m = machine(64, 8, 8 * GIB);
+        let hungry = ready(PortModel::new(0.0, 1e6).with_memory_per_job(GIB, GIB), 1e9);
+        assert!(hungry.model.max_jobs > 5);
+        let busy = [running(1, 3 * GIB)];
+        assert_eq!(next_start(&m, &busy, &[hungry], 1e9), Decision::Start { index: 0, jobs: 5 });
+        // Alone on the machine: what fits in all of it.
+        assert_eq!(next_start(&m, &[], &[hungry], 1e9), Decision::Start { index: 0, jobs: 8 });
+        // Larger than the machine even at one job: it still runs alone, at one.
+        let huge = ready(PortModel::new(0.0, 1e6).with_memory_per_job(16 * GIB, GIB), 1e9);
+        assert_eq!(next_start(&m, &[], &[huge], 1e9), Decision::Start { index: 0, jobs: 1 });
     }
 
     #[test]
@@ -711,6 +858,22 @@ mod tests {
         let port = ready(wide, 0.0);
         assert!(wide.max_jobs >= 16);
         assert_eq!(next_start(&m, &[], &[port, port], 200_000.0), Decision::Start { index: 0, jobs: 16 });
+    }
+
+    #[test]
+    fn free_cores_are_shared_in_proportion_to_the_work() {
+        // 32 free cores, a two-hour compiler ready beside thirty ports of
+        // ten seconds, none of them critical: the compiler takes most of the
+        // cores (up to its useful maximum), each small port one.
+        let m = machine(64, 64, 64 * GIB);
+        let big = ready(PortModel::new(60_000.0, 7_200_000.0), 0.0);
+        let small = ready(PortModel::new(2_000.0, 8_000.0), 0.0);
+        let mut queue = vec![big];
+        queue.extend([small; 30]);
+        let busy = [RunningPort { jobs: 32, left_ms: 1e7, memory: 0, chain_ms: 1e7 }];
+        let Decision::Start { index: 0, jobs } = next_start(&m, &busy, &queue, 64.0 * 1e7) else { panic!() };
+        assert_eq!(jobs, big.model.max_jobs.min(32), "an even split would give it {}", 32 / 31);
+        assert_eq!(next_start(&m, &busy, &queue[1..], 64.0 * 1e7), Decision::Start { index: 0, jobs: 1 });
     }
 
     #[test]

@@ -170,8 +170,6 @@ struct Coordinator<'r, 'a> {
     jobs: Vec<Sender<Job>>,
     cancel: Arc<Cancel>,
     state: Vec<Option<State>>,
-    weight_ms: Vec<f64>,
-    priority: Vec<f64>,
     queue: DependencyQueue<'a, CriticalPath>,
     /// Each port's speed-up model, from its recorded builds.
     models: Vec<PortModel>,
@@ -208,10 +206,9 @@ impl<'r, 'a> Coordinator<'r, 'a> {
         let priority = tree.graph.priorities(&weight_ms);
         let dependents = tree.graph.transitive_dependents_counts();
         let in_build: Vec<bool> = state.iter().map(Option::is_some).collect();
-        let queue =
-            DependencyQueue::new(&tree.graph, &in_build, CriticalPath::new(&tree.graph, priority.clone(), dependents));
+        let queue = DependencyQueue::new(&tree.graph, &in_build, CriticalPath::new(&tree.graph, priority, dependents));
         let (models, peak_work) = port_models(run, &weight_ms);
-        let chains_after: Vec<f64> = priority.iter().zip(&weight_ms).map(|(p, w)| p - w).collect();
+        let chains_after: Vec<f64> = queue.order().priority().iter().zip(&weight_ms).map(|(p, w)| p - w).collect();
         let work: Vec<f64> = models.iter().map(PortModel::work).collect();
         let pending_work_ms = (0..tree.len()).filter(|&n| in_build[n]).map(|n| work[n]).sum();
         let behind = allocate::work_behind(&tree.graph, &in_build, &work, queue.order().dependents());
@@ -222,8 +219,6 @@ impl<'r, 'a> Coordinator<'r, 'a> {
             jobs,
             cancel,
             state,
-            weight_ms,
-            priority,
             queue,
             models,
             tails,
@@ -336,12 +331,7 @@ impl<'r, 'a> Coordinator<'r, 'a> {
             return Err(None);
         }
         let fixed = self.run.config.make_jobs.map(|j| j as u32);
-        let machine = Machine {
-            // Fixed make jobs are today's policy: cores never hold a port back.
-            cores: fixed.map_or(self.run.config.jobs as u32, |j| j * self.limit as u32),
-            workers: self.limit as u32,
-            memory: self.run.config.memory_budget,
-        };
+        let machine = self.machine();
         let running: Vec<RunningPort> = self.running.values().map(|r| self.running_port(r)).collect();
         let ready: Vec<ReadyPort> =
             candidates.iter().map(|&n| ReadyPort { model: self.models[n], tail_ms: self.tails[n] }).collect();
@@ -427,7 +417,7 @@ impl<'r, 'a> Coordinator<'r, 'a> {
             log_path,
             make_jobs: make_jobs as usize,
             expected_ms: model.time(make_jobs),
-            memory: model.memory,
+            memory: model.memory_at(make_jobs),
         };
         run.events.emit(Event::BuildStart {
             slot,
@@ -705,27 +695,35 @@ impl<'r, 'a> Coordinator<'r, 'a> {
         self.state.iter().filter(|s| matches!(s, Some(State::Waiting | State::Ready | State::Running))).count()
     }
 
-    /// The duration model's estimate: the rest of the run simulated
-    /// ([`crate::sim`]) with the same ready-queue order, the expected
-    /// durations, the current worker limit and the time left of the running
-    /// builds.
+    /// The duration model's estimate: the rest of the run simulated with
+    /// cores and memory ([`crate::sim::resources::remaining`]): the same
+    /// queue order and allocator, each port's speed-up model, the current
+    /// worker limit and the expected time left of the running builds.
     fn eta(&self) -> Duration {
-        use crate::sim::{simulate, Policy, Slots, Workload};
+        use crate::sim::resources::{remaining, Ports, Snapshot};
         let pending: Vec<bool> = self.state.iter().map(|s| matches!(s, Some(State::Waiting | State::Ready))).collect();
-        let running: Vec<(NodeId, f64)> = self
-            .running
-            .values()
-            .map(|r| (r.node, (self.weight_ms[r.node] - r.started.elapsed().as_millis() as f64).max(0.0)))
-            .collect();
-        let work = Workload {
-            pending: Some(&pending),
+        let running: Vec<(NodeId, u32, f64)> =
+            self.running.values().map(|r| (r.node, r.make_jobs as u32, self.running_port(r).left_ms)).collect();
+        let snapshot = Snapshot {
+            order: self.queue.order().clone(),
+            tails: &self.tails,
+            pending: &pending,
             running: &running,
-            priority: Some(&self.priority),
-            dependents: Some(self.queue.order().dependents()),
-            ..Workload::all(&self.run.tree.graph, &self.weight_ms)
+            fixed_jobs: self.run.config.make_jobs.map(|j| j as u32),
         };
-        let schedule = simulate(&work, Slots::fixed(self.limit), Policy::CriticalPath);
-        Duration::from_millis(schedule.makespan as u64)
+        let ports = Ports { graph: &self.run.tree.graph, real: &self.models, expected: None };
+        Duration::from_millis(remaining(&ports, self.machine(), snapshot) as u64)
+    }
+
+    /// The budgets the allocator works with now.
+    fn machine(&self) -> Machine {
+        let fixed = self.run.config.make_jobs.map(|j| j as u32);
+        Machine {
+            // Fixed make jobs are today's policy: cores never hold a port back.
+            cores: fixed.map_or(self.run.config.jobs as u32, |j| j * self.limit as u32),
+            workers: self.limit as u32,
+            memory: self.run.config.memory_budget,
+        }
     }
 
     fn db_write<T>(&self, what: &str, result: Result<T>) -> Option<T> {

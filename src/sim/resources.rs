@@ -244,6 +244,45 @@ pub fn simulate(ports: &Ports<'_>, machine: Machine, allocation: Allocation) -> 
     }
 }
 
+/// A run part-way through, as the build scheduler sees it.
+pub struct Snapshot<'a> {
+    /// The scheduler's queue order and each port's tail ([`allocate::tails`]).
+    pub order: CriticalPath,
+    pub tails: &'a [f64],
+    /// Ports not started yet (waiting or ready).
+    pub pending: &'a [bool],
+    /// Running builds: port, make jobs, expected time left.
+    pub running: &'a [(NodeId, u32, f64)],
+    /// Every port's make jobs, where the configuration fixes them.
+    pub fixed_jobs: Option<u32>,
+}
+
+/// The time the rest of the run is expected to take: the snapshot's running
+/// builds and pending ports, on `machine`, under the scheduler's own
+/// allocator ([`allocate::next_start`], or the fixed jobs) and queue order.
+/// The build scheduler's ETA, so the estimate plans with cores and memory
+/// as the run does.
+pub fn remaining(ports: &Ports<'_>, machine: Machine, snapshot: Snapshot<'_>) -> f64 {
+    let g = ports.graph;
+    let mut members = snapshot.pending.to_vec();
+    for &(node, _, _) in snapshot.running {
+        members[node] = true;
+    }
+    let mut run = Run::new(ports, machine, DependencyQueue::new(g, &members, snapshot.order));
+    for &(node, jobs, left) in snapshot.running {
+        if run.queue.take(node) {
+            run.active.push(Active { node, jobs: jobs.max(1), left: left.max(0.0) });
+        }
+    }
+    match snapshot.fixed_jobs {
+        Some(jobs) => run.go(&mut Fixed(jobs)).makespan,
+        None => {
+            let remaining_work = (0..g.len()).filter(|&v| snapshot.pending[v]).map(|v| ports.expected(v).work()).sum();
+            run.go(&mut Ours { tails: snapshot.tails.to_vec(), remaining_work }).makespan
+        }
+    }
+}
+
 /// Our queue order (critical path, each port weighted at its useful maximum
 /// of expected jobs) and each port's tail: the longest chain after it.
 pub fn our_order(ports: &Ports<'_>) -> (CriticalPath, Vec<f64>) {
@@ -316,7 +355,7 @@ impl<'p, 'g, O: Order> Run<'p, 'g, O> {
         self.active.push(Active { node, jobs, left: time });
         self.schedule.core_time += f64::from(jobs) * time;
         self.schedule.starts.push(Start { node, time: self.now, jobs });
-        let memory = self.active.iter().map(|a| self.ports.real[a.node].memory).sum();
+        let memory = self.active.iter().map(|a| self.ports.real[a.node].memory_at(a.jobs)).sum();
         self.schedule.peak_memory = self.schedule.peak_memory.max(memory);
     }
 
@@ -380,7 +419,7 @@ impl Ours {
                 RunningPort {
                     jobs: a.jobs,
                     left_ms: left,
-                    memory: expected.memory,
+                    memory: expected.memory_at(a.jobs),
                     chain_ms: left + self.tails[a.node],
                 }
             })
@@ -590,6 +629,44 @@ mod tests {
         }
         let bob = simulate(&ports, Machine { workers: 4, ..m }, Allocation::Bob);
         assert!(ours.makespan <= bob.makespan);
+    }
+
+    #[test]
+    fn the_remaining_run_from_the_start_is_the_whole_simulation() {
+        let (g, models) = compiler_and_crowd();
+        let ports = Ports { graph: &g, real: &models, expected: None };
+        let m = machine(16, 16);
+        let (order, chains_after) = our_order(&ports);
+        let all = vec![true; g.len()];
+        let behind = allocate::work_behind(&g, &all, &ports_work(&ports), order.dependents());
+        let tails = allocate::tails(&chains_after, &behind, m.cores);
+        let snapshot = Snapshot { order, tails: &tails, pending: &all, running: &[], fixed_jobs: None };
+        let whole = simulate(&ports, m, Allocation::Ours).makespan;
+        assert!((remaining(&ports, m, snapshot) - whole).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_remaining_run_waits_for_the_running_builds() {
+        // a/two needs a/one, which runs with 2 jobs and 5 s left; a/two takes
+        // 1 + 8 / j. With 4 cores it then gets its 4 jobs: 5 + 3; with one
+        // fixed job: 5 + 9.
+        let g = graph(&["a/one", "a/two"], &[(1, 0)]);
+        let models = [PortModel::new(1.0, 8.0); 2];
+        let ports = Ports { graph: &g, real: &models, expected: None };
+        let (order, tails) = our_order(&ports);
+        let pending = [false, true];
+        let running = [(0, 2, 5.0)];
+        let snapshot = |fixed_jobs| Snapshot {
+            order: order.clone(),
+            tails: &tails,
+            pending: &pending,
+            running: &running,
+            fixed_jobs,
+        };
+        assert!((remaining(&ports, machine(4, 4), snapshot(None)) - 8.0).abs() < 1e-9);
+        assert!((remaining(&ports, machine(4, 4), snapshot(Some(1))) - 14.0).abs() < 1e-9);
+        let done = Snapshot { pending: &[false, false], running: &[], ..snapshot(None) };
+        assert_eq!(remaining(&ports, machine(4, 4), done), 0.0);
     }
 
     #[test]
