@@ -14,12 +14,21 @@
 //! is given its best configuration of a sweep, as a careful user would tune
 //! it: fixed jobs `j ∈ {1, 2, 4, 8}` with `W = C / j` (so `W · j = C`); bob
 //! `W ∈ {C/8, C/4, C/2, C}` with its budget `C`.
+//!
+//! Figure 10b, a build farm: the 30,000-port DAG on 1, 4, 16 and 64 hosts of
+//! 16 cores (`--farm-ports=N`, `--hosts=1,4,…`, `--host-cores=16`), a build
+//! on one host at most, ours against fixed make jobs, with the farm's bounds
+//! (`sim::resources::farm_bounds`): `FIG10B ports hosts cores ours fixed
+//! critical work tight` lines and a table.
 
 mod common;
 
 use portsynth::build::allocate::{Machine, PortModel};
 use portsynth::graph::Graph;
-use portsynth::sim::resources::{lower_bound, lower_bound_energy, lower_bound_tradeoff, simulate, Allocation, Ports};
+use portsynth::sim::resources::{
+    farm_bounds, lower_bound, lower_bound_energy, lower_bound_tradeoff, simulate, simulate_hosts, Allocation, Hosts,
+    Ports,
+};
 use portsynth::sim::Policy;
 
 const CORES: [u32; 4] = [8, 16, 64, 256];
@@ -33,18 +42,87 @@ const MEMORY_PER_CORE: u64 = 2 * GIB;
 struct Options {
     cores: Vec<u32>,
     ports: Vec<usize>,
+    farm_ports: Vec<usize>,
+    hosts: Vec<u32>,
+    host_cores: u32,
 }
 
 fn options() -> Options {
-    let mut o = Options { cores: CORES.to_vec(), ports: vec![1_000, 30_000] };
+    let list = |v: &str, what: &str| -> Vec<u32> { v.split(',').map(|c| c.parse().expect(what)).collect() };
+    let mut o = Options {
+        cores: CORES.to_vec(),
+        ports: vec![1_000, 30_000],
+        farm_ports: vec![30_000],
+        hosts: vec![1, 4, 16, 64],
+        host_cores: 16,
+    };
     for a in std::env::args().skip(1) {
         if let Some(v) = a.strip_prefix("--cores=") {
-            o.cores = v.split(',').map(|c| c.parse().expect("--cores=N[,N…]")).collect();
+            o.cores = list(v, "--cores=N[,N…]");
         } else if let Some(v) = a.strip_prefix("--ports=") {
-            o.ports = v.split(',').map(|c| c.parse().expect("--ports=N[,N…]")).collect();
+            o.ports = list(v, "--ports=N[,N…]").into_iter().map(|n| n as usize).collect();
+        } else if let Some(v) = a.strip_prefix("--farm-ports=") {
+            o.farm_ports = list(v, "--farm-ports=N[,N…]").into_iter().map(|n| n as usize).collect();
+        } else if let Some(v) = a.strip_prefix("--hosts=") {
+            o.hosts = list(v, "--hosts=N[,N…]");
+        } else if let Some(v) = a.strip_prefix("--host-cores=") {
+            o.host_cores = v.parse().expect("--host-cores=N");
         }
     }
     o
+}
+
+/// Figure 10b: one DAG on farms of more and more hosts.
+fn farm(o: &Options) {
+    for &n in &o.farm_ports {
+        let syn = common::synthetic(n, 1);
+        let g = syn.graph();
+        let real = models(&syn, &g, 2);
+        let ports = Ports { graph: &g, real: &real, expected: None };
+        let c = o.host_cores;
+        println!("\nfarm{n}: {n} ports on hosts of {c} cores (a build on one host)");
+        println!(
+            "{:>5} {:>6} {:>10} {:>8} {:>12} {:>10} {:>10} {:>10} {:>9} {:>9}",
+            "hosts", "cores", "ours s", "speed-up", "fixed s (j)", "critical", "work/C", "tight", "ours/tight", "limit"
+        );
+        let mut one_host = None;
+        for &hosts in &o.hosts {
+            let farm = Hosts { count: hosts, per_host: Machine { cores: c, workers: c, memory: UNLIMITED } };
+            let ours = simulate_hosts(&ports, farm, Allocation::Ours);
+            assert_eq!(ours.unscheduled, 0, "a loop in a generated DAG");
+            let mut fixed = (f64::INFINITY, 0);
+            for j in [1, 2, 4, 8].into_iter().filter(|&j| j <= c) {
+                let per_host = Machine { cores: c, workers: c / j, memory: UNLIMITED };
+                let allocation = Allocation::Fixed { order: Policy::CriticalPath, jobs: j };
+                let s = simulate_hosts(&ports, Hosts { count: hosts, per_host }, allocation);
+                if s.makespan < fixed.0 {
+                    fixed = (s.makespan, j);
+                }
+            }
+            let (critical, work, tight) = farm_bounds(&ports, farm);
+            let ours_s = ours.makespan / 1000.0;
+            let speed_up = one_host.get_or_insert(ours_s).to_owned() / ours_s;
+            let limit = if critical >= work { "critical" } else { "work" };
+            println!(
+                "FIG10B {n} {hosts} {} {ours_s:.1} {:.1} {:.1} {:.1} {:.1}",
+                hosts * c,
+                fixed.0 / 1000.0,
+                critical / 1000.0,
+                work / 1000.0,
+                tight / 1000.0
+            );
+            println!(
+                "{hosts:>5} {:>6} {ours_s:>10.1} {speed_up:>7.2}× {:>8.1} ({}) {:>10.1} {:>10.1} {:>10.1} {:>9.4} {limit:>9}",
+                hosts * c,
+                fixed.0 / 1000.0,
+                fixed.1,
+                critical / 1000.0,
+                work / 1000.0,
+                tight / 1000.0,
+                ours.makespan / tight
+            );
+        }
+    }
 }
 
 /// Speed-up models for the synthetic DAG: its log-normal durations scaled to
@@ -235,4 +313,5 @@ fn main() {
     for line in beaten {
         println!("  {line}");
     }
+    farm(&o);
 }

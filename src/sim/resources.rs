@@ -30,6 +30,15 @@
 //!
 //! [`lower_bound`] is `max(critical path with every port at its useful
 //! maximum, total CPU work / C)`.
+//!
+//! A build farm ([`simulate_hosts`], [`Hosts`]) is `H` hosts of `C` cores:
+//! the policies see the farm's totals, and each build is placed on one host,
+//! where it gets at most that host's cores: as Slurm places a job of `j`
+//! CPUs, on the fullest host where it fits (best fit). Under ours, a build
+//! that fits nowhere yet waits for the roomiest host, which nothing else may
+//! take meanwhile (Slurm's reservation for its pending job of the highest
+//! priority). One host is exactly [`simulate`]. [`remaining`] is the build
+//! scheduler's ETA: the rest of a run from a [`Snapshot`].
 
 use super::{peer_ranks, Policy, Workload};
 use crate::build::allocate::{self, Decision, Machine, PortModel, ReadyPort, RunningPort};
@@ -208,38 +217,82 @@ fn energy(release: &[f64], work: &[f64], cores: f64) -> f64 {
     best
 }
 
+/// A build farm: `count` hosts alike, each `per_host` (its cores, builds
+/// and memory). A build runs on one host, so it gets at most one host's
+/// cores; the scheduler (Slurm, for portsynth's cluster executor) puts it
+/// on the fullest host where it fits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Hosts {
+    pub count: u32,
+    pub per_host: Machine,
+}
+
+impl Hosts {
+    /// The budgets of all hosts together.
+    pub fn total(&self) -> Machine {
+        let n = self.count.max(1);
+        Machine {
+            cores: self.per_host.cores * n,
+            workers: self.per_host.workers * n,
+            memory: self.per_host.memory.saturating_mul(u64::from(n)),
+        }
+    }
+}
+
+/// The bounds of a farm: `(critical path, CPU work / all cores, tight)`. The
+/// critical path has every port at its useful maximum of jobs up to one
+/// host's cores, which no number of hosts shortens: where it is the largest
+/// term, more hosts stop helping. `tight` is [`lower_bound_energy`]'s bound
+/// with those chains over all the cores.
+pub fn farm_bounds(ports: &Ports<'_>, hosts: Hosts) -> (f64, f64, f64) {
+    let per_host = hosts.per_host.cores.max(1);
+    let total = f64::from(hosts.total().cores.max(1));
+    let Chains { work, before, after } = chains(ports, per_host);
+    let best: Vec<f64> = ports.real.iter().map(|m| m.time(m.max_jobs.min(per_host))).collect();
+    let critical = ports.graph.priorities(&best).into_iter().fold(0.0, f64::max);
+    let work_bound = work.iter().sum::<f64>() / total;
+    let tight = critical.max(work_bound).max(energy(&before, &work, total)).max(energy(&after, &work, total));
+    (critical, work_bound, tight)
+}
+
 /// Simulates building every port of `ports` on `machine` under `allocation`.
 pub fn simulate(ports: &Ports<'_>, machine: Machine, allocation: Allocation) -> ResourceSchedule {
+    simulate_hosts(ports, Hosts { count: 1, per_host: machine }, allocation)
+}
+
+/// [`simulate`] on a farm of `hosts`: the policies see the farm's total
+/// budgets, and each start is placed on one host.
+pub fn simulate_hosts(ports: &Ports<'_>, hosts: Hosts, allocation: Allocation) -> ResourceSchedule {
     let g = ports.graph;
     assert_eq!(ports.real.len(), g.len(), "one model per port");
     let all = vec![true; g.len()];
+    let machine = hosts.total();
     match allocation {
         Allocation::Ours => {
             let (order, chains_after) = our_order(ports);
             let behind = allocate::work_behind(g, &all, &ports_work(ports), order.dependents());
             let tails = allocate::tails(&chains_after, &behind, machine.cores);
-            let mut starter = Ours { tails, remaining_work: 0.0 };
-            starter.remaining_work = (0..g.len()).map(|v| ports.expected(v).work()).sum();
-            Run::new(ports, machine, DependencyQueue::new(g, &all, order)).go(&mut starter)
+            let mut starter = Ours::new(tails, (0..g.len()).map(|v| ports.expected(v).work()).sum());
+            Run::on_hosts(ports, hosts, DependencyQueue::new(g, &all, order)).go(&mut starter)
         }
         Allocation::Fixed { order: Policy::CriticalPath, jobs } => {
             let (order, _) = our_order(ports);
-            Run::new(ports, machine, DependencyQueue::new(g, &all, order)).go(&mut Fixed(jobs))
+            Run::on_hosts(ports, hosts, DependencyQueue::new(g, &all, order)).go(&mut Fixed(jobs))
         }
         Allocation::Fixed { order: Policy::Fifo, jobs } => {
             let order = Fifo(super::topological_rank(g));
-            Run::new(ports, machine, DependencyQueue::new(g, &all, order)).go(&mut Fixed(jobs))
+            Run::on_hosts(ports, hosts, DependencyQueue::new(g, &all, order)).go(&mut Fixed(jobs))
         }
         Allocation::Fixed { order, jobs } => {
             // dsynth: its first order (the slots up to W/2) for every slot.
             let zeros = vec![0.0; g.len()];
             let rank = peer_ranks(&Workload::all(g, &zeros), &all, order).remove(0);
-            Run::new(ports, machine, DependencyQueue::new(g, &all, rank)).go(&mut Fixed(jobs))
+            Run::on_hosts(ports, hosts, DependencyQueue::new(g, &all, rank)).go(&mut Fixed(jobs))
         }
         Allocation::Bob => {
             let mut starter = Bob::new(ports, machine);
             let rank = bob_rank(ports);
-            Run::new(ports, machine, DependencyQueue::new(g, &all, rank)).go(&mut starter)
+            Run::on_hosts(ports, hosts, DependencyQueue::new(g, &all, rank)).go(&mut starter)
         }
     }
 }
@@ -271,14 +324,15 @@ pub fn remaining(ports: &Ports<'_>, machine: Machine, snapshot: Snapshot<'_>) ->
     let mut run = Run::new(ports, machine, DependencyQueue::new(g, &members, snapshot.order));
     for &(node, jobs, left) in snapshot.running {
         if run.queue.take(node) {
-            run.active.push(Active { node, jobs: jobs.max(1), left: left.max(0.0) });
+            let host = run.roomiest_host().0;
+            run.active.push(Active { node, jobs: jobs.max(1), left: left.max(0.0), host });
         }
     }
     match snapshot.fixed_jobs {
         Some(jobs) => run.go(&mut Fixed(jobs)).makespan,
         None => {
             let remaining_work = (0..g.len()).filter(|&v| snapshot.pending[v]).map(|v| ports.expected(v).work()).sum();
-            run.go(&mut Ours { tails: snapshot.tails.to_vec(), remaining_work }).makespan
+            run.go(&mut Ours::new(snapshot.tails.to_vec(), remaining_work)).makespan
         }
     }
 }
@@ -313,12 +367,15 @@ struct Active {
     node: NodeId,
     jobs: u32,
     left: f64,
+    host: u32,
 }
 
 /// The state a policy sees when it starts builds.
 struct Run<'p, 'g, O: Order> {
     ports: &'p Ports<'g>,
+    /// All hosts together.
     machine: Machine,
+    hosts: Hosts,
     queue: DependencyQueue<'g, O>,
     active: Vec<Active>,
     now: f64,
@@ -332,9 +389,29 @@ trait Starter<O: Order> {
 
 impl<'p, 'g, O: Order> Run<'p, 'g, O> {
     fn new(ports: &'p Ports<'g>, machine: Machine, queue: DependencyQueue<'g, O>) -> Self {
+        Self::on_hosts(ports, Hosts { count: 1, per_host: machine }, queue)
+    }
+
+    fn on_hosts(ports: &'p Ports<'g>, hosts: Hosts, queue: DependencyQueue<'g, O>) -> Self {
         let schedule =
             ResourceSchedule { makespan: 0.0, starts: Vec::new(), peak_memory: 0, core_time: 0.0, unscheduled: 0 };
-        Run { ports, machine, queue, active: Vec::new(), now: 0.0, schedule }
+        Run { ports, machine: hosts.total(), hosts, queue, active: Vec::new(), now: 0.0, schedule }
+    }
+
+    /// Cores each host has left, by host.
+    fn free_cores(&self) -> Vec<u32> {
+        let mut free = vec![self.hosts.per_host.cores.max(1); self.hosts.count.max(1) as usize];
+        for a in &self.active {
+            free[a.host as usize] = free[a.host as usize].saturating_sub(a.jobs);
+        }
+        free
+    }
+
+    /// The host with the most free cores (the first of equals), and how many.
+    fn roomiest_host(&self) -> (u32, u32) {
+        let free = self.free_cores();
+        let (host, most) = free.iter().enumerate().fold((0, 0), |best, (h, &f)| if f > best.1 { (h, f) } else { best });
+        (host as u32, most)
     }
 
     fn go(mut self, starter: &mut impl Starter<O>) -> ResourceSchedule {
@@ -349,27 +426,59 @@ impl<'p, 'g, O: Order> Run<'p, 'g, O> {
         self.schedule
     }
 
+    /// The host for a build of `jobs`: the one with the fewest free cores
+    /// that has `jobs` free (best fit, as Slurm's `cons_tres` packs nodes,
+    /// keeping whole hosts free for the big builds), else the roomiest.
+    fn host_for(&self, jobs: u32) -> u32 {
+        let free = self.free_cores();
+        let fitting = free.iter().enumerate().filter(|(_, &f)| f >= jobs).min_by_key(|(h, &f)| (f, *h));
+        fitting.map_or_else(|| self.roomiest_host().0, |(h, _)| h as u32)
+    }
+
+    /// Starts `node` with `jobs` (at most one host's cores: a build runs on
+    /// one host) on [`Self::host_for`] them.
     fn start(&mut self, node: NodeId, jobs: u32) {
-        let jobs = if self.ports.real[node].parallel_safe { jobs.max(1) } else { 1 };
+        let jobs = self.jobs_on_a_host(node, jobs);
+        let host = self.host_for(jobs);
+        self.start_on(node, jobs, host);
+    }
+
+    /// `jobs` as a build of `node` can have them: one if it is unsafe for
+    /// parallel make, at most one host's cores.
+    fn jobs_on_a_host(&self, node: NodeId, jobs: u32) -> u32 {
+        if self.ports.real[node].parallel_safe {
+            jobs.clamp(1, self.hosts.per_host.cores.max(1))
+        } else {
+            1
+        }
+    }
+
+    fn start_on(&mut self, node: NodeId, jobs: u32, host: u32) {
         let time = self.ports.real[node].time(jobs);
-        self.active.push(Active { node, jobs, left: time });
+        self.active.push(Active { node, jobs, left: time, host });
         self.schedule.core_time += f64::from(jobs) * time;
         self.schedule.starts.push(Start { node, time: self.now, jobs });
         let memory = self.active.iter().map(|a| self.ports.real[a.node].memory_at(a.jobs)).sum();
         self.schedule.peak_memory = self.schedule.peak_memory.max(memory);
     }
 
-    /// Every build runs at `min(1, C / Σ jobs)` of its speed until the first
-    /// one ends; all that end then finish together, in node order.
+    /// Every build runs at `min(1, C / Σ jobs)` of its speed (`C` and `Σ
+    /// jobs` of its host) until the first one ends; all that end then
+    /// finish together, in node order.
     fn advance_to_next_end(&mut self) {
-        let demand: u32 = self.active.iter().map(|a| a.jobs).sum();
-        let speed = (f64::from(self.machine.cores.max(1)) / f64::from(demand.max(1))).min(1.0);
-        let step = self.active.iter().map(|a| a.left).fold(f64::INFINITY, f64::min);
-        self.now += step / speed;
+        let mut demand = vec![0u32; self.hosts.count.max(1) as usize];
+        for a in &self.active {
+            demand[a.host as usize] += a.jobs;
+        }
+        let cores = f64::from(self.hosts.per_host.cores.max(1));
+        let speed = |a: &Active| (cores / f64::from(demand[a.host as usize].max(1))).min(1.0);
+        let step = self.active.iter().map(|a| a.left / speed(a)).fold(f64::INFINITY, f64::min);
+        self.now += step;
         let mut ended = Vec::new();
         self.active.retain_mut(|a| {
-            a.left -= step;
-            let done = a.left <= 1e-9 * (1.0 + step);
+            let progress = step * (cores / f64::from(demand[a.host as usize].max(1))).min(1.0);
+            a.left -= progress;
+            let done = a.left <= 1e-9 * (1.0 + progress);
             if done {
                 ended.push(a.node);
             }
@@ -405,58 +514,100 @@ struct Ours {
     tails: Vec<f64>,
     /// Expected CPU work of the ports not started yet.
     remaining_work: f64,
+    /// Builds handed out that no host has the jobs for yet (farms only),
+    /// each holding a host that nothing else may start on until it fits
+    /// there, as a Slurm job pending for its cores holds its reservation
+    /// against lower-priority jobs (backfill).
+    held: Vec<Held>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    node: NodeId,
+    jobs: u32,
+    host: u32,
 }
 
 impl Ours {
+    fn new(tails: Vec<f64>, remaining_work: f64) -> Self {
+        Ours { tails, remaining_work, held: Vec::new() }
+    }
+
+    /// The running builds and the held ones (committed: they hold their
+    /// cores in the allocator's view).
     fn running(&self, run: &Run<'_, '_, CriticalPath>) -> Vec<RunningPort> {
         let ports = run.ports;
-        run.active
+        let held = self.held.iter().map(|h| (h.node, h.jobs, 1.0));
+        let active = run
+            .active
             .iter()
-            .map(|a| {
-                let expected = ports.expected(a.node);
-                let fraction_left = a.left / ports.real[a.node].time(a.jobs).max(f64::MIN_POSITIVE);
-                let left = expected.time(a.jobs) * fraction_left;
-                RunningPort {
-                    jobs: a.jobs,
-                    left_ms: left,
-                    memory: expected.memory_at(a.jobs),
-                    chain_ms: left + self.tails[a.node],
-                }
+            .map(|a| (a.node, a.jobs, a.left / ports.real[a.node].time(a.jobs).max(f64::MIN_POSITIVE)));
+        held.chain(active)
+            .map(|(node, jobs, fraction_left)| {
+                let expected = ports.expected(node);
+                let left = expected.time(jobs) * fraction_left;
+                RunningPort { jobs, left_ms: left, memory: expected.memory_at(jobs), chain_ms: left + self.tails[node] }
             })
             .collect()
     }
 
-    fn running_work(&self, run: &Run<'_, '_, CriticalPath>) -> f64 {
-        let ports = run.ports;
-        run.active
-            .iter()
-            .map(|a| {
-                let fraction_left = a.left / ports.real[a.node].time(a.jobs).max(f64::MIN_POSITIVE);
-                f64::from(a.jobs) * ports.expected(a.node).time(a.jobs) * fraction_left
-            })
-            .sum()
+    /// Free cores per host, none on a host a held build waits for.
+    fn free_cores(&self, run: &Run<'_, '_, CriticalPath>) -> Vec<u32> {
+        let mut free = run.free_cores();
+        for held in &self.held {
+            free[held.host as usize] = 0;
+        }
+        free
+    }
+
+    /// Starts every held build whose host now has its jobs free.
+    fn place_held(&mut self, run: &mut Run<'_, '_, CriticalPath>) {
+        let mut index = 0;
+        while index < self.held.len() {
+            let held = self.held[index];
+            if run.free_cores()[held.host as usize] >= held.jobs {
+                run.start_on(held.node, held.jobs, held.host);
+                self.held.remove(index);
+            } else {
+                index += 1;
+            }
+        }
     }
 }
 
 impl Starter<CriticalPath> for Ours {
     fn start_what_can(&mut self, run: &mut Run<'_, '_, CriticalPath>) {
+        self.place_held(run);
         loop {
-            let window = run.machine.workers as usize - run.active.len().min(run.machine.workers as usize) + 8;
+            let committed = run.active.len() + self.held.len();
+            let window = run.machine.workers as usize - committed.min(run.machine.workers as usize) + 8;
             let candidates: Vec<NodeId> = run.queue.ready().take(window).collect();
             let ready: Vec<ReadyPort> = candidates
                 .iter()
                 .map(|&v| ReadyPort { model: *run.ports.expected(v), tail_ms: self.tails[v] })
                 .collect();
             let running = self.running(run);
-            let work = self.remaining_work + self.running_work(run);
-            match allocate::next_start(&run.machine, &running, &ready, work) {
-                Decision::Start { index, jobs } => {
-                    let node = candidates[index];
-                    run.queue.take(node);
-                    self.remaining_work -= run.ports.expected(node).work();
-                    run.start(node, jobs);
+            let work = self.remaining_work + running.iter().map(|r| f64::from(r.jobs) * r.left_ms).sum::<f64>();
+            let free = self.free_cores(run);
+            if free.iter().all(|&f| f == 0) {
+                return;
+            }
+            let Decision::Start { index, jobs } = allocate::next_start(&run.machine, &running, &ready, work) else {
+                return;
+            };
+            let node = candidates[index];
+            run.queue.take(node);
+            self.remaining_work -= run.ports.expected(node).work();
+            let jobs = run.jobs_on_a_host(node, jobs);
+            // Best fit among the hosts that have the jobs free; else the
+            // build waits for the roomiest host (one host only: a machine).
+            let fitting = free.iter().enumerate().filter(|(_, &f)| f >= jobs).min_by_key(|(h, &f)| (f, *h));
+            match fitting {
+                Some((host, _)) => run.start_on(node, jobs, host as u32),
+                None => {
+                    let roomiest = (0..free.len()).max_by_key(|&h| (free[h], std::cmp::Reverse(h))).unwrap_or(0);
+                    self.held.push(Held { node, jobs, host: roomiest as u32 });
                 }
-                Decision::Wait(_) => return,
             }
         }
     }
@@ -667,6 +818,40 @@ mod tests {
         assert!((remaining(&ports, machine(4, 4), snapshot(Some(1))) - 14.0).abs() < 1e-9);
         let done = Snapshot { pending: &[false, false], running: &[], ..snapshot(None) };
         assert_eq!(remaining(&ports, machine(4, 4), done), 0.0);
+    }
+
+    #[test]
+    fn a_build_on_a_farm_gets_one_host_at_most() {
+        // Two ports of 0 + 80 asking for 8 jobs each, two hosts of 4 cores:
+        // 4 jobs each, one per host, both done at 20. On one host of 8 they
+        // would share its cores and end together at 20 as well; a single
+        // such port on the farm still takes 20, not 10.
+        let g = graph(&["a/one", "a/two"], &[]);
+        let models = [PortModel::new(0.0, 80.0); 2];
+        let ports = Ports { graph: &g, real: &models, expected: None };
+        let farm = Hosts { count: 2, per_host: machine(4, 1) };
+        let fixed = Allocation::Fixed { order: Policy::CriticalPath, jobs: 8 };
+        let s = simulate_hosts(&ports, farm, fixed);
+        assert!((s.makespan - 20.0).abs() < 1e-9, "{}", s.makespan);
+        assert!(s.starts.iter().all(|start| start.jobs == 4), "{:?}", s.starts);
+        let ours = simulate_hosts(&ports, farm, Allocation::Ours);
+        assert!(ours.starts.iter().all(|start| start.jobs <= 4), "{:?}", ours.starts);
+        assert!((ours.makespan - 20.0).abs() < 1e-9, "{}", ours.makespan);
+        let (critical, work, tight) = farm_bounds(&ports, farm);
+        assert!((critical - 20.0).abs() < 1e-9 && (work - 20.0).abs() < 1e-9 && tight >= 20.0 - 1e-9);
+    }
+
+    #[test]
+    fn one_host_is_the_machine() {
+        let (g, models) = compiler_and_crowd();
+        let ports = Ports { graph: &g, real: &models, expected: None };
+        let m = machine(16, 16);
+        let alone = simulate(&ports, m, Allocation::Ours);
+        let farm = simulate_hosts(&ports, Hosts { count: 1, per_host: m }, Allocation::Ours);
+        assert_eq!(alone, farm);
+        let four = simulate_hosts(&ports, Hosts { count: 4, per_host: machine(4, 4) }, Allocation::Ours);
+        assert!(four.starts.iter().all(|start| start.jobs <= 4));
+        assert!(four.makespan >= alone.makespan - 1e-9, "16 cores in 4 hosts cannot beat 16 in one");
     }
 
     #[test]
