@@ -734,3 +734,277 @@ pub fn log_tail(path: &Path, lines: usize) -> Result<Vec<String>> {
     }
     Ok(all[all.len().saturating_sub(lines)..].iter().map(|l| l.to_string()).collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{BuildEnd, Progress, RunEndStatus, RunResult, SlotStatus, Tally};
+
+    const START: i64 = 1_795_000_000_000;
+    const HOSTILE: &str = "</script><script>window.hacked = 1</script><!--";
+
+    fn build_start(slot: u32, origin: &str, logs: &Path, depends: &[&str]) -> Event {
+        Event::BuildStart {
+            slot,
+            origin: origin.into(),
+            pkgname: format!("{}-1.0", origin.split('/').nth(1).unwrap()),
+            why: "new".into(),
+            make_jobs: 2,
+            work_area: "tmpfs".into(),
+            log: logs.join(format!("{}.log", origin.replace('/', "___"))),
+            depends: depends.iter().map(|d| d.to_string()).collect(),
+        }
+    }
+
+    fn build_end(slot: u32, origin: &str, logs: &Path, status: BuildEndStatus, seconds: f64) -> Event {
+        let failed = status == BuildEndStatus::Failed;
+        Event::BuildEnd(BuildEnd {
+            slot,
+            origin: origin.into(),
+            pkgname: format!("{}-1.0", origin.split('/').nth(1).unwrap()),
+            status,
+            seconds,
+            phase: failed.then(|| "build".into()),
+            log: logs.join(format!("{}.log", origin.replace('/', "___"))),
+            reason: failed.then(|| format!("make exited with status 2 {HOSTILE}")),
+            make_jobs: 2,
+            work_area: "tmpfs".into(),
+            retried_on_disk: false,
+            phases: vec![
+                PhaseTime { phase: "extract".into(), seconds: 0.5 },
+                PhaseTime { phase: "build".into(), seconds: seconds - 0.5 },
+            ],
+            kept_work: None,
+            abnormal_output: vec![],
+        })
+    }
+
+    fn progress(slots: Vec<SlotStatus>) -> Event {
+        Event::Progress(Progress { workers: 2, jobs: 4, jobs_used: 2, load1: 0.7, slots, ..Progress::default() })
+    }
+
+    /// A run of two slots: devel/lib (3 s) then misc/app (4 s, needs lib) on
+    /// slot 1, misc/fails (5 s, a hostile log) on slot 2, misc/needs-fails
+    /// skipped because of it, an ignored and an up-to-date port. The events
+    /// are `seconds` apart.
+    fn run(logs: &Path) -> Vec<Record> {
+        let counts = crate::plan::Counts { to_build: 4, up_to_date: 1, ignored: 1, skipped: 0, not_buildable: 0 };
+        std::fs::write(
+            logs.join("misc___fails.log"),
+            (1..=40).map(|i| format!("line {i}\n")).collect::<String>() + HOSTILE + "\n",
+        )
+        .unwrap();
+        let busy = |slot: u32, origin: &str| SlotStatus {
+            slot,
+            origin: origin.into(),
+            phase: "build".into(),
+            seconds: 1.0,
+            lines: 10,
+        };
+        let events = vec![
+            Event::RunStart { run: "run-2".into(), command: "build misc/app".into(), scope: RunScope::Build(counts) },
+            Event::UpToDate { origin: "misc/current".into(), pkgname: "current-1.0".into() },
+            Event::Ignored { origin: "misc/ignored".into(), pkgname: None, reason: "is ignored".into() },
+            build_start(1, "devel/lib", logs, &[]),
+            build_start(2, "misc/fails", logs, &[]),
+            Event::BuildPhase { slot: 1, origin: "devel/lib".into(), phase: "build".into() },
+            progress(vec![busy(1, "devel/lib"), busy(2, "misc/fails")]),
+            build_end(1, "devel/lib", logs, BuildEndStatus::Success, 3.0),
+            build_start(1, "misc/app", logs, &["devel/lib"]),
+            build_end(2, "misc/fails", logs, BuildEndStatus::Failed, 5.0),
+            Event::Skip {
+                origin: "misc/needs-fails".into(),
+                pkgname: Some("needs-fails-1.0".into()),
+                reason: "skipped: misc/fails failed".into(),
+                cause: SkipCause::FailedDependency { failed: "misc/fails".into(), via: vec!["misc/middle".into()] },
+            },
+            progress(vec![busy(1, "misc/app")]),
+            build_end(1, "misc/app", logs, BuildEndStatus::Success, 4.0),
+            Event::notice(HOSTILE),
+            Event::RunEnd(RunEnd {
+                run: "run-2".into(),
+                status: RunEndStatus::Completed,
+                seconds: 9.0,
+                logs: logs.to_path_buf(),
+                result: RunResult::Build { counts: Tally::default(), failed: vec![] },
+            }),
+        ];
+        events.into_iter().enumerate().map(|(i, event)| Record { time_ms: START + 1000 * i as i64, event }).collect()
+    }
+
+    fn read_data(logs: &Path) -> ReportData {
+        let text = std::fs::read_to_string(logs.join(DIR).join(DATA)).unwrap();
+        parse_data_js(&text).unwrap_or_else(|e| panic!("{e:#}: {text}"))
+    }
+
+    fn port<'a>(data: &'a ReportData, origin: &str) -> &'a PortView {
+        data.ports.iter().find(|p| p.origin == origin).unwrap_or_else(|| panic!("no {origin}: {data:#?}"))
+    }
+
+    #[test]
+    fn a_run_becomes_one_row_per_port_with_the_failure_and_the_chain() {
+        let logs = tempfile::tempdir().unwrap();
+        let mut reporter = HtmlReporter::new(logs.path(), 2, None, None);
+        for record in run(logs.path()) {
+            reporter.report(&record);
+        }
+        let data = read_data(logs.path());
+        assert_eq!(&data, reporter.data(), "the file holds what the reporter has");
+        let statuses: Vec<(&str, PortStatus)> = data.ports.iter().map(|p| (p.origin.as_str(), p.status)).collect();
+        assert_eq!(
+            statuses,
+            [
+                ("misc/current", PortStatus::UpToDate),
+                ("misc/ignored", PortStatus::Ignored),
+                ("devel/lib", PortStatus::Success),
+                ("misc/fails", PortStatus::Failed),
+                ("misc/app", PortStatus::Success),
+                ("misc/needs-fails", PortStatus::Skipped),
+            ]
+        );
+        let header = &data.run;
+        assert!(header.ended && header.status == "completed" && header.planned == 4, "{header:#?}");
+        assert_eq!((header.counts.success, header.counts.failed, header.counts.skipped), (2, 1, 1));
+        assert_eq!((header.workers, header.jobs, header.load1), (2, 4, Some(0.7)));
+        let fails = port(&data, "misc/fails");
+        assert_eq!((fails.phase.as_deref(), fails.slot, fails.seconds), (Some("build"), Some(2), Some(5.0)));
+        assert!(fails.reason.as_deref().unwrap().contains(HOSTILE));
+        assert_eq!(fails.log.as_deref(), Some("../misc___fails.log"), "relative to the report's directory");
+        assert_eq!(fails.log_tail.len(), LOG_TAIL_LINES);
+        assert_eq!(fails.log_tail.first().map(String::as_str), Some("line 12"));
+        assert_eq!(fails.log_tail.last().map(String::as_str), Some(HOSTILE));
+        let skipped = port(&data, "misc/needs-fails");
+        assert_eq!(skipped.skip_chain, ["misc/fails", "misc/middle", "misc/needs-fails"]);
+        let app = port(&data, "misc/app");
+        assert_eq!((app.started_ms, app.ended_ms), (Some(START + 8000), Some(START + 12_000)));
+        assert_eq!(app.phases.len(), 2);
+        assert!(data.slots.iter().all(|s| s.origin.is_none()), "every slot is idle at the end: {:?}", data.slots);
+        assert_eq!(data.notices, [HOSTILE]);
+    }
+
+    #[test]
+    fn slots_show_what_runs_now() {
+        let logs = tempfile::tempdir().unwrap();
+        let mut reporter = HtmlReporter::new(logs.path(), 3, None, None);
+        for record in run(logs.path()).into_iter().take(9) {
+            reporter.report(&record);
+        }
+        let slots: Vec<(u32, Option<&str>, Option<&str>)> =
+            reporter.data().slots.iter().map(|s| (s.slot, s.origin.as_deref(), s.phase.as_deref())).collect();
+        assert_eq!(
+            slots,
+            [(1, Some("misc/app"), Some("starting")), (2, Some("misc/fails"), Some("build")), (3, None, None)]
+        );
+        assert_eq!(port(reporter.data(), "misc/app").status, PortStatus::Running);
+    }
+
+    #[test]
+    fn the_critical_path_is_the_longest_chain_by_duration() {
+        let logs = tempfile::tempdir().unwrap();
+        let mut reporter = HtmlReporter::new(logs.path(), 2, None, None);
+        for record in run(logs.path()) {
+            reporter.report(&record);
+        }
+        // lib (3 s) + app (4 s) beats fails (5 s) alone.
+        assert_eq!(reporter.data().critical_path, ["devel/lib", "misc/app"]);
+        let critical: Vec<&str> =
+            reporter.data().ports.iter().filter(|p| p.critical).map(|p| p.origin.as_str()).collect();
+        assert_eq!(critical, ["devel/lib", "misc/app"]);
+    }
+
+    #[test]
+    fn hostile_text_cannot_leave_the_script() {
+        let logs = tempfile::tempdir().unwrap();
+        let mut reporter = HtmlReporter::new(logs.path(), 2, None, None);
+        for record in run(logs.path()) {
+            reporter.report(&record);
+        }
+        let text = std::fs::read_to_string(logs.path().join(DIR).join(DATA)).unwrap();
+        for markup in ["<", ">", "&"] {
+            assert!(!text.contains(markup), "{markup} in data.js: {text}");
+        }
+        assert!(text.contains("\\u003c/script\\u003e"), "{text}");
+        assert_eq!(port(&read_data(logs.path()), "misc/fails").log_tail.last().map(String::as_str), Some(HOSTILE));
+    }
+
+    #[test]
+    fn writes_wait_for_the_interval_except_at_start_and_end() {
+        let logs = tempfile::tempdir().unwrap();
+        let mut reporter = HtmlReporter::new(logs.path(), 1, None, None);
+        let written = || read_data(logs.path()).run.updated_ms - START;
+        let at = |ms: i64, event: Event| Record { time_ms: START + ms, event };
+        let counts = crate::plan::Counts { to_build: 1, up_to_date: 0, ignored: 0, skipped: 0, not_buildable: 0 };
+        reporter.report(&at(
+            0,
+            Event::RunStart { run: "r".into(), command: "build".into(), scope: RunScope::Build(counts) },
+        ));
+        assert!(logs.path().join(DIR).join(PAGE).exists(), "the page is there from the run's start");
+        assert_eq!(written(), 0);
+        reporter.report(&at(1000, progress(vec![])));
+        assert_eq!(written(), 0, "a second after the last write");
+        reporter.report(&at(1500, build_start(1, "misc/a", logs.path(), &[])));
+        assert_eq!(written(), 0, "builds do not write by themselves");
+        reporter.report(&at(2000, progress(vec![])));
+        assert_eq!(written(), 2000);
+        reporter.report(&at(2500, Event::notice("late")));
+        reporter.finish();
+        assert!(read_data(logs.path()).notices == ["late"], "finish writes what is left");
+    }
+
+    #[test]
+    fn a_reader_never_sees_a_partial_data_file() {
+        let logs = tempfile::tempdir().unwrap();
+        let records = run(logs.path());
+        let mut reporter = HtmlReporter::new(logs.path(), 2, None, None);
+        reporter.report(&records[0]);
+        let path = logs.path().join(DIR).join(DATA);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (stop, path) = (stop.clone(), path.clone());
+            std::thread::spawn(move || {
+                let mut reads = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    parse_data_js(&text).unwrap_or_else(|e| panic!("read {reads}: {e:#}: {text}"));
+                    reads += 1;
+                }
+                reads
+            })
+        };
+        // Many writes of a growing file, each a whole new version.
+        for round in 0..200 {
+            for record in &records[1..] {
+                reporter.fold(record);
+            }
+            reporter.data.notices.push("x".repeat(round * 10));
+            reporter.write(START + round as i64).unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let reads = reader.join().unwrap();
+        assert!(reads > 0);
+        let leftovers: Vec<_> =
+            std::fs::read_dir(logs.path().join(DIR)).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(leftovers.len(), 2, "no temporary file left: {leftovers:?}");
+    }
+
+    #[test]
+    fn log_links_are_relative_inside_logs_dir() {
+        let logs = Path::new("/var/log/portsynth");
+        assert_eq!(log_link(logs, &logs.join("misc___a.log")), "../misc___a.log");
+        assert_eq!(log_link(logs, Path::new("/elsewhere/a b#c.log")), "file:///elsewhere/a%20b%23c.log");
+    }
+
+    #[test]
+    fn a_write_error_is_one_notice() {
+        let logs = tempfile::tempdir().unwrap();
+        std::fs::write(logs.path().join(DIR), "a file where the directory should be").unwrap();
+        let (sender, receiver) = crossbeam_channel::unbounded();
+        let mut reporter = HtmlReporter::new(logs.path(), 1, None, Some(sender));
+        for record in run(logs.path()) {
+            reporter.report(&record);
+        }
+        let notices: Vec<Event> = receiver.try_iter().collect();
+        assert_eq!(notices.len(), 1, "{notices:?}");
+        assert!(matches!(&notices[0], Event::Notice { message } if message.contains("HTML report")), "{notices:?}");
+    }
+}
