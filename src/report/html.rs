@@ -43,6 +43,7 @@ use crate::events::{
 };
 use crate::repo::fsutil::write_atomically;
 use crate::report::diff::RunDiff;
+use crate::sandbox::runner::FOOTER_BANNER;
 
 /// The report's directory below `logs_dir`.
 pub const DIR: &str = "report";
@@ -717,7 +718,7 @@ fn url_path(path: &Path) -> String {
     out
 }
 
-/// The last `lines` lines of a log (of its last 64 KiB).
+/// The last `lines` lines of a build log before its footer (of its last 64 KiB).
 pub fn log_tail(path: &Path, lines: usize) -> Result<Vec<String>> {
     const WINDOW: u64 = 64 * 1024;
     let mut file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
@@ -731,6 +732,13 @@ pub fn log_tail(path: &Path, lines: usize) -> Result<Vec<String>> {
     if start > 0 && !all.is_empty() {
         // The first line of the window is probably cut.
         all.remove(0);
+    }
+    // The port's own output, without the runner's footer (the report shows its facts).
+    if let Some(footer) = all.iter().rposition(|line| *line == FOOTER_BANNER) {
+        all.truncate(footer);
+        while all.last().is_some_and(|line| line.trim().is_empty()) {
+            all.pop();
+        }
     }
     Ok(all[all.len().saturating_sub(lines)..].iter().map(|l| l.to_string()).collect())
 }
@@ -791,7 +799,9 @@ mod tests {
         let counts = crate::plan::Counts { to_build: 4, up_to_date: 1, ignored: 1, skipped: 0, not_buildable: 0 };
         std::fs::write(
             logs.join("misc___fails.log"),
-            (1..=40).map(|i| format!("line {i}\n")).collect::<String>() + HOSTILE + "\n",
+            (1..=40).map(|i| format!("line {i}\n")).collect::<String>()
+                + HOSTILE
+                + &format!("\n\n{FOOTER_BANNER}\nResult:   FAILED\n"),
         )
         .unwrap();
         let busy = |slot: u32, origin: &str| SlotStatus {

@@ -57,6 +57,12 @@
     return node;
   }
 
+  function svgText(x, y, text) {
+    const node = svg("text", { x: x, y: y });
+    node.textContent = text;
+    return node;
+  }
+
   function setAttributes(node, attrs) {
     for (const [key, value] of Object.entries(attrs || {})) {
       if (value === null || value === undefined || value === false) continue;
@@ -232,8 +238,7 @@
     const height = slots.length * row + 30;
     const chart = svg("svg", { viewBox: "0 0 1000 " + height, role: "img", "aria-label": "builds per slot over time" });
     slots.forEach((slot, i) => {
-      chart.append(svg("text", { x: 4, y: i * row + 18 }, null));
-      chart.lastChild.textContent = "slot " + slot;
+      chart.append(svgText(4, i * row + 18, "slot " + slot));
       chart.append(svg("line", { class: "axis", x1: left, x2: left + width, y1: (i + 1) * row, y2: (i + 1) * row }));
     });
     for (const p of builds) {
@@ -244,17 +249,17 @@
       chart.append(svg("rect", { class: classes, x: x.toFixed(1), y: y, width: w.toFixed(1), height: row - 8, rx: 2, "data-origin": p.origin },
         p.origin + " (" + p.status + ", " + seconds(p.seconds) + ")" + (p.critical ? ", on the critical path" : "")));
     }
-    const axis = svg("text", { x: left, y: height - 6 });
-    axis.textContent = "0 s … " + seconds(span / 1000);
-    chart.append(axis);
+    chart.append(svgText(left, height - 6, "0 s … " + seconds(span / 1000)));
     const path = data.critical_path.length ? "Critical path: " + data.critical_path.join(" → ") : "";
     box.replaceChildren(chart, el("p", { id: "critical-path" }, path));
   }
 
-  function phaseColor(name) {
-    let hash = 0;
-    for (const c of String(name)) hash = (hash * 31 + c.charCodeAt(0)) % 360;
-    return "hsl(" + hash + ", 55%, 58%)";
+  // Distinct colors, given to the phases in the order they first appear.
+  const PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948",
+    "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac", "#1f77b4", "#8c564b"];
+
+  function phaseColor(names, name) {
+    return PALETTE[names.indexOf(name) % PALETTE.length];
   }
 
   function renderPhases(data) {
@@ -269,14 +274,14 @@
     const names = Array.from(new Set(built.flatMap((p) => p.phases.map((phase) => phase.phase))));
     const legend = el("p", { class: "phase-legend" }, ...names.map((name) => {
       const swatch = el("i");
-      swatch.style.background = phaseColor(name);
+      swatch.style.background = phaseColor(names, name);
       return el("span", {}, swatch, name);
     }));
     const rows = built.sort((a, b) => total(b) - total(a)).map((p) => {
       const bar = el("div", { class: "phase-bar" }, ...p.phases.map((phase) => {
         const part = el("span", { title: phase.phase + ": " + seconds(phase.seconds), "data-phase": phase.phase });
         part.style.width = ((phase.seconds / longest) * 100).toFixed(2) + "%";
-        part.style.background = phaseColor(phase.phase);
+        part.style.background = phaseColor(names, phase.phase);
         return part;
       }));
       return el("div", { class: "phase-row", "data-origin": p.origin }, el("span", {}, p.origin), bar, el("span", { class: "num" }, seconds(total(p))));
@@ -311,10 +316,8 @@
       chart.append(svg("circle", { class: "failure-dot", cx: cx.toFixed(1), cy: cy.toFixed(1), r: 3 }, r.failed + " failed"));
     });
     chart.append(svg("polyline", { class: "failures", points: points.join(" ") }));
-    const label = (x, y, text) => { const t = svg("text", { x: x, y: y }); t.textContent = text; chart.append(t); };
-    label(2, top + 10, seconds(longest));
-    label(2, top + height, "0");
-    label(left, 185, "bars: duration of the last " + runs.length + " runs (oldest left); red: failed ports (max " + most + ")");
+    chart.append(svgText(2, top + 10, seconds(longest)), svgText(2, top + height, "0"),
+      svgText(left, 185, "bars: duration of the last " + runs.length + " runs (oldest left); red: failed ports (max " + most + ")"));
     box.replaceChildren(chart);
   }
 
