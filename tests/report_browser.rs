@@ -134,6 +134,9 @@ fn a_finished_run_shows_every_port_its_failure_and_one_bar_per_build() {
             TestPort { name: "needs-fails", deps: &["fails"], gated: false },
         ],
     );
+    // A first run where misc/fails still builds: the screenshot then shows
+    // a diff and a history of two runs.
+    assert!(build(&env, &["misc/fails"]));
     write_failing_port(&env);
     let ports = ["misc/good", "misc/app", "misc/needs-fails"];
     assert!(!build(&env, &ports), "a run with a failure fails");
@@ -176,6 +179,10 @@ fn a_finished_run_shows_every_port_its_failure_and_one_bar_per_build() {
     assert!(critical.as_u64().unwrap() >= 1, "the critical path is marked: {critical}");
     let phases = browser.eval("return document.querySelectorAll('#phases .phase-row').length;");
     assert_eq!(phases, 4, "a phase breakdown per build");
+
+    let new_failures = browser
+        .eval("return Array.from(document.querySelectorAll('#diff-new-failures li'), (li) => li.dataset.origin);");
+    assert_eq!(new_failures, serde_json::json!(["misc/fails"]));
 
     let shown = browser.eval(
         "const filter = document.getElementById('port-filter');

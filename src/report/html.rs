@@ -100,6 +100,9 @@ pub struct RunHeader {
     pub eta_seconds: Option<f64>,
     /// Ports the run set out to build (or fetch).
     pub planned: usize,
+    /// Of those, the ones done with: built, failed, interrupted, or skipped
+    /// because a dependency failed.
+    pub done: usize,
     pub counts: Counts,
     pub workers: usize,
     pub jobs_used: usize,
@@ -531,6 +534,7 @@ impl HtmlReporter {
                 self.data.run.elapsed_seconds.max((now - self.data.run.started_ms) as f64 / 1000.0);
         }
         self.data.run.counts = count(&self.data.ports);
+        self.data.run.done = self.data.ports.iter().filter(|p| is_done(p)).count();
         self.data.critical_path = critical_path(&self.data.ports);
         for port in &mut self.data.ports {
             port.critical = false;
@@ -608,6 +612,15 @@ impl From<crate::builddb::RunRecord> for HistoryRun {
             built: run.counts.built,
             failed: run.counts.failed,
         }
+    }
+}
+
+/// Whether a port of the build set is done with (see [`RunHeader::done`]).
+fn is_done(port: &PortView) -> bool {
+    match port.status {
+        PortStatus::Success | PortStatus::Failed | PortStatus::Interrupted => port.started_ms.is_some(),
+        PortStatus::Skipped => !port.skip_chain.is_empty(),
+        PortStatus::Running | PortStatus::NotBuildable | PortStatus::Ignored | PortStatus::UpToDate => false,
     }
 }
 
@@ -874,6 +887,7 @@ mod tests {
         );
         let header = &data.run;
         assert!(header.ended && header.status == "completed" && header.planned == 4, "{header:#?}");
+        assert_eq!(header.done, 4, "three builds and the port skipped because of one");
         assert_eq!((header.counts.success, header.counts.failed, header.counts.skipped), (2, 1, 1));
         assert_eq!((header.workers, header.jobs, header.load1), (2, 4, Some(0.7)));
         let fails = port(&data, "misc/fails");

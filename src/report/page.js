@@ -115,15 +115,14 @@
     status.textContent = run.status;
     status.className = "status " + run.status;
     document.getElementById("run-id").textContent = "run " + run.id + ", started " + time(run.started_ms);
-    const finished = counts.success + counts.failed + counts.interrupted;
     const progress = document.getElementById("run-progress");
     progress.max = Math.max(1, run.planned);
-    progress.value = run.ended ? progress.max : Math.min(finished, run.planned);
+    progress.value = run.ended ? progress.max : Math.min(run.done, run.planned);
     const figures = [
       ["built", counts.success], ["failed", counts.failed], ["running", counts.running],
       ["skipped", counts.skipped], ["not buildable", counts.not_buildable], ["ignored", counts.ignored],
       ["up to date", counts.up_to_date], ["interrupted", counts.interrupted],
-      ["progress", finished + " / " + run.planned], ["elapsed", seconds(run.elapsed_seconds)],
+      ["done", run.done + " / " + run.planned], ["elapsed", seconds(run.elapsed_seconds)],
     ];
     if (run.eta_seconds !== null && run.eta_seconds !== undefined) figures.push(["ETA", seconds(run.eta_seconds)]);
     if (run.workers) figures.push(["workers", run.workers]);
