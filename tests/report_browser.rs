@@ -109,6 +109,10 @@ fn the_page_follows_a_gated_run_without_reloading() {
     assert_eq!(statuses["misc/gated-1"], "success", "{statuses}");
     wait_for_end(&browser);
     assert_eq!(browser.eval("return window.loadedOnce;"), "yes", "the page was never reloaded");
+    // Its data is not loaded again once it says the run has ended.
+    let loads = browser.eval("return document.body.dataset.loads;");
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(browser.eval("return document.body.dataset.loads;"), loads, "no reload of data.js after the end");
     assert_eq!(browser.eval("return document.querySelectorAll('#slots tr[data-origin]').length;"), 0, "slots idle");
     assert!(wait_for_run(run), "the gated run succeeds");
 }
@@ -183,6 +187,20 @@ fn a_finished_run_shows_every_port_its_failure_and_one_bar_per_build() {
     let new_failures = browser
         .eval("return Array.from(document.querySelectorAll('#diff-new-failures li'), (li) => li.dataset.origin);");
     assert_eq!(new_failures, serde_json::json!(["misc/fails"]));
+
+    let by_duration = browser.eval(
+        "document.querySelector('#ports th[data-key=\"seconds\"]').click();
+         return Array.from(document.querySelectorAll('#ports tbody tr'), (r) => r.cells[3].textContent);",
+    );
+    let durations: Vec<f64> = by_duration
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d.as_str().unwrap().strip_suffix(" s").map(|n| n.parse().unwrap()))
+        .collect();
+    assert_eq!(durations.len(), 4, "{by_duration}");
+    assert!(durations.windows(2).all(|w| w[0] <= w[1]), "sorted by duration: {by_duration}");
+    browser.eval("document.querySelector('#ports th[data-key=\"origin\"]').click(); return null;");
 
     let shown = browser.eval(
         "const filter = document.getElementById('port-filter');

@@ -17,6 +17,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::builddb::{BuildDb, BuildRecord, BuildStatus, RunId, RunRecord};
 
+/// Durations are listed when they move by this many percent (and
+/// [`MIN_DURATION_CHANGE_S`]), unless told otherwise (`diff --threshold`).
+pub const DEFAULT_THRESHOLD_PERCENT: f64 = 25.0;
+
 /// A duration change below this many seconds is noise, whatever its share.
 pub const MIN_DURATION_CHANGE_S: f64 = 5.0;
 

@@ -59,8 +59,6 @@ pub const LOG_TAIL_LINES: usize = 30;
 pub const HISTORY_RUNS: usize = 30;
 /// Notices the report keeps (the newest).
 const NOTICES: usize = 50;
-/// Durations moving by this many percent (and 5 s) are in the diff, as `portsynth diff`'s default.
-const DIFF_THRESHOLD_PERCENT: f64 = 25.0;
 
 const DATA_PREFIX: &str = "window.PORTSYNTH_REPORT = ";
 const DATA_SUFFIX: &str = ";\n";
@@ -172,6 +170,9 @@ pub struct PortView {
     pub why: Option<String>,
     /// Its log, relative to the report's directory when it is in `logs_dir`.
     pub log: Option<String>,
+    /// Kept for the critical path only: not written (it would make the
+    /// data of a big tree several times larger).
+    #[serde(skip_serializing, default)]
     pub depends: Vec<String>,
     pub phases: Vec<PhaseTime>,
     /// The last lines of a failed build's log.
@@ -179,9 +180,22 @@ pub struct PortView {
     /// A skipped port's chain: the failed port, the skipped ones between, this one.
     pub skip_chain: Vec<String>,
     pub critical: bool,
+    /// When its current phase started (a running build's phase times are
+    /// measured from its `build_phase` events until its end gives them).
+    #[serde(skip)]
+    phase_started_ms: Option<i64>,
 }
 
 impl PortView {
+    /// A running build enters `phase`: the one before it ends now.
+    fn enter_phase(&mut self, phase: &str, now: i64) {
+        if let (Some(previous), Some(started)) = (&self.phase, self.phase_started_ms) {
+            self.phases.push(PhaseTime { phase: previous.clone(), seconds: (now - started).max(0) as f64 / 1000.0 });
+        }
+        self.phase = Some(phase.to_string());
+        self.phase_started_ms = Some(now);
+    }
+
     fn new(origin: &str, status: PortStatus) -> PortView {
         PortView {
             origin: origin.to_string(),
@@ -201,6 +215,7 @@ impl PortView {
             log_tail: vec![],
             skip_chain: vec![],
             critical: false,
+            phase_started_ms: None,
         }
     }
 }
@@ -316,6 +331,8 @@ impl HtmlReporter {
                 port.log = Some(log);
                 port.depends.clone_from(depends);
                 port.phase = Some("starting".into());
+                port.phases.clear();
+                port.phase_started_ms = None;
                 *self.slot(*slot) = SlotView {
                     slot: *slot,
                     origin: Some(origin.clone()),
@@ -325,7 +342,7 @@ impl HtmlReporter {
                 };
             }
             Event::BuildPhase { slot, origin, phase } => {
-                self.port(origin, PortStatus::Running).phase = Some(phase.clone());
+                self.port(origin, PortStatus::Running).enter_phase(phase, now);
                 let view = self.slot(*slot);
                 if view.origin.as_deref() == Some(origin.as_str()) {
                     view.phase = Some(phase.clone());
@@ -523,7 +540,11 @@ impl HtmlReporter {
         if self.data.run.id.is_empty() || self.data.run.kind != "build" {
             return Ok(None);
         }
-        crate::report::diff::against_previous(&db, &RunId::from(self.data.run.id.clone()), DIFF_THRESHOLD_PERCENT)
+        crate::report::diff::against_previous(
+            &db,
+            &RunId::from(self.data.run.id.clone()),
+            crate::report::diff::DEFAULT_THRESHOLD_PERCENT,
+        )
     }
 
     /// The counts and the critical path, from the ports as they are now.
@@ -872,7 +893,13 @@ mod tests {
             reporter.report(&record);
         }
         let data = read_data(logs.path());
-        assert_eq!(&data, reporter.data(), "the file holds what the reporter has");
+        let mut written = reporter.data().clone();
+        for port in &mut written.ports {
+            // Not written: the dependencies and the running phase's start.
+            port.depends.clear();
+            port.phase_started_ms = None;
+        }
+        assert_eq!(data, written, "the file holds what the reporter has");
         let statuses: Vec<(&str, PortStatus)> = data.ports.iter().map(|p| (p.origin.as_str(), p.status)).collect();
         assert_eq!(
             statuses,
@@ -920,6 +947,40 @@ mod tests {
             [(1, Some("misc/app"), Some("starting")), (2, Some("misc/fails"), Some("build")), (3, None, None)]
         );
         assert_eq!(port(reporter.data(), "misc/app").status, PortStatus::Running);
+    }
+
+    #[test]
+    fn a_running_build_has_the_times_of_its_finished_phases() {
+        let logs = tempfile::tempdir().unwrap();
+        let mut reporter = HtmlReporter::new(logs.path(), 1, None, None);
+        let at = |ms: i64, event: Event| Record { time_ms: START + ms, event };
+        let phase = |name: &str| Event::BuildPhase { slot: 1, origin: "misc/a".into(), phase: name.into() };
+        reporter.report(&at(0, build_start(1, "misc/a", logs.path(), &[])));
+        reporter.report(&at(100, phase("fetch")));
+        reporter.report(&at(1600, phase("build")));
+        reporter.report(&at(4100, phase("package")));
+        let times: Vec<(&str, f64)> =
+            port(reporter.data(), "misc/a").phases.iter().map(|p| (p.phase.as_str(), p.seconds)).collect();
+        assert_eq!(times, [("fetch", 1.5), ("build", 2.5)]);
+        reporter.report(&at(5000, build_end(1, "misc/a", logs.path(), BuildEndStatus::Success, 5.0)));
+        let times: Vec<(&str, f64)> =
+            port(reporter.data(), "misc/a").phases.iter().map(|p| (p.phase.as_str(), p.seconds)).collect();
+        assert_eq!(times, [("extract", 0.5), ("build", 4.5)], "the build's end has the measured ones");
+    }
+
+    #[test]
+    fn every_kind_of_event_folds_into_data_that_parses_back() {
+        let logs = tempfile::tempdir().unwrap();
+        let mut reporter = HtmlReporter::new(logs.path(), 2, None, None);
+        for record in crate::events::example_records() {
+            reporter.report(&record);
+        }
+        reporter.finish();
+        let data = read_data(logs.path());
+        assert!(data.run.ended, "{:#?}", data.run);
+        assert_eq!(port(&data, "misc/broken").status, PortStatus::NotBuildable);
+        assert_eq!(port(&data, "misc/fails").status, PortStatus::Failed);
+        assert_eq!(port(&data, "misc/hello").status, PortStatus::Success, "built, then fetched");
     }
 
     #[test]

@@ -10,6 +10,7 @@
   const view = { sortKey: "", sortUp: true, filter: "", status: "", data: null, renders: 0 };
 
   function load() {
+    document.body.dataset.loads = String(Number(document.body.dataset.loads || 0) + 1);
     const old = document.getElementById("report-data");
     if (old) old.remove();
     const script = document.createElement("script");
