@@ -321,25 +321,14 @@ impl HtmlReporter {
             }
             Event::Skip { origin, pkgname, reason, cause } => self.skip(origin, pkgname, reason, cause),
             Event::BuildStart { slot, origin, pkgname, why, make_jobs, log, depends, .. } => {
-                let log = self.log_link(log);
                 let port = self.port(origin, PortStatus::Running);
                 port.pkgname = Some(pkgname.clone());
                 port.why = Some(why.clone()).filter(|w| !w.is_empty());
-                port.slot = Some(*slot);
-                port.started_ms = Some(now);
                 port.make_jobs = Some(*make_jobs);
-                port.log = Some(log);
                 port.depends.clone_from(depends);
-                port.phase = Some("starting".into());
                 port.phases.clear();
-                port.phase_started_ms = None;
-                *self.slot(*slot) = SlotView {
-                    slot: *slot,
-                    origin: Some(origin.clone()),
-                    phase: Some("starting".into()),
-                    seconds: Some(0.0),
-                    lines: Some(0),
-                };
+                port.started_ms = Some(now);
+                self.slot_starts(now, *slot, origin, "starting", Some(log));
             }
             Event::BuildPhase { slot, origin, phase } => {
                 self.port(origin, PortStatus::Running).enter_phase(phase, now);
@@ -348,33 +337,10 @@ impl HtmlReporter {
                     view.phase = Some(phase.clone());
                 }
             }
-            Event::Progress(progress) => {
-                let header = &mut self.data.run;
-                header.elapsed_seconds = progress.elapsed_seconds;
-                header.eta_seconds = progress.eta_seconds;
-                header.workers = progress.workers;
-                header.jobs_used = progress.jobs_used;
-                header.jobs = progress.jobs;
-                header.load1 = Some(progress.load1);
-                header.swap_used = Some(progress.swap_used);
-                header.waiting.clone_from(&progress.waiting);
-                self.show_slots(&progress.slots);
-            }
+            Event::Progress(progress) => self.progress(progress),
             Event::ThrottleChange { workers, .. } => self.data.run.workers = *workers,
             Event::BuildEnd(end) => self.build_end(now, end),
-            Event::FetchStart { slot, origin, .. } => {
-                let port = self.port(origin, PortStatus::Running);
-                port.slot = Some(*slot);
-                port.started_ms.get_or_insert(now);
-                port.phase = Some("fetch".into());
-                *self.slot(*slot) = SlotView {
-                    slot: *slot,
-                    origin: Some(origin.clone()),
-                    phase: Some("fetch".into()),
-                    seconds: Some(0.0),
-                    lines: None,
-                };
-            }
+            Event::FetchStart { slot, origin, .. } => self.slot_starts(now, *slot, origin, "fetch", None),
             Event::FetchRetry { origin, reason, .. } => {
                 self.port(origin, PortStatus::Running).reason = Some(reason.clone());
             }
@@ -386,14 +352,49 @@ impl HtmlReporter {
                 header.jobs = progress.jobs;
                 self.show_slots(&progress.slots);
             }
-            Event::Notice { message } => {
-                self.data.notices.push(message.clone());
-                let excess = self.data.notices.len().saturating_sub(NOTICES);
-                self.data.notices.drain(..excess);
-            }
+            Event::Notice { message } => self.notice(message),
             Event::Debug { .. } => {}
             Event::RunEnd(end) => self.run_end(end),
         }
+    }
+
+    /// `origin` starts (a build, or a fetch attempt: the first one's start stays) in `slot`.
+    fn slot_starts(&mut self, now: i64, slot: u32, origin: &str, phase: &str, log: Option<&Path>) {
+        let log = log.map(|l| self.log_link(l));
+        let port = self.port(origin, PortStatus::Running);
+        port.slot = Some(slot);
+        port.started_ms.get_or_insert(now);
+        port.phase = Some(phase.to_string());
+        port.phase_started_ms = None;
+        if log.is_some() {
+            port.log = log;
+        }
+        *self.slot(slot) = SlotView {
+            slot,
+            origin: Some(origin.to_string()),
+            phase: Some(phase.to_string()),
+            seconds: Some(0.0),
+            lines: None,
+        };
+    }
+
+    fn progress(&mut self, progress: &crate::events::Progress) {
+        let header = &mut self.data.run;
+        header.elapsed_seconds = progress.elapsed_seconds;
+        header.eta_seconds = progress.eta_seconds;
+        header.workers = progress.workers;
+        header.jobs_used = progress.jobs_used;
+        header.jobs = progress.jobs;
+        header.load1 = Some(progress.load1);
+        header.swap_used = Some(progress.swap_used);
+        header.waiting.clone_from(&progress.waiting);
+        self.show_slots(&progress.slots);
+    }
+
+    fn notice(&mut self, message: &str) {
+        self.data.notices.push(message.to_string());
+        let excess = self.data.notices.len().saturating_sub(NOTICES);
+        self.data.notices.drain(..excess);
     }
 
     fn run_start(&mut self, now: i64, run: &str, command: &str, scope: &RunScope) {
