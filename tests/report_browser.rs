@@ -154,6 +154,8 @@ fn a_finished_run_shows_every_port_its_failure_and_one_bar_per_build() {
         "misc/fails": "failed", "misc/needs-fails": "skipped",
     });
     assert_eq!(statuses, expected);
+    let first = browser.eval("return document.querySelector('#ports tbody tr').dataset.origin;");
+    assert_eq!(first, "misc/fails", "failures first");
 
     let failure = browser.eval(
         "const f = document.querySelector('#failures .failure[data-origin=\"misc/fails\"]');

@@ -181,6 +181,10 @@
         el("strong", {}, d.origin), " " + seconds(d.old_s) + " → " + seconds(d.new_s)]));
   }
 
+  // The table's order until a column is chosen: failures first, then what
+  // runs, then the rest; each in the order the run told of them.
+  const STATUS_RANK = ["failed", "not_buildable", "interrupted", "running", "skipped", "ignored", "success", "up_to_date"];
+
   function sortValue(port, key) {
     const value = port[key];
     return value === null || value === undefined ? "" : value;
@@ -196,7 +200,7 @@
     if (view.status) ports = ports.filter((p) => p.status === view.status);
     const key = view.sortKey;
     ports.sort((a, b) => {
-      if (!key) return a.order - b.order;
+      if (!key) return STATUS_RANK.indexOf(a.status) - STATUS_RANK.indexOf(b.status) || a.order - b.order;
       const x = sortValue(a, key), y = sortValue(b, key);
       const order = typeof x === "number" && typeof y === "number" ? x - y : String(x).localeCompare(String(y));
       return (view.sortUp ? order : -order) || a.order - b.order;
