@@ -190,6 +190,13 @@ fn a_finished_run_shows_every_port_its_failure_and_one_bar_per_build() {
         .eval("return Array.from(document.querySelectorAll('#diff-new-failures li'), (li) => li.dataset.origin);");
     assert_eq!(new_failures, serde_json::json!(["misc/fails"]));
 
+    // For a person to look at, before the table is sorted and filtered.
+    let screenshot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).parent().unwrap().join("report-screenshot.png");
+    let png = browser.screenshot();
+    assert!(png.starts_with(b"\x89PNG"), "a PNG");
+    std::fs::write(&screenshot, png).unwrap();
+    eprintln!("the finished report: {}", screenshot.display());
+
     let by_duration = browser.eval(
         "document.querySelector('#ports th[data-key=\"seconds\"]').click();
          return Array.from(document.querySelectorAll('#ports tbody tr'), (r) => r.cells[3].textContent);",
@@ -212,12 +219,6 @@ fn a_finished_run_shows_every_port_its_failure_and_one_bar_per_build() {
     );
     assert_eq!(shown, serde_json::json!(["misc/fails", "misc/needs-fails"]), "the filter");
     browser.eval("const f = document.getElementById('port-filter'); f.value = ''; f.dispatchEvent(new Event('input')); return null;");
-
-    let screenshot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).parent().unwrap().join("report-screenshot.png");
-    let png = browser.screenshot();
-    assert!(png.starts_with(b"\x89PNG"), "a PNG");
-    std::fs::write(&screenshot, png).unwrap();
-    eprintln!("the finished report: {}", screenshot.display());
 }
 
 #[test]
