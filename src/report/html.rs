@@ -406,10 +406,10 @@ impl HtmlReporter {
             RunScope::Build(counts) => ("build".into(), counts.to_build, header.jobs),
             RunScope::Fetch { ports, jobs, .. } => ("fetch".into(), *ports, *jobs),
         };
-        self.data.history = self.history().unwrap_or_else(|e| {
-            self.data.notices.push(format!("report: cannot read the history of runs: {e:#}"));
-            vec![]
-        });
+        match self.history() {
+            Ok(history) => self.data.history = history,
+            Err(e) => self.notice(&format!("report: cannot read the history of runs: {e:#}")),
+        }
     }
 
     fn skip(&mut self, origin: &str, pkgname: &Option<String>, reason: &str, cause: &SkipCause) {
@@ -454,12 +454,7 @@ impl HtmlReporter {
             BuildEndStatus::Interrupted => PortStatus::Interrupted,
         };
         let log = self.log_link(&end.log);
-        let tail = match status {
-            PortStatus::Failed => {
-                log_tail(&end.log, LOG_TAIL_LINES).unwrap_or_else(|e| vec![format!("(the log cannot be read: {e:#})")])
-            }
-            _ => vec![],
-        };
+        let tail = failure_tail(status, Some(&end.log));
         let port = self.port(&end.origin, status);
         port.pkgname = Some(end.pkgname.clone());
         port.slot = Some(end.slot);
@@ -483,12 +478,7 @@ impl HtmlReporter {
             FetchStatus::Interrupted => PortStatus::Interrupted,
         };
         let log = end.log.as_deref().map(|l| self.log_link(l));
-        let tail = match (status, &end.log) {
-            (PortStatus::Failed, Some(path)) => {
-                log_tail(path, LOG_TAIL_LINES).unwrap_or_else(|e| vec![format!("(the log cannot be read: {e:#})")])
-            }
-            _ => vec![],
-        };
+        let tail = failure_tail(status, end.log.as_deref());
         let port = self.port(&end.origin, status);
         port.pkgname = Some(end.pkgname.clone()).filter(|p| !p.is_empty());
         port.seconds = Some(end.seconds);
@@ -516,11 +506,11 @@ impl HtmlReporter {
         }
         match self.history() {
             Ok(history) => self.data.history = history,
-            Err(e) => self.data.notices.push(format!("report: cannot read the history of runs: {e:#}")),
+            Err(e) => self.notice(&format!("report: cannot read the history of runs: {e:#}")),
         }
         match self.diff() {
             Ok(diff) => self.data.diff = diff,
-            Err(e) => self.data.notices.push(format!("report: cannot compare with the previous run: {e:#}")),
+            Err(e) => self.notice(&format!("report: cannot compare with the previous run: {e:#}")),
         }
     }
 
@@ -751,6 +741,16 @@ fn url_path(path: &Path) -> String {
         }
     }
     out
+}
+
+/// What a failure shows of its log: its last lines, or why they cannot be read.
+fn failure_tail(status: PortStatus, log: Option<&Path>) -> Vec<String> {
+    match (status, log) {
+        (PortStatus::Failed, Some(path)) => {
+            log_tail(path, LOG_TAIL_LINES).unwrap_or_else(|e| vec![format!("(the log cannot be read: {e:#})")])
+        }
+        _ => vec![],
+    }
 }
 
 /// The last `lines` lines of a build log before its footer (of its last 64 KiB).
