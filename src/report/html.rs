@@ -1073,6 +1073,57 @@ mod tests {
         assert_eq!(leftovers.len(), 2, "no temporary file left: {leftovers:?}");
     }
 
+    /// A run of the database `db` that built `origin` with `status`.
+    fn recorded_run(db: &BuildDb, origin: &str, status: crate::builddb::BuildStatus) -> RunId {
+        let run = db.start_run("build", None).unwrap();
+        let new = crate::builddb::NewBuild {
+            origin,
+            pkgname: "a-1.0",
+            version: "1.0",
+            slot: Some(1),
+            log_path: None,
+            why: Some("changed"),
+        };
+        let build = db.start_build(&run, &new).unwrap();
+        let reason = (status == crate::builddb::BuildStatus::Failed).then_some("make exited with status 2");
+        db.finish_build(&build, status, Some("build"), reason).unwrap();
+        db.finish_run(&run, crate::builddb::RunStatus::Completed, &crate::builddb::RunCounts::default()).unwrap();
+        run
+    }
+
+    #[test]
+    fn the_end_of_a_run_brings_its_diff_and_the_history() {
+        use crate::builddb::BuildStatus;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("builds.sqlite");
+        let db = BuildDb::open(&path).unwrap();
+        recorded_run(&db, "misc/a", BuildStatus::Success);
+        let second = recorded_run(&db, "misc/a", BuildStatus::Failed);
+        let mut reporter = HtmlReporter::new(dir.path(), 1, Some(path), None);
+        let counts = crate::plan::Counts { to_build: 1, up_to_date: 0, ignored: 0, skipped: 0, not_buildable: 0 };
+        let events = [
+            Event::RunStart { run: second.as_str().into(), command: "build".into(), scope: RunScope::Build(counts) },
+            Event::RunEnd(RunEnd {
+                run: second.as_str().into(),
+                status: RunEndStatus::Completed,
+                seconds: 1.0,
+                logs: dir.path().to_path_buf(),
+                result: RunResult::Build { counts: Tally::default(), failed: vec![] },
+            }),
+        ];
+        for event in events {
+            reporter.report(&Record { time_ms: START, event });
+        }
+        let data = read_data(dir.path());
+        let diff = data.diff.expect("a diff against the first run");
+        let failures: Vec<(&str, Option<&str>)> =
+            diff.new_failures.iter().map(|f| (f.origin.as_str(), f.changed.as_deref())).collect();
+        assert_eq!(failures, [("misc/a", Some("changed"))]);
+        assert_eq!(data.history.len(), 2);
+        assert_eq!(data.history[0].id, second.as_str(), "newest first");
+        assert!(data.history.iter().all(|run| run.seconds.is_some()), "{:?}", data.history);
+    }
+
     #[test]
     fn log_links_are_relative_inside_logs_dir() {
         let logs = Path::new("/var/log/portsynth");
