@@ -14,6 +14,8 @@ declare -A NEEDS=(
     [slurmctld]=slurmctld [slurmd]=slurmd [sbatch]=slurm-client [slurmdbd]=slurmdbd
     [munged]=munge [mariadbd]=mariadb-server-core [mariadb]=mariadb-client-core
     [nsenter]=util-linux [flock]=util-linux
+    # The HTML report's browser tests (tests/report_browser.rs).
+    [chromium]=chromium [chromedriver]=chromium-driver
 )
 missing=()
 for program in "${!NEEDS[@]}"; do

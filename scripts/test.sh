@@ -9,7 +9,7 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 2
 fi
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
-for program in bmake zstd curl patch gcc make python3 mkfs.ext4 slurmctld slurmd slurmdbd munged mariadbd cargo; do
+for program in bmake zstd curl patch gcc make python3 mkfs.ext4 slurmctld slurmd slurmdbd munged mariadbd chromium chromedriver cargo; do
     if ! command -v "$program" >/dev/null 2>&1; then
         echo "test.sh: $program is missing; running scripts/setup.sh"
         scripts/setup.sh

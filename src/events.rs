@@ -78,6 +78,10 @@ pub enum Event {
         work_area: String,
         /// The port's build log, written while it runs.
         log: PathBuf,
+        /// The ports it depends on directly (every kind), sorted: with the
+        /// builds' times, what a report draws the critical path from.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        depends: Vec<String>,
     },
     /// A running build entered a phase.
     BuildPhase { slot: u32, origin: String, phase: String },
@@ -568,6 +572,7 @@ pub fn examples() -> Vec<Event> {
             make_jobs: 2,
             work_area: "tmpfs".into(),
             log: log.clone(),
+            depends: vec!["devel/libgreet".into()],
         },
         Event::BuildPhase { slot: 1, origin: "misc/hello".into(), phase: "build".into() },
         Event::Progress(Progress {
@@ -744,7 +749,8 @@ fn describe(event: &Event) -> &'static str {
              `problem`)."
         }
         Event::BuildStart { .. } => {
-            "A build was handed to slot `slot` with `make_jobs`; `why` is the plan's reason to build it, `log` its log."
+            "A build was handed to slot `slot` with `make_jobs`; `why` is the plan's reason to build it, `log` its log, \
+             `depends` the ports it depends on directly."
         }
         Event::BuildPhase { .. } => "A running build entered `phase`.",
         Event::Progress(_) => {

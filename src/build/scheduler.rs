@@ -427,6 +427,7 @@ impl<'r, 'a> Coordinator<'r, 'a> {
             make_jobs,
             work_area: work_area.name().to_string(),
             log: running.log_path.clone(),
+            depends: direct_dependencies(tree, node),
         });
         self.running.insert(slot, running);
         if self.jobs[slot as usize - 1].send(Job { node, request }).is_err() {
@@ -825,6 +826,13 @@ fn package_entry(package: &std::path::Path, pkgname: &str, version: &str) -> Res
         sha256: crate::repo::fsutil::sha256_file(package)?,
         size,
     })
+}
+
+/// The origins `node` depends on directly, sorted, each once (for `build_start`).
+fn direct_dependencies(tree: &PortTree, node: NodeId) -> Vec<String> {
+    let origins: BTreeSet<String> =
+        tree.graph.dependencies(node).iter().map(|edge| tree.nodes[edge.to].origin.to_string()).collect();
+    origins.into_iter().collect()
 }
 
 #[cfg(test)]

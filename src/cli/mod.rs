@@ -162,7 +162,7 @@ pub struct DiffArgs {
     #[arg(value_name = "NEW")]
     pub new: Option<String>,
     /// Durations are listed when they move by this many percent (and 5 s).
-    #[arg(long, value_name = "PERCENT", default_value_t = 25.0)]
+    #[arg(long, value_name = "PERCENT", default_value_t = crate::report::diff::DEFAULT_THRESHOLD_PERCENT)]
     pub threshold: f64,
 }
 

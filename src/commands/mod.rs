@@ -27,6 +27,7 @@ use crate::cli::{Cli, Command, GlobalArgs};
 use crate::config::{self, Config};
 use crate::events::Events;
 use crate::ports::{Origin, Scanner};
+use crate::report::html::HtmlReporter;
 use crate::report::{LogsReporter, RunLogs};
 use crate::sandbox::scan_pool::{ScanPool, ScanSettings};
 
@@ -71,10 +72,13 @@ pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
 }
 
 /// The reporters of a build or fetch-only run's events: the screen (bars,
-/// plain lines or NDJSON), the summary logs, and the operator's hooks.
+/// plain lines or NDJSON), the summary logs, the HTML report, and the
+/// operator's hooks.
 pub fn run_events(config: &Config, global: &GlobalArgs, slots: usize, logs: &Arc<RunLogs>) -> Events {
     let events =
         Events::new(vec![crate::ui::reporter(global.json, global.quiet, slots), Box::new(LogsReporter(logs.clone()))]);
+    let database = Some(config.database_path.clone());
+    events.add(Box::new(HtmlReporter::new(&config.logs_dir, slots, database, Some(events.poster()))));
     let hooks_log = config.logs_dir.join(crate::hooks::LOG);
     if let Some(hooks) = crate::hooks::Hooks::start(&config.hooks, &hooks_log, events.poster()) {
         events.add(Box::new(hooks));

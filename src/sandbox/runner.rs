@@ -43,6 +43,9 @@ use crate::framework::pkgsrc::prefix::UnpackedKit;
 use crate::ports::{Origin, Phase};
 use crate::repo::PackagePolicy;
 
+/// The line that opens the footer a build log ends with (result, phase, usage).
+pub const FOOTER_BANNER: &str = "=======================<result>============================";
+
 /// One port to build in one slot.
 #[derive(Debug, Clone)]
 pub struct SandboxRequest {
@@ -964,7 +967,7 @@ impl Log {
     }
 
     fn footer(&mut self, outcome: &BuildOutcome) -> Result<()> {
-        let mut text = String::from("\n=======================<result>============================\n");
+        let mut text = format!("\n{FOOTER_BANNER}\n");
         match outcome.status {
             OutcomeStatus::Success => text.push_str("Result:   success\n"),
             OutcomeStatus::Failed | OutcomeStatus::Interrupted => {

@@ -2,6 +2,8 @@
 //! assembled in temporary directories.
 #![allow(dead_code)]
 
+pub mod browser;
+pub mod gated;
 pub mod mirror;
 pub mod pkgsrc;
 pub mod slurm;

@@ -11,6 +11,14 @@
 //! [`LogsReporter`] writes them from the run's event stream
 //! (`crate::events`); [`RunLogs`] is also shared with the code around the
 //! run for its debug lines (planning, the repository index).
+//!
+//! Next to them, [`html`] keeps the live HTML report (`report/index.html`
+//! and its `data.js`) and [`diff`] compares two runs, for `portsynth diff`
+//! and the report's "since the previous run".
+
+pub mod diff;
+pub mod html;
+mod page;
 
 use std::collections::HashSet;
 use std::fs::File;
