@@ -94,6 +94,13 @@ fn the_page_follows_a_gated_run_without_reloading() {
     );
     assert!(slot.as_str().is_some_and(|s| s.parse::<u32>().is_ok()), "slot number {slot}");
     assert_eq!(port_statuses(&browser)["misc/gated-1"], "running");
+    let eta = browser.wait_for(
+        "the ETA in the header",
+        PAGE_TIMEOUT,
+        "const eta = document.querySelector('#run-figures [data-figure=\"ETA\"] dd');
+         return eta && eta.textContent;",
+    );
+    assert!(eta.as_str().unwrap().ends_with(" s") || eta.as_str().unwrap().contains("min"), "{eta}");
     assert_eq!(browser.eval("return document.body.dataset.state;"), "running");
     // A mark of this page load: a reload would lose it.
     browser.eval("window.loadedOnce = 'yes'; return null;");

@@ -598,6 +598,12 @@ impl HtmlReporter {
 }
 
 impl Reporter for HtmlReporter {
+    /// The header shows the ETA: the coordinator simulates the rest of the
+    /// run once per tick for it (milliseconds on a big tree).
+    fn wants_eta(&self) -> bool {
+        true
+    }
+
     fn report(&mut self, record: &Record) {
         self.fold(record);
         self.unwritten = true;

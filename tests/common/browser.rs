@@ -23,7 +23,8 @@ pub struct Browser {
     agent: ureq::Agent,
     /// `http://127.0.0.1:PORT/session/ID`.
     session: String,
-    _profile: tempfile::TempDir,
+    /// Chromium's user data directory, removed at drop.
+    profile: tempfile::TempDir,
 }
 
 impl Browser {
@@ -49,7 +50,7 @@ impl Browser {
         let agent = ureq::Agent::new_with_config(config);
         let base = format!("http://127.0.0.1:{port}");
         let profile = tempfile::tempdir().unwrap();
-        let mut browser = Browser { driver, agent, session: String::new(), _profile: profile };
+        let mut browser = Browser { driver, agent, session: String::new(), profile };
         browser.wait_until_ready(&base);
         let capabilities = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
@@ -58,7 +59,7 @@ impl Browser {
                 "args": [
                     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                     "--no-first-run", "--allow-file-access-from-files",
-                    format!("--user-data-dir={}", browser._profile.path().display()),
+                    format!("--user-data-dir={}", browser.profile.path().display()),
                     format!("--window-size={width},{height}"),
                 ],
             },
