@@ -249,7 +249,7 @@ fn the_diff_section_lists_a_port_broken_since_the_previous_run() {
     let list = new_failures.as_array().unwrap();
     assert_eq!(list.len(), 1, "{new_failures}");
     assert_eq!(list[0][0], "resource/nap-a", "{new_failures}");
-    assert!(list[0][1].as_str().unwrap().contains("changed since its last success: changed"), "{new_failures}");
+    assert!(list[0][1].as_str().unwrap().contains("changed since its last success: its own files"), "{new_failures}");
     let runs = browser.eval("return document.querySelectorAll('#history rect.duration').length;");
     assert_eq!(runs, 2, "both runs in the history chart");
 }

@@ -43,7 +43,8 @@ fn write_text(out: &mut impl Write, diff: &RunDiff, threshold: f64) -> Result<()
     for failure in &diff.new_failures {
         let phase = failure.phase.as_deref().unwrap_or("-");
         writeln!(out, "  {:<40} {:<12} {}", failure.origin, phase, failure.reason.as_deref().unwrap_or(""))?;
-        writeln!(out, "      changed since its last success: {}", failure.changed.as_deref().unwrap_or("unknown"))?;
+        let changed = failure.inputs_changed.as_deref().unwrap_or("unknown");
+        writeln!(out, "      changed since its last success: {changed}")?;
         if let Some(log) = &failure.log {
             writeln!(out, "      log: {log}")?;
         }

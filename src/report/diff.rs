@@ -47,9 +47,28 @@ pub struct NewFailure {
     pub origin: String,
     pub phase: Option<String>,
     pub reason: Option<String>,
-    /// Why it was built: what changed in its inputs since its last success.
+    /// Why it was built: what changed in its inputs since its last success
+    /// (the build keys' reason, as `status` shows it).
     pub changed: Option<String>,
+    /// The same, said for a person ([`inputs_changed`]).
+    pub inputs_changed: Option<String>,
     pub log: Option<String>,
+}
+
+/// Which of a port's inputs a build reason names: its own files, the
+/// framework's makefiles it reads, the configuration, or a dependency.
+pub fn inputs_changed(why: &str) -> String {
+    match why {
+        "changed" => "its own files (the port's directory)".into(),
+        "framework changed" => "the framework makefiles it reads".into(),
+        "config changed" => "the configuration (make.conf, options, environment)".into(),
+        "new" => "nothing recorded: never built successfully before".into(),
+        "package missing" => "nothing: its package was missing from the repository".into(),
+        other => match other.strip_prefix("dependency changed: ") {
+            Some(dependency) => format!("its dependency {dependency}"),
+            None => other.into(),
+        },
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -137,6 +156,7 @@ pub fn compare(
                 phase: build.last_phase.clone(),
                 reason: build.reason.clone(),
                 changed: build.why.clone(),
+                inputs_changed: build.why.as_deref().map(inputs_changed),
                 log: build.log_path.as_ref().map(|p| p.display().to_string()),
             }),
             BuildStatus::Success if was == Some(BuildStatus::Failed) => diff.fixed.push(origin.into()),
@@ -235,6 +255,7 @@ mod tests {
         let diff = compare(&run("old"), &old, &run("new"), &new, 25.0);
         let failures: Vec<_> = diff.new_failures.iter().map(|f| (f.origin.as_str(), f.changed.as_deref())).collect();
         assert_eq!(failures, [("a/broken", Some("dependency changed: a/lib"))]);
+        assert_eq!(diff.new_failures[0].inputs_changed.as_deref(), Some("its dependency a/lib"));
         assert_eq!(diff.fixed, ["a/fixed"]);
         assert_eq!(diff.still_failing, ["a/still"]);
         assert_eq!(diff.newly_skipped.iter().map(|s| s.origin.as_str()).collect::<Vec<_>>(), ["a/skip-new"]);

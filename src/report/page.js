@@ -173,7 +173,7 @@
       el("p", {}, "Run " + diff.new.id + " against run " + diff.old.id + " (" + diff.old.command + ", " + time(diff.old.started_ms) + ")"),
       ...list("diff-new-failures", "New failures", diff.new_failures, (f) => [
         el("strong", {}, f.origin), " in phase " + (f.phase || "-") + ": " + (f.reason || ""),
-        el("br"), "changed since its last success: " + (f.changed || "unknown")]),
+        el("br"), "changed since its last success: " + (f.inputs_changed || "unknown")]),
       ...list("diff-fixed", "Fixed", diff.fixed, (o) => [o]),
       ...list("diff-newly-skipped", "Newly skipped", diff.newly_skipped, (s) => [el("strong", {}, s.origin), " " + (s.reason || "")]),
       ...list("diff-still-failing", "Still failing", diff.still_failing, (o) => [o]),
