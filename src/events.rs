@@ -218,6 +218,10 @@ pub struct Progress {
     /// Make jobs of the running builds, of the core budget `jobs`.
     pub jobs_used: usize,
     pub jobs: usize,
+    /// Peak memory the running builds are expected to use at their jobs, of
+    /// the `memory_budget` (bytes).
+    pub memory_expected: u64,
+    pub memory_budget: u64,
     /// Why the first ready port waits while slots are free (cores, memory).
     pub waiting: Option<String>,
     /// The busy slots, by slot number.
@@ -588,6 +592,8 @@ pub fn examples() -> Vec<Event> {
             eta_seconds: Some(60.0),
             jobs_used: 2,
             jobs: 4,
+            memory_expected: 2 << 30,
+            memory_budget: 16 << 30,
             waiting: Some("waiting for memory".into()),
             slots: vec![SlotStatus {
                 slot: 1,

@@ -244,13 +244,15 @@ fn slot_text(slot: u32, origin: &str, phase: &str, elapsed: Duration, lines: u64
 }
 
 fn header_text(t: &Progress) -> String {
+    const GIB: f64 = (1u64 << 30) as f64;
     let hours = t.elapsed_seconds / 3600.0;
     let rate = if hours > 0.0 { t.built as f64 / hours } else { 0.0 };
     let eta = t.eta_seconds.map_or("-".to_string(), |s| format!("{}s", s as u64));
     let waiting = t.waiting.as_ref().map_or(String::new(), |w| format!(" | {w}"));
     format!(
-        "built {} failed {} ignored {} skipped {} remaining {} | workers {} jobs {}/{} | load {:.2} swap {:.0}% | {:.0} pkg/h | elapsed {}s eta {}{waiting}",
-        t.built, t.failed, t.ignored, t.skipped, t.remaining, t.workers, t.jobs_used, t.jobs, t.load1,
+        "built {} failed {} ignored {} skipped {} remaining {} | workers {} jobs {}/{} mem {:.1}/{:.1}G | load {:.2} swap {:.0}% | {:.0} pkg/h | elapsed {}s eta {}{waiting}",
+        t.built, t.failed, t.ignored, t.skipped, t.remaining, t.workers, t.jobs_used, t.jobs,
+        t.memory_expected as f64 / GIB, t.memory_budget as f64 / GIB, t.load1,
         t.swap_used * 100.0, rate, t.elapsed_seconds as u64, eta
     )
 }
@@ -457,7 +459,10 @@ mod tests {
             panic!("no progress example")
         };
         let text = header_text(&progress);
-        assert!(text.starts_with("built 0 failed 0 ignored 1 skipped 1 remaining 2 | workers 2 jobs 2/4"), "{text}");
+        assert!(
+            text.starts_with("built 0 failed 0 ignored 1 skipped 1 remaining 2 | workers 2 jobs 2/4 mem 2.0/16.0G"),
+            "{text}"
+        );
         assert!(text.ends_with("elapsed 3s eta 60s | waiting for memory"), "{text}");
     }
 }

@@ -101,6 +101,8 @@ fn the_page_follows_a_gated_run_without_reloading() {
          return eta && eta.textContent;",
     );
     assert!(eta.as_str().unwrap().ends_with(" s") || eta.as_str().unwrap().contains("min"), "{eta}");
+    let memory = browser.eval("return document.querySelector('#run-figures [data-figure=\"memory\"] dd').textContent;");
+    assert!(memory.as_str().is_some_and(|m| m.ends_with(" GiB expected") && m.contains(" / ")), "{memory}");
     assert_eq!(browser.eval("return document.body.dataset.state;"), "running");
     // A mark of this page load: a reload would lose it.
     browser.eval("window.loadedOnce = 'yes'; return null;");

@@ -687,6 +687,8 @@ impl<'r, 'a> Coordinator<'r, 'a> {
             eta_seconds: self.eta.map(|d| d.as_secs_f64()),
             jobs_used: self.running.values().map(|r| r.make_jobs).sum(),
             jobs: self.run.config.jobs,
+            memory_expected: self.running.values().map(|r| r.memory).sum(),
+            memory_budget: self.run.config.memory_budget,
             waiting: self.waiting.clone(),
             slots,
         }));

@@ -107,6 +107,9 @@ pub struct RunHeader {
     pub jobs: usize,
     pub load1: Option<f64>,
     pub swap_used: Option<f64>,
+    /// Expected peak memory of the running builds, of the budget (bytes).
+    pub memory_expected: Option<u64>,
+    pub memory_budget: Option<u64>,
     pub waiting: Option<String>,
 }
 
@@ -387,6 +390,8 @@ impl HtmlReporter {
         header.jobs = progress.jobs;
         header.load1 = Some(progress.load1);
         header.swap_used = Some(progress.swap_used);
+        header.memory_expected = Some(progress.memory_expected);
+        header.memory_budget = Some(progress.memory_budget);
         header.waiting.clone_from(&progress.waiting);
         self.show_slots(&progress.slots);
     }

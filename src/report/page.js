@@ -80,6 +80,10 @@
     return (h ? h + " h " : "") + m + " min " + (h ? "" : rest + " s");
   }
 
+  function gib(bytes) {
+    return ((bytes || 0) / 1073741824).toFixed(1);
+  }
+
   function time(ms) {
     return ms ? new Date(ms).toISOString().replace("T", " ").slice(0, 19) + " UTC" : "";
   }
@@ -130,6 +134,7 @@
     if (run.jobs) figures.push(["jobs", run.jobs_used + " / " + run.jobs]);
     if (run.load1 !== null && run.load1 !== undefined) figures.push(["load", run.load1.toFixed(2)]);
     if (run.swap_used !== null && run.swap_used !== undefined) figures.push(["swap", Math.round(run.swap_used * 100) + " %"]);
+    if (run.memory_budget) figures.push(["memory", gib(run.memory_expected) + " / " + gib(run.memory_budget) + " GiB expected"]);
     document.getElementById("run-figures").replaceChildren(
       ...figures.map(([name, value]) => el("div", { "data-figure": name }, el("dt", {}, name), el("dd", {}, value))));
     document.getElementById("run-waiting").textContent = run.waiting ? "waiting: " + run.waiting : "";
