@@ -107,6 +107,49 @@ pub struct Config {
     pub disk_work_size: u64,
     /// The operator's hooks (`[hooks]`, `hook_timeout`), see [`crate::hooks`].
     pub hooks: crate::hooks::HookSettings,
+    /// Where the builds run (`executor`, default `local`).
+    pub executor: ExecutorKind,
+    /// The Slurm executor's settings (`[slurm]`), defaults filled in.
+    pub slurm: SlurmSettings,
+}
+
+/// Config `executor`: each build in a sandbox of this host, or as a Slurm
+/// job on a cluster (see [`crate::executor`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ExecutorKind {
+    #[default]
+    Local,
+    Slurm,
+}
+
+/// `[slurm]`: how the Slurm executor submits its jobs and where the nodes
+/// see the shared directories (see [`crate::executor::slurm`]). Paths
+/// named `node_*` or documented "as seen from the nodes" are never opened
+/// by the coordinator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlurmSettings {
+    /// Words put before every `sbatch`/`squeue`/`sacct`/`scancel` (e.g.
+    /// `["nsenter", "--net=/proc/PID/ns/net"]` for the testbed's submit host).
+    pub command_prefix: Vec<String>,
+    pub partition: Option<String>,
+    pub constraint: Option<String>,
+    /// More `sbatch` arguments, appended after portsynth's own.
+    pub sbatch_args: Vec<String>,
+    /// The portsynth binary as seen from the nodes (`None`: this binary's path).
+    pub binary: Option<PathBuf>,
+    /// This config file as seen from the nodes.
+    pub config: PathBuf,
+    /// The ports tree, the repository (read-only) and the distfiles as seen
+    /// from the nodes.
+    pub ports_dir: PathBuf,
+    pub packages_dir: PathBuf,
+    pub distfiles_dir: PathBuf,
+    /// The shared directory of the per-build outboxes, on the coordinator.
+    pub outbox_dir: PathBuf,
+    /// The same directory as seen from the nodes.
+    pub node_outbox_dir: PathBuf,
+    /// The node-local build base (slot directories, disk work areas).
+    pub node_build_base: PathBuf,
 }
 
 /// Config `work_dir`: every build's work area in a tmpfs, on disk, or
@@ -184,7 +227,27 @@ struct RawSettings {
     disk_work_size: Option<Spanned<String>>,
     hooks: Option<RawHooks>,
     hook_timeout: Option<Spanned<i64>>,
+    executor: Option<Spanned<String>>,
+    slurm: Option<RawSlurm>,
     profile: Option<BTreeMap<String, Spanned<RawSettings>>>,
+}
+
+/// `[slurm]` as written.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSlurm {
+    command_prefix: Option<Vec<String>>,
+    partition: Option<Spanned<String>>,
+    constraint: Option<Spanned<String>>,
+    sbatch_args: Option<Vec<String>>,
+    binary: Option<Spanned<PathBuf>>,
+    config: Option<Spanned<PathBuf>>,
+    ports_dir: Option<Spanned<PathBuf>>,
+    packages_dir: Option<Spanned<PathBuf>>,
+    distfiles_dir: Option<Spanned<PathBuf>>,
+    outbox_dir: Option<Spanned<PathBuf>>,
+    node_outbox_dir: Option<Spanned<PathBuf>>,
+    node_build_base: Option<Spanned<PathBuf>>,
 }
 
 /// `[hooks]` as written: each hook a list of words or (with `shell = true`)
@@ -289,7 +352,9 @@ impl RawSettings {
             work_dir,
             disk_work_size,
             hooks,
-            hook_timeout
+            hook_timeout,
+            executor,
+            slurm
         );
         self
     }
@@ -458,13 +523,17 @@ fn validate(raw: RawSettings, at: &Locator, profile: Option<String>) -> Result<C
         None => tmpfs_size,
     };
 
+    let packages_dir = under_base(raw.packages_dir, "packages");
+    let distfiles_dir = under_base(raw.distfiles_dir, "distfiles");
+    let shared = SharedPaths { ports_dir: &ports_dir, packages_dir: &packages_dir, distfiles_dir: &distfiles_dir };
+    let slurm = slurm(at, &base_dir, raw.slurm.unwrap_or_default(), &shared, &build_base)?;
     let config = Config {
         file: at.file.to_path_buf(),
         profile,
         ports_dir,
         system_path: path(raw.system_path).unwrap_or_else(|| PathBuf::from("/")),
-        packages_dir: under_base(raw.packages_dir, "packages"),
-        distfiles_dir: under_base(raw.distfiles_dir, "distfiles"),
+        packages_dir,
+        distfiles_dir,
         logs_dir: under_base(raw.logs_dir, "logs"),
         database_path: under_base(raw.database_path, "builddb.sqlite"),
         build_base,
@@ -535,6 +604,8 @@ fn validate(raw: RawSettings, at: &Locator, profile: Option<String>) -> Result<C
         work_dir: work_dir(at, raw.work_dir)?,
         disk_work_size: disk_work_size(at, raw.disk_work_size)?,
         hooks: hooks(at, raw.hooks, raw.hook_timeout)?,
+        executor: executor(at, raw.executor)?,
+        slurm,
     };
     let paths = [
         &config.ports_dir,
@@ -930,6 +1001,71 @@ fn work_dir(at: &Locator, value: Option<Spanned<String>>) -> Result<WorkDir> {
             Err(at.error("work_dir", v, format!("'{other}' is not a work area (tmpfs, disk or auto)")))
         }
     }
+}
+
+fn executor(at: &Locator, value: Option<Spanned<String>>) -> Result<ExecutorKind> {
+    match value.as_ref().map(|v| v.get_ref().as_str()) {
+        None | Some("local") => Ok(ExecutorKind::Local),
+        Some("slurm") => Ok(ExecutorKind::Slurm),
+        Some(other) => {
+            let v = value.as_ref().expect("set");
+            Err(at.error("executor", v, format!("'{other}' is not an executor (local or slurm)")))
+        }
+    }
+}
+
+/// The coordinator's shared directories: what the nodes see them as when
+/// `[slurm]` does not say otherwise.
+struct SharedPaths<'a> {
+    ports_dir: &'a Path,
+    packages_dir: &'a Path,
+    distfiles_dir: &'a Path,
+}
+
+/// `[slurm]`, its node paths absolute (they name places on other hosts,
+/// never relative to this file) and defaulting to the coordinator's own:
+/// one file system shared by all. The outboxes default to
+/// `build_base/slurm-outbox`.
+fn slurm(at: &Locator, base_dir: &Path, raw: RawSlurm, shared: &SharedPaths, build_base: &Path) -> Result<SlurmSettings> {
+    let node_path = |key: &str, value: Option<Spanned<PathBuf>>, default: &Path| -> Result<PathBuf> {
+        match value {
+            Some(v) if !v.get_ref().is_absolute() => {
+                Err(at.error(&format!("slurm.{key}"), &v, "must be an absolute path (as the nodes see it)"))
+            }
+            Some(v) => Ok(v.into_inner()),
+            None => Ok(default.to_path_buf()),
+        }
+    };
+    let text = |key: &str, value: Option<Spanned<String>>| non_empty(at, &format!("slurm.{key}"), value);
+    let outbox_dir =
+        raw.outbox_dir.map_or_else(|| build_base.join("slurm-outbox"), |v| base_dir.join(v.into_inner()));
+    if outbox_dir.starts_with(shared.packages_dir) {
+        bail!(
+            "config {}: slurm.outbox_dir {} is inside packages_dir: the nodes would write into the repository",
+            at.file.display(),
+            outbox_dir.display()
+        );
+    }
+    let binary = match raw.binary {
+        Some(v) if !v.get_ref().is_absolute() => {
+            return Err(at.error("slurm.binary", &v, "must be an absolute path (as the nodes see it)"))
+        }
+        other => other.map(Spanned::into_inner),
+    };
+    Ok(SlurmSettings {
+        command_prefix: raw.command_prefix.unwrap_or_default(),
+        partition: text("partition", raw.partition)?,
+        constraint: text("constraint", raw.constraint)?,
+        sbatch_args: raw.sbatch_args.unwrap_or_default(),
+        binary,
+        config: node_path("config", raw.config, at.file)?,
+        ports_dir: node_path("ports_dir", raw.ports_dir, shared.ports_dir)?,
+        packages_dir: node_path("packages_dir", raw.packages_dir, shared.packages_dir)?,
+        distfiles_dir: node_path("distfiles_dir", raw.distfiles_dir, shared.distfiles_dir)?,
+        node_outbox_dir: node_path("node_outbox_dir", raw.node_outbox_dir, &outbox_dir)?,
+        outbox_dir,
+        node_build_base: node_path("node_build_base", raw.node_build_base, build_base)?,
+    })
 }
 
 fn disk_work_size(at: &Locator, value: Option<Spanned<String>>) -> Result<u64> {

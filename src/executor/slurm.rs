@@ -1,0 +1,521 @@
+//! The Slurm executor: each build one `sbatch` job, watched from the
+//! coordinator through Slurm's own commands, its package handed back
+//! through an outbox on shared storage.
+//!
+//! **Why Slurm's CLI.** Slurm already allocates cores and memory per job,
+//! orders its queue, notices lost nodes and requeues their jobs, and keeps
+//! accounts; portsynth asks it in its machine-readable forms (`sbatch
+//! --parsable`, `squeue -h -o`, `sacct -X -n -P`, `scancel`, see
+//! [`super::slurm_cli`]) instead of growing a cluster protocol of its own.
+//! `command_prefix` puts words before every one of them (the testbed's
+//! submit host is a network namespace: `nsenter --net=…`).
+//!
+//! **One job per build.** `--cpus-per-task` is the make jobs the scheduler
+//! chose, `--mem` its expected peak memory, `--time` twice the sum of the
+//! requested phases' timeouts (the runner may build once more on disk) plus
+//! [`SETUP_MINUTES`]. Priority is `--nice`, not `--priority`: setting a
+//! priority needs Slurm operator rights, a positive nice value any user may
+//! set, and it lowers the job's priority under both `priority/basic` and
+//! `priority/multifactor`. The nice value is how far (in seconds, at most
+//! [`MAX_NICE`]) the port's critical path is behind the longest of the run
+//! — the first port the scheduler starts, whose chain is the longest — so
+//! that among pending jobs Slurm starts the long chains first, as the
+//! scheduler's own queue does. The job runs `portsynth slurm-job SPEC` (see
+//! [`super::job`]); `--requeue` lets Slurm run it again elsewhere when its
+//! node is lost.
+//!
+//! **Identity.** Every job is named `portsynth:ORIGIN` and carries the
+//! comment `portsynth base=BUILD_BASE run=RUN`: a coordinator killed with
+//! kill -9 leaves jobs that the next run on the same build base finds in
+//! `squeue` and cancels before it submits anything ([`SlurmExecutor::cancel_orphans`]).
+//!
+//! **Watching.** Each build's worker thread polls its job once a second
+//! (`squeue -j`, falling back to `sacct` once the job has left squeue) and
+//! the outbox's progress file (the phase for the display). A job that
+//! leaves RUNNING for PENDING was requeued: the coordinator notes the lost
+//! node, and the note goes into the build's log and its reason (the
+//! `build_end` event and the summary logs show it). When the job has ended,
+//! its outcome is read from the outbox as untrusted input, the log copied
+//! (bounded) to `logs_dir`, and a successful build's package verified and
+//! placed exactly as a local build's; the outbox is removed (its files,
+//! never recursively).
+//!
+//! **Cancelling.** The second Ctrl-C fires the [`Cancel`]: the worker runs
+//! `scancel` and waits until the job has ended; slurmstepd's SIGTERM makes
+//! the node's runner kill its sandbox and remove its slot.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use super::job::{JobSpec, NodeOutcome, NodeProgress, RequestSpec, SPEC};
+use super::slurm_cli::{self, JobRequest, JobState, JobStatus};
+use super::Executor;
+use crate::config::Config;
+use crate::sandbox::runner::{
+    clear_files, deliver_package, package_file_name, BuildOutcome, Cancel, OutcomeStatus, Progress, SandboxRequest,
+};
+
+/// How often a build's job and progress are polled.
+const POLL: Duration = Duration::from_secs(1);
+/// `--time` beyond the phases' timeouts: the sandbox's setup and teardown,
+/// a node's start of the job.
+pub const SETUP_MINUTES: u64 = 10;
+/// The largest `--nice` (seconds of critical path behind the longest).
+pub const MAX_NICE: u32 = 100_000;
+/// How long a cancelled job may take to end: slurmstepd's SIGKILL follows
+/// SIGTERM after `KillWait` (30 s by default).
+const CANCEL_WAIT: Duration = Duration::from_secs(90);
+/// The job name's prefix.
+const NAME_PREFIX: &str = "portsynth:";
+/// Room for the runner's header and footer around a log's capped output.
+const LOG_MARGIN: u64 = 1 << 20;
+
+pub struct SlurmExecutor<'a> {
+    config: &'a Config,
+    /// The portsynth binary as the nodes see it.
+    binary: PathBuf,
+    run: String,
+    /// The longest critical path submitted so far (ms): nice 0.
+    longest_chain_ms: AtomicU64,
+}
+
+impl<'a> SlurmExecutor<'a> {
+    pub fn new(config: &'a Config, helper: PathBuf, run: &str) -> Result<SlurmExecutor<'a>> {
+        let outbox = &config.slurm.outbox_dir;
+        std::fs::create_dir_all(outbox).with_context(|| format!("cannot create slurm.outbox_dir {}", outbox.display()))?;
+        Ok(SlurmExecutor {
+            config,
+            binary: config.slurm.binary.clone().unwrap_or(helper),
+            run: run.to_string(),
+            longest_chain_ms: AtomicU64::new(0),
+        })
+    }
+
+    /// The comment of every job of this build base: `portsynth base=… `.
+    fn base_comment(&self) -> String {
+        format!("portsynth base={} ", self.config.build_base.display())
+    }
+
+    fn comment(&self) -> String {
+        format!("{}run={}", self.base_comment(), self.run)
+    }
+
+    /// A Slurm command through `command_prefix`.
+    fn command(&self, program: &str) -> Command {
+        let prefix = &self.config.slurm.command_prefix;
+        let mut command = match prefix.first() {
+            Some(first) => {
+                let mut command = Command::new(first);
+                command.args(&prefix[1..]).arg(program);
+                command
+            }
+            None => Command::new(program),
+        };
+        command.stdin(std::process::Stdio::null());
+        command
+    }
+
+    /// Runs a Slurm command; its stdout, or an error with its stderr.
+    fn slurm(&self, program: &str, args: &[String]) -> Result<String> {
+        let output = self.command(program).args(args).output().with_context(|| format!("cannot run {program}"))?;
+        if !output.status.success() {
+            bail!("{program} {} failed ({}): {}", args.join(" "), output.status, String::from_utf8_lossy(&output.stderr).trim());
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// Cancels the jobs of earlier runs on this build base that are still
+    /// queued or running (their coordinator was killed), waits until they
+    /// have ended, and removes their outboxes. Returns a notice per job.
+    pub fn cancel_orphans(&self) -> Result<Vec<String>> {
+        let queue = self.slurm("squeue", &["-h".into(), "-o".into(), slurm_cli::QUEUE_FORMAT.into()])?;
+        let prefix = self.base_comment();
+        let orphans: Vec<_> = slurm_cli::parse_queue(&queue)
+            .into_iter()
+            .filter(|job| job.name.starts_with(NAME_PREFIX) && job.comment.starts_with(&prefix))
+            .collect();
+        let mut notices = Vec::new();
+        for job in &orphans {
+            self.slurm("scancel", &[job.id.to_string()])
+                .with_context(|| format!("cancelling job {} ({}) of an earlier run", job.id, job.name))?;
+            notices.push(format!(
+                "slurm: cancelled job {} ({}, {}) of an earlier run on this build base ({})",
+                job.id,
+                job.name.trim_start_matches(NAME_PREFIX),
+                job.state.to_lowercase(),
+                job.comment.trim_start_matches(&prefix)
+            ));
+        }
+        for job in &orphans {
+            self.wait_ended(job.id)?;
+        }
+        self.remove_stale_outboxes();
+        Ok(notices)
+    }
+
+    /// The outboxes of other runs (their jobs have ended): files removed,
+    /// then the directory; never recursively.
+    fn remove_stale_outboxes(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.config.slurm.outbox_dir) else { return };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) && !name.starts_with(&self.run) {
+                let _ = clear_files(&entry.path());
+                let _ = std::fs::remove_dir(entry.path());
+            }
+        }
+    }
+
+    /// Waits until the job has ended; an error after [`CANCEL_WAIT`].
+    fn wait_ended(&self, job: u64) -> Result<JobStatus> {
+        let deadline = Instant::now() + CANCEL_WAIT;
+        loop {
+            let status = self.status(job)?;
+            if matches!(status.state, JobState::Ended(_)) {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("job {job} still {:?} {:?} after scancel", status.state, CANCEL_WAIT);
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Where the job is: squeue's view while it lists the job, else the
+    /// last run of sacct's.
+    fn status(&self, job: u64) -> Result<JobStatus> {
+        let args = ["-h", "-j", &job.to_string(), "-o", slurm_cli::STATUS_FORMAT].map(String::from);
+        // squeue fails with "Invalid job id" once the job has aged out of it.
+        if let Ok(text) = self.slurm("squeue", &args) {
+            if let Some(status) = slurm_cli::parse_status(&text) {
+                return Ok(status);
+            }
+        }
+        self.runs(job)?.pop().with_context(|| format!("neither squeue nor sacct knows job {job}"))
+    }
+
+    /// Every run of the job, from accounting.
+    fn runs(&self, job: u64) -> Result<Vec<JobStatus>> {
+        let args = ["-X", "-D", "-n", "-P", "-j", &job.to_string(), "-o", slurm_cli::SACCT_FIELDS].map(String::from);
+        slurm_cli::parse_sacct(&self.slurm("sacct", &args)?).with_context(|| format!("accounting of job {job}"))
+    }
+
+    /// `--nice` of a port whose critical path is `chain_ms`.
+    fn nice(&self, chain_ms: Option<u64>) -> u32 {
+        let Some(chain) = chain_ms else { return 0 };
+        let longest = self.longest_chain_ms.fetch_max(chain, Ordering::Relaxed).max(chain);
+        ((longest - chain) / 1000).min(u64::from(MAX_NICE)) as u32
+    }
+
+    /// `--time` in minutes.
+    fn time_minutes(&self, request: &SandboxRequest) -> u64 {
+        let phases: Duration = request.phases.iter().map(|p| self.config.phase_timeout(*p)).sum();
+        (2 * phases.as_secs()).div_ceil(60) + SETUP_MINUTES
+    }
+
+    fn submit(&self, request: &SandboxRequest, outbox: &Outbox) -> Result<u64> {
+        let slurm = &self.config.slurm;
+        let spec = JobSpec {
+            config: slurm.config.clone(),
+            profile: self.config.profile.clone(),
+            ports_dir: slurm.ports_dir.clone(),
+            packages_dir: slurm.packages_dir.clone(),
+            distfiles_dir: slurm.distfiles_dir.clone(),
+            build_base: slurm.node_build_base.clone(),
+            outbox: outbox.node.clone(),
+            request: RequestSpec::of(request),
+        };
+        let spec_file = outbox.local.join(SPEC);
+        std::fs::write(&spec_file, serde_json::to_vec_pretty(&spec)?)
+            .with_context(|| format!("cannot write {}", spec_file.display()))?;
+        let name = format!("{NAME_PREFIX}{}", request.origin);
+        let comment = self.comment();
+        let node_spec = outbox.node.join(SPEC);
+        let binary = self.binary.to_string_lossy();
+        let job = JobRequest {
+            name: &name,
+            comment: &comment,
+            cpus: request.make_jobs,
+            memory_mib: request.expected_memory.map(slurm_cli::mebibytes),
+            time_minutes: self.time_minutes(request),
+            nice: self.nice(request.critical_path_ms),
+            partition: slurm.partition.as_deref(),
+            constraint: slurm.constraint.as_deref(),
+            output: &outbox.node.join("slurm-%j.out"),
+            chdir: &outbox.node,
+            extra: &slurm.sbatch_args,
+            script: slurm_cli::exec_line(&[&binary, "slurm-job", &node_spec.to_string_lossy()]),
+        };
+        let stdout = self.slurm("sbatch", &slurm_cli::sbatch_args(&job))?;
+        slurm_cli::parse_job_id(&stdout)
+    }
+
+    /// Polls the job until it has ended, reporting its phase; scancels it
+    /// when `cancel` fires.
+    fn watch(&self, job: u64, outbox: &Outbox, progress: &dyn Fn(Progress), cancel: &Cancel) -> Result<Watched> {
+        let mut watched = Watched { cancelled: false, notes: vec![], node: None };
+        let mut shown = NodeProgress::default();
+        loop {
+            if cancel.wait(POLL) {
+                self.slurm("scancel", &[job.to_string()]).with_context(|| format!("cancelling job {job}"))?;
+                let status = self.wait_ended(job)?;
+                watched.cancelled = true;
+                watched.notes.push(format!("job {job} cancelled ({})", state_name(&status.state)));
+                return Ok(watched);
+            }
+            if let Some(now) = NodeProgress::read(&outbox.local) {
+                if now.phase != shown.phase {
+                    if let Some(phase) = now.phase {
+                        progress(Progress::Phase(phase));
+                    }
+                }
+                if now.lines != shown.lines {
+                    progress(Progress::Lines(now.lines));
+                }
+                shown = now;
+            }
+            let status = self.status(job).with_context(|| format!("job {job} of {}", outbox.origin))?;
+            match status.state {
+                JobState::Running if !status.nodes.is_empty() => watched.node = Some(status.nodes),
+                JobState::Running => {}
+                JobState::Pending => {
+                    if let Some(lost) = watched.node.take() {
+                        watched.notes.push(format!("job {job} lost its node {lost}; Slurm requeued it"));
+                        // The next run starts from the beginning.
+                        shown = NodeProgress::default();
+                    }
+                }
+                JobState::Ended(_) => return Ok(watched),
+            }
+        }
+    }
+
+    /// The build's outcome from its outbox, its log in `logs_dir`, its
+    /// package verified and placed.
+    fn collect(&self, job: u64, request: &SandboxRequest, outbox: &Outbox, watched: &Watched) -> Result<BuildOutcome> {
+        let config = self.config;
+        let log_path = request.origin.log_file(&config.logs_dir);
+        std::fs::create_dir_all(&config.logs_dir)
+            .with_context(|| format!("cannot create {}", config.logs_dir.display()))?;
+        let runs = self.runs(job).unwrap_or_default();
+        let node_outcome = NodeOutcome::read(&outbox.local, request);
+        let mut trail = watched.notes.clone();
+        trail.push(format!("job {job}: {}", describe_runs(&runs)));
+        let mut outcome = match node_outcome {
+            Ok(Some(node)) => node.into_outcome(log_path.clone()),
+            Ok(None) => no_outcome(job, &runs, request, log_path.clone()),
+            Err(e) => BuildOutcome {
+                reason: Some(format!("{e:#}")),
+                ..no_outcome(job, &runs, request, log_path.clone())
+            },
+        };
+        if watched.cancelled {
+            outcome.status = OutcomeStatus::Interrupted;
+            outcome.reason.get_or_insert_with(|| "interrupted by the operator; Slurm job cancelled".into());
+        }
+        if outcome.status == OutcomeStatus::Success && request.phases.contains(&crate::ports::Phase::Package) {
+            let file = outbox.local.join(package_file_name(config, &request.pkgname));
+            match deliver_package(config, &file, request) {
+                Ok(placed) => outcome.package = Some(placed),
+                Err(e) => {
+                    outcome.status = OutcomeStatus::Failed;
+                    outcome.failed_phase = Some(crate::ports::Phase::Package);
+                    outcome.reason = Some(format!("package from job {job}: {e:#}"));
+                }
+            }
+        }
+        if outcome.status == OutcomeStatus::Failed && request.keep_work_on_failure {
+            outcome.kept_work = keep_work(&outbox.local, &config.logs_dir, &request.origin);
+        }
+        let requeues = watched.notes.iter().filter(|n| n.contains("requeued")).count();
+        if requeues > 0 && outcome.status == OutcomeStatus::Success {
+            let note = watched.notes.join("; ");
+            outcome.reason = Some(match outcome.reason.take() {
+                Some(reason) => format!("{reason}; {note}"),
+                None => note,
+            });
+        }
+        copy_log(outbox, request, &log_path, config.max_log_size + LOG_MARGIN, &trail, &outcome)?;
+        Ok(outcome)
+    }
+}
+
+impl Executor for SlurmExecutor<'_> {
+    fn build(&self, request: &SandboxRequest, progress: &dyn Fn(Progress), cancel: &Cancel) -> Result<BuildOutcome> {
+        let outbox = Outbox::create(&self.config.slurm, &self.run, request)?;
+        let job = self.submit(request, &outbox).with_context(|| format!("submitting {}", request.origin))?;
+        let result = self
+            .watch(job, &outbox, progress, cancel)
+            .and_then(|watched| self.collect(job, request, &outbox, &watched));
+        if result.is_err() {
+            // Whatever went wrong here, no job of ours goes on unwatched.
+            let _ = self.slurm("scancel", &[job.to_string()]);
+        }
+        outbox.remove();
+        result.with_context(|| format!("Slurm job {job} of {}", request.origin))
+    }
+}
+
+/// What watching a job saw.
+struct Watched {
+    cancelled: bool,
+    /// What happened to the job besides running once (requeues, cancel).
+    notes: Vec<String>,
+    /// The node it runs on now.
+    node: Option<String>,
+}
+
+/// One build's outbox: `outbox_dir/RUN-SLnn-STEM`, on the coordinator and
+/// as the nodes see it.
+struct Outbox {
+    local: PathBuf,
+    node: PathBuf,
+    origin: String,
+}
+
+impl Outbox {
+    fn create(slurm: &crate::config::SlurmSettings, run: &str, request: &SandboxRequest) -> Result<Outbox> {
+        let name = format!("{run}-SL{:02}-{}", request.slot, request.origin.log_stem());
+        let local = slurm.outbox_dir.join(&name);
+        std::fs::create_dir_all(&local).with_context(|| format!("cannot create the outbox {}", local.display()))?;
+        clear_files(&local)?;
+        Ok(Outbox { local, node: slurm.node_outbox_dir.join(&name), origin: request.origin.to_string() })
+    }
+
+    fn remove(&self) {
+        let _ = clear_files(&self.local);
+        let _ = std::fs::remove_dir(&self.local);
+    }
+}
+
+/// A job that ended without an outcome: failed, with what Slurm says.
+fn no_outcome(job: u64, runs: &[JobStatus], request: &SandboxRequest, log_path: PathBuf) -> BuildOutcome {
+    BuildOutcome {
+        status: OutcomeStatus::Failed,
+        failed_phase: None,
+        reason: Some(format!(
+            "Slurm job {job} ended without an outcome ({}); see its output slurm-{job}.out in the log",
+            describe_runs(runs)
+        )),
+        duration: Duration::ZERO,
+        log_path,
+        package: None,
+        kept_work: None,
+        abnormal_output: vec![],
+        cpu_time: None,
+        peak_memory: None,
+        phases: vec![],
+        make_jobs: request.make_jobs,
+        work_area: request.work_area,
+        retried_on_disk: false,
+    }
+}
+
+fn state_name(state: &JobState) -> String {
+    match state {
+        JobState::Pending => "PENDING".into(),
+        JobState::Running => "RUNNING".into(),
+        JobState::Ended(name) => name.clone(),
+    }
+}
+
+/// `NODE_FAIL on node1, COMPLETED on node3`.
+pub fn describe_runs(runs: &[JobStatus]) -> String {
+    if runs.is_empty() {
+        return "no accounting record".into();
+    }
+    let each: Vec<String> = runs
+        .iter()
+        .map(|run| {
+            let nodes = if run.nodes.is_empty() || run.nodes == "None assigned" { "no node" } else { &run.nodes };
+            format!("{} on {nodes}", state_name(&run.state))
+        })
+        .collect();
+    each.join(", ")
+}
+
+/// Copies the node's log (at most `limit` bytes: a longer one is cut) to
+/// `log_path` and appends what Slurm did; without a log from the node,
+/// the log is the job's own output (Slurm's, bounded the same way).
+fn copy_log(
+    outbox: &Outbox,
+    request: &SandboxRequest,
+    log_path: &Path,
+    limit: u64,
+    trail: &[String],
+    outcome: &BuildOutcome,
+) -> Result<()> {
+    use std::io::{Read, Write};
+    let node_log = request.origin.log_file(&outbox.local);
+    let source = if node_log.is_file() { Some(node_log) } else { slurm_output(&outbox.local) };
+    let mut target =
+        std::fs::File::create(log_path).with_context(|| format!("cannot create log {}", log_path.display()))?;
+    if let Some(source) = source {
+        if let Some(file) = open_regular(&source) {
+            let copied = std::io::copy(&mut file.take(limit), &mut target)
+                .with_context(|| format!("cannot copy {} to {}", source.display(), log_path.display()))?;
+            if copied == limit {
+                writeln!(target, "\n*** the node's log was cut at {limit} bytes")?;
+            }
+        }
+    }
+    writeln!(target, "\n=======================<slurm>============================")?;
+    for line in trail {
+        writeln!(target, "Slurm:    {line}")?;
+    }
+    if let Some(package) = &outcome.package {
+        writeln!(target, "Placed:   {}", package.display())?;
+    }
+    Ok(())
+}
+
+/// Slurm's own output file of the job (`slurm-ID.out`), if any.
+fn slurm_output(outbox: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(outbox).ok()?.flatten().map(|e| e.path()).find(|p| {
+        p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("slurm-") && n.to_string_lossy().ends_with(".out"))
+    })
+}
+
+/// `path` opened for reading if it is a regular file (not followed when a
+/// symlink).
+fn open_regular(path: &Path) -> Option<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path);
+    file.ok().filter(|f| f.metadata().is_ok_and(|m| m.is_file()))
+}
+
+/// Moves the node's archive of the failed work area next to the log.
+fn keep_work(outbox: &Path, logs_dir: &Path, origin: &crate::ports::Origin) -> Option<PathBuf> {
+    let name = format!("{}.work.tar", origin.log_stem());
+    let archive = outbox.join(&name);
+    let meta = std::fs::symlink_metadata(&archive).ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    let kept = logs_dir.join(&name);
+    if std::fs::rename(&archive, &kept).is_ok() {
+        return Some(kept);
+    }
+    // Another file system: copy, then remove the outbox's copy.
+    std::fs::copy(&archive, &kept).ok()?;
+    let _ = std::fs::remove_file(&archive);
+    Some(kept)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_are_described_node_by_node() {
+        let runs = slurm_cli::parse_sacct("7|NODE_FAIL|node1|0:0\n7|COMPLETED|node3|0:0\n").unwrap();
+        assert_eq!(describe_runs(&runs), "NODE_FAIL on node1, COMPLETED on node3");
+        let pending = slurm_cli::parse_sacct("8|CANCELLED by 0|None assigned|0:0\n").unwrap();
+        assert_eq!(describe_runs(&pending), "CANCELLED on no node");
+        assert_eq!(describe_runs(&[]), "no accounting record");
+    }
+}
