@@ -501,7 +501,19 @@ fn validate(raw: RawSettings, at: &Locator, profile: Option<String>) -> Result<C
     };
     let cpus = cpus();
     let ram = machine_memory();
-    let workers = at_most_jobs(at, "workers", raw.workers)?.unwrap_or(cpus);
+    let executor = executor(at, raw.executor)?;
+    // With Slurm, `workers` (jobs kept submitted), `jobs` (the cluster's
+    // cores) and `memory_budget` (its memory) describe the cluster, not
+    // this host.
+    let cluster = executor == ExecutorKind::Slurm;
+    let count = |key: &str, value: Option<Spanned<i64>>| -> Result<Option<usize>> {
+        if cluster {
+            positive(at, key, value)
+        } else {
+            at_most_jobs(at, key, value)
+        }
+    };
+    let workers = count("workers", raw.workers)?.unwrap_or(cpus);
     let tmpfs_size = match raw.tmpfs_size {
         Some(v) => size_at_most(at, "tmpfs_size", &v, ram)?,
         None => default_tmpfs_size(ram, workers),
@@ -511,6 +523,7 @@ fn validate(raw: RawSettings, at: &Locator, profile: Option<String>) -> Result<C
         None => default_memory_limit(ram, workers),
     };
     let memory_budget = match raw.memory_budget {
+        Some(v) if cluster => parse_size(v.get_ref()).map_err(|e| at.error("memory_budget", &v, e))?,
         Some(v) => size_at_most(at, "memory_budget", &v, ram)?,
         None => ram,
     };
@@ -538,7 +551,7 @@ fn validate(raw: RawSettings, at: &Locator, profile: Option<String>) -> Result<C
         database_path: under_base(raw.database_path, "builddb.sqlite"),
         build_base,
         workers,
-        jobs: at_most_jobs(at, "jobs", raw.jobs)?.unwrap_or(cpus),
+        jobs: count("jobs", raw.jobs)?.unwrap_or(cpus),
         make_jobs: at_most_jobs(at, "make_jobs", raw.make_jobs)?,
         memory_budget,
         make_program: non_empty(at, "make_program", raw.make_program)?.unwrap_or_else(|| DEFAULT_MAKE_PROGRAM.into()),
@@ -604,7 +617,7 @@ fn validate(raw: RawSettings, at: &Locator, profile: Option<String>) -> Result<C
         work_dir: work_dir(at, raw.work_dir)?,
         disk_work_size: disk_work_size(at, raw.disk_work_size)?,
         hooks: hooks(at, raw.hooks, raw.hook_timeout)?,
-        executor: executor(at, raw.executor)?,
+        executor,
         slurm,
     };
     let paths = [
@@ -1351,6 +1364,50 @@ mod tests {
         assert_eq!(config.fetch_jobs, default_fetch_jobs(std::thread::available_parallelism().map_or(1, |n| n.get())));
         assert_eq!(config.fetch_retries, 3);
         assert_eq!(config.fetch_retry_delay, DEFAULT_FETCH_RETRY_DELAY);
+    }
+
+    #[test]
+    fn slurm_settings_default_to_the_coordinators_paths() {
+        let dir = tree();
+        let c = parse_in(dir.path(), "ports_dir = \"ports\"\nbuild_base = \"base\"\n", None).unwrap();
+        assert_eq!(c.executor, ExecutorKind::Local);
+        assert_eq!(c.slurm.outbox_dir, dir.path().join("base/slurm-outbox"));
+        assert_eq!(c.slurm.node_outbox_dir, c.slurm.outbox_dir);
+        assert_eq!((&c.slurm.ports_dir, &c.slurm.packages_dir), (&c.ports_dir, &c.packages_dir));
+        assert_eq!((&c.slurm.node_build_base, &c.slurm.config), (&c.build_base, &c.file));
+        assert_eq!(c.slurm.binary, None);
+    }
+
+    #[test]
+    fn slurm_settings_are_read_and_checked() {
+        let dir = tree();
+        let text = "ports_dir = \"ports\"\nexecutor = \"slurm\"\nworkers = 500\njobs = 4000\n\
+                    [slurm]\ncommand_prefix = [\"nsenter\", \"--net=/proc/1/ns/net\"]\npartition = \"builds\"\n\
+                    constraint = \"ssd\"\nsbatch_args = [\"--exclusive\"]\nbinary = \"/shared/bin/portsynth\"\n\
+                    ports_dir = \"/shared/ports\"\nnode_build_base = \"/scratch/portsynth\"\n\
+                    outbox_dir = \"outbox\"\nnode_outbox_dir = \"/shared/outbox\"\n";
+        let c = parse_in(dir.path(), text, None).unwrap();
+        assert_eq!(c.executor, ExecutorKind::Slurm);
+        assert_eq!((c.workers, c.jobs), (500, 4000), "a cluster's counts are not this host's");
+        assert_eq!(c.slurm.command_prefix, ["nsenter", "--net=/proc/1/ns/net"]);
+        assert_eq!((c.slurm.partition.as_deref(), c.slurm.constraint.as_deref()), (Some("builds"), Some("ssd")));
+        assert_eq!(c.slurm.sbatch_args, ["--exclusive"]);
+        assert_eq!(c.slurm.binary.as_deref(), Some(Path::new("/shared/bin/portsynth")));
+        assert_eq!(c.slurm.ports_dir, Path::new("/shared/ports"));
+        assert_eq!(c.slurm.outbox_dir, dir.path().join("outbox"));
+        assert_eq!(c.slurm.node_outbox_dir, Path::new("/shared/outbox"));
+        assert_eq!(c.slurm.node_build_base, Path::new("/scratch/portsynth"));
+        for (text, wanted) in [
+            ("executor = \"ssh\"\n", "not an executor"),
+            ("[slurm]\nports_dir = \"relative\"\n", "slurm.ports_dir: must be an absolute path"),
+            ("[slurm]\noutbox_dir = \"base/packages/x\"\n", "inside packages_dir"),
+            ("[slurm]\nunknown = 1\n", "unknown field"),
+            ("workers = 500\n", "workers"),
+        ] {
+            let text = format!("ports_dir = \"ports\"\nbuild_base = \"base\"\n{text}");
+            let error = format!("{:#}", parse_in(dir.path(), &text, None).unwrap_err());
+            assert!(error.contains(wanted), "{text}: {error}");
+        }
     }
 
     #[test]
