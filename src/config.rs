@@ -1039,7 +1039,13 @@ struct SharedPaths<'a> {
 /// never relative to this file) and defaulting to the coordinator's own:
 /// one file system shared by all. The outboxes default to
 /// `build_base/slurm-outbox`.
-fn slurm(at: &Locator, base_dir: &Path, raw: RawSlurm, shared: &SharedPaths, build_base: &Path) -> Result<SlurmSettings> {
+fn slurm(
+    at: &Locator,
+    base_dir: &Path,
+    raw: RawSlurm,
+    shared: &SharedPaths,
+    build_base: &Path,
+) -> Result<SlurmSettings> {
     let node_path = |key: &str, value: Option<Spanned<PathBuf>>, default: &Path| -> Result<PathBuf> {
         match value {
             Some(v) if !v.get_ref().is_absolute() => {
@@ -1050,8 +1056,7 @@ fn slurm(at: &Locator, base_dir: &Path, raw: RawSlurm, shared: &SharedPaths, bui
         }
     };
     let text = |key: &str, value: Option<Spanned<String>>| non_empty(at, &format!("slurm.{key}"), value);
-    let outbox_dir =
-        raw.outbox_dir.map_or_else(|| build_base.join("slurm-outbox"), |v| base_dir.join(v.into_inner()));
+    let outbox_dir = raw.outbox_dir.map_or_else(|| build_base.join("slurm-outbox"), |v| base_dir.join(v.into_inner()));
     if outbox_dir.starts_with(shared.packages_dir) {
         bail!(
             "config {}: slurm.outbox_dir {} is inside packages_dir: the nodes would write into the repository",

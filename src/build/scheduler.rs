@@ -47,12 +47,12 @@ use crate::builddb::keys::KeyInputs;
 use crate::builddb::{BuildDb, BuildId, BuildStatus, NewBuild, PackageEntry, RunId};
 use crate::config::Config;
 use crate::events::{self, Event, Events, SkipCause, SlotStatus};
+use crate::executor::{self, Executor};
 use crate::graph::NodeId;
 use crate::plan::{Plan, Verdict};
 use crate::ports::PortTree;
 use crate::queue::{CriticalPath, DependencyQueue};
 use crate::report::RunLogs;
-use crate::executor::{self, Executor};
 use crate::sandbox::runner::{BuildOutcome, Cancel, Dependency, OutcomeStatus, Progress, SandboxRequest};
 use crate::sandbox::work_area::{self, WorkArea};
 
@@ -131,10 +131,9 @@ fn worker(executor: &dyn Executor, slot: u32, jobs: Receiver<Job>, reports: Send
         let progress = |progress: Progress| {
             let _ = reports.send(Report::Progress { slot, progress });
         };
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            executor.build(&job.request, &progress, cancel)
-        }))
-        .unwrap_or_else(|_| Err(anyhow!("the worker of slot {slot} panicked")));
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| executor.build(&job.request, &progress, cancel)))
+                .unwrap_or_else(|_| Err(anyhow!("the worker of slot {slot} panicked")));
         if reports.send(Report::Finished { slot, node: job.node, result }).is_err() {
             return;
         }

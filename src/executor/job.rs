@@ -324,7 +324,8 @@ fn node_config(spec: &JobSpec) -> Result<Config> {
 /// outcome was written (whatever it says), 1 when not even that.
 pub fn main(spec_path: &Path) -> Result<ExitCode> {
     let node = nix::unistd::gethostname().map_or_else(|_| "?".into(), |h| h.to_string_lossy().into_owned());
-    let bytes = read_bounded(spec_path, MAX_OUTCOME_SIZE)?.with_context(|| format!("no spec {}", spec_path.display()))?;
+    let bytes =
+        read_bounded(spec_path, MAX_OUTCOME_SIZE)?.with_context(|| format!("no spec {}", spec_path.display()))?;
     let spec: JobSpec =
         serde_json::from_slice(&bytes).with_context(|| format!("{}: not a job spec", spec_path.display()))?;
     let outcome = match run(&spec, &node) {

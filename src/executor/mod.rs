@@ -52,11 +52,7 @@ impl Executor for LocalExecutor<'_> {
 
 /// The executor `config.executor` names, and what its start-up had to say
 /// (the Slurm executor cancels the jobs a killed earlier run left behind).
-pub fn for_config<'a>(
-    config: &'a Config,
-    helper: PathBuf,
-    run: &str,
-) -> Result<(Box<dyn Executor + 'a>, Vec<String>)> {
+pub fn for_config<'a>(config: &'a Config, helper: PathBuf, run: &str) -> Result<(Box<dyn Executor + 'a>, Vec<String>)> {
     match config.executor {
         ExecutorKind::Local => Ok((Box::new(LocalExecutor { config, helper }), vec![])),
         ExecutorKind::Slurm => {

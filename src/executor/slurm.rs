@@ -86,7 +86,8 @@ pub struct SlurmExecutor<'a> {
 impl<'a> SlurmExecutor<'a> {
     pub fn new(config: &'a Config, helper: PathBuf, run: &str) -> Result<SlurmExecutor<'a>> {
         let outbox = &config.slurm.outbox_dir;
-        std::fs::create_dir_all(outbox).with_context(|| format!("cannot create slurm.outbox_dir {}", outbox.display()))?;
+        std::fs::create_dir_all(outbox)
+            .with_context(|| format!("cannot create slurm.outbox_dir {}", outbox.display()))?;
         Ok(SlurmExecutor {
             config,
             binary: config.slurm.binary.clone().unwrap_or(helper),
@@ -123,7 +124,12 @@ impl<'a> SlurmExecutor<'a> {
     fn slurm(&self, program: &str, args: &[String]) -> Result<String> {
         let output = self.command(program).args(args).output().with_context(|| format!("cannot run {program}"))?;
         if !output.status.success() {
-            bail!("{program} {} failed ({}): {}", args.join(" "), output.status, String::from_utf8_lossy(&output.stderr).trim());
+            bail!(
+                "{program} {} failed ({}): {}",
+                args.join(" "),
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
         }
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
@@ -308,10 +314,9 @@ impl<'a> SlurmExecutor<'a> {
         let mut outcome = match node_outcome {
             Ok(Some(node)) => node.into_outcome(log_path.clone()),
             Ok(None) => no_outcome(job, &runs, request, log_path.clone()),
-            Err(e) => BuildOutcome {
-                reason: Some(format!("{e:#}")),
-                ..no_outcome(job, &runs, request, log_path.clone())
-            },
+            Err(e) => {
+                BuildOutcome { reason: Some(format!("{e:#}")), ..no_outcome(job, &runs, request, log_path.clone()) }
+            }
         };
         if watched.cancelled {
             outcome.status = OutcomeStatus::Interrupted;
@@ -476,7 +481,8 @@ fn copy_log(
 /// Slurm's own output file of the job (`slurm-ID.out`), if any.
 fn slurm_output(outbox: &Path) -> Option<PathBuf> {
     std::fs::read_dir(outbox).ok()?.flatten().map(|e| e.path()).find(|p| {
-        p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("slurm-") && n.to_string_lossy().ends_with(".out"))
+        p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("slurm-") && n.to_string_lossy().ends_with(".out"))
     })
 }
 

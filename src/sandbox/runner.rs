@@ -655,8 +655,7 @@ fn hand_over(file: &Path, dir: &Path, expanded_limit: u64) -> Result<PathBuf> {
     }
     let name = file.file_name().with_context(|| format!("{} has no file name", file.display()))?;
     let target = dir.join(name);
-    std::fs::copy(file, &target)
-        .with_context(|| format!("cannot copy {} to {}", file.display(), target.display()))?;
+    std::fs::copy(file, &target).with_context(|| format!("cannot copy {} to {}", file.display(), target.display()))?;
     Ok(target)
 }
 
