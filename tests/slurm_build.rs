@@ -215,13 +215,14 @@ fn packages(env: &Env) -> BTreeMap<String, String> {
 }
 
 /// What the database says of each port, without ids, times and slots:
-/// the builds (origin, package, status, phase, reason), the ports' keys
-/// and package files, the packages' digests.
+/// the builds (origin, package, status, phase, reason), the ports'
+/// package files, the packages' digests. Not the keys: the makefiles' CRC
+/// covers their paths, and the two trees are in two scratch directories.
 fn database(env: &Env) -> Vec<String> {
     let conn = rusqlite::Connection::open(env.base().join("builddb.sqlite")).unwrap();
     let queries = [
         "SELECT origin, pkgname, version, status, last_phase, reason FROM builds ORDER BY origin",
-        "SELECT origin, effective_key, pkgname, version, package_file FROM ports ORDER BY origin",
+        "SELECT origin, pkgname, version, package_file FROM ports ORDER BY origin",
         "SELECT origin, pkgname, version, file, sha256, size FROM packages ORDER BY origin",
     ];
     let mut rows = Vec::new();
@@ -383,7 +384,8 @@ fn the_run_after_a_kill_9_cancels_the_jobs_the_killed_coordinator_left() {
             .cloned()
     });
     assert!(!active_jobs(&testbed, &env).iter().any(|j| j.0 == orphan), "{notice}");
-    assert_eq!(testbed.job_state(orphan), "CANCELLED", "{notice}");
+    let record = testbed.sacct(orphan, Duration::from_secs(30));
+    assert!(record["State"].starts_with("CANCELLED"), "{record:?} {notice}");
     open_gate(&env, tag);
     let (status, events, context) = second.finish(Duration::from_secs(120));
     assert!(status.success(), "{context}");
