@@ -69,6 +69,9 @@ pub const MAX_NICE: u32 = 100_000;
 /// How long a cancelled job may take to end: slurmstepd's SIGKILL follows
 /// SIGTERM after `KillWait` (30 s by default).
 const CANCEL_WAIT: Duration = Duration::from_secs(90);
+/// Polls in a row whose `squeue` and `sacct` both failed before the job
+/// counts as lost to the coordinator (and is cancelled).
+const MAX_POLL_FAILURES: u32 = 60;
 /// The job name's prefix.
 const NAME_PREFIX: &str = "portsynth:";
 /// Room for the runner's header and footer around a log's capped output.
@@ -265,6 +268,7 @@ impl<'a> SlurmExecutor<'a> {
     fn watch(&self, job: u64, outbox: &Outbox, progress: &dyn Fn(Progress), cancel: &Cancel) -> Result<Watched> {
         let mut watched = Watched { cancelled: false, notes: vec![], node: None };
         let mut shown = NodeProgress::default();
+        let mut failures = 0;
         loop {
             if cancel.wait(POLL) {
                 self.slurm("scancel", &[job.to_string()]).with_context(|| format!("cancelling job {job}"))?;
@@ -284,7 +288,18 @@ impl<'a> SlurmExecutor<'a> {
                 }
                 shown = now;
             }
-            let status = self.status(job).with_context(|| format!("job {job} of {}", outbox.origin))?;
+            let status = match self.status(job) {
+                Ok(status) => {
+                    failures = 0;
+                    status
+                }
+                // slurmctld busy or restarting: Slurm's commands time out now and then.
+                Err(_) if failures < MAX_POLL_FAILURES => {
+                    failures += 1;
+                    continue;
+                }
+                Err(e) => return Err(e).with_context(|| format!("job {job} of {}", outbox.origin)),
+            };
             match status.state {
                 JobState::Running if !status.nodes.is_empty() => watched.node = Some(status.nodes),
                 JobState::Running => {}

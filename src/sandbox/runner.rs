@@ -225,7 +225,12 @@ pub fn build_in_slot(
     let started = Instant::now();
     let kit = crate::framework::pkgsrc::prefix::of_config(config)?;
     let slot = Slot::create(&config.build_base, request.slot)?;
-    for dir in [&config.logs_dir, &config.packages_dir.join("All"), &config.distfiles_dir] {
+    let mut dirs = vec![config.logs_dir.clone(), config.distfiles_dir.clone()];
+    // A build that hands its package over never writes the repository.
+    if let Delivery::Repository = delivery {
+        dirs.push(config.packages_dir.join(crate::repo::index::ALL_DIR));
+    }
+    for dir in &dirs {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let log_path = request.origin.log_file(&config.logs_dir);
