@@ -88,9 +88,11 @@ pub struct SlurmExecutor<'a> {
 
 impl<'a> SlurmExecutor<'a> {
     pub fn new(config: &'a Config, helper: PathBuf, run: &str) -> Result<SlurmExecutor<'a>> {
-        let outbox = &config.slurm.outbox_dir;
-        std::fs::create_dir_all(outbox)
-            .with_context(|| format!("cannot create slurm.outbox_dir {}", outbox.display()))?;
+        // The nodes mount the repository read-only and never create it.
+        let all = config.packages_dir.join(crate::repo::index::ALL_DIR);
+        for dir in [&config.slurm.outbox_dir, &all] {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        }
         Ok(SlurmExecutor {
             config,
             binary: config.slurm.binary.clone().unwrap_or(helper),
@@ -213,17 +215,16 @@ impl<'a> SlurmExecutor<'a> {
         slurm_cli::parse_sacct(&self.slurm("sacct", &args)?).with_context(|| format!("accounting of job {job}"))
     }
 
-    /// `--nice` of a port whose critical path is `chain_ms`.
+    /// `--nice` of a port whose critical path is `chain_ms` (none: 0).
     fn nice(&self, chain_ms: Option<u64>) -> u32 {
         let Some(chain) = chain_ms else { return 0 };
         let longest = self.longest_chain_ms.fetch_max(chain, Ordering::Relaxed).max(chain);
-        ((longest - chain) / 1000).min(u64::from(MAX_NICE)) as u32
+        nice_behind(longest, chain)
     }
 
     /// `--time` in minutes.
     fn time_minutes(&self, request: &SandboxRequest) -> u64 {
-        let phases: Duration = request.phases.iter().map(|p| self.config.phase_timeout(*p)).sum();
-        (2 * phases.as_secs()).div_ceil(60) + SETUP_MINUTES
+        time_limit_minutes(request.phases.iter().map(|p| self.config.phase_timeout(*p)).sum())
     }
 
     fn submit(&self, request: &SandboxRequest, outbox: &Outbox) -> Result<u64> {
@@ -301,7 +302,14 @@ impl<'a> SlurmExecutor<'a> {
                 Err(e) => return Err(e).with_context(|| format!("job {job} of {}", outbox.origin)),
             };
             match status.state {
-                JobState::Running if !status.nodes.is_empty() => watched.node = Some(status.nodes),
+                JobState::Running if !status.nodes.is_empty() => {
+                    // Requeued and started elsewhere between two polls.
+                    if watched.node.as_ref().is_some_and(|node| *node != status.nodes) {
+                        let lost = watched.node.take().unwrap_or_default();
+                        watched.notes.push(format!("job {job} lost its node {lost}; Slurm requeued it"));
+                    }
+                    watched.node = Some(status.nodes);
+                }
                 JobState::Running => {}
                 JobState::Pending => {
                     if let Some(lost) = watched.node.take() {
@@ -325,7 +333,8 @@ impl<'a> SlurmExecutor<'a> {
         let runs = self.runs(job).unwrap_or_default();
         let node_outcome = NodeOutcome::read(&outbox.local, request);
         let mut trail = watched.notes.clone();
-        trail.push(format!("job {job}: {}", describe_runs(&runs)));
+        // slurmdbd may not have the last run's end yet: this is what it knew.
+        trail.push(format!("job {job}: {} (accounting)", describe_runs(&runs)));
         let mut outcome = match node_outcome {
             Ok(Some(node)) => node.into_outcome(log_path.clone()),
             Ok(None) => no_outcome(job, &runs, request, log_path.clone()),
@@ -435,6 +444,17 @@ fn no_outcome(job: u64, runs: &[JobStatus], request: &SandboxRequest, log_path: 
     }
 }
 
+/// Seconds of critical path behind the longest, at most [`MAX_NICE`].
+fn nice_behind(longest_ms: u64, chain_ms: u64) -> u32 {
+    (longest_ms.saturating_sub(chain_ms) / 1000).min(u64::from(MAX_NICE)) as u32
+}
+
+/// A job's time limit for phases whose timeouts add up to `phases`: twice
+/// that (the runner may build once more on disk) plus [`SETUP_MINUTES`].
+fn time_limit_minutes(phases: Duration) -> u64 {
+    (2 * phases.as_secs()).div_ceil(60) + SETUP_MINUTES
+}
+
 fn state_name(state: &JobState) -> String {
     match state {
         JobState::Pending => "PENDING".into(),
@@ -530,6 +550,21 @@ fn keep_work(outbox: &Path, logs_dir: &Path, origin: &crate::ports::Origin) -> O
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nice_is_the_seconds_behind_the_longest_chain() {
+        assert_eq!(nice_behind(90_000, 90_000), 0);
+        assert_eq!(nice_behind(90_000, 30_500), 59);
+        assert_eq!(nice_behind(10, 20), 0, "a longer chain than the reference is not penalised");
+        assert_eq!(nice_behind(u64::MAX, 0), MAX_NICE);
+    }
+
+    #[test]
+    fn time_limits_cover_a_retry_on_disk_and_the_setup() {
+        assert_eq!(time_limit_minutes(Duration::from_secs(600)), 20 + SETUP_MINUTES);
+        assert_eq!(time_limit_minutes(Duration::from_secs(61)), 3 + SETUP_MINUTES);
+        assert_eq!(time_limit_minutes(Duration::ZERO), SETUP_MINUTES);
+    }
 
     #[test]
     fn runs_are_described_node_by_node() {
