@@ -26,8 +26,11 @@
 //!
 //! **Identity.** Every job is named `portsynth:ORIGIN` and carries the
 //! comment `portsynth base=BUILD_BASE run=RUN`: a coordinator killed with
-//! kill -9 leaves jobs that the next run on the same build base finds in
-//! `squeue` and cancels before it submits anything ([`SlurmExecutor::cancel_orphans`]).
+//! kill -9 leaves jobs that the next run on the same build base (exactly
+//! that path; the build-base lock makes it the only coordinator there)
+//! finds in `squeue` and cancels before it submits anything
+//! ([`SlurmExecutor::cancel_orphans`]). Cancelling rather than adopting: an
+//! orphan's outcome would arrive for a plan the new run did not make.
 //!
 //! **Watching.** Each build's worker thread polls its job once a second
 //! (`squeue -j`, falling back to `sacct` once the job has left squeue) and
@@ -101,13 +104,15 @@ impl<'a> SlurmExecutor<'a> {
         })
     }
 
-    /// The comment of every job of this build base: `portsynth base=… `.
-    fn base_comment(&self) -> String {
-        format!("portsynth base={} ", self.config.build_base.display())
+    fn comment(&self) -> String {
+        slurm_cli::job_comment(&self.config.build_base, &self.run)
     }
 
-    fn comment(&self) -> String {
-        format!("{}run={}", self.base_comment(), self.run)
+    /// A job of an earlier run on this build base.
+    fn is_orphan(&self, job: &slurm_cli::QueuedJob) -> bool {
+        let base = self.config.build_base.to_string_lossy();
+        job.name.starts_with(NAME_PREFIX)
+            && slurm_cli::parse_job_comment(&job.comment).is_some_and(|(b, run)| b == base && run != self.run)
     }
 
     /// A Slurm command through `command_prefix`.
@@ -144,21 +149,17 @@ impl<'a> SlurmExecutor<'a> {
     /// have ended, and removes their outboxes. Returns a notice per job.
     pub fn cancel_orphans(&self) -> Result<Vec<String>> {
         let queue = self.slurm("squeue", &["-h".into(), "-o".into(), slurm_cli::QUEUE_FORMAT.into()])?;
-        let prefix = self.base_comment();
-        let orphans: Vec<_> = slurm_cli::parse_queue(&queue)
-            .into_iter()
-            .filter(|job| job.name.starts_with(NAME_PREFIX) && job.comment.starts_with(&prefix))
-            .collect();
+        let orphans: Vec<_> = slurm_cli::parse_queue(&queue).into_iter().filter(|job| self.is_orphan(job)).collect();
         let mut notices = Vec::new();
         for job in &orphans {
             self.slurm("scancel", &[job.id.to_string()])
                 .with_context(|| format!("cancelling job {} ({}) of an earlier run", job.id, job.name))?;
+            let run = slurm_cli::parse_job_comment(&job.comment).map_or("?", |(_, run)| run);
             notices.push(format!(
-                "slurm: cancelled job {} ({}, {}) of an earlier run on this build base ({})",
+                "slurm: cancelled job {} ({}, {}) of an earlier run on this build base (run {run})",
                 job.id,
                 job.name.trim_start_matches(NAME_PREFIX),
                 job.state.to_lowercase(),
-                job.comment.trim_start_matches(&prefix)
             ));
         }
         for job in &orphans {
@@ -190,7 +191,7 @@ impl<'a> SlurmExecutor<'a> {
                 return Ok(status);
             }
             if Instant::now() > deadline {
-                bail!("job {job} still {:?} {:?} after scancel", status.state, CANCEL_WAIT);
+                bail!("job {job} still {} {} s after scancel", state_name(&status.state), CANCEL_WAIT.as_secs());
             }
             std::thread::sleep(Duration::from_millis(250));
         }
@@ -376,7 +377,13 @@ impl<'a> SlurmExecutor<'a> {
 impl Executor for SlurmExecutor<'_> {
     fn build(&self, request: &SandboxRequest, progress: &dyn Fn(Progress), cancel: &Cancel) -> Result<BuildOutcome> {
         let outbox = Outbox::create(&self.config.slurm, &self.run, request)?;
-        let job = self.submit(request, &outbox).with_context(|| format!("submitting {}", request.origin))?;
+        let job = match self.submit(request, &outbox) {
+            Ok(job) => job,
+            Err(e) => {
+                outbox.remove();
+                return Err(e).with_context(|| format!("submitting {}", request.origin));
+            }
+        };
         let result = self
             .watch(job, &outbox, progress, cancel)
             .and_then(|watched| self.collect(job, request, &outbox, &watched));

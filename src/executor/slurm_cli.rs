@@ -81,6 +81,21 @@ pub fn parse_job_id(stdout: &str) -> Result<u64> {
     first.parse().with_context(|| format!("no job id in sbatch's output {stdout:?}"))
 }
 
+/// The comment that identifies a job's build base and run:
+/// `portsynth base=BUILD_BASE run=RUN`.
+pub fn job_comment(build_base: &Path, run: &str) -> String {
+    format!("portsynth base={} run={run}", build_base.display())
+}
+
+/// The build base and run of a [`job_comment`]; `None` for any other
+/// comment. The run id has no space, so the last ` run=` ends the base,
+/// whatever the base's path holds.
+pub fn parse_job_comment(comment: &str) -> Option<(&str, &str)> {
+    let rest = comment.strip_prefix("portsynth base=")?;
+    let (base, run) = rest.rsplit_once(" run=")?;
+    (!run.is_empty() && !run.contains(char::is_whitespace)).then_some((base, run))
+}
+
 /// The `squeue -o` format of [`parse_queue`].
 pub const QUEUE_FORMAT: &str = "%i|%T|%j|%k";
 
@@ -273,6 +288,15 @@ mod tests {
                 QueuedJob { id: 13, state: "PENDING".into(), name: "other".into(), comment: String::new() },
             ]
         );
+    }
+
+    #[test]
+    fn job_comments_name_the_build_base_exactly() {
+        let comment = job_comment(Path::new("/var/cache/port synth run=x"), "01a2");
+        assert_eq!(parse_job_comment(&comment), Some(("/var/cache/port synth run=x", "01a2")));
+        assert_eq!(parse_job_comment("portsynth base=/b"), None);
+        assert_eq!(parse_job_comment("someone else's job"), None);
+        assert_eq!(parse_job_comment("portsynth base=/b run="), None);
     }
 
     #[test]
