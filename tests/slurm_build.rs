@@ -25,11 +25,15 @@ use serde_json::Value;
 
 const NODES: usize = 3;
 
-/// The config lines of a Slurm run on the testbed: 4 builds submitted at
-/// once, one make job each (a node has 2 cores).
+/// The config lines of a Slurm run on the testbed: `workers` builds
+/// submitted at once, one make job each (a node has 2 cores).
 fn slurm_config(testbed: &Testbed, workers: usize) -> String {
+    slurm_config_with(testbed, workers, 1)
+}
+
+fn slurm_config_with(testbed: &Testbed, workers: usize, make_jobs: usize) -> String {
     format!(
-        "throttle = false\nworkers = {workers}\njobs = {workers}\nmake_jobs = 1\nexecutor = \"slurm\"\n\
+        "throttle = false\nworkers = {workers}\njobs = {workers}\nmake_jobs = {make_jobs}\nexecutor = \"slurm\"\n\
          [slurm]\ncommand_prefix = [\"nsenter\", \"--net={}\"]\n",
         testbed.submit_netns.display()
     )
@@ -361,7 +365,8 @@ fn the_run_after_a_kill_9_cancels_the_jobs_the_killed_coordinator_left() {
     let testbed = Testbed::acquire(NODES);
     let tag = "slurm-kill-9";
     let env = gated_env(tag, &[TestPort { name: "gated-1", deps: &[], gated: true }]);
-    env.write_config(&slurm_config(&testbed, 2));
+    // 3 make jobs: more than a node's 2 cores, so the job asks for a whole node.
+    env.write_config(&slurm_config_with(&testbed, 2, 3));
     let mut first = Live::spawn(&testbed, &env, "first", &["-y", "everything"]);
     first.wait_for("the build at its gate", Duration::from_secs(60), |events| {
         (!in_build_phase(events).is_empty()).then_some(())
@@ -389,6 +394,8 @@ fn the_run_after_a_kill_9_cancels_the_jobs_the_killed_coordinator_left() {
     open_gate(&env, tag);
     let (status, events, context) = second.finish(Duration::from_secs(120));
     assert!(status.success(), "{context}");
-    assert_eq!(build_end(&events, "misc/gated-1", &context)["status"], "success", "{context}");
+    let end = build_end(&events, "misc/gated-1", &context);
+    assert_eq!(end["status"], "success", "{context}");
+    assert_eq!(end["make_jobs"], 2, "3 make jobs fitted to the largest node's 2 CPUs: {end}");
     assert_nothing_left(&testbed, &env);
 }

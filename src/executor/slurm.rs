@@ -11,7 +11,8 @@
 //! submit host is a network namespace: `nsenter --net=…`).
 //!
 //! **One job per build.** `--cpus-per-task` is the make jobs the scheduler
-//! chose, `--mem` its expected peak memory, `--time` twice the sum of the
+//! chose (at most the CPUs of the partition's largest node, from `sinfo` at
+//! the start: a larger job would never run), `--mem` its expected peak memory, `--time` twice the sum of the
 //! requested phases' timeouts (the runner may build once more on disk) plus
 //! [`SETUP_MINUTES`]. Priority is `--nice`, not `--priority`: setting a
 //! priority needs Slurm operator rights, a positive nice value any user may
@@ -87,6 +88,8 @@ pub struct SlurmExecutor<'a> {
     run: String,
     /// The longest critical path submitted so far (ms): nice 0.
     longest_chain_ms: AtomicU64,
+    /// The most CPUs one node (of the partition) has: no job asks for more.
+    largest_node_cpus: u32,
 }
 
 impl<'a> SlurmExecutor<'a> {
@@ -96,12 +99,25 @@ impl<'a> SlurmExecutor<'a> {
         for dir in [&config.slurm.outbox_dir, &all] {
             std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         }
-        Ok(SlurmExecutor {
+        let mut executor = SlurmExecutor {
             config,
             binary: config.slurm.binary.clone().unwrap_or(helper),
             run: run.to_string(),
             longest_chain_ms: AtomicU64::new(0),
-        })
+            largest_node_cpus: u32::MAX,
+        };
+        executor.largest_node_cpus = executor.largest_node()?;
+        Ok(executor)
+    }
+
+    /// The most CPUs of a node of the partition (`sinfo`).
+    fn largest_node(&self) -> Result<u32> {
+        let mut args: Vec<String> = ["-h", "-N", "-o", "%c"].map(String::from).to_vec();
+        if let Some(partition) = &self.config.slurm.partition {
+            args.push(format!("--partition={partition}"));
+        }
+        let text = self.slurm("sinfo", &args)?;
+        slurm_cli::parse_largest_node(&text).context("sinfo lists no node to build on")
     }
 
     fn comment(&self) -> String {
@@ -376,6 +392,15 @@ impl<'a> SlurmExecutor<'a> {
 
 impl Executor for SlurmExecutor<'_> {
     fn build(&self, request: &SandboxRequest, progress: &dyn Fn(Progress), cancel: &Cancel) -> Result<BuildOutcome> {
+        // More make jobs than any node has cores would never be scheduled:
+        // the build gets a whole node's worth (its outcome says so).
+        let fitted;
+        let request = if request.make_jobs > self.largest_node_cpus {
+            fitted = SandboxRequest { make_jobs: self.largest_node_cpus, ..request.clone() };
+            &fitted
+        } else {
+            request
+        };
         let outbox = Outbox::create(&self.config.slurm, &self.run, request)?;
         let job = match self.submit(request, &outbox) {
             Ok(job) => job,

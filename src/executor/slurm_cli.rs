@@ -194,6 +194,12 @@ pub fn parse_sacct(stdout: &str) -> Result<Vec<JobStatus>> {
     Ok(runs)
 }
 
+/// The most CPUs of one node, from `sinfo -h -N -o %c` (one line per
+/// node); `None` when sinfo lists none.
+pub fn parse_largest_node(stdout: &str) -> Option<u32> {
+    stdout.lines().filter_map(|l| l.trim().trim_end_matches('+').parse::<u32>().ok()).max()
+}
+
 /// Whole MiB for `--mem`, rounded up.
 pub fn mebibytes(bytes: u64) -> u64 {
     bytes.div_ceil(1 << 20)
@@ -331,6 +337,13 @@ mod tests {
         assert_eq!(runs[1].nodes, "node3");
         assert!(parse_sacct("7|COMPLETED\n").is_err());
         assert!(parse_sacct("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_largest_node_of_sinfo() {
+        assert_eq!(parse_largest_node("2\n64\n8\n"), Some(64));
+        assert_eq!(parse_largest_node("16+\n"), Some(16));
+        assert_eq!(parse_largest_node(""), None);
     }
 
     #[test]
