@@ -634,6 +634,13 @@ fn validate(raw: RawSettings, at: &Locator, profile: Option<String>) -> Result<C
         .map(|((key, (span, derived)), path)| DirSetting::new(key, path, span, derived))
         .collect();
     check_dirs(at, &dirs, &config.system_path)?;
+    if config.executor == ExecutorKind::Slurm && config.slurm.outbox_dir.starts_with(&config.packages_dir) {
+        bail!(
+            "config {}: slurm.outbox_dir {} is inside packages_dir: the nodes would write into the repository",
+            at.file.display(),
+            config.slurm.outbox_dir.display()
+        );
+    }
     check_build_user(at, user_span, &config.build_user, &config.system_path)?;
     Ok(config)
 }
@@ -1057,13 +1064,6 @@ fn slurm(
     };
     let text = |key: &str, value: Option<Spanned<String>>| non_empty(at, &format!("slurm.{key}"), value);
     let outbox_dir = raw.outbox_dir.map_or_else(|| build_base.join("slurm-outbox"), |v| base_dir.join(v.into_inner()));
-    if outbox_dir.starts_with(shared.packages_dir) {
-        bail!(
-            "config {}: slurm.outbox_dir {} is inside packages_dir: the nodes would write into the repository",
-            at.file.display(),
-            outbox_dir.display()
-        );
-    }
     let binary = match raw.binary {
         Some(v) if !v.get_ref().is_absolute() => {
             return Err(at.error("slurm.binary", &v, "must be an absolute path (as the nodes see it)"))
@@ -1405,7 +1405,7 @@ mod tests {
         for (text, wanted) in [
             ("executor = \"ssh\"\n", "not an executor"),
             ("[slurm]\nports_dir = \"relative\"\n", "slurm.ports_dir: must be an absolute path"),
-            ("[slurm]\noutbox_dir = \"base/packages/x\"\n", "inside packages_dir"),
+            ("executor = \"slurm\"\n[slurm]\noutbox_dir = \"base/packages/x\"\n", "inside packages_dir"),
             ("[slurm]\nunknown = 1\n", "unknown field"),
             ("workers = 500\n", "workers"),
         ] {
