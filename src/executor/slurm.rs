@@ -34,13 +34,15 @@
 //! orphan's outcome would arrive for a plan the new run did not make.
 //!
 //! **Watching.** Each build's worker thread polls its job once a second
-//! (`squeue -j`, falling back to `sacct` once the job has left squeue) and
-//! the outbox's progress file (the phase for the display). A job that
+//! (`squeue -j`, falling back to `sacct` once the job has left squeue), the
+//! outbox's progress file (the phase for the display) and the node's log,
+//! whose new bytes it appends to the build's log in `logs_dir` (bounded),
+//! so `logs -f` and `monitor` follow a Slurm build as a local one. A job that
 //! leaves RUNNING for PENDING was requeued: the coordinator notes the lost
 //! node, and the note goes into the build's log and its reason (the
 //! `build_end` event and the summary logs show it). When the job has ended,
-//! its outcome is read from the outbox as untrusted input, the log copied
-//! (bounded) to `logs_dir`, and a successful build's package verified and
+//! its outcome is read from the outbox as untrusted input, the log's
+//! Slurm section written (every run from `sacct -D`), and a successful build's package verified and
 //! placed exactly as a local build's; the outbox is removed (its files,
 //! never recursively).
 //!
@@ -283,7 +285,14 @@ impl<'a> SlurmExecutor<'a> {
 
     /// Polls the job until it has ended, reporting its phase; scancels it
     /// when `cancel` fires.
-    fn watch(&self, job: u64, outbox: &Outbox, progress: &dyn Fn(Progress), cancel: &Cancel) -> Result<Watched> {
+    fn watch(
+        &self,
+        job: u64,
+        outbox: &Outbox,
+        log: &mut LogMirror,
+        progress: &dyn Fn(Progress),
+        cancel: &Cancel,
+    ) -> Result<Watched> {
         let mut watched = Watched { cancelled: false, notes: vec![], node: None };
         let mut shown = NodeProgress::default();
         let mut failures = 0;
@@ -295,6 +304,7 @@ impl<'a> SlurmExecutor<'a> {
                 watched.notes.push(format!("job {job} cancelled ({})", state_name(&status.state)));
                 return Ok(watched);
             }
+            log.pump()?;
             if let Some(now) = NodeProgress::read(&outbox.local) {
                 if now.phase != shown.phase {
                     if let Some(phase) = now.phase {
@@ -342,11 +352,16 @@ impl<'a> SlurmExecutor<'a> {
 
     /// The build's outcome from its outbox, its log in `logs_dir`, its
     /// package verified and placed.
-    fn collect(&self, job: u64, request: &SandboxRequest, outbox: &Outbox, watched: &Watched) -> Result<BuildOutcome> {
+    fn collect(
+        &self,
+        job: u64,
+        request: &SandboxRequest,
+        outbox: &Outbox,
+        log: LogMirror,
+        watched: &Watched,
+    ) -> Result<BuildOutcome> {
         let config = self.config;
-        let log_path = request.origin.log_file(&config.logs_dir);
-        std::fs::create_dir_all(&config.logs_dir)
-            .with_context(|| format!("cannot create {}", config.logs_dir.display()))?;
+        let log_path = log.path.clone();
         let runs = self.runs(job).unwrap_or_default();
         let node_outcome = NodeOutcome::read(&outbox.local, request);
         let mut trail = watched.notes.clone();
@@ -385,7 +400,7 @@ impl<'a> SlurmExecutor<'a> {
                 None => note,
             });
         }
-        copy_log(outbox, request, &log_path, config.max_log_size + LOG_MARGIN, &trail, &outcome)?;
+        log.finish(&outbox.local, &trail, &outcome)?;
         Ok(outcome)
     }
 }
@@ -409,9 +424,11 @@ impl Executor for SlurmExecutor<'_> {
                 return Err(e).with_context(|| format!("submitting {}", request.origin));
             }
         };
-        let result = self
-            .watch(job, &outbox, progress, cancel)
-            .and_then(|watched| self.collect(job, request, &outbox, &watched));
+        let log = LogMirror::create(request, &outbox.local, &self.config.logs_dir, self.config.max_log_size);
+        let result = log.and_then(|mut log| {
+            let watched = self.watch(job, &outbox, &mut log, progress, cancel)?;
+            self.collect(job, request, &outbox, log, &watched)
+        });
         if result.is_err() {
             // Whatever went wrong here, no job of ours goes on unwatched.
             let _ = self.slurm("scancel", &[job.to_string()]);
@@ -510,39 +527,90 @@ pub fn describe_runs(runs: &[JobStatus]) -> String {
     each.join(", ")
 }
 
-/// Copies the node's log (at most `limit` bytes: a longer one is cut) to
-/// `log_path` and appends what Slurm did; without a log from the node,
-/// the log is the job's own output (Slurm's, bounded the same way).
-fn copy_log(
-    outbox: &Outbox,
-    request: &SandboxRequest,
-    log_path: &Path,
+/// The node's log, copied into `logs_dir` as it grows, so that `logs -f`
+/// and `monitor` follow a Slurm build as they follow a local one. At most
+/// `max_log_size` plus [`LOG_MARGIN`] bytes of it (the runner's own cap
+/// plus its header and footer): the outbox is not trusted to respect it. A
+/// requeued job's node starts a new log (another file): the copy says so
+/// and goes on with it.
+struct LogMirror {
+    source: PathBuf,
+    path: PathBuf,
+    target: std::fs::File,
+    /// The node's log file being copied (its inode) and how far.
+    inode: Option<u64>,
+    offset: u64,
+    written: u64,
     limit: u64,
-    trail: &[String],
-    outcome: &BuildOutcome,
-) -> Result<()> {
-    use std::io::{Read, Write};
-    let node_log = request.origin.log_file(&outbox.local);
-    let source = if node_log.is_file() { Some(node_log) } else { slurm_output(&outbox.local) };
-    let mut target =
-        std::fs::File::create(log_path).with_context(|| format!("cannot create log {}", log_path.display()))?;
-    if let Some(source) = source {
-        if let Some(file) = open_regular(&source) {
-            let copied = std::io::copy(&mut file.take(limit), &mut target)
-                .with_context(|| format!("cannot copy {} to {}", source.display(), log_path.display()))?;
-            if copied == limit {
-                writeln!(target, "\n*** the node's log was cut at {limit} bytes")?;
+    cut: bool,
+}
+
+impl LogMirror {
+    fn create(request: &SandboxRequest, outbox: &Path, logs_dir: &Path, max_log_size: u64) -> Result<LogMirror> {
+        std::fs::create_dir_all(logs_dir).with_context(|| format!("cannot create {}", logs_dir.display()))?;
+        let path = request.origin.log_file(logs_dir);
+        let target = std::fs::File::create(&path).with_context(|| format!("cannot create log {}", path.display()))?;
+        Ok(LogMirror {
+            source: request.origin.log_file(outbox),
+            path,
+            target,
+            inode: None,
+            offset: 0,
+            written: 0,
+            limit: max_log_size + LOG_MARGIN,
+            cut: false,
+        })
+    }
+
+    /// Copies what the node's log has gained since the last call.
+    fn pump(&mut self) -> Result<()> {
+        use std::io::{Read, Seek, Write};
+        use std::os::unix::fs::MetadataExt;
+        let Some(mut file) = open_regular(&self.source) else { return Ok(()) };
+        let meta = file.metadata().with_context(|| format!("cannot stat {}", self.source.display()))?;
+        // Another file, or one shorter than what was copied (a file system
+        // may give the new log the old one's inode number).
+        if self.inode.is_some_and(|inode| inode != meta.ino()) || meta.len() < self.offset {
+            writeln!(self.target, "\n*** the job runs again: the node's new log follows\n")?;
+            self.offset = 0;
+        }
+        self.inode = Some(meta.ino());
+        let room = self.limit.saturating_sub(self.written);
+        if room == 0 {
+            if !self.cut {
+                self.cut = true;
+                writeln!(self.target, "\n*** the node's log was cut at {} bytes", self.limit)?;
+            }
+            return Ok(());
+        }
+        file.seek(std::io::SeekFrom::Start(self.offset))?;
+        let copied = std::io::copy(&mut file.take(room), &mut self.target)
+            .with_context(|| format!("cannot copy {} to {}", self.source.display(), self.path.display()))?;
+        self.offset += copied;
+        self.written += copied;
+        Ok(())
+    }
+
+    /// The rest of the node's log (or, when the node wrote none, Slurm's
+    /// output of the job), then what Slurm did.
+    fn finish(mut self, outbox: &Path, trail: &[String], outcome: &BuildOutcome) -> Result<()> {
+        use std::io::Write;
+        self.pump()?;
+        if self.inode.is_none() {
+            if let Some(output) = slurm_output(outbox) {
+                self.source = output;
+                self.pump()?;
             }
         }
+        writeln!(self.target, "\n=======================<slurm>============================")?;
+        for line in trail {
+            writeln!(self.target, "Slurm:    {line}")?;
+        }
+        if let Some(package) = &outcome.package {
+            writeln!(self.target, "Placed:   {}", package.display())?;
+        }
+        Ok(())
     }
-    writeln!(target, "\n=======================<slurm>============================")?;
-    for line in trail {
-        writeln!(target, "Slurm:    {line}")?;
-    }
-    if let Some(package) = &outcome.package {
-        writeln!(target, "Placed:   {}", package.display())?;
-    }
-    Ok(())
 }
 
 /// Slurm's own output file of the job (`slurm-ID.out`), if any.
@@ -581,7 +649,58 @@ fn keep_work(outbox: &Path, logs_dir: &Path, origin: &crate::ports::Origin) -> O
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
     use super::*;
+
+    fn request() -> SandboxRequest {
+        SandboxRequest {
+            slot: 1,
+            origin: crate::ports::Origin::parse("misc/hello").unwrap(),
+            pkgname: "hello-1.0".into(),
+            phases: vec![crate::ports::Phase::Build],
+            dependencies: vec![],
+            keep_work_on_failure: false,
+            variant: vec![],
+            bootstrap_pkg: false,
+            make_jobs: 1,
+            work_area: crate::sandbox::work_area::WorkArea::Tmpfs,
+            expected_memory: None,
+            critical_path_ms: None,
+        }
+    }
+
+    #[test]
+    fn the_nodes_log_is_followed_across_a_requeue_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (outbox, logs) = (dir.path().join("outbox"), dir.path().join("logs"));
+        std::fs::create_dir_all(&outbox).unwrap();
+        let node_log = outbox.join("misc___hello.log");
+        let mut mirror = LogMirror::create(&request(), &outbox, &logs, 100).unwrap();
+        mirror.pump().unwrap();
+        std::fs::write(&node_log, "first run\n").unwrap();
+        mirror.pump().unwrap();
+        std::fs::OpenOptions::new().append(true).open(&node_log).unwrap().write_all(b"more\n").unwrap();
+        mirror.pump().unwrap();
+        // A requeued run's node removes the old log and starts another.
+        std::fs::remove_file(&node_log).unwrap();
+        std::fs::write(&node_log, "second run\n").unwrap();
+        mirror.pump().unwrap();
+        let text = std::fs::read_to_string(logs.join("misc___hello.log")).unwrap();
+        assert_eq!(text, "first run\nmore\n\n*** the job runs again: the node's new log follows\n\nsecond run\n");
+
+        std::fs::write(&node_log, "x".repeat(LOG_MARGIN as usize + 500)).unwrap();
+        let mut bounded = LogMirror::create(&request(), &outbox, &logs, 100).unwrap();
+        bounded.pump().unwrap();
+        bounded.pump().unwrap();
+        bounded
+            .finish(&outbox, &["job 7: COMPLETED on node1".into()], &no_outcome(7, &[], &request(), "x".into()))
+            .unwrap();
+        let text = std::fs::read_to_string(logs.join("misc___hello.log")).unwrap();
+        assert!(text.starts_with(&"x".repeat(LOG_MARGIN as usize + 100)), "the allowed bytes are copied");
+        assert!(text.contains("cut at"), "{}", &text[text.len() - 200..]);
+        assert!(text.ends_with("Slurm:    job 7: COMPLETED on node1\n"), "{}", &text[text.len() - 200..]);
+    }
 
     #[test]
     fn nice_is_the_seconds_behind_the_longest_chain() {
