@@ -537,8 +537,9 @@ struct LogMirror {
     source: PathBuf,
     path: PathBuf,
     target: std::fs::File,
-    /// The node's log file being copied (its inode) and how far.
-    inode: Option<u64>,
+    /// The node's log file being copied (inode and birth time: an inode
+    /// number is soon reused) and how far.
+    inode: Option<(u64, Option<std::time::SystemTime>)>,
     offset: u64,
     written: u64,
     limit: u64,
@@ -568,13 +569,13 @@ impl LogMirror {
         use std::os::unix::fs::MetadataExt;
         let Some(mut file) = open_regular(&self.source) else { return Ok(()) };
         let meta = file.metadata().with_context(|| format!("cannot stat {}", self.source.display()))?;
-        // Another file, or one shorter than what was copied (a file system
-        // may give the new log the old one's inode number).
-        if self.inode.is_some_and(|inode| inode != meta.ino()) || meta.len() < self.offset {
+        // Another file, or one shorter than what was copied.
+        let identity = (meta.ino(), meta.created().ok());
+        if self.inode.is_some_and(|inode| inode != identity) || meta.len() < self.offset {
             writeln!(self.target, "\n*** the job runs again: the node's new log follows\n")?;
             self.offset = 0;
         }
-        self.inode = Some(meta.ino());
+        self.inode = Some(identity);
         let room = self.limit.saturating_sub(self.written);
         if room == 0 {
             if !self.cut {
