@@ -27,7 +27,8 @@
 //!
 //! Each worker thread owns one slot number for its whole life (so the UI's
 //! slot lines and the sandbox directories stay stable) and drives one
-//! sandbox at a time through [`crate::sandbox::runner::build_one`]. The
+//! build at a time through the run's [`crate::executor::Executor`] (a
+//! sandbox of this host, or a Slurm job). The
 //! coordinator is the only thread that touches the database and the
 //! scheduling state; what happens it says as [`Event`]s, which the
 //! reporters (terminal, NDJSON, summary logs, hooks) turn into output.
