@@ -144,7 +144,8 @@ pub struct SlurmSettings {
     pub ports_dir: PathBuf,
     pub packages_dir: PathBuf,
     pub distfiles_dir: PathBuf,
-    /// The shared directory of the per-build outboxes, on the coordinator.
+    /// The shared directory of the per-build outboxes, on the coordinator;
+    /// one build base's own (a run removes the outboxes of other runs).
     pub outbox_dir: PathBuf,
     /// The same directory as seen from the nodes.
     pub node_outbox_dir: PathBuf,
