@@ -25,5 +25,8 @@ else
     echo "test.sh: rustfmt is not installed; the format check did not run" >&2
 fi
 cargo build --release --locked
+# The Slurm tests reuse one testbed (tests/common/slurm.rs) and leave it up;
+# it goes when the suite ends, under the tests' lock.
+trap 'flock /run/lock/portsynth-slurm-testbed-tests.lock scripts/slurm-testbed down >/dev/null 2>&1 || true' EXIT
 cargo test --release --locked -- --test-threads="$(nproc)"
 cargo bench --locked --no-run

@@ -107,6 +107,50 @@ pub struct Config {
     pub disk_work_size: u64,
     /// The operator's hooks (`[hooks]`, `hook_timeout`), see [`crate::hooks`].
     pub hooks: crate::hooks::HookSettings,
+    /// Where the builds run (`executor`, default `local`).
+    pub executor: ExecutorKind,
+    /// The Slurm executor's settings (`[slurm]`), defaults filled in.
+    pub slurm: SlurmSettings,
+}
+
+/// Config `executor`: each build in a sandbox of this host, or as a Slurm
+/// job on a cluster (see [`crate::executor`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ExecutorKind {
+    #[default]
+    Local,
+    Slurm,
+}
+
+/// `[slurm]`: how the Slurm executor submits its jobs and where the nodes
+/// see the shared directories (see [`crate::executor::slurm`]). Paths
+/// named `node_*` or documented "as seen from the nodes" are never opened
+/// by the coordinator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlurmSettings {
+    /// Words put before every `sbatch`/`squeue`/`sacct`/`scancel` (e.g.
+    /// `["nsenter", "--net=/proc/PID/ns/net"]` for the testbed's submit host).
+    pub command_prefix: Vec<String>,
+    pub partition: Option<String>,
+    pub constraint: Option<String>,
+    /// More `sbatch` arguments, appended after portsynth's own.
+    pub sbatch_args: Vec<String>,
+    /// The portsynth binary as seen from the nodes (`None`: this binary's path).
+    pub binary: Option<PathBuf>,
+    /// This config file as seen from the nodes.
+    pub config: PathBuf,
+    /// The ports tree, the repository (read-only) and the distfiles as seen
+    /// from the nodes.
+    pub ports_dir: PathBuf,
+    pub packages_dir: PathBuf,
+    pub distfiles_dir: PathBuf,
+    /// The shared directory of the per-build outboxes, on the coordinator;
+    /// one build base's own (a run removes the outboxes of other runs).
+    pub outbox_dir: PathBuf,
+    /// The same directory as seen from the nodes.
+    pub node_outbox_dir: PathBuf,
+    /// The node-local build base (slot directories, disk work areas).
+    pub node_build_base: PathBuf,
 }
 
 /// Config `work_dir`: every build's work area in a tmpfs, on disk, or
@@ -184,7 +228,27 @@ struct RawSettings {
     disk_work_size: Option<Spanned<String>>,
     hooks: Option<RawHooks>,
     hook_timeout: Option<Spanned<i64>>,
+    executor: Option<Spanned<String>>,
+    slurm: Option<RawSlurm>,
     profile: Option<BTreeMap<String, Spanned<RawSettings>>>,
+}
+
+/// `[slurm]` as written.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSlurm {
+    command_prefix: Option<Vec<String>>,
+    partition: Option<Spanned<String>>,
+    constraint: Option<Spanned<String>>,
+    sbatch_args: Option<Vec<String>>,
+    binary: Option<Spanned<PathBuf>>,
+    config: Option<Spanned<PathBuf>>,
+    ports_dir: Option<Spanned<PathBuf>>,
+    packages_dir: Option<Spanned<PathBuf>>,
+    distfiles_dir: Option<Spanned<PathBuf>>,
+    outbox_dir: Option<Spanned<PathBuf>>,
+    node_outbox_dir: Option<Spanned<PathBuf>>,
+    node_build_base: Option<Spanned<PathBuf>>,
 }
 
 /// `[hooks]` as written: each hook a list of words or (with `shell = true`)
@@ -289,7 +353,9 @@ impl RawSettings {
             work_dir,
             disk_work_size,
             hooks,
-            hook_timeout
+            hook_timeout,
+            executor,
+            slurm
         );
         self
     }
@@ -436,7 +502,19 @@ fn validate(raw: RawSettings, at: &Locator, profile: Option<String>) -> Result<C
     };
     let cpus = cpus();
     let ram = machine_memory();
-    let workers = at_most_jobs(at, "workers", raw.workers)?.unwrap_or(cpus);
+    let executor = executor(at, raw.executor)?;
+    // With Slurm, `workers` (jobs kept submitted), `jobs` (the cluster's
+    // cores) and `memory_budget` (its memory) describe the cluster, not
+    // this host.
+    let cluster = executor == ExecutorKind::Slurm;
+    let count = |key: &str, value: Option<Spanned<i64>>| -> Result<Option<usize>> {
+        if cluster {
+            positive(at, key, value)
+        } else {
+            at_most_jobs(at, key, value)
+        }
+    };
+    let workers = count("workers", raw.workers)?.unwrap_or(cpus);
     let tmpfs_size = match raw.tmpfs_size {
         Some(v) => size_at_most(at, "tmpfs_size", &v, ram)?,
         None => default_tmpfs_size(ram, workers),
@@ -446,6 +524,7 @@ fn validate(raw: RawSettings, at: &Locator, profile: Option<String>) -> Result<C
         None => default_memory_limit(ram, workers),
     };
     let memory_budget = match raw.memory_budget {
+        Some(v) if cluster => parse_size(v.get_ref()).map_err(|e| at.error("memory_budget", &v, e))?,
         Some(v) => size_at_most(at, "memory_budget", &v, ram)?,
         None => ram,
     };
@@ -458,18 +537,22 @@ fn validate(raw: RawSettings, at: &Locator, profile: Option<String>) -> Result<C
         None => tmpfs_size,
     };
 
+    let packages_dir = under_base(raw.packages_dir, "packages");
+    let distfiles_dir = under_base(raw.distfiles_dir, "distfiles");
+    let shared = SharedPaths { ports_dir: &ports_dir, packages_dir: &packages_dir, distfiles_dir: &distfiles_dir };
+    let slurm = slurm(at, &base_dir, raw.slurm.unwrap_or_default(), &shared, &build_base)?;
     let config = Config {
         file: at.file.to_path_buf(),
         profile,
         ports_dir,
         system_path: path(raw.system_path).unwrap_or_else(|| PathBuf::from("/")),
-        packages_dir: under_base(raw.packages_dir, "packages"),
-        distfiles_dir: under_base(raw.distfiles_dir, "distfiles"),
+        packages_dir,
+        distfiles_dir,
         logs_dir: under_base(raw.logs_dir, "logs"),
         database_path: under_base(raw.database_path, "builddb.sqlite"),
         build_base,
         workers,
-        jobs: at_most_jobs(at, "jobs", raw.jobs)?.unwrap_or(cpus),
+        jobs: count("jobs", raw.jobs)?.unwrap_or(cpus),
         make_jobs: at_most_jobs(at, "make_jobs", raw.make_jobs)?,
         memory_budget,
         make_program: non_empty(at, "make_program", raw.make_program)?.unwrap_or_else(|| DEFAULT_MAKE_PROGRAM.into()),
@@ -535,6 +618,8 @@ fn validate(raw: RawSettings, at: &Locator, profile: Option<String>) -> Result<C
         work_dir: work_dir(at, raw.work_dir)?,
         disk_work_size: disk_work_size(at, raw.disk_work_size)?,
         hooks: hooks(at, raw.hooks, raw.hook_timeout)?,
+        executor,
+        slurm,
     };
     let paths = [
         &config.ports_dir,
@@ -550,6 +635,13 @@ fn validate(raw: RawSettings, at: &Locator, profile: Option<String>) -> Result<C
         .map(|((key, (span, derived)), path)| DirSetting::new(key, path, span, derived))
         .collect();
     check_dirs(at, &dirs, &config.system_path)?;
+    if config.executor == ExecutorKind::Slurm && config.slurm.outbox_dir.starts_with(&config.packages_dir) {
+        bail!(
+            "config {}: slurm.outbox_dir {} is inside packages_dir: the nodes would write into the repository",
+            at.file.display(),
+            config.slurm.outbox_dir.display()
+        );
+    }
     check_build_user(at, user_span, &config.build_user, &config.system_path)?;
     Ok(config)
 }
@@ -932,6 +1024,69 @@ fn work_dir(at: &Locator, value: Option<Spanned<String>>) -> Result<WorkDir> {
     }
 }
 
+fn executor(at: &Locator, value: Option<Spanned<String>>) -> Result<ExecutorKind> {
+    match value.as_ref().map(|v| v.get_ref().as_str()) {
+        None | Some("local") => Ok(ExecutorKind::Local),
+        Some("slurm") => Ok(ExecutorKind::Slurm),
+        Some(other) => {
+            let v = value.as_ref().expect("set");
+            Err(at.error("executor", v, format!("'{other}' is not an executor (local or slurm)")))
+        }
+    }
+}
+
+/// The coordinator's shared directories: what the nodes see them as when
+/// `[slurm]` does not say otherwise.
+struct SharedPaths<'a> {
+    ports_dir: &'a Path,
+    packages_dir: &'a Path,
+    distfiles_dir: &'a Path,
+}
+
+/// `[slurm]`, its node paths absolute (they name places on other hosts,
+/// never relative to this file) and defaulting to the coordinator's own:
+/// one file system shared by all. The outboxes default to
+/// `build_base/slurm-outbox`.
+fn slurm(
+    at: &Locator,
+    base_dir: &Path,
+    raw: RawSlurm,
+    shared: &SharedPaths,
+    build_base: &Path,
+) -> Result<SlurmSettings> {
+    let node_path = |key: &str, value: Option<Spanned<PathBuf>>, default: &Path| -> Result<PathBuf> {
+        match value {
+            Some(v) if !v.get_ref().is_absolute() => {
+                Err(at.error(&format!("slurm.{key}"), &v, "must be an absolute path (as the nodes see it)"))
+            }
+            Some(v) => Ok(v.into_inner()),
+            None => Ok(default.to_path_buf()),
+        }
+    };
+    let text = |key: &str, value: Option<Spanned<String>>| non_empty(at, &format!("slurm.{key}"), value);
+    let outbox_dir = raw.outbox_dir.map_or_else(|| build_base.join("slurm-outbox"), |v| base_dir.join(v.into_inner()));
+    let binary = match raw.binary {
+        Some(v) if !v.get_ref().is_absolute() => {
+            return Err(at.error("slurm.binary", &v, "must be an absolute path (as the nodes see it)"))
+        }
+        other => other.map(Spanned::into_inner),
+    };
+    Ok(SlurmSettings {
+        command_prefix: raw.command_prefix.unwrap_or_default(),
+        partition: text("partition", raw.partition)?,
+        constraint: text("constraint", raw.constraint)?,
+        sbatch_args: raw.sbatch_args.unwrap_or_default(),
+        binary,
+        config: node_path("config", raw.config, at.file)?,
+        ports_dir: node_path("ports_dir", raw.ports_dir, shared.ports_dir)?,
+        packages_dir: node_path("packages_dir", raw.packages_dir, shared.packages_dir)?,
+        distfiles_dir: node_path("distfiles_dir", raw.distfiles_dir, shared.distfiles_dir)?,
+        node_outbox_dir: node_path("node_outbox_dir", raw.node_outbox_dir, &outbox_dir)?,
+        outbox_dir,
+        node_build_base: node_path("node_build_base", raw.node_build_base, build_base)?,
+    })
+}
+
 fn disk_work_size(at: &Locator, value: Option<Spanned<String>>) -> Result<u64> {
     let Some(v) = value else { return Ok(DEFAULT_DISK_WORK_SIZE) };
     let size = parse_size(v.get_ref()).map_err(|e| at.error("disk_work_size", &v, e))?;
@@ -1215,6 +1370,50 @@ mod tests {
         assert_eq!(config.fetch_jobs, default_fetch_jobs(std::thread::available_parallelism().map_or(1, |n| n.get())));
         assert_eq!(config.fetch_retries, 3);
         assert_eq!(config.fetch_retry_delay, DEFAULT_FETCH_RETRY_DELAY);
+    }
+
+    #[test]
+    fn slurm_settings_default_to_the_coordinators_paths() {
+        let dir = tree();
+        let c = parse_in(dir.path(), "ports_dir = \"ports\"\nbuild_base = \"base\"\n", None).unwrap();
+        assert_eq!(c.executor, ExecutorKind::Local);
+        assert_eq!(c.slurm.outbox_dir, dir.path().join("base/slurm-outbox"));
+        assert_eq!(c.slurm.node_outbox_dir, c.slurm.outbox_dir);
+        assert_eq!((&c.slurm.ports_dir, &c.slurm.packages_dir), (&c.ports_dir, &c.packages_dir));
+        assert_eq!((&c.slurm.node_build_base, &c.slurm.config), (&c.build_base, &c.file));
+        assert_eq!(c.slurm.binary, None);
+    }
+
+    #[test]
+    fn slurm_settings_are_read_and_checked() {
+        let dir = tree();
+        let text = "ports_dir = \"ports\"\nexecutor = \"slurm\"\nworkers = 500\njobs = 4000\n\
+                    [slurm]\ncommand_prefix = [\"nsenter\", \"--net=/proc/1/ns/net\"]\npartition = \"builds\"\n\
+                    constraint = \"ssd\"\nsbatch_args = [\"--exclusive\"]\nbinary = \"/shared/bin/portsynth\"\n\
+                    ports_dir = \"/shared/ports\"\nnode_build_base = \"/scratch/portsynth\"\n\
+                    outbox_dir = \"outbox\"\nnode_outbox_dir = \"/shared/outbox\"\n";
+        let c = parse_in(dir.path(), text, None).unwrap();
+        assert_eq!(c.executor, ExecutorKind::Slurm);
+        assert_eq!((c.workers, c.jobs), (500, 4000), "a cluster's counts are not this host's");
+        assert_eq!(c.slurm.command_prefix, ["nsenter", "--net=/proc/1/ns/net"]);
+        assert_eq!((c.slurm.partition.as_deref(), c.slurm.constraint.as_deref()), (Some("builds"), Some("ssd")));
+        assert_eq!(c.slurm.sbatch_args, ["--exclusive"]);
+        assert_eq!(c.slurm.binary.as_deref(), Some(Path::new("/shared/bin/portsynth")));
+        assert_eq!(c.slurm.ports_dir, Path::new("/shared/ports"));
+        assert_eq!(c.slurm.outbox_dir, dir.path().join("outbox"));
+        assert_eq!(c.slurm.node_outbox_dir, Path::new("/shared/outbox"));
+        assert_eq!(c.slurm.node_build_base, Path::new("/scratch/portsynth"));
+        for (text, wanted) in [
+            ("executor = \"ssh\"\n", "not an executor"),
+            ("[slurm]\nports_dir = \"relative\"\n", "slurm.ports_dir: must be an absolute path"),
+            ("executor = \"slurm\"\n[slurm]\noutbox_dir = \"base/packages/x\"\n", "inside packages_dir"),
+            ("[slurm]\nunknown = 1\n", "unknown field"),
+            ("workers = 500\n", "workers"),
+        ] {
+            let text = format!("ports_dir = \"ports\"\nbuild_base = \"base\"\n{text}");
+            let error = format!("{:#}", parse_in(dir.path(), &text, None).unwrap_err());
+            assert!(error.contains(wanted), "{text}: {error}");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod events;
+pub mod executor;
 pub mod fetch;
 pub mod framework;
 pub mod graph;

@@ -53,6 +53,8 @@ fn build(env: &Env, port: &str, check_plist: bool) -> BuildOutcome {
         bootstrap_pkg: false,
         make_jobs: 1,
         work_area: portsynth::sandbox::work_area::WorkArea::Tmpfs,
+        expected_memory: None,
+        critical_path_ms: None,
     };
     build_one(&config, &common::bin(), &request, &|_| {}, None).unwrap()
 }

@@ -27,7 +27,8 @@
 //!
 //! Each worker thread owns one slot number for its whole life (so the UI's
 //! slot lines and the sandbox directories stay stable) and drives one
-//! sandbox at a time through [`crate::sandbox::runner::build_one`]. The
+//! build at a time through the run's [`crate::executor::Executor`] (a
+//! sandbox of this host, or a Slurm job). The
 //! coordinator is the only thread that touches the database and the
 //! scheduling state; what happens it says as [`Event`]s, which the
 //! reporters (terminal, NDJSON, summary logs, hooks) turn into output.
@@ -47,12 +48,13 @@ use crate::builddb::keys::KeyInputs;
 use crate::builddb::{BuildDb, BuildId, BuildStatus, NewBuild, PackageEntry, RunId};
 use crate::config::Config;
 use crate::events::{self, Event, Events, SkipCause, SlotStatus};
+use crate::executor::{self, Executor};
 use crate::graph::NodeId;
 use crate::plan::{Plan, Verdict};
 use crate::ports::PortTree;
 use crate::queue::{CriticalPath, DependencyQueue};
 use crate::report::RunLogs;
-use crate::sandbox::runner::{build_one, BuildOutcome, Cancel, Dependency, OutcomeStatus, Progress, SandboxRequest};
+use crate::sandbox::runner::{BuildOutcome, Cancel, Dependency, OutcomeStatus, Progress, SandboxRequest};
 use crate::sandbox::work_area::{self, WorkArea};
 
 pub use crate::events::{FailedPort, Tally};
@@ -104,14 +106,18 @@ enum Report {
 /// Runs the plan to the end (or until stopped) with `run.workers` slots.
 pub fn execute(run: Run<'_>) -> Result<Outcome> {
     let cancel = Arc::new(Cancel::new().context("cannot create the pipe that cancels builds")?);
+    let (executor, notices) = executor::for_config(run.config, run.helper.clone(), run.run.as_str())?;
+    for notice in notices {
+        run.events.notice(notice);
+    }
     let (report_tx, report_rx) = unbounded::<Report>();
     std::thread::scope(|scope| {
         let mut job_senders = Vec::new();
         for slot in 1..=run.workers as u32 {
             let (job_tx, job_rx) = unbounded::<Job>();
             job_senders.push(job_tx);
-            let (config, helper, reports, cancel) = (run.config, &run.helper, report_tx.clone(), cancel.clone());
-            scope.spawn(move || worker(config, helper, slot, job_rx, reports, &cancel));
+            let (executor, reports, cancel) = (executor.as_ref(), report_tx.clone(), cancel.clone());
+            scope.spawn(move || worker(executor, slot, job_rx, reports, &cancel));
         }
         drop(report_tx);
         let mut coordinator = Coordinator::new(&run, job_senders, cancel.clone());
@@ -121,22 +127,14 @@ pub fn execute(run: Run<'_>) -> Result<Outcome> {
     })
 }
 
-fn worker(
-    config: &Config,
-    helper: &std::path::Path,
-    slot: u32,
-    jobs: Receiver<Job>,
-    reports: Sender<Report>,
-    cancel: &Cancel,
-) {
+fn worker(executor: &dyn Executor, slot: u32, jobs: Receiver<Job>, reports: Sender<Report>, cancel: &Cancel) {
     for job in jobs {
         let progress = |progress: Progress| {
             let _ = reports.send(Report::Progress { slot, progress });
         };
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            build_one(config, helper, &job.request, &progress, Some(cancel))
-        }))
-        .unwrap_or_else(|_| Err(anyhow!("the worker of slot {slot} panicked")));
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| executor.build(&job.request, &progress, cancel)))
+                .unwrap_or_else(|_| Err(anyhow!("the worker of slot {slot} panicked")));
         if reports.send(Report::Finished { slot, node: job.node, result }).is_err() {
             return;
         }
@@ -382,6 +380,8 @@ impl<'r, 'a> Coordinator<'r, 'a> {
             bootstrap_pkg: meta.bootstrap_pkg,
             make_jobs,
             work_area: self.work_area(node),
+            expected_memory: Some(self.models[node].memory_at(make_jobs)),
+            critical_path_ms: Some(self.queue.order().priority()[node] as u64),
             dependencies: tree
                 .install_set(node)
                 .into_iter()
@@ -510,7 +510,9 @@ impl<'r, 'a> Coordinator<'r, 'a> {
     fn build_end(&self, slot: u32, node: NodeId, outcome: &BuildOutcome) -> events::BuildEnd {
         let tree = self.run.tree;
         let reason = match outcome.status {
-            OutcomeStatus::Success => outcome.reason.clone().filter(|_| outcome.retried_on_disk),
+            // A success has a reason only when it was retried: on disk, or
+            // requeued by Slurm after its node was lost.
+            OutcomeStatus::Success => outcome.reason.clone(),
             OutcomeStatus::Failed => Some(outcome.reason.clone().unwrap_or_else(|| "failed".into())),
             OutcomeStatus::Interrupted => Some(outcome.reason.clone().unwrap_or_else(|| "interrupted".into())),
         };

@@ -239,7 +239,7 @@ impl BuildRecord {
 }
 
 /// What one phase of a build used.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct PhaseUsage {
     pub phase: String,
     pub wall_ms: u64,

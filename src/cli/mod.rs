@@ -98,6 +98,12 @@ pub enum Command {
     /// Internal: the single-threaded bootstrap-kit sandbox.
     #[command(hide = true)]
     KitHelper,
+    /// Internal: one build on a Slurm node (the job of the Slurm executor).
+    #[command(hide = true)]
+    SlurmJob {
+        /// The job's spec in its outbox.
+        spec: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]

@@ -53,6 +53,8 @@ pub fn run(config: &Config, global: &GlobalArgs, args: &BuildOneArgs) -> Result<
         // one job for a port that is not safe for parallel make.
         make_jobs: if meta.parallel_safe { config.make_jobs.unwrap_or(config.jobs) as u32 } else { 1 },
         work_area: crate::sandbox::work_area::WorkArea::for_config(config),
+        expected_memory: None,
+        critical_path_ms: None,
     };
     let quiet = global.quiet || global.json;
     let outcome = build_one(

@@ -113,6 +113,7 @@ pub fn run() -> Result<ExitCode> {
         Command::SandboxHelper => crate::sandbox::helper::main(),
         Command::ScanHelper => crate::sandbox::scan::main(),
         Command::KitHelper => crate::sandbox::kit::main(),
+        Command::SlurmJob { spec } => crate::executor::job::main(&spec),
         Command::BootstrapKit(args) => bootstrap_kit::run(&load_config(&cli.global)?, &cli.global, &args),
         Command::Logs(args) => logs::run(&load_config(&cli.global)?, &args),
         Command::Monitor(args) => monitor::run(&load_config(&cli.global)?, &cli.global, &args),

@@ -389,6 +389,8 @@ impl<'r, 'a> Coordinator<'r, 'a> {
             bootstrap_pkg: meta.bootstrap_pkg,
             make_jobs: self.run.config.make_jobs.unwrap_or(1) as u32,
             work_area: crate::sandbox::work_area::WorkArea::Tmpfs,
+            expected_memory: None,
+            critical_path_ms: None,
         };
         let distfiles = self.targets.get(&node).cloned().unwrap_or_default();
         self.running.insert(slot, Running { node, started: None, phase: "check", lines: 0 });

@@ -162,7 +162,8 @@ impl Reporter for LogsReporter {
             Event::BuildEnd(end) => {
                 match end.status {
                     BuildEndStatus::Success => {
-                        let note = end.reason.as_deref().filter(|_| end.retried_on_disk);
+                        // Only a retried success has a reason (on disk, or a Slurm requeue).
+                        let note = end.reason.as_deref();
                         logs.success(&end.origin, &end.pkgname, end.seconds, note);
                     }
                     BuildEndStatus::Failed => logs.failure(

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::abnormal::AbnormalOutput;
 use super::helper::{EXIT_OK, EXIT_PHASE_FAILED};
@@ -66,6 +66,14 @@ pub struct SandboxRequest {
     /// Where the work area goes ([`WorkArea::for_config`], or the
     /// scheduler's [`super::work_area::place`] for `work_dir = "auto"`).
     pub work_area: WorkArea,
+    /// The scheduler's expected peak memory of the build (bytes), where it
+    /// made an estimate; an executor that reserves memory (Slurm's `--mem`)
+    /// asks for this much.
+    pub expected_memory: Option<u64>,
+    /// The port's critical path (its expected time plus the longest chain
+    /// after it, ms), where the scheduler ranked it: an executor with a
+    /// queue of its own (Slurm) orders its pending builds by it.
+    pub critical_path_ms: Option<u64>,
 }
 
 /// A dependency package: its file name in `packages_dir/All` and the port
@@ -76,7 +84,7 @@ pub struct Dependency {
     pub origin: Origin,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OutcomeStatus {
     Success,
@@ -101,6 +109,23 @@ impl Cancel {
 
     pub fn fire(&self) {
         let _ = nix::unistd::write(&self.write, b"x");
+    }
+
+    /// Fires when the process receives `signal` (the handler only writes
+    /// to the pipe, which is async-signal-safe): how a build run as a
+    /// Slurm job kills its sandbox when slurmstepd sends SIGTERM.
+    pub fn fire_on(&self, signal: i32) -> Result<()> {
+        let write = self.write.try_clone().context("cannot duplicate the cancel pipe")?;
+        signal_hook::low_level::pipe::register(signal, write)
+            .with_context(|| format!("cannot install the handler of signal {signal}"))?;
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for the cancel; true once it has fired.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let mut fds = [PollFd::new(self.read.as_fd(), PollFlags::POLLIN)];
+        let timeout = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
+        matches!(nix::poll::poll(&mut fds, timeout), Ok(n) if n > 0)
     }
 }
 
@@ -165,9 +190,22 @@ pub fn default_helper() -> Result<PathBuf> {
     std::env::current_exe().context("cannot find the portsynth binary to run the sandbox helper")
 }
 
-/// Builds one port in a fresh sandbox. `Err` means the host side could not
-/// even start (e.g. the slot directory cannot be created); everything that
-/// happens inside is an `Ok(BuildOutcome)`.
+/// What becomes of the package a successful build left in its slot's
+/// outbox.
+#[derive(Debug, Clone, Copy)]
+pub enum Delivery<'a> {
+    /// Verified and placed into `packages_dir/All` (a local build: this
+    /// process is the coordinator).
+    Repository,
+    /// Copied, unverified, into this directory (a build run as a Slurm job:
+    /// the coordinator verifies and places it, see [`deliver_package`]).
+    HandOver(&'a Path),
+}
+
+/// Builds one port in a fresh sandbox and places its package into the
+/// repository. `Err` means the host side could not even start (e.g. the
+/// slot directory cannot be created); everything that happens inside is an
+/// `Ok(BuildOutcome)`.
 pub fn build_one(
     config: &Config,
     helper: &Path,
@@ -175,10 +213,27 @@ pub fn build_one(
     progress: &dyn Fn(Progress),
     cancel: Option<&Cancel>,
 ) -> Result<BuildOutcome> {
+    build_in_slot(config, helper, request, progress, cancel, Delivery::Repository)
+}
+
+/// [`build_one`] with the package's `delivery` chosen by the caller.
+pub fn build_in_slot(
+    config: &Config,
+    helper: &Path,
+    request: &SandboxRequest,
+    progress: &dyn Fn(Progress),
+    cancel: Option<&Cancel>,
+    delivery: Delivery<'_>,
+) -> Result<BuildOutcome> {
     let started = Instant::now();
     let kit = crate::framework::pkgsrc::prefix::of_config(config)?;
     let slot = Slot::create(&config.build_base, request.slot)?;
-    for dir in [&config.logs_dir, &config.packages_dir.join("All"), &config.distfiles_dir] {
+    let mut dirs = vec![config.logs_dir.clone(), config.distfiles_dir.clone()];
+    // A build that hands its package over never writes the repository.
+    if let Delivery::Repository = delivery {
+        dirs.push(config.packages_dir.join(crate::repo::index::ALL_DIR));
+    }
+    for dir in &dirs {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let log_path = request.origin.log_file(&config.logs_dir);
@@ -191,7 +246,7 @@ pub fn build_one(
         // Only a request with the package phase has a package to deliver
         // (fetch-only runs fetch and checksum alone).
         OutcomeStatus::Success if !request.phases.contains(&Phase::Package) => None,
-        OutcomeStatus::Success => match deliver(config, &slot, request) {
+        OutcomeStatus::Success => match delivery.deliver(config, &slot, request) {
             Ok(path) => Some(path),
             Err(e) => {
                 outcome = Ended {
@@ -560,8 +615,6 @@ pub fn clear_files(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Verifies the package the helper left in the outbox and renames it into
-/// the repository; on any problem nothing reaches `All/`.
 /// Moves the helper's archive of the failed work area next to the log.
 fn keep_work(config: &Config, slot: &Slot, origin: &Origin) -> Option<PathBuf> {
     let archive = slot.outbox.join(HelperSpec::WORK_ARCHIVE);
@@ -569,14 +622,49 @@ fn keep_work(config: &Config, slot: &Slot, origin: &Origin) -> Option<PathBuf> {
     std::fs::rename(&archive, &kept).ok().map(|_| kept)
 }
 
-/// Verifies the package in the outbox against the port's policy, in the
+impl Delivery<'_> {
+    /// Delivers the package the helper left in the slot's outbox; returns
+    /// where it went.
+    fn deliver(self, config: &Config, slot: &Slot, request: &SandboxRequest) -> Result<PathBuf> {
+        let file = slot.outbox.join(package_file_name(config, &request.pkgname));
+        match self {
+            Delivery::Repository => deliver_package(config, &file, request),
+            Delivery::HandOver(dir) => hand_over(&file, dir, config.package_size_limit),
+        }
+    }
+}
+
+/// What a package file may have beyond its contents: headers, manifest,
+/// padding.
+pub const ARCHIVE_OVERHEAD: u64 = 1 << 20;
+
+/// The package file a build of `pkgname` leaves, in the framework's format.
+pub fn package_file_name(config: &Config, pkgname: &str) -> String {
+    config.framework.framework().package_format().file_name(pkgname)
+}
+
+/// Verifies the package `file` against the port's policy, in the
 /// framework's package format (see [`crate::repo::PackageFormat::deliver`]),
-/// and places it into `All/`.
-fn deliver(config: &Config, slot: &Slot, request: &SandboxRequest) -> Result<PathBuf> {
+/// and places it into `All/`; on any problem nothing reaches `All/`.
+pub fn deliver_package(config: &Config, file: &Path, request: &SandboxRequest) -> Result<PathBuf> {
     let format = config.framework.framework().package_format();
-    let file = slot.outbox.join(format.file_name(&request.pkgname));
     let policy = PackagePolicy::for_port(config, &request.origin);
-    format.deliver(&file, &request.pkgname, &policy, &config.packages_dir.join(crate::repo::index::ALL_DIR))
+    format.deliver(file, &request.pkgname, &policy, &config.packages_dir.join(crate::repo::index::ALL_DIR))
+}
+
+/// Copies the package `file` into `dir`: a regular file no larger than
+/// `expanded_limit` (what its contents may be, `package_size_limit`) plus
+/// [`ARCHIVE_OVERHEAD`].
+fn hand_over(file: &Path, dir: &Path, expanded_limit: u64) -> Result<PathBuf> {
+    let meta = std::fs::symlink_metadata(file).with_context(|| format!("no package {}", file.display()))?;
+    let limit = expanded_limit.saturating_add(ARCHIVE_OVERHEAD);
+    if !meta.is_file() || meta.len() > limit {
+        anyhow::bail!("{} is not a regular file of at most {limit} bytes", file.display());
+    }
+    let name = file.file_name().with_context(|| format!("{} has no file name", file.display()))?;
+    let target = dir.join(name);
+    std::fs::copy(file, &target).with_context(|| format!("cannot copy {} to {}", file.display(), target.display()))?;
+    Ok(target)
 }
 
 /// The outcome as the watch loop saw it, before the package is delivered.

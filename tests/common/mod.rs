@@ -202,6 +202,8 @@ pub fn build_alone(
         bootstrap_pkg: false,
         make_jobs: 1,
         work_area,
+        expected_memory: None,
+        critical_path_ms: None,
     };
     build_one(&config, &bin(), &request, &|_| {}, None).unwrap()
 }
