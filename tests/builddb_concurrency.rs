@@ -49,7 +49,7 @@ fn write_builds(path: &Path, writer: usize) -> Result<()> {
         let state = PortState { effective_key: i as u32, package_file: format!("pkg-{i}.pkg"), ..PortState::default() };
         let package =
             PackageEntry { pkgname: "pkg".into(), version, file: state.package_file.clone(), ..Default::default() };
-        db.record_success(&build, &state, &package)?;
+        db.record_success(&build, &state, &package, None)?;
     }
     let counts = RunCounts { built: BUILDS_PER_WRITER as u32, ..RunCounts::default() };
     db.finish_run(&run, RunStatus::Completed, &counts)

@@ -318,6 +318,14 @@ fn a_node_lost_mid_build_is_requeued_and_the_build_finishes_on_another_node() {
     assert!(reason.contains(&format!("lost its node {lost}")) && reason.contains("requeued"), "{end}");
     let success_list = std::fs::read_to_string(env.base().join("logs/01_success_list.log")).unwrap();
     assert!(success_list.contains("requeued"), "the summary log shows the retry: {success_list}");
+    let conn = rusqlite::Connection::open(env.base().join("builddb.sqlite")).unwrap();
+    let (status, stored): (String, Option<String>) = conn
+        .query_row("SELECT status, reason FROM builds WHERE origin = 'misc/gated-1'", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(status, "success");
+    assert!(stored.as_deref().is_some_and(|r| r.contains("requeued")), "the database records the retry: {stored:?}");
 
     let runs = testbed.wait_sacct(job, Duration::from_secs(30), |runs| {
         runs.last().filter(|r| r["State"] == "COMPLETED").map(|_| runs.to_vec())

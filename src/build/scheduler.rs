@@ -560,7 +560,10 @@ impl<'r, 'a> Coordinator<'r, 'a> {
         };
         if let (Some(build), Some(key)) = (build, &run.keys[node]) {
             let state = key.to_state(&meta.pkgname, &meta.pkgversion, &entry.file);
-            self.db_write("recording a success", run.db.record_success(build, &state, &entry));
+            self.db_write(
+                "recording a success",
+                run.db.record_success(build, &state, &entry, outcome.reason.as_deref()),
+            );
         }
         self.tally.built += 1;
         outcome

@@ -196,10 +196,18 @@ impl BuildDb {
     }
 
     /// In one transaction: ends `build` as a success, stores the state its
-    /// port was built from and enters its package in the index.
-    pub fn record_success(&self, build: &BuildId, state: &PortState, package: &PackageEntry) -> Result<()> {
+    /// port was built from and enters its package in the index. A success
+    /// has a `reason` only when it was retried (on disk, or requeued by
+    /// Slurm on another node): what happened, for `history` and `diff`.
+    pub fn record_success(
+        &self,
+        build: &BuildId,
+        state: &PortState,
+        package: &PackageEntry,
+        reason: Option<&str>,
+    ) -> Result<()> {
         let tx = self.write_tx()?;
-        self.end_build(&tx, build, BuildStatus::Success, None, None)?;
+        self.end_build(&tx, build, BuildStatus::Success, None, reason)?;
         let origin: String = tx
             .query_row("SELECT origin FROM builds WHERE id = ?1", [build.as_str()], |row| row.get(0))
             .with_context(|| self.at(format_args!("reading the origin of build {build}")))?;

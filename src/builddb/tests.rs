@@ -191,7 +191,7 @@ fn an_older_schema_migrates_forward_and_keeps_its_data() {
     assert_eq!(read_version(&db.conn).unwrap(), 1);
     let run = db.start_run("build", None).unwrap();
     let build = old_build(&db, &run, "devel/a");
-    db.record_success(&build, &port_state(42), &package("1.0")).unwrap();
+    db.record_success(&build, &port_state(42), &package("1.0"), None).unwrap();
     db.scan_cache_store(&[("devel/a".into(), ScanCacheEntry::default())]).unwrap();
     drop(db);
 
@@ -510,7 +510,7 @@ fn record_success_updates_build_port_and_package_together() {
     let run = db.start_run("build", None).unwrap();
     let first = db.start_build(&run, &new_build("devel/a")).unwrap();
     db.update_build_phase(&first, "package").unwrap();
-    db.record_success(&first, &port_state(1), &package("1.0")).unwrap();
+    db.record_success(&first, &port_state(1), &package("1.0"), None).unwrap();
 
     let record = db.build(&first).unwrap().unwrap();
     assert_eq!(record.status, BuildStatus::Success);
@@ -522,9 +522,13 @@ fn record_success_updates_build_port_and_package_together() {
     assert_eq!((index.origin.as_str(), index.version.as_str(), index.size), ("devel/a", "1.0", 12345));
     assert_eq!(index.build_id, Some(first.clone()));
 
-    // A later success replaces both.
+    assert_eq!(record.reason, None, "a success retried nowhere has no reason");
+
+    // A later success replaces both; it was retried, and says so.
     let second = db.start_build(&run, &new_build("devel/a")).unwrap();
-    db.record_success(&second, &port_state(2), &package("1.1")).unwrap();
+    let retried = "job 7 lost its node node2; Slurm requeued it";
+    db.record_success(&second, &port_state(2), &package("1.1"), Some(retried)).unwrap();
+    assert_eq!(db.build(&second).unwrap().unwrap().reason.as_deref(), Some(retried));
     assert_eq!(db.port_state("devel/a").unwrap().unwrap().effective_key, 2);
     assert_eq!(db.port_state("devel/a").unwrap().unwrap().last_build_id, Some(second.0.clone()));
     let packages = db.packages().unwrap();
@@ -537,14 +541,14 @@ fn a_failed_build_leaves_port_and_package_untouched() {
     let (_dir, db) = temp_db();
     let run = db.start_run("build", None).unwrap();
     let good = db.start_build(&run, &new_build("devel/a")).unwrap();
-    db.record_success(&good, &port_state(1), &package("1.0")).unwrap();
+    db.record_success(&good, &port_state(1), &package("1.0"), None).unwrap();
     let before = (db.port_states().unwrap(), db.packages().unwrap());
 
     let bad = db.start_build(&run, &new_build("devel/a")).unwrap();
     db.finish_build(&bad, BuildStatus::Failed, Some("build"), Some("exit 2")).unwrap();
     assert_eq!((db.port_states().unwrap(), db.packages().unwrap()), before);
     // And a failed build cannot be turned into a success afterwards.
-    assert!(db.record_success(&bad, &port_state(9), &package("9.9")).is_err());
+    assert!(db.record_success(&bad, &port_state(9), &package("9.9"), None).is_err());
     assert_eq!((db.port_states().unwrap(), db.packages().unwrap()), before);
 }
 
@@ -556,13 +560,13 @@ fn record_success_is_all_or_nothing() {
     // The package entry cannot be stored (size beyond SQLite's integers), after
     // the build row and the port state were already written in the transaction.
     let oversized = PackageEntry { size: u64::MAX, ..package("1.0") };
-    let error = db.record_success(&build, &port_state(1), &oversized).err().unwrap();
+    let error = db.record_success(&build, &port_state(1), &oversized, None).err().unwrap();
     assert!(error.to_string().contains("builddb.sqlite"), "{error}");
     assert_eq!(db.build(&build).unwrap().unwrap().status, BuildStatus::Running);
     assert!(db.port_state("devel/a").unwrap().is_none());
     assert!(db.packages().unwrap().is_empty());
     // The transaction is gone; the connection still works.
-    db.record_success(&build, &port_state(1), &package("1.0")).unwrap();
+    db.record_success(&build, &port_state(1), &package("1.0"), None).unwrap();
     assert!(db.port_state("devel/a").unwrap().is_some());
 }
 
