@@ -181,8 +181,10 @@ struct Coordinator<'r, 'a> {
     running: HashMap<u32, Running>,
     limit: usize,
     pressure: Pressure,
-    /// The last estimate of the time left, refreshed every tick.
+    /// The last estimate of the time left, refreshed on ticks ([`Self::eta_due`]).
     eta: Option<Duration>,
+    /// When the last estimate was made, and what it cost.
+    eta_cost: Option<(Instant, Duration)>,
     /// Why the first ready port waits while a slot is free.
     waiting: Option<String>,
     stop: Stop,
@@ -227,6 +229,7 @@ impl<'r, 'a> Coordinator<'r, 'a> {
             limit: if run.config.throttle { throttle::RAMP_START.min(workers) } else { workers },
             pressure: Pressure { load1: 0.0, cpus: 1, swap_used: 0.0 },
             eta: None,
+            eta_cost: None,
             waiting: None,
             stop: Stop::None,
             started: Instant::now(),
@@ -656,10 +659,13 @@ impl<'r, 'a> Coordinator<'r, 'a> {
         if self.limit != previous {
             self.run.events.emit(Event::ThrottleChange { workers: self.limit, previous });
         }
-        if self.run.events.wants_eta() {
-            // Simulating the rest of the run costs milliseconds on a big
-            // tree: once per tick, never per event, and only when shown.
+        if self.run.events.wants_eta() && self.eta_due() {
+            // Simulating the rest of the run costs up to ~100 ms on a big
+            // tree: never per event, only when shown, and no more often than
+            // keeps it under a tenth of the coordinator's time.
+            let started = Instant::now();
             self.eta = Some(self.eta());
+            self.eta_cost = Some((Instant::now(), started.elapsed()));
         }
         self.emit_progress();
     }
@@ -701,6 +707,12 @@ impl<'r, 'a> Coordinator<'r, 'a> {
 
     fn remaining(&self) -> usize {
         self.state.iter().filter(|s| matches!(s, Some(State::Waiting | State::Ready | State::Running))).count()
+    }
+
+    /// Whether the estimate is due: at least ten times its cost after the
+    /// last one.
+    fn eta_due(&self) -> bool {
+        self.eta_cost.is_none_or(|(at, cost)| at.elapsed() >= cost * 10)
     }
 
     /// The duration model's estimate: the rest of the run simulated with
