@@ -340,6 +340,48 @@ fn a_node_lost_mid_build_is_requeued_and_the_build_finishes_on_another_node() {
     assert_nothing_left(&testbed, &env);
 }
 
+/// A cluster that does not requeue (here `--no-requeue`; `JobRequeue=0` or a
+/// requeue limit do the same): the job ends NODE_FAIL with its node, and the
+/// executor submits the build again as a new job, which finishes elsewhere.
+#[test]
+fn a_node_lost_without_a_requeue_is_resubmitted_and_finishes_elsewhere() {
+    let testbed = Testbed::acquire(NODES);
+    let tag = "slurm-no-requeue";
+    let env = gated_env(tag, &[TestPort { name: "gated-1", deps: &[], gated: true }]);
+    env.write_config(&format!("{}sbatch_args = [\"--no-requeue\"]\n", slurm_config(&testbed, 2)));
+    let mut live = Live::spawn(&testbed, &env, "run", &["-y", "everything"]);
+    live.wait_for("the build at its gate", Duration::from_secs(60), |events| {
+        (!in_build_phase(events).is_empty()).then_some(())
+    });
+    let (job, lost) = running_job(&testbed, &env);
+    testbed.kill_node(&lost);
+    let failed = testbed.wait_sacct(job, Duration::from_secs(120), |runs| {
+        runs.last().filter(|r| r["State"] == "NODE_FAIL").map(|_| runs.to_vec())
+    });
+    assert_eq!(failed.len(), 1, "Slurm ran the job once and did not requeue it: {failed:?}");
+    open_gate(&env, tag);
+    let (status, events, context) = live.finish(Duration::from_secs(180));
+    testbed.start_node(&lost);
+
+    assert!(status.success(), "{context}");
+    let end = build_end(&events, "misc/gated-1", &context);
+    assert_eq!(end["status"], "success", "{context}");
+    let reason = end["reason"].as_str().unwrap_or_default();
+    let resubmitted = format!("job {job} ended NODE_FAIL on {lost} and Slurm did not requeue it; resubmitted as job ");
+    assert!(reason.contains(&resubmitted), "{end}");
+    let next: u64 = reason[reason.find(&resubmitted).unwrap() + resubmitted.len()..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("the new job's id in {reason}"));
+    let runs = testbed.wait_sacct(next, Duration::from_secs(30), |runs| {
+        runs.last().filter(|r| r["State"] == "COMPLETED").map(|_| runs.to_vec())
+    });
+    assert_ne!(runs.last().unwrap()["NodeList"], lost, "{runs:?}");
+    assert!(env.base().join("packages/All/gated-1-1.0.pkg").is_file());
+    assert_nothing_left(&testbed, &env);
+}
+
 #[test]
 fn ctrl_c_twice_cancels_the_jobs_and_leaves_nothing_on_the_nodes() {
     let testbed = Testbed::acquire(NODES);

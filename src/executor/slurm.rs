@@ -23,7 +23,10 @@
 //! that among pending jobs Slurm starts the long chains first, as the
 //! scheduler's own queue does. The job runs `portsynth slurm-job SPEC` (see
 //! [`super::job`]); `--requeue` lets Slurm run it again elsewhere when its
-//! node is lost.
+//! node is lost. Where Slurm does not (the cluster's `JobRequeue=0`, a
+//! requeue limit, `--no-requeue` in `sbatch_args`), a job that ends
+//! `NODE_FAIL` or `BOOT_FAIL` without an outcome from its node is submitted
+//! again, up to [`MAX_RESUBMITS`] times, into the same outbox.
 //!
 //! **Identity.** Every job is named `portsynth:ORIGIN` and carries the
 //! comment `portsynth base=BUILD_BASE run=RUN`: a coordinator killed with
@@ -67,6 +70,9 @@ use crate::sandbox::runner::{
 
 /// How often a build's job and progress are polled.
 const POLL: Duration = Duration::from_secs(1);
+/// How many times a build whose node failed is submitted again when Slurm
+/// does not requeue it.
+pub const MAX_RESUBMITS: u32 = 2;
 /// `--time` beyond the phases' timeouts: the sandbox's setup and teardown,
 /// a node's start of the job.
 pub const SETUP_MINUTES: u64 = 10;
@@ -234,6 +240,18 @@ impl<'a> SlurmExecutor<'a> {
         slurm_cli::parse_sacct(&self.slurm("sacct", &args)?).with_context(|| format!("accounting of job {job}"))
     }
 
+    /// The job ended because its node failed, without an outcome from the
+    /// node, and Slurm will not run it again (`--no-requeue`, the cluster's
+    /// `JobRequeue=0`, or its requeue limit): the state and node, for a
+    /// resubmission.
+    fn lost_without_requeue(&self, job: u64, request: &SandboxRequest, outbox: &Outbox) -> Option<String> {
+        let status = self.status(job).ok()?;
+        let JobState::Ended(state) = &status.state else { return None };
+        let node_failed = matches!(state.as_str(), "NODE_FAIL" | "BOOT_FAIL");
+        let no_outcome = matches!(NodeOutcome::read(&outbox.local, request), Ok(None));
+        (node_failed && no_outcome).then(|| format!("{state} on {}", status.nodes))
+    }
+
     /// `--nice` of a port whose critical path is `chain_ms` (none: 0).
     fn nice(&self, chain_ms: Option<u64>) -> u32 {
         let Some(chain) = chain_ms else { return 0 };
@@ -392,7 +410,7 @@ impl<'a> SlurmExecutor<'a> {
         if outcome.status == OutcomeStatus::Failed && request.keep_work_on_failure {
             outcome.kept_work = keep_work(&outbox.local, &config.logs_dir, &request.origin);
         }
-        let requeues = watched.notes.iter().filter(|n| n.contains("requeued")).count();
+        let requeues = watched.notes.iter().filter(|n| n.contains("requeued") || n.contains("resubmitted")).count();
         if requeues > 0 && outcome.status == OutcomeStatus::Success {
             let note = watched.notes.join("; ");
             outcome.reason = Some(match outcome.reason.take() {
@@ -425,16 +443,31 @@ impl Executor for SlurmExecutor<'_> {
             }
         };
         let log = LogMirror::create(request, &outbox.local, &self.config.logs_dir, self.config.max_log_size);
+        let mut current = job;
         let result = log.and_then(|mut log| {
-            let watched = self.watch(job, &outbox, &mut log, progress, cancel)?;
-            self.collect(job, request, &outbox, log, &watched)
+            let mut notes = Vec::new();
+            for resubmits in 0.. {
+                let mut watched = self.watch(current, &outbox, &mut log, progress, cancel)?;
+                watched.notes.splice(0..0, notes.drain(..));
+                let lost = (!watched.cancelled && resubmits < MAX_RESUBMITS)
+                    .then(|| self.lost_without_requeue(current, request, &outbox))
+                    .flatten();
+                let Some(lost) = lost else { return self.collect(current, request, &outbox, log, &watched) };
+                let next = self.submit(request, &outbox).with_context(|| format!("resubmitting {}", request.origin))?;
+                notes = watched.notes;
+                notes.push(format!(
+                    "job {current} ended {lost} and Slurm did not requeue it; resubmitted as job {next}"
+                ));
+                current = next;
+            }
+            unreachable!("the resubmissions are bounded")
         });
         if result.is_err() {
             // Whatever went wrong here, no job of ours goes on unwatched.
-            let _ = self.slurm("scancel", &[job.to_string()]);
+            let _ = self.slurm("scancel", &[current.to_string()]);
         }
         outbox.remove();
-        result.with_context(|| format!("Slurm job {job} of {}", request.origin))
+        result.with_context(|| format!("Slurm job {current} of {}", request.origin))
     }
 }
 
