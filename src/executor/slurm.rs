@@ -37,7 +37,8 @@
 //! orphan's outcome would arrive for a plan the new run did not make.
 //!
 //! **Watching.** Each build's worker thread polls its job once a second
-//! (`squeue -j`, falling back to `sacct` once the job has left squeue), the
+//! (one `squeue --me` a second for all the run's jobs, shared by the
+//! workers through a [`Board`]; `sacct` once the job has left squeue), the
 //! outbox's progress file (the phase for the display) and the node's log,
 //! whose new bytes it appends to the build's log in `logs_dir` (bounded),
 //! so `logs -f` and `monitor` follow a Slurm build as a local one. A job that
@@ -98,6 +99,28 @@ pub struct SlurmExecutor<'a> {
     longest_chain_ms: AtomicU64,
     /// The most CPUs one node (of the partition) has: no job asks for more.
     largest_node_cpus: u32,
+    /// Where this run's jobs are, from one `squeue` for all of them.
+    board: std::sync::Mutex<Board>,
+}
+
+/// The jobs the workers watch and the last `squeue` of them all: however
+/// many builds run, slurmctld answers one `squeue` per [`POLL`], not one per
+/// build (a cluster's admins count those).
+#[derive(Default)]
+struct Board {
+    /// Each watched job and when it was submitted (a snapshot taken before
+    /// then cannot know it).
+    watched: std::collections::HashMap<u64, Instant>,
+    snapshot: std::collections::HashMap<u64, JobStatus>,
+    taken: Option<Instant>,
+}
+
+impl Board {
+    /// The snapshot is young and was taken after `job` was submitted.
+    fn knows(&self, job: u64) -> bool {
+        let submitted = self.watched.get(&job).copied();
+        self.taken.is_some_and(|taken| taken.elapsed() < POLL && submitted.is_some_and(|s| taken >= s))
+    }
 }
 
 impl<'a> SlurmExecutor<'a> {
@@ -113,6 +136,7 @@ impl<'a> SlurmExecutor<'a> {
             run: run.to_string(),
             longest_chain_ms: AtomicU64::new(0),
             largest_node_cpus: u32::MAX,
+            board: Default::default(),
         };
         executor.largest_node_cpus = executor.largest_node()?;
         Ok(executor)
@@ -188,6 +212,7 @@ impl<'a> SlurmExecutor<'a> {
         }
         for job in &orphans {
             self.wait_ended(job.id)?;
+            self.forget(job.id);
         }
         self.remove_stale_outboxes();
         Ok(notices)
@@ -221,17 +246,38 @@ impl<'a> SlurmExecutor<'a> {
         }
     }
 
-    /// Where the job is: squeue's view while it lists the job, else the
-    /// last run of sacct's.
+    /// Where the job is: squeue's view while it lists the job (from the
+    /// [`Board`]), else the last run of sacct's.
     fn status(&self, job: u64) -> Result<JobStatus> {
-        let args = ["-h", "-j", &job.to_string(), "-o", slurm_cli::STATUS_FORMAT].map(String::from);
-        // squeue fails with "Invalid job id" once the job has aged out of it.
-        if let Ok(text) = self.slurm("squeue", &args) {
-            if let Some(status) = slurm_cli::parse_status(&text) {
-                return Ok(status);
-            }
+        if let Some(status) = self.queued(job) {
+            return Ok(status);
         }
         self.runs(job)?.pop().with_context(|| format!("neither squeue nor sacct knows job {job}"))
+    }
+
+    /// The job as the board's snapshot has it, the snapshot refreshed by one
+    /// `squeue` of all this user's jobs when it is older than [`POLL`] or
+    /// older than the job.
+    fn queued(&self, job: u64) -> Option<JobStatus> {
+        let mut board = self.board.lock().unwrap_or_else(|e| e.into_inner());
+        board.watched.entry(job).or_insert_with(Instant::now);
+        if !board.knows(job) {
+            let taken = Instant::now();
+            let args = ["-h", "--me", "-o", slurm_cli::BOARD_FORMAT].map(String::from);
+            let text = self.slurm("squeue", &args).ok()?;
+            let mut snapshot = slurm_cli::parse_board(&text);
+            snapshot.retain(|id, _| board.watched.contains_key(id));
+            board.snapshot = snapshot;
+            board.taken = Some(taken);
+        }
+        board.snapshot.get(&job).cloned()
+    }
+
+    /// The job is no longer watched (its build ended).
+    fn forget(&self, job: u64) {
+        let mut board = self.board.lock().unwrap_or_else(|e| e.into_inner());
+        board.watched.remove(&job);
+        board.snapshot.remove(&job);
     }
 
     /// Every run of the job, from accounting.
@@ -298,7 +344,10 @@ impl<'a> SlurmExecutor<'a> {
             script: slurm_cli::exec_line(&[&binary, "slurm-job", &node_spec.to_string_lossy()]),
         };
         let stdout = self.slurm("sbatch", &slurm_cli::sbatch_args(&job))?;
-        slurm_cli::parse_job_id(&stdout)
+        let id = slurm_cli::parse_job_id(&stdout)?;
+        // Only a snapshot taken from now on can list it.
+        self.board.lock().unwrap_or_else(|e| e.into_inner()).watched.insert(id, Instant::now());
+        Ok(id)
     }
 
     /// Polls the job until it has ended, reporting its phase; scancels it
@@ -458,6 +507,7 @@ impl Executor for SlurmExecutor<'_> {
                 notes.push(format!(
                     "job {current} ended {lost} and Slurm did not requeue it; resubmitted as job {next}"
                 ));
+                self.forget(current);
                 current = next;
             }
             unreachable!("the resubmissions are bounded")
@@ -467,6 +517,7 @@ impl Executor for SlurmExecutor<'_> {
             let _ = self.slurm("scancel", &[current.to_string()]);
         }
         outbox.remove();
+        self.forget(current);
         result.with_context(|| format!("Slurm job {current} of {}", request.origin))
     }
 }
@@ -686,6 +737,21 @@ mod tests {
     use std::io::Write;
 
     use super::*;
+
+    #[test]
+    fn the_board_answers_from_a_snapshot_younger_than_the_poll_and_the_job() {
+        let mut board = Board::default();
+        let before = Instant::now();
+        board.watched.insert(7, before);
+        assert!(!board.knows(7), "no snapshot yet");
+        board.taken = Some(Instant::now());
+        assert!(board.knows(7), "a fresh snapshot taken after the submission");
+        board.watched.insert(8, Instant::now() + Duration::from_millis(1));
+        assert!(!board.knows(8), "submitted after the snapshot: squeue must be asked again");
+        assert!(!board.knows(9), "a job nobody watches");
+        board.taken = Some(before - POLL);
+        assert!(!board.knows(7), "older than the poll");
+    }
 
     fn request() -> SandboxRequest {
         SandboxRequest {

@@ -127,6 +127,22 @@ pub fn parse_queue(stdout: &str) -> Vec<QueuedJob> {
 /// The `squeue -o` format of [`parse_status`].
 pub const STATUS_FORMAT: &str = "%T|%N|%r";
 
+/// The `squeue -o` format of [`parse_board`]: the job id, then
+/// [`STATUS_FORMAT`].
+pub const BOARD_FORMAT: &str = "%i|%T|%N|%r";
+
+/// Every job of `squeue -h -o BOARD_FORMAT`, by id (lines that do not parse
+/// are left out).
+pub fn parse_board(stdout: &str) -> std::collections::HashMap<u64, JobStatus> {
+    stdout
+        .lines()
+        .filter_map(|line| {
+            let (id, status) = line.split_once('|')?;
+            Some((id.trim().parse().ok()?, parse_status(status)?))
+        })
+        .collect()
+}
+
 /// Where a job is, from `squeue -h -j ID -o '%T|%N|%r'` or sacct.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobStatus {
@@ -294,6 +310,16 @@ mod tests {
                 QueuedJob { id: 13, state: "PENDING".into(), name: "other".into(), comment: String::new() },
             ]
         );
+    }
+
+    #[test]
+    fn one_squeue_for_every_job() {
+        let text = "12|RUNNING|node2|None\n13|PENDING||Resources\n14_1|RUNNING|node1|None\ngarbage\n";
+        let board = parse_board(text);
+        assert_eq!(board.len(), 2, "{board:?}");
+        assert_eq!(board[&12], JobStatus { state: JobState::Running, nodes: "node2".into(), reason: "None".into() });
+        assert_eq!(board[&13].state, JobState::Pending);
+        assert_eq!(board[&13].reason, "Resources");
     }
 
     #[test]
