@@ -295,18 +295,26 @@ fn bundled_tree_built_across_the_nodes_matches_a_local_build() {
     assert_nothing_left(&testbed, &slurm);
 }
 
+/// A run of one gated port (`slurm_extra` appended to the `[slurm]` table)
+/// whose job's node is killed while the build waits at its gate: the
+/// tree, the coordinator, the job and the lost node.
+fn lose_the_node_of_a_gated_build(testbed: &Testbed, tag: &str, slurm_extra: &str) -> (Env, Live, u64, String) {
+    let env = gated_env(tag, &[TestPort { name: "gated-1", deps: &[], gated: true }]);
+    env.write_config(&format!("{}{slurm_extra}", slurm_config(testbed, 2)));
+    let mut live = Live::spawn(testbed, &env, "run", &["-y", "everything"]);
+    live.wait_for("the build at its gate", Duration::from_secs(60), |events| {
+        (!in_build_phase(events).is_empty()).then_some(())
+    });
+    let (job, lost) = running_job(testbed, &env);
+    testbed.kill_node(&lost);
+    (env, live, job, lost)
+}
+
 #[test]
 fn a_node_lost_mid_build_is_requeued_and_the_build_finishes_on_another_node() {
     let testbed = Testbed::acquire(NODES);
     let tag = "slurm-node-lost";
-    let env = gated_env(tag, &[TestPort { name: "gated-1", deps: &[], gated: true }]);
-    env.write_config(&slurm_config(&testbed, 2));
-    let mut live = Live::spawn(&testbed, &env, "run", &["-y", "everything"]);
-    live.wait_for("the build at its gate", Duration::from_secs(60), |events| {
-        (!in_build_phase(events).is_empty()).then_some(())
-    });
-    let (job, lost) = running_job(&testbed, &env);
-    testbed.kill_node(&lost);
+    let (env, live, job, lost) = lose_the_node_of_a_gated_build(&testbed, tag, "");
     open_gate(&env, tag);
     let (status, events, context) = live.finish(Duration::from_secs(180));
     testbed.start_node(&lost);
@@ -347,14 +355,7 @@ fn a_node_lost_mid_build_is_requeued_and_the_build_finishes_on_another_node() {
 fn a_node_lost_without_a_requeue_is_resubmitted_and_finishes_elsewhere() {
     let testbed = Testbed::acquire(NODES);
     let tag = "slurm-no-requeue";
-    let env = gated_env(tag, &[TestPort { name: "gated-1", deps: &[], gated: true }]);
-    env.write_config(&format!("{}sbatch_args = [\"--no-requeue\"]\n", slurm_config(&testbed, 2)));
-    let mut live = Live::spawn(&testbed, &env, "run", &["-y", "everything"]);
-    live.wait_for("the build at its gate", Duration::from_secs(60), |events| {
-        (!in_build_phase(events).is_empty()).then_some(())
-    });
-    let (job, lost) = running_job(&testbed, &env);
-    testbed.kill_node(&lost);
+    let (env, live, job, lost) = lose_the_node_of_a_gated_build(&testbed, tag, "sbatch_args = [\"--no-requeue\"]\n");
     let failed = testbed.wait_sacct(job, Duration::from_secs(120), |runs| {
         runs.last().filter(|r| r["State"] == "NODE_FAIL").map(|_| runs.to_vec())
     });

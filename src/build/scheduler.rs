@@ -469,21 +469,9 @@ impl<'r, 'a> Coordinator<'r, 'a> {
         let Some(running) = self.running.remove(&slot) else { return };
         self.idle_slots.insert(slot);
         self.state[node] = Some(State::Done);
-        let outcome = result.unwrap_or_else(|e| BuildOutcome {
-            status: OutcomeStatus::Failed,
-            failed_phase: None,
-            reason: Some(format!("{e:#}")),
-            duration: running.started.elapsed(),
-            log_path: running.log_path.clone(),
-            package: None,
-            kept_work: None,
-            abnormal_output: vec![],
-            cpu_time: None,
-            peak_memory: None,
-            phases: vec![],
-            make_jobs: 0,
-            work_area: WorkArea::Tmpfs,
-            retried_on_disk: false,
+        let outcome = result.unwrap_or_else(|e| {
+            let (elapsed, log) = (running.started.elapsed(), running.log_path.clone());
+            BuildOutcome::failed_unmeasured(format!("{e:#}"), elapsed, log, 0, WorkArea::Tmpfs)
         });
         if let (Some(build), true) = (&running.build, outcome.cpu_time.is_some() || !outcome.phases.is_empty()) {
             self.db_write("recording resource usage", self.run.db.record_usage(build, &outcome.usage()));

@@ -556,25 +556,11 @@ impl Outbox {
 
 /// A job that ended without an outcome: failed, with what Slurm says.
 fn no_outcome(job: u64, runs: &[JobStatus], request: &SandboxRequest, log_path: PathBuf) -> BuildOutcome {
-    BuildOutcome {
-        status: OutcomeStatus::Failed,
-        failed_phase: None,
-        reason: Some(format!(
-            "Slurm job {job} ended without an outcome ({}); see its output slurm-{job}.out in the log",
-            describe_runs(runs)
-        )),
-        duration: Duration::ZERO,
-        log_path,
-        package: None,
-        kept_work: None,
-        abnormal_output: vec![],
-        cpu_time: None,
-        peak_memory: None,
-        phases: vec![],
-        make_jobs: request.make_jobs,
-        work_area: request.work_area,
-        retried_on_disk: false,
-    }
+    let reason = format!(
+        "Slurm job {job} ended without an outcome ({}); see its output slurm-{job}.out in the log",
+        describe_runs(runs)
+    );
+    BuildOutcome::failed_unmeasured(reason, Duration::ZERO, log_path, request.make_jobs, request.work_area)
 }
 
 /// Seconds of critical path behind the longest, at most [`MAX_NICE`].

@@ -158,6 +158,33 @@ pub struct BuildOutcome {
 }
 
 impl BuildOutcome {
+    /// A build that failed before anything of it was measured (its host
+    /// side could not run, or its Slurm job left no outcome).
+    pub fn failed_unmeasured(
+        reason: String,
+        duration: Duration,
+        log_path: PathBuf,
+        make_jobs: u32,
+        work_area: WorkArea,
+    ) -> Self {
+        BuildOutcome {
+            status: OutcomeStatus::Failed,
+            failed_phase: None,
+            reason: Some(reason),
+            duration,
+            log_path,
+            package: None,
+            kept_work: None,
+            abnormal_output: vec![],
+            cpu_time: None,
+            peak_memory: None,
+            phases: vec![],
+            make_jobs,
+            work_area,
+            retried_on_disk: false,
+        }
+    }
+
     /// Peak size of the work area (sampled), over all phases.
     pub fn peak_work(&self) -> Option<u64> {
         self.phases.iter().filter_map(|p| p.peak_work).max()
