@@ -61,7 +61,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::job::{JobSpec, NodeOutcome, NodeProgress, RequestSpec, SPEC};
+use super::job::{JobSpec, NodeOutcome, NodeProgress, RequestSpec, OUTCOME, SPEC};
 use super::slurm_cli::{self, JobRequest, JobState, JobStatus};
 use super::Executor;
 use crate::config::Config;
@@ -71,6 +71,8 @@ use crate::sandbox::runner::{
 
 /// How often a build's job and progress are polled.
 const POLL: Duration = Duration::from_secs(1);
+/// How often a job is polled once its node has written the outcome.
+const ENDING_POLL: Duration = Duration::from_millis(100);
 /// How many times a build whose node failed is submitted again when Slurm
 /// does not requeue it.
 pub const MAX_RESUBMITS: u32 = 2;
@@ -252,7 +254,22 @@ impl<'a> SlurmExecutor<'a> {
         if let Some(status) = self.queued(job) {
             return Ok(status);
         }
+        self.last_run(job)
+    }
+
+    /// The job's last run, from accounting (it has left squeue).
+    fn last_run(&self, job: u64) -> Result<JobStatus> {
         self.runs(job)?.pop().with_context(|| format!("neither squeue nor sacct knows job {job}"))
+    }
+
+    /// Where the job is now: its own `squeue -j`, else sacct.
+    fn status_now(&self, job: u64) -> Result<JobStatus> {
+        let args = ["-h", "-j", &job.to_string(), "-o", slurm_cli::STATUS_FORMAT].map(String::from);
+        // squeue fails with "Invalid job id" once the job has aged out of it.
+        if let Some(status) = self.slurm("squeue", &args).ok().and_then(|text| slurm_cli::parse_status(&text)) {
+            return Ok(status);
+        }
+        self.last_run(job)
     }
 
     /// The job as the board's snapshot has it, the snapshot refreshed by one
@@ -364,7 +381,11 @@ impl<'a> SlurmExecutor<'a> {
         let mut shown = NodeProgress::default();
         let mut failures = 0;
         loop {
-            if cancel.wait(POLL) {
+            // The node has written its outcome: the job is about to end, so
+            // it is asked about directly and often rather than through the
+            // board's snapshot, which would see the end up to a poll late.
+            let ending = outbox.local.join(OUTCOME).exists();
+            if cancel.wait(if ending { ENDING_POLL } else { POLL }) {
                 self.slurm("scancel", &[job.to_string()]).with_context(|| format!("cancelling job {job}"))?;
                 let status = self.wait_ended(job)?;
                 watched.cancelled = true;
@@ -383,7 +404,7 @@ impl<'a> SlurmExecutor<'a> {
                 }
                 shown = now;
             }
-            let status = match self.status(job) {
+            let status = match if ending { self.status_now(job) } else { self.status(job) } {
                 Ok(status) => {
                     failures = 0;
                     status
