@@ -266,17 +266,11 @@ impl NodeProgress {
 /// The file's contents, `None` when it does not exist; an error when it is
 /// a symlink, not a regular file, or larger than `limit`.
 pub fn read_bounded(path: &Path, limit: u64) -> Result<Option<Vec<u8>>> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let opened = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path);
-    let file = match opened {
+    let file = match crate::repo::fsutil::open_regular(path, "file") {
         Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
+        Err(e) if crate::repo::fsutil::is_not_found(&e) => return Ok(None),
+        Err(e) => return Err(e),
     };
-    let meta = file.metadata().with_context(|| format!("cannot stat {}", path.display()))?;
-    if !meta.is_file() {
-        bail!("{} is not a regular file", path.display());
-    }
     let mut bytes = Vec::new();
     file.take(limit + 1).read_to_end(&mut bytes).with_context(|| format!("cannot read {}", path.display()))?;
     if bytes.len() as u64 > limit {

@@ -658,7 +658,7 @@ impl LogMirror {
     fn pump(&mut self) -> Result<()> {
         use std::io::{Read, Seek, Write};
         use std::os::unix::fs::MetadataExt;
-        let Some(mut file) = open_regular(&self.source) else { return Ok(()) };
+        let Ok(mut file) = crate::repo::fsutil::open_regular(&self.source, "log") else { return Ok(()) };
         let meta = file.metadata().with_context(|| format!("cannot stat {}", self.source.display()))?;
         // Another file, or one shorter than what was copied.
         let identity = (meta.ino(), meta.created().ok());
@@ -711,14 +711,6 @@ fn slurm_output(outbox: &Path) -> Option<PathBuf> {
         p.file_name()
             .is_some_and(|n| n.to_string_lossy().starts_with("slurm-") && n.to_string_lossy().ends_with(".out"))
     })
-}
-
-/// `path` opened for reading if it is a regular file (not followed when a
-/// symlink).
-fn open_regular(path: &Path) -> Option<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path);
-    file.ok().filter(|f| f.metadata().is_ok_and(|m| m.is_file()))
 }
 
 /// Moves the node's archive of the failed work area next to the log.

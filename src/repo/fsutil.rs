@@ -38,18 +38,35 @@ pub fn sha256_of(reader: &mut impl Read) -> std::io::Result<(u64, String)> {
 /// `owner` is given, a file owned by another uid. All checks are made on
 /// the opened descriptor, so the file cannot be swapped after them.
 pub fn open_untrusted(path: &Path, max_size: u64, limit: &str, owner: Option<u32>) -> Result<File> {
+    let file = open_regular(path, "package")?;
+    let meta = file.metadata().with_context(|| format!("{}: cannot stat package", path.display()))?;
+    if let Some(uid) = owner.filter(|uid| *uid != meta.uid()) {
+        bail!("{}: is owned by uid {}, not by the build user (uid {uid})", path.display(), meta.uid());
+    }
+    if meta.len() > max_size {
+        bail!("{}: {} bytes is larger than {limit}", path.display(), meta.len());
+    }
+    Ok(file)
+}
+
+/// Opens `path` for reading if it is a regular file: a symlink is refused
+/// (`O_NOFOLLOW`), a fifo or device cannot block the open (`O_NONBLOCK`) and
+/// is refused by `fstat` on the opened descriptor. `what` names the file in
+/// the errors; a missing file's error is an `io::ErrorKind::NotFound`
+/// underneath ([`is_not_found`]).
+pub fn open_regular(path: &Path, what: &str) -> Result<File> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path)
         .map_err(|err| match err.raw_os_error() {
             Some(libc::ELOOP) => anyhow!("{}: is a symlink; refusing to follow it", path.display()),
-            _ => anyhow::Error::new(err).context(format!("{}: cannot open package", path.display())),
+            _ => anyhow::Error::new(err).context(format!("{}: cannot open {what}", path.display())),
         })?;
-    let meta = file.metadata().with_context(|| format!("{}: cannot stat package", path.display()))?;
+    let meta = file.metadata().with_context(|| format!("{}: cannot stat {what}", path.display()))?;
     let kind = meta.file_type();
     if !kind.is_file() {
-        let what = if kind.is_fifo() {
+        let kind_name = if kind.is_fifo() {
             "a fifo"
         } else if kind.is_char_device() || kind.is_block_device() {
             "a device"
@@ -60,15 +77,14 @@ pub fn open_untrusted(path: &Path, max_size: u64, limit: &str, owner: Option<u32
         } else {
             "not a regular file"
         };
-        bail!("{}: is {what}, not a regular file", path.display());
-    }
-    if let Some(uid) = owner.filter(|uid| *uid != meta.uid()) {
-        bail!("{}: is owned by uid {}, not by the build user (uid {uid})", path.display(), meta.uid());
-    }
-    if meta.len() > max_size {
-        bail!("{}: {} bytes is larger than {limit}", path.display(), meta.len());
+        bail!("{}: is {kind_name}, not a regular file", path.display());
     }
     Ok(file)
+}
+
+/// The error of [`open_regular`] for a file that does not exist.
+pub fn is_not_found(error: &anyhow::Error) -> bool {
+    error.root_cause().downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::NotFound)
 }
 
 /// Copies at most `max` bytes from `from` to `to`; more is an error
