@@ -324,7 +324,7 @@ pub fn remaining(ports: &Ports<'_>, machine: Machine, snapshot: Snapshot<'_>) ->
     let mut run = Run::new(ports, machine, DependencyQueue::new(g, &members, snapshot.order));
     for &(node, jobs, left) in snapshot.running {
         if run.queue.take(node) {
-            let host = run.roomiest_host().0;
+            let host = roomiest(&run.free_cores());
             run.active.push(Active { node, jobs: jobs.max(1), left: left.max(0.0), host });
         }
     }
@@ -359,6 +359,19 @@ fn bob_rank(ports: &Ports<'_>) -> Rank {
     let dependents = g.transitive_dependents_counts();
     let cpu: Vec<f64> = (0..g.len()).map(|v| ports.expected(v).work()).collect();
     super::rank_by(g, &vec![true; g.len()], |a, b| dependents[b].cmp(&dependents[a]).then(cpu[b].total_cmp(&cpu[a])))
+}
+
+/// The host for a build of `jobs` among hosts with `free` cores each: the one
+/// with the fewest free that has `jobs` free (best fit, as Slurm's
+/// `cons_tres` packs nodes, keeping whole hosts free for the big builds).
+fn best_fit(free: &[u32], jobs: u32) -> Option<u32> {
+    let fitting = free.iter().enumerate().filter(|(_, &f)| f >= jobs).min_by_key(|(h, &f)| (f, *h));
+    fitting.map(|(host, _)| host as u32)
+}
+
+/// The host with the most free cores, the first of equals.
+fn roomiest(free: &[u32]) -> u32 {
+    (0..free.len()).max_by_key(|&h| (free[h], std::cmp::Reverse(h))).unwrap_or(0) as u32
 }
 
 /// A build in progress: `left` is its time still to run at full speed.
@@ -407,13 +420,6 @@ impl<'p, 'g, O: Order> Run<'p, 'g, O> {
         free
     }
 
-    /// The host with the most free cores (the first of equals), and how many.
-    fn roomiest_host(&self) -> (u32, u32) {
-        let free = self.free_cores();
-        let (host, most) = free.iter().enumerate().fold((0, 0), |best, (h, &f)| if f > best.1 { (h, f) } else { best });
-        (host as u32, most)
-    }
-
     fn go(mut self, starter: &mut impl Starter<O>) -> ResourceSchedule {
         loop {
             starter.start_what_can(&mut self);
@@ -426,20 +432,12 @@ impl<'p, 'g, O: Order> Run<'p, 'g, O> {
         self.schedule
     }
 
-    /// The host for a build of `jobs`: the one with the fewest free cores
-    /// that has `jobs` free (best fit, as Slurm's `cons_tres` packs nodes,
-    /// keeping whole hosts free for the big builds), else the roomiest.
-    fn host_for(&self, jobs: u32) -> u32 {
-        let free = self.free_cores();
-        let fitting = free.iter().enumerate().filter(|(_, &f)| f >= jobs).min_by_key(|(h, &f)| (f, *h));
-        fitting.map_or_else(|| self.roomiest_host().0, |(h, _)| h as u32)
-    }
-
     /// Starts `node` with `jobs` (at most one host's cores: a build runs on
-    /// one host) on [`Self::host_for`] them.
+    /// one host) on the host [`best_fit`] picks, else the roomiest.
     fn start(&mut self, node: NodeId, jobs: u32) {
         let jobs = self.jobs_on_a_host(node, jobs);
-        let host = self.host_for(jobs);
+        let free = self.free_cores();
+        let host = best_fit(&free, jobs).unwrap_or_else(|| roomiest(&free));
         self.start_on(node, jobs, host);
     }
 
@@ -599,15 +597,11 @@ impl Starter<CriticalPath> for Ours {
             run.queue.take(node);
             self.remaining_work -= run.ports.expected(node).work();
             let jobs = run.jobs_on_a_host(node, jobs);
-            // Best fit among the hosts that have the jobs free; else the
-            // build waits for the roomiest host (one host only: a machine).
-            let fitting = free.iter().enumerate().filter(|(_, &f)| f >= jobs).min_by_key(|(h, &f)| (f, *h));
-            match fitting {
-                Some((host, _)) => run.start_on(node, jobs, host as u32),
-                None => {
-                    let roomiest = (0..free.len()).max_by_key(|&h| (free[h], std::cmp::Reverse(h))).unwrap_or(0);
-                    self.held.push(Held { node, jobs, host: roomiest as u32 });
-                }
+            // Where it fits; else the build waits for the roomiest host
+            // (never on one host only: a machine's free cores always fit).
+            match best_fit(&free, jobs) {
+                Some(host) => run.start_on(node, jobs, host),
+                None => self.held.push(Held { node, jobs, host: roomiest(&free) }),
             }
         }
     }
