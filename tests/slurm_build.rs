@@ -335,9 +335,7 @@ fn a_node_lost_mid_build_is_requeued_and_the_build_finishes_on_another_node() {
     assert_eq!(status, "success");
     assert!(stored.as_deref().is_some_and(|r| r.contains("requeued")), "the database records the retry: {stored:?}");
 
-    let runs = testbed.wait_sacct(job, Duration::from_secs(30), |runs| {
-        runs.last().filter(|r| r["State"] == "COMPLETED").map(|_| runs.to_vec())
-    });
+    let runs = testbed.runs_ending(job, "COMPLETED", Duration::from_secs(30));
     assert!(runs.len() >= 2, "one run on the lost node, one elsewhere: {runs:?}");
     assert_eq!((runs[0]["State"].as_str(), runs[0]["NodeList"].as_str()), ("NODE_FAIL", lost.as_str()), "{runs:?}");
     let last = runs.last().unwrap();
@@ -356,9 +354,7 @@ fn a_node_lost_without_a_requeue_is_resubmitted_and_finishes_elsewhere() {
     let testbed = Testbed::acquire(NODES);
     let tag = "slurm-no-requeue";
     let (env, live, job, lost) = lose_the_node_of_a_gated_build(&testbed, tag, "sbatch_args = [\"--no-requeue\"]\n");
-    let failed = testbed.wait_sacct(job, Duration::from_secs(120), |runs| {
-        runs.last().filter(|r| r["State"] == "NODE_FAIL").map(|_| runs.to_vec())
-    });
+    let failed = testbed.runs_ending(job, "NODE_FAIL", Duration::from_secs(120));
     assert_eq!(failed.len(), 1, "Slurm ran the job once and did not requeue it: {failed:?}");
     open_gate(&env, tag);
     let (status, events, context) = live.finish(Duration::from_secs(180));
@@ -375,9 +371,7 @@ fn a_node_lost_without_a_requeue_is_resubmitted_and_finishes_elsewhere() {
         .next()
         .and_then(|id| id.parse().ok())
         .unwrap_or_else(|| panic!("the new job's id in {reason}"));
-    let runs = testbed.wait_sacct(next, Duration::from_secs(30), |runs| {
-        runs.last().filter(|r| r["State"] == "COMPLETED").map(|_| runs.to_vec())
-    });
+    let runs = testbed.runs_ending(next, "COMPLETED", Duration::from_secs(30));
     assert_ne!(runs.last().unwrap()["NodeList"], lost, "{runs:?}");
     assert!(env.base().join("packages/All/gated-1-1.0.pkg").is_file());
     assert_nothing_left(&testbed, &env);

@@ -125,6 +125,12 @@ impl Testbed {
         })
     }
 
+    /// Every run of the job once the last of them is in `state` (`sacct -X
+    /// -D`); panics after `timeout`.
+    pub fn runs_ending(&self, job: u64, state: &str, timeout: Duration) -> Vec<BTreeMap<String, String>> {
+        self.wait_sacct(job, timeout, |runs| runs.last().filter(|r| r["State"] == state).map(|_| runs.to_vec()))
+    }
+
     /// Waits until `accept` finds what it wants in the job's accounting
     /// records (`sacct_attempts`); panics after `timeout`.
     pub fn wait_sacct<T>(
