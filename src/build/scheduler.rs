@@ -373,6 +373,7 @@ impl<'r, 'a> Coordinator<'r, 'a> {
         let tree = run.tree;
         let meta = tree.nodes[node].meta.as_ref().expect("ports in the build set have metadata");
         let origin = tree.nodes[node].origin.clone();
+        let memory = self.models[node].memory_at(make_jobs);
         let request = SandboxRequest {
             slot,
             origin: origin.clone(),
@@ -383,7 +384,7 @@ impl<'r, 'a> Coordinator<'r, 'a> {
             bootstrap_pkg: meta.bootstrap_pkg,
             make_jobs,
             work_area: self.work_area(node),
-            expected_memory: Some(self.models[node].memory_at(make_jobs)),
+            expected_memory: Some(memory),
             critical_path_ms: Some(self.queue.order().priority()[node] as u64),
             dependencies: tree
                 .install_set(node)
@@ -420,7 +421,7 @@ impl<'r, 'a> Coordinator<'r, 'a> {
             log_path,
             make_jobs: make_jobs as usize,
             expected_ms: model.time(make_jobs),
-            memory: model.memory_at(make_jobs),
+            memory,
         };
         run.events.emit(Event::BuildStart {
             slot,
